@@ -1,0 +1,437 @@
+//! Output: the aggregate table, JSON lines and the `-l` function list.
+//!
+//! The layouts are ipftrace2's printf layouts, byte for byte, because users'
+//! scripts parse them (columns split on whitespace, fixed widths). `tabled`
+//! sizes columns from their content and draws its own separators, so it can't
+//! reproduce a fixed printf layout, and for `-l` the header goes to stderr
+//! separately from the rows, which only fixed widths can keep aligned; the
+//! formatting is therefore written directly with `format!` specs that match C's:
+//! `%-20s` is `{:<20}`, `%24.24s` is `{:>24.24}`, `%03u` is `{:03}`.
+//! Rust's precision cuts on `char`s, so a non-ASCII name can't be split
+//! mid-character (C would cut bytes); kernel symbols are ASCII, where the two
+//! agree.
+
+use std::io::{self, BufWriter, Write};
+
+use crate::discover::Target;
+use crate::group::depths;
+use crate::stream::Record;
+
+/// Name and module shown for a record whose function index is out of range
+/// (a bug elsewhere, but output should not panic over it); ipftrace2 showed
+/// the same for symbols it couldn't resolve.
+const UNKNOWN: &str = "(unknown)";
+
+/// The (module, name) of the target a record points at.
+fn names(targets: &[Target], func: u32) -> (&str, &str) {
+    match targets.get(func as usize) {
+        Some(t) => (&t.module, &t.name),
+        None => (UNKNOWN, UNKNOWN),
+    }
+}
+
+/// Writes the aggregate table of all packets: a blank line, the header, then
+/// per packet a `===` line and one row per event.
+///
+/// `graph` selects the function_graph layout: the last column becomes
+/// `%-64.64s` holding two spaces per call depth and `name() {` on entry or `}`
+/// on return. Its header uses `%-64.64s` too, so that "Function" sits over the
+/// left-aligned call tree (ipftrace2 kept the right-aligned `%32.32s` header
+/// in this mode; rows are unchanged, only that header word moves). `groups` come from
+/// [`crate::group::Packets::into_groups`] (each sorted by timestamp).
+///
+/// Output is buffered here, so an unbuffered `out` is fine.
+pub fn aggregate(
+    out: &mut dyn Write,
+    groups: &[Vec<Record>],
+    targets: &[Target],
+    graph: bool,
+) -> io::Result<()> {
+    let mut out = BufWriter::new(out);
+    out.write_all(aggregate_header(graph).as_bytes())?;
+    // One buffer for the function_graph column, reused for every row.
+    let mut call = String::new();
+    for group in groups {
+        out.write_all(b"===\n")?;
+        if graph {
+            for (r, depth) in group.iter().zip(depths(group)) {
+                graph_row(&mut out, r, targets, depth, &mut call)?;
+            }
+        } else {
+            for r in group {
+                row(&mut out, r, targets)?;
+            }
+        }
+    }
+    out.flush()
+}
+
+/// The blank line and header line before the table.
+fn aggregate_header(graph: bool) -> String {
+    if graph {
+        format!(
+            "\n{:<20} {:>3.3} {:>24.24} {:<64.64}\n",
+            "Timestamp", "CPU", "Module", "Function"
+        )
+    } else {
+        format!(
+            "\n{:<20} {:>3.3} {:>24.24} {:>32.32}\n",
+            "Timestamp", "CPU", "Module", "Function"
+        )
+    }
+}
+
+/// A function tracer row: `%-20zu %03u %24.24s %32.32s`.
+fn row(out: &mut dyn Write, r: &Record, targets: &[Target]) -> io::Result<()> {
+    let (module, name) = names(targets, r.func);
+    writeln!(
+        out,
+        "{:<20} {:03} {:>24.24} {:>32.32}",
+        r.tstamp, r.cpu, module, name
+    )
+}
+
+/// A function_graph row: `%-20zu %03u %24.24s %-64.64s`, the last column
+/// built in `call`.
+fn graph_row(
+    out: &mut dyn Write,
+    r: &Record,
+    targets: &[Target],
+    depth: usize,
+    call: &mut String,
+) -> io::Result<()> {
+    let (module, name) = names(targets, r.func);
+    call.clear();
+    // Only the first 64 chars show; cap the indent so a runaway depth
+    // (unbalanced entries) can't make this buffer grow without bound.
+    for _ in 0..depth.min(32) {
+        call.push_str("  ");
+    }
+    if r.is_return {
+        call.push('}');
+    } else {
+        call.push_str(name);
+        call.push_str("() {");
+    }
+    writeln!(
+        out,
+        "{:<20} {:03} {:>24.24} {:<64.64}",
+        r.tstamp, r.cpu, module, call
+    )
+}
+
+/// Writes one event as a JSON line, keys in ipftrace2's order:
+/// `{"packet_id":"0x…","timestamp":N,"processor_id":N,"module":"…","function":"…","is_return":B}`.
+///
+/// Written straight to `out`, without building a string per event, in
+/// several small writes: give it a buffered writer. Not flushed here:
+/// ipftrace2 flushed after every line so that a pipe sees events as they
+/// happen; the caller should flush at least after each batch of events.
+pub fn json_event(out: &mut dyn Write, r: &Record, targets: &[Target]) -> io::Result<()> {
+    let (module, name) = names(targets, r.func);
+    write!(
+        out,
+        r#"{{"packet_id":"{:#x}","timestamp":{},"processor_id":{},"module":"#,
+        r.skb, r.tstamp, r.cpu
+    )?;
+    json_str(out, module)?;
+    out.write_all(br#","function":"#)?;
+    json_str(out, name)?;
+    writeln!(out, r#","is_return":{}}}"#, r.is_return)
+}
+
+/// Writes `s` as a quoted, escaped JSON string.
+fn json_str(out: &mut dyn Write, s: &str) -> io::Result<()> {
+    serde_json::to_writer(out, s).map_err(io::Error::from)
+}
+
+/// The header line of the `-l` list, without its newline, to be printed on
+/// stderr (as ipftrace2 did) so that stdout holds only rows. Aligned with
+/// [`list`]'s rows.
+pub fn list_header() -> String {
+    format!(
+        "{:>64}\t{:>16}\t{:>18}\t{}",
+        "NAME", "MODULE", "ADDRESS", "SKB_POSITION"
+    )
+}
+
+/// Writes the `-l` list, one target per line.
+///
+/// Table form is ipftrace2's `%64.64s\t%16.16s\t0x%016lx\t%d` (tab-separated,
+/// names right-aligned), except that long names and modules are not cut: a
+/// listed name is meant to be copied into `-r`, so a truncated one is
+/// useless; the tabs keep such rows parseable. With `json`, one object per
+/// line: `{"name":"…","module":"…","address":"0x…","skb_position":N}`, the
+/// address with the same 16 hex digits. Tracepoints show their name as is and
+/// address 0.
+///
+/// Output is buffered here, so an unbuffered `out` is fine.
+pub fn list(out: &mut dyn Write, targets: &[Target], json: bool) -> io::Result<()> {
+    let mut out = BufWriter::new(out);
+    for t in targets {
+        if json {
+            list_json(&mut out, t)?;
+        } else {
+            writeln!(
+                out,
+                "{:>64}\t{:>16}\t{:#018x}\t{}",
+                t.name, t.module, t.addr, t.skb_pos
+            )?;
+        }
+    }
+    out.flush()
+}
+
+/// One `-l` entry as a JSON line.
+fn list_json(out: &mut dyn Write, t: &Target) -> io::Result<()> {
+    out.write_all(br#"{"name":"#)?;
+    json_str(out, &t.name)?;
+    out.write_all(br#","module":"#)?;
+    json_str(out, &t.module)?;
+    writeln!(
+        out,
+        r#","address":"{:#018x}","skb_position":{}}}"#,
+        t.addr, t.skb_pos
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    //! Golden outputs. The files under `tests/golden/` were printed by a C
+    //! program using ipftrace2's printf formats on the same data, so they
+    //! check the layout against C's printf, not against this code.
+    use super::*;
+    use crate::discover::TargetKind;
+    use crate::group::Packets;
+
+    fn target(name: &str, module: &str, addr: u64, skb_pos: u8) -> Target {
+        Target {
+            name: name.into(),
+            module: module.into(),
+            addr,
+            skb_pos,
+            nargs: skb_pos + 1,
+            kind: TargetKind::Function,
+        }
+    }
+
+    fn targets() -> Vec<Target> {
+        let mut tracepoint = target("netif_receive_skb", "vmlinux", 0, 0);
+        tracepoint.kind = TargetKind::Tracepoint;
+        vec![
+            target("ip_rcv", "vmlinux", 0xffffffff81c3a2b0, 0),
+            target(
+                "__netif_receive_skb_one_core",
+                "vmlinux",
+                0xffffffff81b0e130,
+                0,
+            ),
+            target(
+                "a_function_name_that_is_longer_than_32_chars",
+                "module_name_longer_than_24_chars",
+                0xffffffffc0a01234,
+                3,
+            ),
+            tracepoint,
+            target("veth_xmit", "veth", 0xffffffffc0b1c020, 0),
+            target("kfree_skbmem", "vmlinux", 0xffffffff81a00010, 0),
+            target(
+                "a_function_name_that_is_longer_than_32_chars_and_even_longer_than_64",
+                "vmlinux",
+                0xffffffff81000040,
+                11,
+            ),
+        ]
+    }
+
+    fn rec(skb: u64, tstamp: u64, func: u32, cpu: u32, is_return: bool) -> Record {
+        Record {
+            skb,
+            tstamp,
+            func,
+            cpu,
+            is_return,
+        }
+    }
+
+    /// Groups `records` (given in arrival order) as the aggregate output does.
+    fn groups(records: &[Record]) -> Vec<Vec<Record>> {
+        let mut packets = Packets::new();
+        for r in records {
+            packets.push(*r);
+        }
+        packets.into_groups()
+    }
+
+    fn render(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
+        let mut out = Vec::new();
+        f(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    const A: u64 = 0xffff8dee8aea9700;
+    const B: u64 = 0xffff8dee8aea1000;
+    const C: u64 = 0xffff8dee00000100;
+
+    #[test]
+    fn aggregate_function() {
+        // Three packets arriving interleaved and out of order. B starts first,
+        // then A, then C; B has two events with the same timestamp (arrival
+        // order kept); C has a 20-digit timestamp and a 4-digit CPU (wider
+        // than %03u, as in C). Target 2 has a module and a name longer than
+        // their columns.
+        let records = [
+            rec(A, 25340022557487, 0, 0, false),
+            rec(B, 25340022550100, 3, 12, false),
+            rec(C, u64::MAX, 5, 1234, false),
+            rec(A, 25340022557999, 5, 0, false),
+            rec(B, 25340022550000, 2, 12, false),
+            rec(A, 25340022557400, 1, 0, false),
+            rec(B, 25340022550100, 4, 7, false),
+            rec(C, 99999999999999999, 0, 1, false),
+        ];
+        let text = render(|out| aggregate(out, &groups(&records), &targets(), false));
+        assert_eq!(text, include_str!("../tests/golden/aggregate.txt"));
+    }
+
+    #[test]
+    fn aggregate_function_graph() {
+        // Packet D: a return without its entry first (depth stays 0), nested
+        // calls, a name too long for the 64-column field, and an entry left
+        // open at the end. Packet E: depth starts again at 0, and a surplus
+        // return floors at 0.
+        const D: u64 = 0xffff8dee8aea2000;
+        const E: u64 = 0xffff8dee8aea3000;
+        let records = [
+            rec(E, 3, 4, 1, false),
+            rec(D, 6, 2, 3, false),
+            rec(D, 1, 5, 3, true),
+            rec(D, 2, 1, 3, false),
+            rec(E, 5, 0, 1, true),
+            rec(D, 3, 0, 3, false),
+            rec(D, 4, 6, 3, false),
+            rec(D, 5, 6, 3, true),
+            rec(E, 4, 4, 1, true),
+            rec(D, 7, 2, 3, true),
+            rec(D, 8, 0, 3, true),
+            rec(D, 9, 1, 3, true),
+            rec(D, 10, 3, 3, false),
+        ];
+        let text = render(|out| aggregate(out, &groups(&records), &targets(), true));
+        assert_eq!(text, include_str!("../tests/golden/aggregate_graph.txt"));
+    }
+
+    #[test]
+    fn aggregate_deep_graph_is_all_indent() {
+        // 40 nested entries: from depth 32 on, the 64 columns are all indent.
+        let records: Vec<Record> = (0..40).map(|t| rec(A, t, 0, 0, false)).collect();
+        let text = render(|out| aggregate(out, &[records], &targets(), true));
+        let last = text.lines().last().unwrap();
+        assert_eq!(last, format!("39{:18} 000 {:>24} {:64}", "", "vmlinux", ""));
+    }
+
+    #[test]
+    fn aggregate_empty() {
+        let text = render(|out| aggregate(out, &[], &targets(), false));
+        assert_eq!(
+            text,
+            "\nTimestamp            CPU                   Module                         Function\n"
+        );
+    }
+
+    #[test]
+    fn aggregate_counts_chars() {
+        // C would cut these mid-character and pad by bytes; here cuts fall
+        // between chars and padding counts chars, so columns stay aligned.
+        // Row 1: 26 chars (29 bytes) for 24 columns, 35 chars (38 bytes) for
+        // 32. Row 2: 6 chars (7 bytes), padded with 18 spaces.
+        let targets = [
+            target(
+                "fünction_ñame_with_ümlauts_and_more",
+                "mödule_ñame_ümlauts_123456",
+                0,
+                0,
+            ),
+            target("ümlaut", "ümlaut", 0, 0),
+        ];
+        let records = vec![rec(A, 1, 0, 0, false), rec(A, 2, 1, 0, false)];
+        let text = render(|out| aggregate(out, &[records], &targets, false));
+        let rows: Vec<&str> = text.lines().skip(3).collect();
+        assert_eq!(
+            rows,
+            [
+                "1                    000 mödule_ñame_ümlauts_1234 fünction_ñame_with_ümlauts_and_m",
+                "2                    000                   ümlaut                           ümlaut",
+            ]
+        );
+    }
+
+    #[test]
+    fn json_lines() {
+        let targets = targets();
+        let text = render(|out| {
+            json_event(out, &rec(A, 25340022557487, 0, 0, false), &targets)?;
+            json_event(out, &rec(C, u64::MAX, 2, 1234, true), &targets)?;
+            // An index past the target list must not panic.
+            json_event(out, &rec(1, 0, 99, 0, false), &targets)
+        });
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"packet_id":"0xffff8dee8aea9700","timestamp":25340022557487,"processor_id":0,"module":"vmlinux","function":"ip_rcv","is_return":false}"#,
+                "\n",
+                r#"{"packet_id":"0xffff8dee00000100","timestamp":18446744073709551615,"processor_id":1234,"module":"module_name_longer_than_24_chars","function":"a_function_name_that_is_longer_than_32_chars","is_return":true}"#,
+                "\n",
+                r#"{"packet_id":"0x1","timestamp":0,"processor_id":0,"module":"(unknown)","function":"(unknown)","is_return":false}"#,
+                "\n",
+            )
+        );
+    }
+
+    #[test]
+    fn json_escapes_strings() {
+        let targets = [target("a\"b\\c\nd\te\u{1}é", "m\"od", 0, 0)];
+        let text = render(|out| json_event(out, &rec(A, 1, 0, 2, false), &targets));
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"packet_id":"0xffff8dee8aea9700","timestamp":1,"processor_id":2,"module":"m\"od","function":"a\"b\\c\nd\te\u0001é","is_return":false}"#,
+                "\n"
+            )
+        );
+        // And it is valid JSON that reads back to the same strings.
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["function"], targets[0].name);
+        assert_eq!(v["module"], targets[0].module);
+    }
+
+    #[test]
+    fn list_table() {
+        let text = render(|out| {
+            writeln!(out, "{}", list_header())?;
+            list(out, &targets(), false)
+        });
+        assert_eq!(text, include_str!("../tests/golden/list.txt"));
+    }
+
+    #[test]
+    fn list_json() {
+        let mut targets = targets();
+        targets.truncate(4);
+        targets[1].name = "quo\"te".into();
+        let text = render(|out| list(out, &targets, true));
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"name":"ip_rcv","module":"vmlinux","address":"0xffffffff81c3a2b0","skb_position":0}"#,
+                "\n",
+                r#"{"name":"quo\"te","module":"vmlinux","address":"0xffffffff81b0e130","skb_position":0}"#,
+                "\n",
+                r#"{"name":"a_function_name_that_is_longer_than_32_chars","module":"module_name_longer_than_24_chars","address":"0xffffffffc0a01234","skb_position":3}"#,
+                "\n",
+                r#"{"name":"netif_receive_skb","module":"vmlinux","address":"0x0000000000000000","skb_position":0}"#,
+                "\n",
+            )
+        );
+    }
+}
