@@ -3,10 +3,12 @@
 use std::{env, path::PathBuf};
 
 fn main() {
-    let object = env::var_os("IPFT_EBPF_OBJECT").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap())
-            .join("../ipft-ebpf/target/bpfel-unknown-none/release/ipft-ebpf")
-    });
+    let object = env::var_os("IPFT_EBPF_OBJECT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap())
+                .join("../ipft-ebpf/target/bpfel-unknown-none/release/ipft-ebpf")
+        });
     if !object.exists() {
         panic!(
             "the eBPF object {} is missing: build with `cargo xtask build`",

@@ -29,3 +29,507 @@ pub struct Target {
     pub nargs: u8,
     pub kind: TargetKind,
 }
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+use btf_rs::{Btf, BtfType, Type};
+use fallible_iterator::FallibleIterator;
+use regex::Regex;
+
+/// Where the kernel publishes its BTF.
+pub const SYS_BTF_DIR: &str = "/sys/kernel/btf";
+
+/// Why a function with an skb parameter cannot be traced at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exclusion {
+    Variadic,
+    /// A struct or union passed by value: argument positions become unknowable.
+    AggregateByValue,
+}
+
+/// A function or tracepoint with a `struct sk_buff *` parameter, straight
+/// from BTF, before any backend-specific limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub target: Target,
+    pub exclusion: Option<Exclusion>,
+}
+
+/// The kernel's BTF: vmlinux plus every module's split BTF.
+pub struct KernelBtf {
+    pub vmlinux: Btf,
+    /// (module name, split BTF), sorted by name.
+    pub modules: Vec<(String, Btf)>,
+}
+
+impl KernelBtf {
+    /// Reads vmlinux BTF and, when `with_modules`, every module's split BTF.
+    pub fn load(dir: &Path, with_modules: bool) -> Result<Self> {
+        let vmlinux_path = dir.join("vmlinux");
+        let vmlinux = Btf::from_file(&vmlinux_path).with_context(|| {
+            format!(
+                "cannot read the kernel's BTF at {}: ipft needs a kernel built with CONFIG_DEBUG_INFO_BTF",
+                vmlinux_path.display()
+            )
+        })?;
+        let modules = if with_modules {
+            Self::load_modules(dir, &vmlinux)
+        } else {
+            Vec::new()
+        };
+        Ok(KernelBtf { vmlinux, modules })
+    }
+
+    /// Every module's split BTF; a module unloaded while we read, or a bad
+    /// file, only loses that module.
+    pub fn load_modules(dir: &Path, vmlinux: &Btf) -> Vec<(String, Btf)> {
+        module_btf_paths(dir)
+            .into_iter()
+            .filter_map(|path| {
+                let name = path.file_name()?.to_string_lossy().into_owned();
+                Some((name, Btf::from_split_file(&path, vmlinux).ok()?))
+            })
+            .collect()
+    }
+}
+
+fn module_btf_paths(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "vmlinux"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// Byte offset of `mark` in the running kernel's `struct sk_buff`.
+pub fn mark_offset(btf: &Btf) -> Result<u32> {
+    let skb = btf
+        .resolve_types_by_name("sk_buff")
+        .ok()
+        .and_then(|types| {
+            types.into_iter().find_map(|t| match t {
+                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+        })
+        .context("the kernel's BTF has no struct sk_buff")?;
+    member_bit_offset(btf, &skb, "mark")
+        .map(|bits| bits / 8)
+        .context("the kernel's BTF has no sk_buff.mark")
+}
+
+/// Finds a member by name, descending into anonymous structs and unions.
+fn member_bit_offset(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Option<u32> {
+    for member in &s.members {
+        let member_name = btf.resolve_name(member).unwrap_or_default();
+        if member_name == name {
+            return Some(member.bit_offset());
+        }
+        if member_name.is_empty() {
+            let inner = member
+                .get_type_id()
+                .and_then(|id| btf.resolve_type_by_id(id).ok());
+            if let Some(Type::Struct(inner) | Type::Union(inner)) = inner {
+                if let Some(off) = member_bit_offset(btf, &inner, name) {
+                    return Some(member.bit_offset() + off);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Every function in vmlinux and module BTF that takes a `struct sk_buff *`.
+pub fn functions(kernel: &KernelBtf) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    scan_functions(
+        &kernel.vmlinux,
+        kernel.vmlinux.type_iter(),
+        "vmlinux",
+        &mut out,
+    );
+    for (module, btf) in &kernel.modules {
+        if let Some(split) = btf.split() {
+            scan_functions(btf, split.type_iter(), module, &mut out);
+        }
+    }
+    dedup(out)
+}
+
+fn scan_functions(
+    btf: &Btf,
+    types: impl FallibleIterator<Item = Type, Error = btf_rs::Error>,
+    module: &str,
+    out: &mut Vec<Candidate>,
+) {
+    let mut skb_types = SkbTypes::default();
+    let mut types = types;
+    while let Ok(Some(t)) = types.next() {
+        let Type::Func(func) = t else { continue };
+        let Some(Type::FuncProto(proto)) = func
+            .get_type_id()
+            .and_then(|id| btf.resolve_type_by_id(id).ok())
+        else {
+            continue;
+        };
+        let Some(pos) = proto
+            .parameters
+            .iter()
+            .position(|p| skb_types.is_skb_ptr(btf, p))
+        else {
+            continue;
+        };
+        let name = btf.resolve_name(&func).unwrap_or_default();
+        out.push(Candidate {
+            target: Target {
+                name,
+                module: module.to_string(),
+                addr: 0,
+                skb_pos: pos as u8,
+                nargs: proto.parameters.len() as u8,
+                kind: TargetKind::Function,
+            },
+            exclusion: exclusion(btf, &proto.parameters),
+        });
+    }
+}
+
+/// Every BTF tracepoint (`btf_trace_<name>` typedefs) that carries an skb.
+/// The typedef's first parameter is the tracepoint's private data, not an
+/// argument the program sees, so positions count from the second.
+pub fn tracepoints(btf: &Btf) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    let mut skb_types = SkbTypes::default();
+    let mut types = btf.type_iter();
+    while let Ok(Some(t)) = types.next() {
+        let Type::Typedef(typedef) = t else { continue };
+        let name = btf.resolve_name(&typedef).unwrap_or_default();
+        let Some(tp_name) = name.strip_prefix("btf_trace_") else {
+            continue;
+        };
+        let Some(Type::FuncProto(proto)) = resolve_ptr_target(btf, typedef.get_type_id()) else {
+            continue;
+        };
+        let params = proto.parameters.get(1..).unwrap_or_default();
+        let Some(pos) = params.iter().position(|p| skb_types.is_skb_ptr(btf, p)) else {
+            continue;
+        };
+        out.push(Candidate {
+            target: Target {
+                name: tp_name.to_string(),
+                module: "vmlinux".to_string(),
+                addr: 0,
+                skb_pos: pos as u8,
+                nargs: params.len() as u8,
+                kind: TargetKind::Tracepoint,
+            },
+            exclusion: None,
+        });
+    }
+    dedup(out)
+}
+
+fn resolve_ptr_target(btf: &Btf, id: Option<u32>) -> Option<Type> {
+    match btf.resolve_type_by_id(id?).ok()? {
+        Type::Ptr(ptr) => btf.resolve_type_by_id(ptr.get_type_id()?).ok(),
+        _ => None,
+    }
+}
+
+fn exclusion(btf: &Btf, params: &[btf_rs::Parameter]) -> Option<Exclusion> {
+    if params.iter().any(|p| p.is_variadic()) {
+        return Some(Exclusion::Variadic);
+    }
+    let by_value = params.iter().any(|p| {
+        matches!(
+            strip_modifiers(btf, p.get_type_id()),
+            Some(Type::Struct(_) | Type::Union(_))
+        )
+    });
+    by_value.then_some(Exclusion::AggregateByValue)
+}
+
+/// Resolves a type id through typedefs and qualifiers.
+fn strip_modifiers(btf: &Btf, mut id: Option<u32>) -> Option<Type> {
+    loop {
+        let t = btf.resolve_type_by_id(id?).ok()?;
+        match &t {
+            Type::Typedef(_)
+            | Type::Const(_)
+            | Type::Volatile(_)
+            | Type::Restrict(_)
+            | Type::TypeTag(_) => {
+                id = t.as_btf_type()?.get_type_id();
+            }
+            _ => return Some(t),
+        }
+    }
+}
+
+/// Remembers which type ids are `struct sk_buff *` (possibly const, typedef'd).
+#[derive(Default)]
+struct SkbTypes(HashMap<u32, bool>);
+
+impl SkbTypes {
+    fn is_skb_ptr(&mut self, btf: &Btf, param: &btf_rs::Parameter) -> bool {
+        let Some(id) = param.get_type_id() else {
+            return false;
+        };
+        *self.0.entry(id).or_insert_with(|| is_skb_ptr(btf, id))
+    }
+}
+
+fn is_skb_ptr(btf: &Btf, id: u32) -> bool {
+    let Some(Type::Ptr(ptr)) = strip_modifiers(btf, Some(id)) else {
+        return false;
+    };
+    match strip_modifiers(btf, ptr.get_type_id()) {
+        Some(Type::Struct(s)) => btf.resolve_name(&s).is_ok_and(|n| n == "sk_buff"),
+        _ => false,
+    }
+}
+
+/// BTF can describe one name twice; keep the first per module.
+fn dedup(candidates: Vec<Candidate>) -> Vec<Candidate> {
+    let mut seen = HashSet::new();
+    let mut out: Vec<Candidate> = candidates
+        .into_iter()
+        .filter(|c| seen.insert((c.target.module.clone(), c.target.name.clone())))
+        .collect();
+    out.sort_by(|a, b| {
+        let key = |c: &Candidate| {
+            (
+                c.target.module != "vmlinux",
+                c.target.module.clone(),
+                c.target.name.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    out
+}
+
+/// Addresses of text symbols in `/proc/kallsyms`, keyed by (module, name);
+/// only names in `wanted` are kept, so the map stays small.
+pub fn kallsyms(text: &str, wanted: &HashSet<&str>) -> HashMap<(String, String), u64> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(addr), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if !matches!(kind, "t" | "T") || !wanted.contains(name) {
+            continue;
+        }
+        let module = fields
+            .next()
+            .map(|m| m.trim_matches(|c| c == '[' || c == ']'))
+            .unwrap_or("vmlinux");
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            continue;
+        };
+        out.entry((module.to_string(), name.to_string()))
+            .or_insert(addr);
+    }
+    out
+}
+
+/// Fills in addresses; returns the candidates kallsyms does not know
+/// (inlined everywhere, or removed) separately.
+pub fn resolve_addresses(
+    candidates: Vec<Candidate>,
+    kallsyms_text: &str,
+) -> (Vec<Candidate>, usize) {
+    let wanted: HashSet<&str> = candidates.iter().map(|c| c.target.name.as_str()).collect();
+    let symbols = kallsyms(kallsyms_text, &wanted);
+    let total = candidates.len();
+    let found: Vec<Candidate> = candidates
+        .into_iter()
+        .filter_map(|mut c| {
+            let key = (c.target.module.clone(), c.target.name.clone());
+            let addr = *symbols.get(&key)?;
+            c.target.addr = addr;
+            Some(c)
+        })
+        .collect();
+    let missing = total - found.len();
+    (found, missing)
+}
+
+/// The user's `-r` and `--module-regex`.
+#[derive(Default)]
+pub struct Filter<'a> {
+    pub name: Option<&'a Regex>,
+    pub module: Option<&'a Regex>,
+}
+
+impl Filter<'_> {
+    pub fn allows(&self, target: &Target) -> bool {
+        self.name.is_none_or(|re| re.is_match(&target.name))
+            && self.module.is_none_or(|re| re.is_match(&target.module))
+    }
+}
+
+/// Reads `/proc/kallsyms`, failing with a sentence the user can act on.
+pub fn read_kallsyms() -> Result<String> {
+    let text = fs::read_to_string("/proc/kallsyms").context("cannot read /proc/kallsyms")?;
+    if text
+        .lines()
+        .next()
+        .is_some_and(|l| l.starts_with("0000000000000000"))
+    {
+        bail!("/proc/kallsyms hides addresses: run ipft as root");
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KALLSYMS: &str = "\
+ffffffff81000000 T _text
+ffffffff81a00010 T ip_rcv
+ffffffff81a00020 t ip_rcv_finish
+ffffffff81a00030 D ip_rcv_data
+ffffffffc0a01000 t veth_xmit\t[veth]
+ffffffffc0b01000 t veth_xmit\t[other]
+";
+
+    fn candidate(name: &str, module: &str) -> Candidate {
+        Candidate {
+            target: Target {
+                name: name.into(),
+                module: module.into(),
+                addr: 0,
+                skb_pos: 0,
+                nargs: 1,
+                kind: TargetKind::Function,
+            },
+            exclusion: None,
+        }
+    }
+
+    #[test]
+    fn kallsyms_keeps_wanted_text_symbols_per_module() {
+        let wanted: HashSet<&str> = ["ip_rcv", "veth_xmit", "ip_rcv_data"].into();
+        let syms = kallsyms(KALLSYMS, &wanted);
+        assert_eq!(
+            syms.get(&("vmlinux".into(), "ip_rcv".into())),
+            Some(&0xffffffff81a00010)
+        );
+        assert_eq!(
+            syms.get(&("veth".into(), "veth_xmit".into())),
+            Some(&0xffffffffc0a01000)
+        );
+        assert_eq!(
+            syms.get(&("other".into(), "veth_xmit".into())),
+            Some(&0xffffffffc0b01000)
+        );
+        assert!(
+            !syms.contains_key(&("vmlinux".into(), "ip_rcv_data".into())),
+            "data symbol kept"
+        );
+        assert_eq!(syms.len(), 3);
+    }
+
+    #[test]
+    fn unresolved_functions_are_counted_not_kept() {
+        let cands = vec![
+            candidate("ip_rcv", "vmlinux"),
+            candidate("inlined_fn", "vmlinux"),
+            candidate("veth_xmit", "veth"),
+        ];
+        let (found, missing) = resolve_addresses(cands, KALLSYMS);
+        assert_eq!(missing, 1);
+        assert_eq!(
+            found.iter().map(|c| c.target.addr).collect::<Vec<_>>(),
+            [0xffffffff81a00010, 0xffffffffc0a01000]
+        );
+    }
+
+    #[test]
+    fn filter_matches_unanchored() {
+        let name = Regex::new("rcv").unwrap();
+        let module = Regex::new("^vmlinux$").unwrap();
+        let filter = Filter {
+            name: Some(&name),
+            module: Some(&module),
+        };
+        assert!(filter.allows(&candidate("ip_rcv_finish", "vmlinux").target));
+        assert!(!filter.allows(&candidate("ip_rcv", "veth").target));
+        assert!(!filter.allows(&candidate("ip_output", "vmlinux").target));
+    }
+
+    // The tests below read the running kernel's BTF: discovery must work on
+    // the real thing, not only on fixtures.
+    fn running_kernel() -> KernelBtf {
+        KernelBtf::load(Path::new(SYS_BTF_DIR), true).expect("this kernel has BTF")
+    }
+
+    #[test]
+    fn running_kernel_has_many_skb_functions() {
+        let kernel = running_kernel();
+        let funcs = functions(&kernel);
+        assert!(funcs.len() > 1000, "only {} skb functions", funcs.len());
+        let find = |name: &str| {
+            funcs
+                .iter()
+                .find(|c| c.target.name == name)
+                .unwrap_or_else(|| panic!("{name} missing"))
+        };
+        // int ip_rcv(struct sk_buff *skb, struct net_device *dev, ...)
+        assert_eq!(find("ip_rcv").target.skb_pos, 0);
+        // int ip_finish_output2(struct net *net, struct sock *sk, struct sk_buff *skb)
+        assert_eq!(find("ip_finish_output2").target.skb_pos, 2);
+        assert_eq!(find("ip_finish_output2").target.nargs, 3);
+        // void kfree_skb_reason / sk_skb_reason_drop take the skb first or second
+        assert!(funcs
+            .iter()
+            .all(|c| (c.target.skb_pos as usize) < c.target.nargs as usize));
+        assert!(funcs.iter().all(|c| c.target.kind == TargetKind::Function));
+    }
+
+    #[test]
+    fn running_kernel_skb_tracepoints() {
+        let kernel = running_kernel();
+        let tps = tracepoints(&kernel.vmlinux);
+        let find = |name: &str| {
+            tps.iter()
+                .find(|c| c.target.name == name)
+                .unwrap_or_else(|| panic!("{name} missing"))
+        };
+        // TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...)
+        assert_eq!(find("kfree_skb").target.skb_pos, 0);
+        // TP_PROTO(struct sock *sk, const struct sk_buff *skb)
+        assert_eq!(find("tcp_retransmit_skb").target.skb_pos, 1);
+        assert!(tps.len() >= 10, "only {} tracepoints", tps.len());
+        assert!(tps.iter().all(|c| c.target.kind == TargetKind::Tracepoint));
+    }
+
+    #[test]
+    fn running_kernel_mark_offset_is_inside_sk_buff() {
+        let kernel = running_kernel();
+        let off = mark_offset(&kernel.vmlinux).unwrap();
+        assert!(off > 0 && off < 256, "mark at {off}");
+        assert_eq!(off % 4, 0);
+    }
+
+    #[test]
+    fn missing_btf_is_one_clear_error() {
+        let err = KernelBtf::load(Path::new("/nonexistent"), false)
+            .err()
+            .unwrap();
+        assert!(format!("{err}").contains("CONFIG_DEBUG_INFO_BTF"));
+    }
+}

@@ -47,10 +47,17 @@ pub fn ebpf_toolchain() -> Result<()> {
     .context("the nightly toolchain is needed for the eBPF crate: install it with `rustup toolchain install nightly`")?;
     if !components.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("xtask: installing rust-src for nightly");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     let linker = Command::new("bpf-linker").arg("--version").output();
-    let have = linker.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
+    let have =
+        linker.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
     if !have {
         eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (about 2 minutes)");
         run(Command::new("cargo").args([
@@ -75,7 +82,9 @@ pub fn debian(packages: &[(&str, &str)]) -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing {}", missing.join(" "));
-    run(Command::new("apt-get").args(["update", "-qq"]).stdout(Stdio::null()))?;
+    run(Command::new("apt-get")
+        .args(["update", "-qq"])
+        .stdout(Stdio::null()))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)

@@ -37,13 +37,27 @@ pub fn run(opts: &Options) -> Result<()> {
         cmd
     };
     deps::run(&mut cargo(&["fmt", "--all", "--check"])).context("run `cargo fmt --all`")?;
-    deps::run(Command::new("cargo").current_dir(root.join("ipft-ebpf")).args(["fmt", "--check"]))
-        .context("run `cargo fmt` in ipft-ebpf/")?;
-    deps::run(&mut cargo(&["clippy", "--quiet", "--workspace", "--all-targets", "--", "-D", "warnings"]))
-        .context("clippy found problems")?;
+    deps::run(
+        Command::new("cargo")
+            .current_dir(root.join("ipft-ebpf"))
+            .args(["fmt", "--check"]),
+    )
+    .context("run `cargo fmt` in ipft-ebpf/")?;
+    deps::run(&mut cargo(&[
+        "clippy",
+        "--quiet",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+    .context("clippy found problems")?;
     deps::run(&mut cargo(&["test", "--workspace"])).context("tests failed")?;
     if !opts.no_vm {
-        vm::run(&vm::Options { kernel: opts.kernel.clone() })?;
+        vm::run(&vm::Options {
+            kernel: opts.kernel.clone(),
+        })?;
     }
     Ok(())
 }

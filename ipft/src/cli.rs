@@ -1,0 +1,177 @@
+//! Command-line options: every flag is defined once here, with its docs;
+//! `--help` is generated from the same source.
+use clap::{Parser, ValueEnum};
+use regex::Regex;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ipft",
+    version,
+    about = "Show which kernel functions each marked packet goes through",
+    long_about = "Show which kernel functions each marked packet goes through.\n\n\
+        Mark the packets you care about (iptables -j MARK, nft meta mark set, \
+        ping -m, SO_MARK, tc), run `ipft -m MARK`, make traffic, press Ctrl-C: \
+        ipft prints, packet by packet, the functions each one passed.",
+    after_help = "Example: sudo ipft -m 0x55555555   (then: ping -m 1431655765 -c 1 127.0.0.1)"
+)]
+pub struct Options {
+    /// Trace packets whose skb->mark matches this value (0x hex, 0 octal, or decimal).
+    #[arg(short, long, value_parser = parse_u32, required_unless_present = "list")]
+    pub mark: Option<u32>,
+
+    /// Compare only these bits: a packet matches when (mark & mask) == (MARK & mask).
+    #[arg(long, value_parser = parse_u32, default_value = "0xffffffff")]
+    pub mask: u32,
+
+    /// How to attach to the kernel; `auto` picks the best this kernel allows.
+    #[arg(short, long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+
+    /// `function` records calls; `function_graph` records calls and returns.
+    #[arg(short, long, value_enum, default_value_t = Tracer::Function)]
+    pub tracer: Tracer,
+
+    /// `aggregate` prints one table per packet on exit; `json` streams one line per event.
+    #[arg(short, long, value_enum, default_value_t = Output::Aggregate)]
+    pub output: Output,
+
+    /// Trace only functions whose name matches this regex (unanchored).
+    #[arg(short, long, value_parser = parse_regex)]
+    pub regex: Option<Regex>,
+
+    /// Trace only functions whose module matches this regex (the core kernel is `vmlinux`).
+    #[arg(long, value_parser = parse_regex)]
+    pub module_regex: Option<Regex>,
+
+    /// List the functions the chosen backend can trace, then exit.
+    #[arg(short, long)]
+    pub list: bool,
+
+    /// Say more: per-function attach failures, option dump, timings.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// Pages (a power of two) of each CPU's perf buffer.
+    #[arg(long, default_value_t = 8, value_parser = parse_page_count)]
+    pub perf_page_count: usize,
+}
+
+/// `-b`: how programs are attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// kprobe if the kernel has kprobes, else ftrace if it allows fentry, else tracepoint.
+    Auto,
+    /// One kprobe per function.
+    Kprobe,
+    /// fentry (and fexit for function_graph), one program per function.
+    #[value(alias = "fentry")]
+    Ftrace,
+    /// BTF tracepoints that carry an skb (tp_btf).
+    Tracepoint,
+}
+
+/// `-t`: what is recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Tracer {
+    Function,
+    #[value(name = "function_graph", alias = "function-graph")]
+    FunctionGraph,
+}
+
+/// `-o`: how results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Aggregate,
+    Json,
+}
+
+impl Options {
+    /// The value the programs compare against: `mark & mask`.
+    pub fn masked_mark(&self) -> u32 {
+        self.mark.unwrap_or(0) & self.mask
+    }
+}
+
+/// Parses like C's `strtoul(s, NULL, 0)`: `0x`/`0X` hex, leading `0` octal,
+/// else decimal; the whole string must be a number that fits in 32 bits.
+pub fn parse_u32(s: &str) -> Result<u32, String> {
+    let (digits, radix) = if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        (hex, 16)
+    } else if s.len() > 1 && s.starts_with('0') {
+        (&s[1..], 8)
+    } else {
+        (s, 10)
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return Err(format!(
+            "`{s}` is not a number (use 0x hex, 0 octal, or decimal)"
+        ));
+    }
+    u32::from_str_radix(digits, radix).map_err(|_| format!("`{s}` does not fit in 32 bits"))
+}
+
+fn parse_regex(s: &str) -> Result<Regex, String> {
+    Regex::new(s).map_err(|e| format!("invalid regex: {e}"))
+}
+
+fn parse_page_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n.is_power_of_two() => Ok(n),
+        _ => Err(format!("`{s}` is not a power of two")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_parse_like_strtoul() {
+        assert_eq!(parse_u32("0x55555555"), Ok(0x5555_5555));
+        assert_eq!(parse_u32("0XFF"), Ok(255));
+        assert_eq!(parse_u32("1431655765"), Ok(0x5555_5555));
+        assert_eq!(parse_u32("010"), Ok(8));
+        assert_eq!(parse_u32("0"), Ok(0));
+        assert_eq!(parse_u32("0xffffffff"), Ok(u32::MAX));
+    }
+
+    #[test]
+    fn bad_marks_are_rejected() {
+        for bad in [
+            "",
+            "0x",
+            "zzz",
+            "-1",
+            "+1",
+            " 1",
+            "08",
+            "0x1ffffffff",
+            "4294967296",
+            "1e3",
+        ] {
+            assert!(parse_u32(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn mark_is_required_unless_listing() {
+        assert!(Options::try_parse_from(["ipft"]).is_err());
+        assert!(Options::try_parse_from(["ipft", "-l"]).is_ok());
+        let opts = Options::try_parse_from(["ipft", "-m", "0x12", "--mask", "0xf0"]).unwrap();
+        assert_eq!(opts.masked_mark(), 0x10);
+    }
+
+    #[test]
+    fn fentry_is_an_alias_of_ftrace() {
+        let opts = Options::try_parse_from(["ipft", "-m", "1", "-b", "fentry"]).unwrap();
+        assert_eq!(opts.backend, BackendChoice::Ftrace);
+        let opts = Options::try_parse_from(["ipft", "-m", "1", "-t", "function_graph"]).unwrap();
+        assert_eq!(opts.tracer, Tracer::FunctionGraph);
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Options::command().debug_assert();
+    }
+}
