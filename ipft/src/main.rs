@@ -262,7 +262,9 @@ async fn trace(
     }
     drop(events);
     progress.done(seen);
+    let mut packets_stored = (0, 0);
     if opts.output == Output::Aggregate {
+        packets_stored = (packets.events(), packets.packets());
         let groups = packets.into_groups();
         let written = render::aggregate(
             &mut stdout,
@@ -276,8 +278,11 @@ async fn trace(
     if lost > 0 {
         eprintln!("Lost {lost} events (the perf buffer was full: try a larger --perf-page-count)");
     }
-    if bad > 0 && opts.verbose {
-        eprintln!("Ignored {bad} malformed or unknown events");
+    if opts.verbose {
+        eprintln!(
+            "Stored {} events of {} packets; ignored {bad} malformed or unknown events",
+            packets_stored.0, packets_stored.1
+        );
     }
     drop(links); // detach only after the output is out
     Ok(ExitCode::SUCCESS)
