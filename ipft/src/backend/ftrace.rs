@@ -108,10 +108,9 @@ pub fn probe(ebpf: &mut Ebpf, target: &Target) -> Result<(), String> {
     prog.unload().ok();
     match result {
         Ok(()) => Ok(()),
-        Err(aya::programs::ProgramError::LoadError { io_error, .. }) => Err(format!(
-            "fentry is refused ({})",
-            io_name(&io_error)
-        )),
+        Err(aya::programs::ProgramError::LoadError { io_error, .. }) => {
+            Err(format!("fentry is refused ({})", io_name(&io_error)))
+        }
         Err(e) => Err(format!("fentry is unavailable ({e})")),
     }
 }
