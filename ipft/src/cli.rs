@@ -1,5 +1,11 @@
 //! Command-line options: every flag is defined once here, with its docs;
 //! `--help` is generated from the same source.
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
 use clap::{Parser, ValueEnum};
 use regex::Regex;
 
@@ -16,7 +22,7 @@ use regex::Regex;
 )]
 pub struct Options {
     /// Trace packets whose skb->mark matches this value (0x hex, 0 octal, or decimal).
-    #[arg(short, long, value_parser = parse_u32, required_unless_present = "list")]
+    #[arg(short, long, value_parser = parse_u32, required_unless_present_any = ["list", "generate"])]
     pub mark: Option<u32>,
 
     /// Compare only these bits: a packet matches when (mark & mask) == (MARK & mask).
@@ -54,6 +60,54 @@ pub struct Options {
     /// Pages (a power of two) of each CPU's perf buffer.
     #[arg(long, default_value_t = 8, value_parser = parse_page_count)]
     pub perf_page_count: usize,
+
+    /// Stop after this many seconds of tracing (fractions allowed).
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Stop after this many events.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_traces: Option<u64>,
+
+    /// Write the output to this file instead of stdout: json streams into it,
+    /// aggregate is written on exit through a temporary file and a rename.
+    #[arg(long, value_name = "PATH")]
+    pub output_file: Option<PathBuf>,
+
+    /// Replace --output-file if it exists.
+    #[arg(long, requires = "output_file")]
+    pub force: bool,
+
+    /// Once tracing is ready, accept (and close) TCP connections: a readiness
+    /// signal for scripts (as ipftrace2).
+    #[arg(long)]
+    pub enable_probe_server: bool,
+
+    /// Where the probe server listens: PORT (on 127.0.0.1) or ADDRESS:PORT.
+    #[arg(long, value_name = "[ADDR:]PORT", default_value = "13720", value_parser = parse_listen)]
+    pub probe_server_port: SocketAddr,
+
+    /// Create this file once tracing is ready (removed on exit).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+
+    /// Print a man page or a shell completion script, then exit.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub generate: Option<Generate>,
+
+    /// Run this command once tracing is ready, stop when it exits, and exit
+    /// with its status: `ipft -m 0x1 -- ping -m 1 -c 1 10.0.0.2`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `--generate`: documents generated from these same definitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Generate {
+    Man,
+    CompleteBash,
+    CompleteZsh,
+    CompleteFish,
 }
 
 /// `-b`: how programs are attached.
@@ -114,6 +168,22 @@ fn parse_regex(s: &str) -> Result<Regex, String> {
     Regex::new(s).map_err(|e| format!("invalid regex: {e}"))
 }
 
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!("`{s}` is not a positive number of seconds")),
+    }
+}
+
+/// `13720` → 127.0.0.1:13720; `0.0.0.0:13720` or `[::1]:13720` as given.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    s.parse()
+        .map_err(|_| format!("`{s}` is neither a port nor ADDRESS:PORT"))
+}
+
 fn parse_page_count(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n.is_power_of_two() => Ok(n),
@@ -167,6 +237,35 @@ mod tests {
         assert_eq!(opts.backend, BackendChoice::Ftrace);
         let opts = Options::try_parse_from(["ipft", "-m", "1", "-t", "function_graph"]).unwrap();
         assert_eq!(opts.tracer, Tracer::FunctionGraph);
+    }
+
+    #[test]
+    fn command_mode_takes_everything_after_double_dash() {
+        let opts = Options::try_parse_from(["ipft", "-m", "1", "--", "ping", "-m", "1", "-c", "1"])
+            .unwrap();
+        assert_eq!(opts.command, ["ping", "-m", "1", "-c", "1"]);
+        assert_eq!(opts.mark, Some(1));
+    }
+
+    #[test]
+    fn probe_server_address_defaults_to_loopback() {
+        assert_eq!(
+            parse_listen("13720").unwrap().to_string(),
+            "127.0.0.1:13720"
+        );
+        assert_eq!(
+            parse_listen("0.0.0.0:99").unwrap().to_string(),
+            "0.0.0.0:99"
+        );
+        assert!(parse_listen("localhost").is_err());
+    }
+
+    #[test]
+    fn durations_are_positive_seconds() {
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        for bad in ["0", "-1", "x", "inf", "NaN"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

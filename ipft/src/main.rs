@@ -6,9 +6,12 @@
 mod attach;
 mod backend;
 mod cli;
+mod command;
 mod discover;
 mod group;
+mod output;
 mod progress;
+mod ready;
 mod render;
 mod stream;
 
@@ -31,10 +34,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::{
     attach::Attached,
     backend::Backend,
-    cli::{BackendChoice, Options, Output, Tracer},
+    cli::{BackendChoice, Generate, Options, Output, Tracer},
     discover::{Candidate, Filter, KernelBtf, Target, TargetKind},
     group::Packets,
+    output::Sink,
     progress::Progress,
+    stream::Stream,
 };
 
 /// The eBPF programs, built by `cargo xtask build` and embedded here.
@@ -42,13 +47,11 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("IPFT_EBPF_OBJECT")
 
 fn main() -> ExitCode {
     let opts = Options::parse();
-    if !opts.list && opts.masked_mark() == 0 {
-        Options::command()
-            .error(
-                clap::error::ErrorKind::ValueValidation,
-                "mark 0 (after --mask) would trace every unmarked packet: choose a non-zero mark",
-            )
-            .exit();
+    if let Some(kind) = opts.generate {
+        return generate(kind);
+    }
+    if let Some(code) = validate(&opts) {
+        return code;
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -99,7 +102,7 @@ async fn run(opts: &Options) -> Result<ExitCode> {
     let (targets, filtered): (Vec<Target>, Vec<Target>) =
         candidates.into_iter().partition(|t| filter.allows(t));
     if opts.list {
-        return list(&targets).map(|()| ExitCode::SUCCESS);
+        return list(&targets, opts.output == Output::Json).map(|()| ExitCode::SUCCESS);
     }
     if targets.is_empty() {
         bail!(
@@ -108,6 +111,55 @@ async fn run(opts: &Options) -> Result<ExitCode> {
         );
     }
     trace(opts, backend, ebpf, targets, filtered.len()).await
+}
+
+/// Checks that need more than one option or the file system; usage errors
+/// exit 2 like clap's own.
+fn validate(opts: &Options) -> Option<ExitCode> {
+    let usage = |msg: String| {
+        Options::command()
+            .error(clap::error::ErrorKind::ValueValidation, msg)
+            .exit()
+    };
+    if !opts.list && opts.masked_mark() == 0 {
+        usage(
+            "mark 0 (after --mask) would trace every unmarked packet: choose a non-zero mark"
+                .into(),
+        );
+    }
+    if let Some(path) = opts
+        .output_file
+        .as_deref()
+        .filter(|p| p.exists() && !opts.force)
+    {
+        usage(format!(
+            "{} exists: pass --force to replace it",
+            path.display()
+        ));
+    }
+    let (code, msg) = command::check(opts.command.first()?).err()?;
+    eprintln!("ipft: {msg}");
+    Some(ExitCode::from(code))
+}
+
+/// `--generate`: the man page and completions come from the same clap
+/// definitions as `--help`.
+fn generate(kind: Generate) -> ExitCode {
+    let mut cmd = Options::command();
+    let mut out = io::stdout();
+    let shell = match kind {
+        Generate::Man => {
+            return match clap_mangen::Man::new(cmd).render(&mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::from(1),
+            }
+        }
+        Generate::CompleteBash => clap_complete::Shell::Bash,
+        Generate::CompleteZsh => clap_complete::Shell::Zsh,
+        Generate::CompleteFish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut cmd, "ipft", &mut out);
+    ExitCode::SUCCESS
 }
 
 /// A vmlinux function every kernel has, with the skb first, to probe fentry.
@@ -175,13 +227,29 @@ fn candidates(backend: &dyn Backend, kernel: KernelBtf, verbose: bool) -> Result
     Ok(targets)
 }
 
-fn list(targets: &[Target]) -> Result<()> {
-    eprintln!("{}", render::list_header());
-    let mut out = io::stdout().lock();
-    match render::list(&mut out, targets, false).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("cannot write to stdout"),
+fn list(targets: &[Target], json: bool) -> Result<()> {
+    if !json {
+        eprintln!("{}", render::list_header());
     }
+    let mut out = io::stdout().lock();
+    ignore_broken_pipe(render::list(&mut out, targets, json).and_then(|()| out.flush()))
+}
+
+/// Why tracing stopped.
+enum Stop {
+    Signal,
+    Duration,
+    MaxTraces,
+    StdoutClosed,
+    Command(u8),
+}
+
+/// What the run saw, for the closing lines on stderr.
+#[derive(Default)]
+struct Tally {
+    seen: u64,
+    lost: u64,
+    bad: u64,
 }
 
 async fn trace(
@@ -191,15 +259,105 @@ async fn trace(
     targets: Vec<Target>,
     filtered: usize,
 ) -> Result<ExitCode> {
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let cancel = Arc::new(AtomicBool::new(false));
+    let mut signals = Signals::new()?;
+    let mut sink = Sink::open(
+        opts.output_file.as_deref(),
+        opts.force,
+        opts.output == Output::Json,
+    )?;
+    ready::clear_stale(opts.ready_file.as_deref());
     let mut progress = Progress::new(opts.output == Output::Aggregate);
 
-    // Attaching blocks for a while; run it off the runtime so a signal can
-    // stop it between two functions.
+    let Some((mut ebpf, attached)) =
+        attach_cancellable(opts, backend, ebpf, targets, filtered, &mut signals).await?
+    else {
+        eprintln!("Interrupted while attaching: nothing was traced");
+        return Ok(ExitCode::from(130));
+    };
+    let Attached {
+        links,
+        targets,
+        index,
+        ..
+    } = attached;
+    let mut stream = Stream::open(&mut ebpf, opts.perf_page_count, index)?;
+    let probe_server = opts.enable_probe_server.then_some(opts.probe_server_port);
+    let ready = ready::signal(opts.ready_file.as_deref(), probe_server).await?;
+    progress.ready();
+    let mut child = match opts.command.is_empty() {
+        true => None,
+        false => Some(command::spawn(&opts.command)?),
+    };
+
+    let mut packets = Packets::new();
+    let mut tally = Tally::default();
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let stop = loop {
+        let batch = tokio::select! {
+            batch = stream.next() => batch,
+            () = signals.recv() => break Stop::Signal,
+            () = sleep_until(deadline) => break Stop::Duration,
+            status = wait(&mut child) => break Stop::Command(command::exit_code(status?)),
+        };
+        if let Some(stop) = consume(opts, batch, &mut tally, &mut packets, &mut sink, &targets)? {
+            break stop;
+        }
+        progress.traces(tally.seen);
+    };
+    // Events already in the kernel's buffers belong to this run.
+    if !matches!(stop, Stop::StdoutClosed | Stop::MaxTraces) {
+        consume(
+            opts,
+            stream.drain_all(),
+            &mut tally,
+            &mut packets,
+            &mut sink,
+            &targets,
+        )?;
+    }
+    drop(stream);
+    progress.done(tally.seen);
+
+    // Print, then detach: the user gets the table without waiting for the
+    // kernel to tear down every probe. A second signal exits at once.
+    let graph = opts.tracer == Tracer::FunctionGraph;
+    let aggregate = opts.output == Output::Aggregate;
     let verbose = opts.verbose;
+    let finish = tokio::task::spawn_blocking(move || {
+        let stored = (packets.events(), packets.packets());
+        let written = match aggregate {
+            true => render::aggregate(&mut sink, &packets.into_groups(), &targets, graph)
+                .and_then(|()| sink.finish()),
+            false => sink.finish(),
+        };
+        report(&tally, stored, verbose);
+        drop(ready);
+        drop(links);
+        written
+    });
+    tokio::select! {
+        written = finish => ignore_broken_pipe(written?)?,
+        () = signals.recv() => std::process::exit(130),
+    }
+    Ok(match stop {
+        Stop::Command(code) => ExitCode::from(code),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+/// Attaches off the runtime, so a signal can stop it between two targets.
+/// `None` when a signal interrupted it (what was attached is detached).
+async fn attach_cancellable(
+    opts: &Options,
+    backend: Box<dyn Backend>,
+    ebpf: Ebpf,
+    targets: Vec<Target>,
+    filtered: usize,
+    signals: &mut Signals,
+) -> Result<Option<(Ebpf, Attached)>> {
+    let cancel = Arc::new(AtomicBool::new(false));
     let worker_cancel = Arc::clone(&cancel);
+    let verbose = opts.verbose;
     let mut worker = tokio::task::spawn_blocking(move || {
         let (mut backend, mut ebpf) = (backend, ebpf);
         let mut progress = Progress::new(false);
@@ -214,93 +372,115 @@ async fn trace(
         );
         (ebpf, attached)
     });
-    let (mut ebpf, attached) = tokio::select! {
+    let (ebpf, attached) = tokio::select! {
         done = &mut worker => done?,
-        _ = sigint.recv() => return cancelled(&cancel, worker).await,
-        _ = sigterm.recv() => return cancelled(&cancel, worker).await,
+        () = signals.recv() => {
+            cancel.store(true, Ordering::Relaxed);
+            drop(worker.await?);
+            return Ok(None);
+        }
     };
     if attached.counts.succeeded == 0 {
         bail!(
             "no {} could be attached: {}",
-            if attached.targets.is_empty() {
-                "target"
-            } else {
-                "function"
-            },
-            attached.first_error.unwrap_or_default()
+            what_kind(&attached),
+            attached.first_error.as_deref().unwrap_or("unknown reason")
         );
     }
-    let Attached {
-        links,
-        targets,
-        index,
-        ..
-    } = attached;
-    let mut events = stream::start(&mut ebpf, opts.perf_page_count, index)?;
-    progress.ready();
+    Ok(Some((ebpf, attached)))
+}
 
-    let mut packets = Packets::new();
-    let mut stdout = io::BufWriter::new(io::stdout().lock());
-    let (mut seen, mut lost, mut bad) = (0u64, 0u64, 0u64);
-    loop {
-        let batch = tokio::select! {
-            batch = events.recv() => match batch { Some(b) => b, None => break },
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-        };
-        seen += batch.records.len() as u64;
-        lost += batch.lost;
-        bad += batch.bad;
-        if opts.output == Output::Json {
-            if !write_json(&mut stdout, &batch.records, &targets)? {
-                break; // stdout closed: the reader has what it wanted
-            }
-        } else {
-            batch.records.into_iter().for_each(|r| packets.push(r));
+fn what_kind(attached: &Attached) -> &'static str {
+    match attached.first_error {
+        Some(_) => "target",
+        None => "function",
+    }
+}
+
+/// Takes one batch: counts it, streams or stores its records. Returns why
+/// to stop, if this batch is a reason to.
+fn consume(
+    opts: &Options,
+    mut batch: stream::Batch,
+    tally: &mut Tally,
+    packets: &mut Packets,
+    sink: &mut Sink,
+    targets: &[Target],
+) -> Result<Option<Stop>> {
+    let mut stop = None;
+    if let Some(max) = opts.max_traces {
+        let room = max.saturating_sub(tally.seen);
+        if batch.records.len() as u64 >= room {
+            batch.records.truncate(room as usize);
+            stop = Some(Stop::MaxTraces);
         }
-        progress.traces(seen);
     }
-    drop(events);
-    progress.done(seen);
-    let mut packets_stored = (0, 0);
-    if opts.output == Output::Aggregate {
-        packets_stored = (packets.events(), packets.packets());
-        let groups = packets.into_groups();
-        let written = render::aggregate(
-            &mut stdout,
-            &groups,
-            &targets,
-            opts.tracer == Tracer::FunctionGraph,
-        )
-        .and_then(|()| stdout.flush());
-        ignore_broken_pipe(written)?;
+    tally.seen += batch.records.len() as u64;
+    tally.lost += batch.lost;
+    tally.bad += batch.bad;
+    if opts.output == Output::Json {
+        if !write_json(sink, &batch.records, targets)? {
+            return Ok(Some(Stop::StdoutClosed));
+        }
+    } else {
+        batch.records.into_iter().for_each(|r| packets.push(r));
     }
-    if lost > 0 {
-        eprintln!("Lost {lost} events (the perf buffer was full: try a larger --perf-page-count)");
-    }
-    if opts.verbose {
+    Ok(stop)
+}
+
+/// The closing lines on stderr.
+fn report(tally: &Tally, stored: (usize, usize), verbose: bool) {
+    if tally.lost > 0 {
         eprintln!(
-            "Stored {} events of {} packets; ignored {bad} malformed or unknown events",
-            packets_stored.0, packets_stored.1
+            "Lost {} events (the perf buffer was full: try a larger --perf-page-count)",
+            tally.lost
         );
     }
-    drop(links); // detach only after the output is out
-    Ok(ExitCode::SUCCESS)
+    if verbose {
+        eprintln!(
+            "Stored {} events of {} packets; ignored {} malformed or unknown events",
+            stored.0, stored.1, tally.bad
+        );
+    }
 }
 
-/// A signal arrived while attaching: stop, detach what was attached, exit.
-async fn cancelled(
-    cancel: &AtomicBool,
-    worker: tokio::task::JoinHandle<(Ebpf, Attached)>,
-) -> Result<ExitCode> {
-    cancel.store(true, Ordering::Relaxed);
-    let (_ebpf, attached) = worker.await?;
-    drop(attached);
-    eprintln!("Interrupted while attaching: nothing was traced");
-    Ok(ExitCode::from(130))
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
-/// Writes json lines; false once stdout is closed.
+async fn wait(child: &mut Option<tokio::process::Child>) -> io::Result<std::process::ExitStatus> {
+    match child {
+        Some(child) => child.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// SIGINT and SIGTERM, as one stream: both mean "stop".
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {},
+            _ = self.term.recv() => {},
+        }
+    }
+}
+
+/// Writes json lines; false once the reader closed its end.
 fn write_json(
     out: &mut impl Write,
     records: &[stream::Record],
@@ -313,14 +493,14 @@ fn write_json(
     match written {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(e).context("cannot write to stdout"),
+        Err(e) => Err(e).context("cannot write the output"),
     }
 }
 
 fn ignore_broken_pipe(result: io::Result<()>) -> Result<()> {
     match result {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("cannot write to stdout"),
+        other => other.context("cannot write the output"),
     }
 }
 

@@ -16,7 +16,7 @@ pub struct Record {
     pub is_return: bool,
 }
 
-use std::{collections::HashMap, io, sync::Arc};
+use std::{collections::HashMap, io, task::Poll};
 
 use anyhow::{Context, Result};
 use aya::{
@@ -28,10 +28,7 @@ use aya::{
     Ebpf,
 };
 use ipft_common::{Event, EVENT_RETURN, EVENT_SIZE};
-use tokio::{
-    io::{unix::AsyncFd, Interest},
-    sync::mpsc,
-};
+use tokio::io::{unix::AsyncFd, Interest};
 
 /// Decodes one perf sample; `None` when it is too short to be an [`Event`].
 /// Total: any byte sequence decodes or is rejected, never a panic.
@@ -48,8 +45,8 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
     })
 }
 
-/// What one wake-up of one CPU's buffer produced. Batching per wake-up keeps
-/// the channel cost per batch, not per event.
+/// What one wake-up produced. Handing records over per wake-up keeps the
+/// bookkeeping per batch, not per event.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub records: Vec<Record>,
@@ -59,53 +56,73 @@ pub struct Batch {
     pub bad: u64,
 }
 
-/// Opens every CPU's perf buffer and streams batches until the receiver is
-/// dropped.
-pub fn start(
-    ebpf: &mut Ebpf,
-    page_count: usize,
+/// Every CPU's perf buffer, read from one task: no channel, no per-event
+/// hand-off, and a final synchronous drain when tracing stops.
+pub struct Stream {
+    buffers: Vec<AsyncFd<PerfEventArrayBuffer<MapData>>>,
     index: HashMap<u64, u32>,
-) -> Result<mpsc::Receiver<Batch>> {
-    let map = ebpf
-        .take_map("EVENTS")
-        .context("the eBPF object has no EVENTS map")?;
-    let mut array = PerfEventArray::try_from(map)?;
-    let index = Arc::new(index);
-    let (tx, rx) = mpsc::channel(1024);
-    let cpus = online_cpus()
-        .map_err(|(_, e)| e)
-        .context("cannot list online CPUs")?;
-    for cpu in cpus {
-        let buf = array
-            .open(cpu, Some(page_count))
-            .with_context(|| format!("cannot open the perf buffer of CPU {cpu}"))?;
-        // SAFETY: the buffer owns its perf event fd and keeps it open, the
-        // same fd, until the AsyncFd (which owns the buffer) is dropped.
-        let fd = unsafe { AsyncFd::register_with_interest(buf, Interest::READABLE) }
-            .map_err(io::Error::from)
-            .context("cannot poll a perf buffer")?;
-        tokio::spawn(read_cpu(fd, Arc::clone(&index), tx.clone()));
-    }
-    Ok(rx)
 }
 
-async fn read_cpu(
-    mut fd: AsyncFd<PerfEventArrayBuffer<MapData>>,
-    index: Arc<HashMap<u64, u32>>,
-    tx: mpsc::Sender<Batch>,
-) {
-    loop {
-        let Ok(mut guard) = fd.readable_mut().await else {
-            return;
-        };
-        let batch = drain(guard.get_inner_mut(), &index);
-        guard.clear_ready();
-        if batch.records.is_empty() && batch.lost == 0 && batch.bad == 0 {
-            continue;
+impl Stream {
+    /// Opens every online CPU's perf buffer of the `EVENTS` map.
+    pub fn open(ebpf: &mut Ebpf, page_count: usize, index: HashMap<u64, u32>) -> Result<Self> {
+        let map = ebpf
+            .take_map("EVENTS")
+            .context("the eBPF object has no EVENTS map")?;
+        let mut array = PerfEventArray::try_from(map)?;
+        let cpus = online_cpus()
+            .map_err(|(_, e)| e)
+            .context("cannot list online CPUs")?;
+        let mut buffers = Vec::with_capacity(cpus.len());
+        for cpu in cpus {
+            let buf = array
+                .open(cpu, Some(page_count))
+                .with_context(|| format!("cannot open the perf buffer of CPU {cpu}"))?;
+            // SAFETY: the buffer owns its perf event fd and keeps it open, the
+            // same fd, until the AsyncFd (which owns the buffer) is dropped.
+            let fd = unsafe { AsyncFd::register_with_interest(buf, Interest::READABLE) }
+                .map_err(io::Error::from)
+                .context("cannot poll a perf buffer")?;
+            buffers.push(fd);
         }
-        if tx.send(batch).await.is_err() {
-            return;
+        Ok(Stream { buffers, index })
+    }
+
+    /// Waits until some CPU's buffer has data, and returns what it had.
+    pub async fn next(&mut self) -> Batch {
+        let Stream { buffers, index } = self;
+        std::future::poll_fn(|cx| {
+            for fd in buffers.iter_mut() {
+                if let Poll::Ready(Ok(mut guard)) = fd.poll_read_ready_mut(cx) {
+                    let batch = drain(guard.get_inner_mut(), index);
+                    guard.clear_ready();
+                    if !batch.is_empty() {
+                        return Poll::Ready(batch);
+                    }
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Reads whatever every buffer still holds, without waiting: called
+    /// once tracing stops so events already in the kernel are not lost.
+    pub fn drain_all(&mut self) -> Batch {
+        let mut all = Batch::default();
+        for fd in &mut self.buffers {
+            let batch = drain(fd.get_mut(), &self.index);
+            all.records.extend(batch.records);
+            all.lost += batch.lost;
+            all.bad += batch.bad;
         }
+        all
+    }
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.lost == 0 && self.bad == 0
     }
 }
 

@@ -1,0 +1,85 @@
+//! Command mode: `ipft -m MARK -- COMMAND ARGS…` runs the command once
+//! tracing is ready and stops when it exits.
+use std::{
+    env,
+    os::unix::{fs::PermissionsExt, process::ExitStatusExt},
+    path::{Path, PathBuf},
+    process::ExitStatus,
+};
+
+use anyhow::{bail, Context, Result};
+use tokio::process::{Child, Command};
+
+/// Exit codes for a command that cannot run, as `env`, `timeout` and
+/// shells use them.
+pub const NOT_EXECUTABLE: u8 = 126;
+pub const NOT_FOUND: u8 = 127;
+
+/// Why a command cannot run, found before attaching so the user does not
+/// wait for nothing; with the conventional exit code.
+pub fn check(program: &str) -> Result<(), (u8, String)> {
+    match find(program) {
+        None => Err((NOT_FOUND, format!("command not found: {program}"))),
+        Some(path) if !is_executable(&path) => Err((
+            NOT_EXECUTABLE,
+            format!("command is not executable: {}", path.display()),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+fn find(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        return path.exists().then_some(path);
+    }
+    env::split_paths(&env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+fn is_executable(path: &Path) -> bool {
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Starts the command with ipft's stdin, stdout and stderr.
+pub fn spawn(argv: &[String]) -> Result<Child> {
+    let Some((program, args)) = argv.split_first() else {
+        bail!("no command given")
+    };
+    Command::new(program)
+        .args(args)
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))
+}
+
+/// The status a shell would report: the exit code, or 128 + signal.
+pub fn exit_code(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(sig)) => 128u8.wrapping_add(sig as u8),
+        (None, None) => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_and_unexecutable_commands_get_shell_codes() {
+        assert_eq!(check("no-such-command-ipft").unwrap_err().0, NOT_FOUND);
+        let plain = std::env::temp_dir().join(format!("ipft-not-executable-{}", std::process::id()));
+        std::fs::write(&plain, "data").unwrap();
+        assert_eq!(check(plain.to_str().unwrap()).unwrap_err().0, NOT_EXECUTABLE);
+        std::fs::remove_file(plain).unwrap();
+        assert!(check("sh").is_ok());
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(exit_code(ExitStatus::from_raw(libc::SIGKILL)), 137);
+    }
+}

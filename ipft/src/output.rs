@@ -1,0 +1,173 @@
+//! Where results go: stdout, or `--output-file`.
+//!
+//! json streams into the file as events arrive. The aggregate table is
+//! written to a temporary file next to the target and renamed over it on
+//! success, so a reader never sees a half-written table.
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, BufWriter, Stdout, Write},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result};
+
+pub enum Sink {
+    Stdout(BufWriter<Stdout>),
+    /// json: written in place.
+    Stream(BufWriter<File>),
+    /// aggregate: written to `tmp`, renamed to `path` by [`Sink::finish`].
+    Atomic {
+        file: BufWriter<File>,
+        tmp: PathBuf,
+        path: PathBuf,
+    },
+}
+
+impl Sink {
+    /// Opens the destination now, so a bad path fails before attaching.
+    /// `streaming` selects json's in-place writing.
+    pub fn open(path: Option<&Path>, force: bool, streaming: bool) -> Result<Sink> {
+        let Some(path) = path else {
+            return Ok(Sink::Stdout(BufWriter::new(io::stdout())));
+        };
+        if streaming {
+            let file =
+                create(path, force).with_context(|| format!("cannot create {}", path.display()))?;
+            return Ok(Sink::Stream(BufWriter::new(file)));
+        }
+        let tmp = temporary_path(path);
+        let file =
+            create(&tmp, true).with_context(|| format!("cannot create {}", tmp.display()))?;
+        Ok(Sink::Atomic {
+            file: BufWriter::new(file),
+            tmp,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Flushes, and for the aggregate file puts it in place.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.flush()?;
+        if let Sink::Atomic { tmp, path, .. } = &self {
+            fs::rename(tmp, path)?;
+        }
+        // Renamed: nothing left for Drop to clean up.
+        if let Sink::Atomic { tmp, .. } = &mut self {
+            tmp.clear();
+        }
+        Ok(())
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Stdout(w) => w.write(buf),
+            Sink::Stream(w) | Sink::Atomic { file: w, .. } => w.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Stdout(w) => w.write_all(buf),
+            Sink::Stream(w) | Sink::Atomic { file: w, .. } => w.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Stdout(w) => w.flush(),
+            Sink::Stream(w) | Sink::Atomic { file: w, .. } => w.flush(),
+        }
+    }
+}
+
+impl Drop for Sink {
+    /// An aggregate file that was never finished leaves nothing behind.
+    fn drop(&mut self) {
+        if let Sink::Atomic { tmp, .. } = self {
+            if !tmp.as_os_str().is_empty() {
+                let _ = fs::remove_file(tmp);
+            }
+        }
+    }
+}
+
+fn create(path: &Path, replace: bool) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true);
+    if replace {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    options.open(path)
+}
+
+/// `dir/.name.ipft-PID.tmp`: same directory, so the rename is atomic.
+fn temporary_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.ipft-{}.tmp", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("ipft-output-test-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn aggregate_appears_only_when_finished() {
+        let dir = scratch("atomic");
+        let path = dir.join("out.txt");
+        let mut sink = Sink::open(Some(&path), false, false).unwrap();
+        sink.write_all(b"table\n").unwrap();
+        assert!(!path.exists(), "visible before finish");
+        sink.finish().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "table\n");
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "temporary file left behind"
+        );
+    }
+
+    #[test]
+    fn unfinished_aggregate_leaves_nothing() {
+        let dir = scratch("dropped");
+        let path = dir.join("out.txt");
+        let mut sink = Sink::open(Some(&path), false, false).unwrap();
+        sink.write_all(b"half").unwrap();
+        drop(sink);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn json_streams_and_refuses_to_replace_without_force() {
+        let dir = scratch("stream");
+        let path = dir.join("out.json");
+        fs::write(&path, "old").unwrap();
+        assert!(Sink::open(Some(&path), false, true).is_err());
+        let mut sink = Sink::open(Some(&path), true, true).unwrap();
+        sink.write_all(b"{}\n").unwrap();
+        sink.flush().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{}\n");
+    }
+
+    #[test]
+    fn missing_directory_fails_at_open() {
+        let err = Sink::open(Some(Path::new("/nonexistent-dir/out")), false, true)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/nonexistent-dir/out"));
+    }
+}
