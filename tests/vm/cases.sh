@@ -1,0 +1,74 @@
+# Case runner for the guest: `run_case NAME TIMEOUT SETUP TRAFFIC TEARDOWN IPFT-ARGS...`
+# starts ipft, waits for "Trace ready!", sends the traffic, stops ipft with
+# SIGINT and reports everything (stdout, stderr, setup/traffic output, exit
+# status, timings) to fd 3. The host judges the output; nothing is judged here.
+
+now_ms() {
+    read -r up _ </proc/uptime
+    echo $((${up%.*} * 1000 + 1${up#*.} * 10 - 1000))
+}
+
+# A child that exited stays a zombie until `wait`: kill -0 would still succeed.
+alive() {
+    s=$(cat /proc/$1/stat 2>/dev/null) || return 1
+    case "$s" in *") Z "*) return 1 ;; esac
+}
+
+# Waits until ipft's stderr says it is ready (0), it exits, or TIMEOUT s pass.
+wait_ready() {
+    while alive $pid; do
+        grep -q 'Trace ready!' $d/err && return 0
+        [ $(($(now_ms) - start)) -gt $(($1 * 1000)) ] && echo "ipft not ready after $1 s" >>$d/log && return 1
+        sleep 0.1
+    done
+    grep -q 'Trace ready!' $d/err
+}
+
+wait_exit() {
+    t0=$(now_ms)
+    while alive $pid; do
+        if [ $(($(now_ms) - t0)) -gt $(($1 * 1000)) ]; then
+            echo "ipft still running $1 s after SIGINT: killed" >>$d/log
+            kill -KILL $pid
+            break
+        fi
+        sleep 0.1
+    done
+}
+
+run_case() {
+    name=$1 timeout=$2 setup=$3 traffic=$4 teardown=$5
+    shift 5
+    d=/tmp/cases/$name
+    mkdir -p $d
+    echo "@@ipft-vm case $name begin" >&3
+    $setup >$d/log 2>&1 || echo "setup $setup failed" >>$d/log
+    start=$(now_ms)
+    ipft "$@" >$d/out 2>$d/err &
+    pid=$!
+    ready=-1
+    if wait_ready $timeout; then
+        ready=$(($(now_ms) - start))
+        $traffic >>$d/log 2>&1 || echo "traffic $traffic failed" >>$d/log
+        # Let the perf buffers drain before asking for the table.
+        sleep 2
+    fi
+    stop_start=$(now_ms)
+    kill -INT $pid 2>/dev/null
+    wait_exit $timeout
+    wait $pid
+    rc=$?
+    stop=$(($(now_ms) - stop_start))
+    $teardown >>$d/log 2>&1 || echo "teardown $teardown failed" >>$d/log
+    {
+        echo "@@ipft-vm result ready_ms=$ready stop_ms=$stop exit=$rc"
+        echo "@@ipft-vm stream stdout"
+        cat $d/out
+        echo "@@ipft-vm stream stderr"
+        tr '\r' '\n' <$d/err
+        echo "@@ipft-vm stream log"
+        cat $d/log
+        echo "@@ipft-vm case $name end"
+    } >&3
+    rm -rf $d
+}

@@ -1,0 +1,683 @@
+//! The scenarios: which ipft runs each kernel gets, and how their output is
+//! judged. Every verdict comes from parsed rows, never from exit codes alone.
+use std::fmt::Write as _;
+
+use super::{
+    guest::CaseOutput,
+    output::{self, Group},
+};
+
+/// The mark the guest's traffic carries (`ping -m 1431655765`).
+pub const MARK: &str = "0x55555555";
+
+/// Functions the loopback scenario needs, kept small so attaching is quick.
+const LOOPBACK_RE: &str = "^(ip_output|ip6_output|ip_finish_output2?|__?dev_queue_xmit|dev_hard_start_xmit|loopback_xmit|__netif_rx|netif_rx|__netif_receive_skb.*|ip_rcv|ip_rcv_finish|ip_local_deliver|ip_local_deliver_finish|icmp_rcv|udp_rcv|consume_skb|kfree_skb.*|sk_skb_reason_drop|__kfree_skb)$";
+
+/// Nested calls on the loopback path, plus consume_skb whose return comes
+/// after the skb is freed.
+const GRAPH_RE: &str = "^(ip_output|ip_finish_output2?|__dev_queue_xmit|dev_hard_start_xmit|loopback_xmit|__netif_receive_skb.*|ip_rcv|ip_rcv_finish|ip_local_deliver|ip_local_deliver_finish|icmp_rcv|consume_skb)$";
+
+const FORWARD_RE: &str = "^(ip_rcv|ip_forward|ip_forward_finish|ip_output|__dev_queue_xmit|veth_xmit|__dev_forward_skb|skb_scrub_packet)$";
+
+/// Delivery and drop functions, but none of the helpers a free calls, so
+/// the drop must be the packet's last row.
+const DROP_RE: &str = "^(__dev_queue_xmit|loopback_xmit|ip_rcv|ip_rcv_finish|ip_local_deliver|ip_local_deliver_finish|icmp_rcv|nf_hook_slow|kfree_skb.*|sk_skb_reason_drop|__kfree_skb|consume_skb)$";
+
+/// Loopback milestones in order: each step is a set of acceptable names
+/// (kernels rename and inline these over time).
+const LOOPBACK_STEPS: &[&[&str]] = &[
+    &["ip_output", "ip6_output"],
+    &["dev_queue_xmit", "__dev_queue_xmit"],
+    &["loopback_xmit"],
+    &["__netif_receive_skb*"],
+    &["ip_rcv"],
+    &["ip_local_deliver"],
+    &["icmp_rcv", "udp_rcv"],
+    &[
+        "consume_skb",
+        "kfree_skb*",
+        "sk_skb_reason_drop",
+        "__kfree_skb",
+    ],
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    Loopback,
+    Graph,
+    Forward,
+    Drop,
+    Auto,
+    AutoGraph,
+    Scale,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Loopback => "loopback",
+            Scenario::Graph => "function_graph",
+            Scenario::Forward => "forward",
+            Scenario::Drop => "drop",
+            Scenario::Auto => "auto",
+            Scenario::AutoGraph => "auto-graph",
+            Scenario::Scale => "scale",
+        }
+    }
+}
+
+/// One ipft run in the guest.
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub scenario: Scenario,
+    pub backend: &'static str,
+    pub json: bool,
+    /// Seconds for `Trace ready!`, and again for the exit after SIGINT.
+    pub timeout: u32,
+}
+
+impl Case {
+    pub fn new(scenario: Scenario, backend: &'static str, json: bool) -> Case {
+        Case {
+            scenario,
+            backend,
+            json,
+            timeout: 180,
+        }
+    }
+
+    pub fn id(&self) -> String {
+        format!(
+            "{}-{}-{}",
+            self.scenario.name(),
+            self.backend,
+            self.format()
+        )
+    }
+
+    pub fn format(&self) -> &'static str {
+        if self.json {
+            "json"
+        } else {
+            "aggregate"
+        }
+    }
+
+    fn graph(&self) -> bool {
+        matches!(self.scenario, Scenario::Graph | Scenario::AutoGraph)
+    }
+
+    /// ipft's command line.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec!["-m", MARK, "-b", self.backend, "-o", self.format()];
+        if self.graph() {
+            args.extend(["-t", "function_graph"]);
+        }
+        let regex = match self.scenario {
+            Scenario::Loopback | Scenario::Auto => Some(LOOPBACK_RE),
+            Scenario::Graph | Scenario::AutoGraph => Some(GRAPH_RE),
+            Scenario::Forward => Some(FORWARD_RE),
+            Scenario::Drop => Some(DROP_RE),
+            Scenario::Scale => None,
+        };
+        if let Some(re) = regex {
+            args.extend(["-r", re]);
+        }
+        args.into_iter().map(str::to_string).collect()
+    }
+
+    /// Setup, traffic and teardown functions of tests/vm/scenarios.sh.
+    pub fn steps(&self) -> [&'static str; 3] {
+        match self.scenario {
+            Scenario::Forward => ["forward_setup", "forward_ping", "forward_teardown"],
+            Scenario::Drop => ["drop_setup", "ping_lo_dropped", "drop_teardown"],
+            _ => ["none", "ping_lo", "none"],
+        }
+    }
+
+    /// The line of /vm/cases that runs this case.
+    pub fn shell(&self) -> String {
+        let [setup, traffic, teardown] = self.steps();
+        let mut line = format!(
+            "run_case {} {} {setup} {traffic} {teardown}",
+            self.id(),
+            self.timeout
+        );
+        for a in self.args() {
+            write!(line, " '{}'", a.replace('\'', r"'\''")).unwrap();
+        }
+        line
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Pass,
+    Fail,
+    /// Not a failure: the kernel or ipft lacks what the row needs, and says so.
+    NotApplicable,
+}
+
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    pub status: Status,
+    pub reason: String,
+}
+
+impl Verdict {
+    pub fn pass(reason: impl Into<String>) -> Verdict {
+        Verdict {
+            status: Status::Pass,
+            reason: reason.into(),
+        }
+    }
+    pub fn fail(reason: impl Into<String>) -> Verdict {
+        Verdict {
+            status: Status::Fail,
+            reason: reason.into(),
+        }
+    }
+    pub fn na(reason: impl Into<String>) -> Verdict {
+        Verdict {
+            status: Status::NotApplicable,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What the kernel offers, from its build configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Features {
+    pub kprobe: bool,
+    pub kprobe_multi: bool,
+    pub ftrace: bool,
+    pub tracepoint: bool,
+}
+
+impl Features {
+    pub fn from_config(config: &str) -> Features {
+        let on = |opt: &str| config.lines().any(|l| l == format!("CONFIG_{opt}=y"));
+        Features {
+            kprobe: on("KPROBES") && on("KPROBE_EVENTS"),
+            kprobe_multi: on("FPROBE"),
+            ftrace: on("DYNAMIC_FTRACE_WITH_DIRECT_CALLS") && on("DEBUG_INFO_BTF"),
+            tracepoint: on("DEBUG_INFO_BTF"),
+        }
+    }
+
+    pub fn has(&self, backend: &str) -> bool {
+        match backend {
+            "kprobe" => self.kprobe,
+            "kprobe-multi" => self.kprobe_multi,
+            "ftrace" => self.ftrace,
+            "tracepoint" => self.tracepoint,
+            _ => false,
+        }
+    }
+}
+
+/// Judges one finished case.
+pub fn judge(case: &Case, out: &CaseOutput, features: &Features, implemented: &[&str]) -> Verdict {
+    if !features.has(case.backend) && case.backend != "auto" {
+        return judge_refusal(case, out);
+    }
+    if let Some(v) = ran(out) {
+        return v;
+    }
+    let groups = if case.json {
+        output::json(&out.stdout)
+    } else {
+        output::aggregate(&out.stdout, case.graph())
+    };
+    let groups = match groups {
+        Ok(g) => g,
+        Err(e) => return Verdict::fail(format!("unparsable {} output: {e}", case.format())),
+    };
+    let verdict = match case.scenario {
+        Scenario::Loopback => loopback(&groups, !case.json),
+        Scenario::Graph => graph(&groups, case.json),
+        Scenario::Forward => forward(&groups),
+        Scenario::Drop => drop(&groups),
+        Scenario::Auto => auto(out, &groups, features, implemented, false),
+        Scenario::AutoGraph => auto(out, &groups, features, implemented, true),
+        Scenario::Scale => scale(out, &groups),
+    };
+    if verdict.status == Status::Pass && case.scenario != Scenario::Scale {
+        let ready = out.ready_ms.unwrap_or(0) as f64 / 1000.0;
+        return Verdict::pass(format!("{}; ready {ready:.1} s", verdict.reason));
+    }
+    verdict
+}
+
+/// A run that did not reach `Trace ready!`, or did not exit 0 on SIGINT.
+fn ran(out: &CaseOutput) -> Option<Verdict> {
+    if !out.complete {
+        return Some(Verdict::fail("the guest stopped during this case"));
+    }
+    if out.ready_ms.is_none() {
+        return Some(Verdict::fail(format!(
+            "never printed `Trace ready!` (exit {}): {}",
+            exit_text(out),
+            first_error(&out.stderr)
+        )));
+    }
+    if out.exit != Some(0) {
+        return Some(Verdict::fail(format!(
+            "exit {} after SIGINT, expected 0",
+            exit_text(out)
+        )));
+    }
+    None
+}
+
+fn exit_text(out: &CaseOutput) -> String {
+    out.exit.map_or("?".into(), |c| c.to_string())
+}
+
+/// A backend the kernel lacks must be refused clearly, not half-attached.
+fn judge_refusal(case: &Case, out: &CaseOutput) -> Verdict {
+    if out.ready_ms.is_none() && out.exit.is_some_and(|c| c != 0) && !out.stderr.trim().is_empty() {
+        return Verdict::na(format!(
+            "kernel lacks {}; ipft refused: {}",
+            case.backend,
+            first_error(&out.stderr)
+        ));
+    }
+    Verdict::fail(format!(
+        "kernel lacks {} but ipft did not refuse it clearly (exit {})",
+        case.backend,
+        exit_text(out)
+    ))
+}
+
+fn first_error(stderr: &str) -> String {
+    let line = stderr
+        .lines()
+        .find(|l| l.to_lowercase().contains("error"))
+        .or_else(|| stderr.lines().rev().find(|l| !l.trim().is_empty()))
+        .unwrap_or("(no stderr)");
+    shorten(line.trim(), 160)
+}
+
+pub fn shorten(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_string();
+    }
+    let cut: String = s.chars().take(n).collect();
+    format!("{cut}…")
+}
+
+fn matches(name: &str, pattern: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pattern,
+    }
+}
+
+fn any_match(name: &str, patterns: &[&str]) -> bool {
+    patterns.iter().any(|p| matches(name, p))
+}
+
+/// Entry rows only: the function tracer has no returns, function_graph has.
+fn entries(g: &Group) -> Vec<&output::Row> {
+    g.rows.iter().filter(|r| !r.is_return).collect()
+}
+
+fn summary(groups: &[Group]) -> String {
+    let seen: Vec<String> = groups
+        .iter()
+        .map(|g| {
+            entries(g)
+                .iter()
+                .map(|r| r.function.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    shorten(
+        &format!("{} group(s): [{}]", groups.len(), seen.join("] [")),
+        300,
+    )
+}
+
+fn loopback(groups: &[Group], aggregate: bool) -> Verdict {
+    let Some(g) = groups
+        .iter()
+        .find(|g| g.rows.iter().any(|r| r.function == "loopback_xmit"))
+    else {
+        return Verdict::fail(format!(
+            "no packet went through loopback_xmit; {}",
+            summary(groups)
+        ));
+    };
+    if aggregate {
+        if let Some(w) = g.rows.windows(2).find(|w| w[1].tstamp < w[0].tstamp) {
+            return Verdict::fail(format!(
+                "rows out of timestamp order: {} then {}",
+                w[0].tstamp, w[1].tstamp
+            ));
+        }
+    }
+    let rows = entries(g);
+    let mut at = 0;
+    for step in LOOPBACK_STEPS {
+        match rows[at..].iter().position(|r| any_match(&r.function, step)) {
+            Some(i) => at += i + 1,
+            None => {
+                return Verdict::fail(format!(
+                    "missing {} (in order) in the loopback group: {}",
+                    step.join("|"),
+                    shorten(&g.functions().join(","), 300)
+                ))
+            }
+        }
+    }
+    Verdict::pass(format!(
+        "{} rows, TX→loopback_xmit→RX→free in order",
+        g.rows.len()
+    ))
+}
+
+/// function_graph: entries and returns pair up, indentation follows depth.
+fn graph(groups: &[Group], json: bool) -> Verdict {
+    if groups.is_empty() {
+        return Verdict::fail("no packet traced");
+    }
+    let mut deepest = 0;
+    for g in groups {
+        let mut stack: Vec<&str> = Vec::new();
+        for r in &g.rows {
+            if r.is_return {
+                let Some(open) = stack.pop() else {
+                    return Verdict::fail(format!(
+                        "return at depth 0 (negative depth) in {}",
+                        shorten(&g.functions().join(","), 200)
+                    ));
+                };
+                if json && r.function != open {
+                    return Verdict::fail(format!("return of {} while {open} is open", r.function));
+                }
+            } else {
+                stack.push(&r.function);
+            }
+            let depth = if r.is_return {
+                stack.len()
+            } else {
+                stack.len() - 1
+            };
+            if !json && r.indent != 2 * depth {
+                return Verdict::fail(format!(
+                    "{} indented {} spaces at depth {depth}",
+                    display(r),
+                    r.indent
+                ));
+            }
+            deepest = deepest.max(stack.len());
+        }
+        if let Some(open) = stack.last() {
+            return Verdict::fail(format!(
+                "{open} (and {} more) entered but never returned",
+                stack.len() - 1
+            ));
+        }
+    }
+    if deepest < 2 {
+        return Verdict::fail(format!(
+            "no nesting shown (max depth {deepest}); {}",
+            summary(groups)
+        ));
+    }
+    let rows: usize = groups.iter().map(|g| g.rows.len()).sum();
+    Verdict::pass(format!("{rows} rows balanced, max depth {deepest}"))
+}
+
+fn display(r: &output::Row) -> String {
+    if r.is_return {
+        "}".into()
+    } else {
+        format!("{}()", r.function)
+    }
+}
+
+fn forward(groups: &[Group]) -> Verdict {
+    let Some(g) = groups
+        .iter()
+        .find(|g| g.rows.iter().any(|r| r.function == "ip_forward"))
+    else {
+        return Verdict::fail(format!(
+            "no packet went through ip_forward; {}",
+            summary(groups)
+        ));
+    };
+    let rows = entries(g);
+    let fwd = rows
+        .iter()
+        .position(|r| r.function == "ip_forward")
+        .unwrap_or(0);
+    let Some(veth) = rows[fwd..].iter().find(|r| r.function == "veth_xmit") else {
+        return Verdict::fail(format!(
+            "no veth_xmit after ip_forward: {}",
+            shorten(&g.functions().join(","), 300)
+        ));
+    };
+    if veth.module != "veth" {
+        return Verdict::fail(format!(
+            "veth_xmit shown with module {:?}, expected \"veth\" (module BTF)",
+            veth.module
+        ));
+    }
+    Verdict::pass(format!(
+        "ip_forward then veth_xmit [veth], {} rows",
+        g.rows.len()
+    ))
+}
+
+fn is_kfree(name: &str) -> bool {
+    name.starts_with("kfree_skb") || name == "sk_skb_reason_drop" || name == "__kfree_skb"
+}
+
+fn drop(groups: &[Group]) -> Verdict {
+    let Some(g) = groups
+        .iter()
+        .find(|g| g.rows.iter().any(|r| is_kfree(&r.function)))
+    else {
+        return Verdict::fail(format!(
+            "no packet reached a kfree_skb-family function; {}",
+            summary(groups)
+        ));
+    };
+    let rows = entries(g);
+    let n = rows.len();
+    let names: Vec<&str> = rows.iter().map(|r| r.function.as_str()).collect();
+    if n < 2 || names[n - 2] != "nf_hook_slow" || !is_kfree(names[n - 1]) {
+        return Verdict::fail(format!(
+            "last rows are not nf_hook_slow, kfree_skb…: {}",
+            shorten(&names.join(","), 300)
+        ));
+    }
+    Verdict::pass(format!("ends nf_hook_slow → {}", names[n - 1]))
+}
+
+/// The backend `auto` announced on stderr.
+fn chosen_backend(stderr: &str) -> Option<&'static str> {
+    let line = stderr
+        .lines()
+        .find(|l| l.to_lowercase().contains("backend"))?;
+    [
+        "kprobe-multi",
+        "kprobe_multi",
+        "tracepoint",
+        "ftrace",
+        "fentry",
+        "kprobe",
+    ]
+    .into_iter()
+    .find(|b| line.contains(b))
+    .map(|b| match b {
+        "kprobe_multi" => "kprobe-multi",
+        "fentry" => "ftrace",
+        b => b,
+    })
+}
+
+fn auto(
+    out: &CaseOutput,
+    groups: &[Group],
+    features: &Features,
+    implemented: &[&str],
+    graph_tracer: bool,
+) -> Verdict {
+    let Some(chosen) = chosen_backend(&out.stderr) else {
+        return Verdict::fail("auto printed no stderr line naming the chosen backend");
+    };
+    if !features.has(chosen) {
+        return Verdict::fail(format!("auto chose {chosen}, which this kernel lacks"));
+    }
+    if graph_tracer && chosen != "ftrace" {
+        return Verdict::fail(format!(
+            "function_graph needs fentry/fexit, but auto chose {chosen}"
+        ));
+    }
+    let best = ["kprobe-multi"]
+        .into_iter()
+        .find(|b| implemented.contains(b) && features.has(b));
+    if let Some(best) = best.filter(|_| !graph_tracer) {
+        if chosen != best {
+            return Verdict::fail(format!(
+                "auto chose {chosen} although {best} is implemented and available"
+            ));
+        }
+    }
+    let traced = if graph_tracer {
+        graph(groups, true)
+    } else {
+        loopback(groups, false)
+    };
+    match traced.status {
+        Status::Pass => Verdict::pass(format!("chose {chosen}; {}", traced.reason)),
+        _ => Verdict::fail(format!("chose {chosen}, but: {}", traced.reason)),
+    }
+}
+
+fn scale(out: &CaseOutput, groups: &[Group]) -> Verdict {
+    let Some(a) = output::attach(&out.stderr) else {
+        return Verdict::fail("no `Attaching program (total …)` line on stderr");
+    };
+    let ready = out.ready_ms.unwrap_or(0) as f64 / 1000.0;
+    let stop = out.stop_ms as f64 / 1000.0;
+    let numbers = format!(
+        "total {}, succeeded {}, failed {}, filtered {}; ready {ready:.1} s, exit {stop:.1} s",
+        a.total, a.succeeded, a.failed, a.filtered
+    );
+    if a.total < 1000 || a.succeeded * 10 < a.total * 9 {
+        return Verdict::fail(format!("too few functions attached: {numbers}"));
+    }
+    if a.succeeded + a.failed + a.filtered != a.total {
+        return Verdict::fail(format!("counts do not add up: {numbers}"));
+    }
+    let traced = loopback(groups, true);
+    if traced.status != Status::Pass {
+        return Verdict::fail(format!("{numbers}; but {}", traced.reason));
+    }
+    Verdict::pass(format!("{numbers}; {}", traced.reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::output::Row;
+
+    fn group(names: &[&str]) -> Group {
+        let rows = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Row {
+                tstamp: i as u64,
+                cpu: 0,
+                module: if n.starts_with("veth") {
+                    "veth"
+                } else {
+                    "vmlinux"
+                }
+                .into(),
+                function: n.to_string(),
+                is_return: false,
+                indent: 0,
+            })
+            .collect();
+        Group { rows }
+    }
+
+    #[test]
+    fn loopback_needs_every_step_in_order() {
+        let ok = group(&[
+            "ip_output",
+            "__dev_queue_xmit",
+            "loopback_xmit",
+            "__netif_receive_skb_one_core",
+            "ip_rcv",
+            "ip_local_deliver",
+            "icmp_rcv",
+            "consume_skb",
+        ]);
+        assert_eq!(loopback(&[ok], true).status, Status::Pass);
+        let swapped = group(&["ip_output", "loopback_xmit", "__dev_queue_xmit", "ip_rcv"]);
+        assert_eq!(loopback(&[swapped], true).status, Status::Fail);
+    }
+
+    #[test]
+    fn drop_must_end_the_packet() {
+        assert_eq!(
+            drop(&[group(&["ip_rcv", "nf_hook_slow", "kfree_skb_reason"])]).status,
+            Status::Pass
+        );
+        assert_eq!(
+            drop(&[group(&["nf_hook_slow", "kfree_skb_reason", "ip_rcv"])]).status,
+            Status::Fail
+        );
+    }
+
+    #[test]
+    fn graph_pairs_entries_and_returns() {
+        let row = |f: &str, ret, indent| Row {
+            tstamp: 0,
+            cpu: 0,
+            module: "vmlinux".into(),
+            function: f.into(),
+            is_return: ret,
+            indent,
+        };
+        let ok = Group {
+            rows: vec![
+                row("a", false, 0),
+                row("b", false, 2),
+                row("b", true, 2),
+                row("a", true, 0),
+            ],
+        };
+        assert_eq!(graph(&[ok], false).status, Status::Pass);
+        let open = Group {
+            rows: vec![row("a", false, 0), row("b", false, 2), row("b", true, 2)],
+        };
+        assert_eq!(graph(&[open], false).status, Status::Fail);
+    }
+
+    #[test]
+    fn finds_the_announced_backend() {
+        assert_eq!(
+            chosen_backend("auto: using backend kprobe-multi (fprobe works)\n"),
+            Some("kprobe-multi")
+        );
+        assert_eq!(
+            chosen_backend("Backend: ftrace, because …\n"),
+            Some("ftrace")
+        );
+        assert_eq!(chosen_backend("Trace ready!\n"), None);
+    }
+
+    #[test]
+    fn shell_quotes_arguments() {
+        let line = Case::new(Scenario::Drop, "kprobe", true).shell();
+        assert!(line.starts_with("run_case drop-kprobe-json 180 drop_setup ping_lo_dropped drop_teardown '-m' '0x55555555'"));
+    }
+}

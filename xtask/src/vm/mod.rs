@@ -1,0 +1,371 @@
+//! `cargo xtask vm-test`: ipft's backends on real Debian kernels, with real
+//! packets, inside QEMU.
+//!
+//! Per kernel: fetch the newest Debian cloud build (cached in target/vm/),
+//! build an initramfs with busybox, the just-built ipft and the host's
+//! ping/ip/nft, boot it once, run every case in sequence (tests/vm/), and
+//! judge the output on the host. One boot per kernel keeps the suite inside
+//! its time budget: booting and starting ipft are slow under emulation.
+mod cases;
+mod guest;
+mod image;
+mod kernel;
+mod output;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use cases::{Case, Features, Scenario, Status, Verdict};
+
+use crate::{build, deps};
+
+#[derive(clap::Args, Default)]
+pub struct Options {
+    /// Which kernel to boot: 6.1, 6.12 or all.
+    #[arg(long, default_value = "all")]
+    pub kernel: String,
+}
+
+/// Host tools the suite needs: QEMU, the guest's shell and network tools,
+/// xz for modules, and dpkg-deb/apt for the kernels.
+const PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("busybox", "busybox-static"),
+    ("xz", "xz-utils"),
+    ("ping", "iputils-ping"),
+    ("ip", "iproute2"),
+    ("nft", "nftables"),
+    ("ldd", "libc-bin"),
+];
+
+/// Modules the scenarios load: veth for the namespaces, nf_tables for the
+/// marking and drop rules (their dependencies are added).
+const MODULES: &[&str] = &["veth", "nf_tables"];
+
+/// The most one kernel's boot may take before it is stopped.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Backends the ipft contract promises; kprobe-multi is tested once ipft
+/// lists it in `--help`.
+const CONTRACT_BACKENDS: &[&str] = &["kprobe", "ftrace", "tracepoint"];
+
+pub fn run(opts: &Options) -> Result<()> {
+    let series = selected(&opts.kernel)?;
+    deps::debian(PACKAGES)?;
+    let ipft = ipft_binary()?;
+    let implemented = implemented_backends(&ipft);
+    let work = build::root().join("target/vm");
+    kernel::update_package_lists();
+    let mut results = Vec::new();
+    for s in series {
+        let kernel = kernel::fetch(s, &work.join("kernels"))?;
+        results.push(run_kernel(
+            &kernel,
+            &ipft,
+            &implemented,
+            &work.join(s.name),
+        )?);
+    }
+    report(&results)
+}
+
+/// The just-built release ipft, or `IPFT_VM_BIN` (for working on the suite
+/// itself while ipft does not build).
+fn ipft_binary() -> Result<PathBuf> {
+    match std::env::var_os("IPFT_VM_BIN") {
+        Some(bin) => {
+            eprintln!(
+                "xtask: testing {} (IPFT_VM_BIN) instead of a fresh build",
+                bin.to_string_lossy()
+            );
+            Ok(PathBuf::from(bin))
+        }
+        None => build::build(&build::Options { release: true }),
+    }
+}
+
+fn selected(which: &str) -> Result<Vec<&'static kernel::Series>> {
+    let all = kernel::SERIES;
+    match which {
+        "all" => Ok(all.iter().collect()),
+        name => match all.iter().find(|s| s.name == name) {
+            Some(s) => Ok(vec![s]),
+            None => bail!("unknown kernel {name:?}: use 6.1, 6.12 or all"),
+        },
+    }
+}
+
+/// Backends ipft implements: the contract's, plus kprobe-multi once its
+/// `--help` mentions it.
+fn implemented_backends(ipft: &Path) -> Vec<&'static str> {
+    let help = Command::new(ipft)
+        .arg("--help")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let mut backends = CONTRACT_BACKENDS.to_vec();
+    if help.is_ok_and(|h| h.contains("kprobe-multi")) {
+        backends.push("kprobe-multi");
+    }
+    backends
+}
+
+/// What the table shows for one kernel.
+struct KernelResult {
+    label: String,
+    rows: Vec<(String, String, Verdict)>,
+    details: Vec<String>,
+    elapsed: Duration,
+}
+
+/// Rows that need no run: a backend ipft does not implement, or one that
+/// cannot do what the scenario asks.
+fn static_rows(implemented: &[&str]) -> Vec<(String, String, Verdict)> {
+    let mut rows = vec![(
+        "tracepoint".to_string(),
+        "forward".to_string(),
+        Verdict::na("tracepoints are fixed kernel events: no module functions such as veth_xmit"),
+    )];
+    if !implemented.contains(&"kprobe-multi") {
+        rows.push((
+            "kprobe-multi".into(),
+            "loopback".into(),
+            Verdict::na("not implemented by ipft (not in --help)"),
+        ));
+    }
+    rows
+}
+
+/// Every run for one kernel, in the order the guest performs them.
+fn plan(implemented: &[&str]) -> Vec<Case> {
+    let mut plan = Vec::new();
+    for backend in ["kprobe", "ftrace"] {
+        plan.push(Case::new(Scenario::Loopback, backend, true));
+        plan.push(Case::new(Scenario::Loopback, backend, false));
+    }
+    if implemented.contains(&"kprobe-multi") {
+        plan.push(Case::new(Scenario::Loopback, "kprobe-multi", true));
+    }
+    plan.push(Case::new(Scenario::Graph, "ftrace", false));
+    plan.push(Case::new(Scenario::Graph, "ftrace", true));
+    for backend in ["kprobe", "ftrace"] {
+        plan.push(Case::new(Scenario::Forward, backend, true));
+        plan.push(Case::new(Scenario::Drop, backend, true));
+    }
+    plan.push(Case::new(Scenario::Auto, "auto", true));
+    plan.push(Case::new(Scenario::AutoGraph, "auto", true));
+    // kprobe links detach quickly; ~1,700 fentry links take minutes to detach.
+    let mut scale = Case::new(Scenario::Scale, "kprobe", false);
+    scale.timeout = 420;
+    plan.push(scale);
+    plan
+}
+
+fn run_kernel(
+    kernel: &kernel::Kernel,
+    ipft: &Path,
+    implemented: &[&str],
+    dir: &Path,
+) -> Result<KernelResult> {
+    fs::create_dir_all(dir)?;
+    let features = Features::from_config(&kernel.config()?);
+    let plan = plan(implemented);
+    let initrd = dir.join("initrd.cpio");
+    build_image(kernel, ipft, &plan, dir, &initrd)?;
+    let label = kernel.series.to_string();
+    eprintln!("xtask: booting {} ({} cases)", kernel.release, plan.len());
+    let run = guest::boot(&guest::Boot {
+        label: &label,
+        vmlinuz: &kernel.vmlinuz(),
+        initrd: &initrd,
+        console: dir.join("console.log"),
+        results: dir.join("results.log"),
+        timeout: BOOT_TIMEOUT,
+    })?;
+    let mut result = KernelResult {
+        label: format!("{} ({})", kernel.series, kernel.release),
+        rows: Vec::new(),
+        details: Vec::new(),
+        elapsed: run.elapsed,
+    };
+    for case in &plan {
+        let verdict = match run.cases.get(&case.id()) {
+            Some(out) => cases::judge(case, out, &features, implemented),
+            None => Verdict::fail(
+                run.problem
+                    .clone()
+                    .unwrap_or_else(|| "the guest never ran this case".into()),
+            ),
+        };
+        if verdict.status == Status::Fail {
+            result.details.push(failure_detail(
+                &label,
+                case,
+                &verdict,
+                run.cases.get(&case.id()),
+                &run,
+            ));
+        }
+        let scenario = format!("{} ({})", case.scenario.name(), case.format());
+        result
+            .rows
+            .push((case.backend.to_string(), scenario, verdict));
+    }
+    for row in static_rows(implemented) {
+        result.rows.push(row);
+    }
+    if let Some(problem) = &run.problem {
+        result.details.push(format!(
+            "--- {label}: {problem}; console:\n{}",
+            run.console_tail(40)
+        ));
+    }
+    let warnings: Vec<&String> = run
+        .notes
+        .iter()
+        .filter(|n| n.starts_with("warn") || n.contains("failed"))
+        .collect();
+    if !warnings.is_empty() {
+        result.details.push(format!(
+            "--- {label}: guest warnings:\n{}",
+            warnings
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    Ok(result)
+}
+
+fn build_image(
+    kernel: &kernel::Kernel,
+    ipft: &Path,
+    plan: &[Case],
+    dir: &Path,
+    out: &Path,
+) -> Result<()> {
+    let scripts = build::root().join("tests/vm");
+    let mut img = image::Image::default();
+    for d in [
+        "proc", "sys", "dev", "tmp", "run", "bin", "sbin", "usr/bin", "usr/sbin",
+    ] {
+        img.dir(d);
+    }
+    img.copy(&scripts.join("init"), "/init", 0o755)?;
+    img.copy(&scripts.join("cases.sh"), "/vm/cases.sh", 0o644)?;
+    img.copy(&scripts.join("scenarios.sh"), "/vm/scenarios.sh", 0o644)?;
+    img.copy(&which("busybox")?, "/bin/busybox", 0o755)?;
+    img.program(ipft, "/usr/bin/ipft")
+        .context("adding ipft to the guest image")?;
+    for tool in ["ping", "ip", "nft"] {
+        let path = which(tool)?;
+        let guest = format!("/usr/{}bin/{tool}", if tool == "ping" { "" } else { "s" });
+        img.program(&path, &guest)?;
+    }
+    let modules = kernel::modules(kernel, MODULES, &dir.join("modules"))?;
+    let mut order = String::new();
+    for m in &modules {
+        let name = m
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("module name")?;
+        img.copy(m, &format!("/vm/modules/{name}.ko"), 0o644)?;
+        order += &format!("{name}\n");
+    }
+    img.file("/vm/modules/order", 0o644, order.into_bytes());
+    let cases: String = plan.iter().map(|c| c.shell() + "\n").collect();
+    img.file("/vm/cases", 0o644, cases.into_bytes());
+    img.write(out)
+}
+
+fn which(tool: &str) -> Result<PathBuf> {
+    let out = deps::output(Command::new("sh").args(["-c", &format!("command -v {tool}")]))
+        .with_context(|| format!("{tool} is not installed on the host"))?;
+    Ok(PathBuf::from(out.trim()))
+}
+
+/// The guest output that explains a failed case.
+fn failure_detail(
+    label: &str,
+    case: &Case,
+    verdict: &Verdict,
+    out: Option<&guest::CaseOutput>,
+    run: &guest::Run,
+) -> String {
+    let mut text = format!(
+        "--- {label} {}: {}\n    ipft {}\n",
+        case.id(),
+        verdict.reason,
+        case.args().join(" ")
+    );
+    match out {
+        Some(out) => {
+            for (name, stream) in [
+                ("stderr", &out.stderr),
+                ("stdout", &out.stdout),
+                ("setup/traffic log", &out.log),
+            ] {
+                if !stream.trim().is_empty() {
+                    text += &format!("  [{name}, last 40 lines]\n{}\n", tail(stream, 40));
+                }
+            }
+        }
+        None => {
+            text += &format!(
+                "  [guest console, last 40 lines]\n{}\n",
+                run.console_tail(40)
+            )
+        }
+    }
+    text
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn report(results: &[KernelResult]) -> Result<()> {
+    for r in results {
+        for d in &r.details {
+            eprintln!("{d}");
+        }
+    }
+    println!();
+    println!(
+        "{:<34} {:<13} {:<28} {:<6} Reason",
+        "Kernel", "Backend", "Scenario", "Result"
+    );
+    let mut failed = 0;
+    for r in results {
+        for (backend, scenario, v) in &r.rows {
+            let status = match v.status {
+                Status::Pass => "PASS",
+                Status::Fail => "FAIL",
+                Status::NotApplicable => "N/A",
+            };
+            failed += usize::from(v.status == Status::Fail);
+            println!(
+                "{:<34} {backend:<13} {scenario:<28} {status:<6} {}",
+                r.label,
+                cases::shorten(&v.reason, 200)
+            );
+        }
+    }
+    for r in results {
+        println!("{}: guest ran {:.0} s", r.label, r.elapsed.as_secs_f64());
+    }
+    if failed > 0 {
+        bail!("{failed} VM test(s) failed: see the table above and the guest output before it");
+    }
+    Ok(())
+}
