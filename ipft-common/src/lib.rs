@@ -7,41 +7,120 @@
 
 /// One record per traced function call (or return) of a matching packet,
 /// written by the eBPF programs to the `EVENTS` perf event array.
+///
+/// Besides the call itself it carries a snapshot of the packet, read from
+/// the skb at that moment: userspace builds the packet summary line and the
+/// `--field` values from it. Only matching calls pay for the snapshot.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
     /// The `struct sk_buff *` the function was called with: the packet id.
     pub skb: u64,
     /// `bpf_ktime_get_ns()` at the time of the call.
     pub tstamp: u64,
     /// Function identity: the traced function's address (`bpf_get_func_ip`)
-    /// for kprobe and ftrace programs, or a tracepoint slot id (see
+    /// for kprobe and ftrace programs, or a tracepoint id (see
     /// [`tracepoint_id`]) for tracepoint programs.
     pub func: u64,
     /// CPU the function ran on.
     pub cpu: u32,
-    /// Bit flags, see [`EVENT_RETURN`].
+    /// Bit flags: [`EVENT_RETURN`], [`EVENT_DROP_REASON`].
     pub flags: u32,
+    /// `skb->len`, `skb->data_len`, `skb->mark`.
+    pub len: u32,
+    pub data_len: u32,
+    pub mark: u32,
+    /// `enum skb_drop_reason`, when [`EVENT_DROP_REASON`] is set.
+    pub drop_reason: u32,
+    /// `skb->protocol` (network byte order, as stored).
+    pub protocol: u16,
+    /// `skb->network_header` (offset from `skb->head`; `0xffff` when unset).
+    pub network_header: u16,
+    /// From `skb_shinfo(skb)`.
+    pub gso_size: u16,
+    pub gso_segs: u16,
+    pub gso_type: u32,
+    /// `skb->dev->name`, empty when there is no device yet.
+    pub dev: [u8; 16],
+    /// The first bytes at the network header: the IP header and the start of
+    /// the transport header (ports), when the network header is set.
+    pub headers: [u8; HEADER_BYTES],
+}
+
+/// Bytes of packet headers each event carries: an IPv6 header (40) plus the
+/// 8 bytes of a UDP header or of TCP's ports.
+pub const HEADER_BYTES: usize = 48;
+
+impl Event {
+    pub const fn zeroed() -> Self {
+        Event {
+            skb: 0,
+            tstamp: 0,
+            func: 0,
+            cpu: 0,
+            flags: 0,
+            len: 0,
+            data_len: 0,
+            mark: 0,
+            drop_reason: 0,
+            protocol: 0,
+            network_header: 0,
+            gso_size: 0,
+            gso_segs: 0,
+            gso_type: 0,
+            dev: [0; 16],
+            headers: [0; HEADER_BYTES],
+        }
+    }
 }
 
 /// `Event::flags` bit: the record is a function return (fexit), not an entry.
 pub const EVENT_RETURN: u32 = 1;
+/// `Event::flags` bit: `drop_reason` holds the kernel's drop reason.
+pub const EVENT_DROP_REASON: u32 = 2;
 
 /// Size in bytes of an [`Event`] as it travels through the perf buffer.
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
+const _: () = assert!(EVENT_SIZE == 128);
 
-/// Filter configuration, set once per run as the read-only global `CONFIG`
-/// before the programs load (so the verifier sees constants).
+/// Filter configuration and the running kernel's struct layout, set once per
+/// run as the read-only global `CONFIG` before the programs load (so the
+/// verifier sees constants). Offsets are in bytes, from BTF.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     /// `mark & mask`, precomputed so the program does one AND and one compare.
     pub mark: u32,
     pub mask: u32,
-    /// Byte offset of `mark` in the running kernel's `struct sk_buff`, from BTF.
-    pub mark_offset: u32,
-    pub _reserved: u32,
+    /// Bit flags: [`CONFIG_TRACK`].
+    pub flags: u32,
+    pub offsets: Offsets,
 }
+
+/// `Config::flags` bit: keep tracing a matched skb (by pointer, in the
+/// `TRACKED` map) after its mark changes, until it is freed.
+pub const CONFIG_TRACK: u32 = 1;
+
+/// Where fields live in this kernel's structs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    pub skb_mark: u32,
+    pub skb_len: u32,
+    pub skb_data_len: u32,
+    pub skb_protocol: u32,
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_end: u32,
+    pub skb_dev: u32,
+    pub dev_name: u32,
+    pub shinfo_gso_size: u32,
+    pub shinfo_gso_segs: u32,
+    pub shinfo_gso_type: u32,
+}
+
+/// Entries of the `TRACKED` map (`--track`): skbs followed at once.
+pub const TRACKED_MAX: u32 = 65536;
 
 /// kprobe programs exist for skb positions `0..KPROBE_POSITIONS` (the
 /// register-passed arguments on x86_64).
@@ -61,6 +140,10 @@ pub const TP_SLOTS: usize = 32;
 pub const fn tracepoint_id(pos: usize, slot: usize) -> u64 {
     (pos * TP_SLOTS + slot) as u64
 }
+
+/// Function identity reported by `tp_kfree_skb`, the `kfree_skb` tracepoint
+/// program that also reads the drop reason.
+pub const TP_KFREE_SKB_ID: u64 = (TP_POSITIONS * TP_SLOTS) as u64;
 
 #[cfg(feature = "user")]
 mod user {

@@ -12,71 +12,193 @@
 #![no_main]
 
 use aya_ebpf::{
-    helpers::{bpf_get_func_ip, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
-    macros::{fentry, fexit, kprobe, map},
-    maps::PerfEventArray,
+    helpers::{
+        bpf_get_func_ip, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_buf,
+    },
+    macros::{btf_tracepoint, fentry, fexit, kprobe, map},
+    maps::{HashMap, PerCpuArray, PerfEventArray},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext},
     EbpfContext,
 };
-use ipft_common::{tracepoint_id, Config, Event, EVENT_RETURN};
+use ipft_common::{
+    tracepoint_id, Config, Event, Offsets, CONFIG_TRACK, EVENT_DROP_REASON, EVENT_RETURN,
+    TP_KFREE_SKB_ID, TRACKED_MAX,
+};
 
 const _: () = assert!(ipft_common::TP_POSITIONS == 5 && ipft_common::TP_SLOTS == 32);
 
 /// Set by userspace before loading; read-only, so the verifier sees constants.
 #[unsafe(no_mangle)]
-static CONFIG: Config = Config { mark: 0, mask: 0, mark_offset: 0, _reserved: 0 };
+static CONFIG: Config = Config {
+    mark: 0,
+    mask: 0,
+    flags: 0,
+    offsets: Offsets {
+        skb_mark: 0,
+        skb_len: 0,
+        skb_data_len: 0,
+        skb_protocol: 0,
+        skb_head: 0,
+        skb_network_header: 0,
+        skb_end: 0,
+        skb_dev: 0,
+        dev_name: 0,
+        shinfo_gso_size: 0,
+        shinfo_gso_segs: 0,
+        shinfo_gso_type: 0,
+    },
+};
 
 #[map]
 static EVENTS: PerfEventArray<Event> = PerfEventArray::new(0);
 
+/// `--track`: skbs that matched once, followed until they are freed.
+#[map]
+static TRACKED: HashMap<u64, u8> = HashMap::with_max_entries(TRACKED_MAX, 0);
+
+/// `--track`: identities of functions that free an skb (filled by userspace).
+#[map]
+static FREES: HashMap<u64, u8> = HashMap::with_max_entries(256, 0);
+
+/// `--track`: how many skbs could not be tracked because `TRACKED` was full.
+#[map]
+static TRACK_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Reads one field of `CONFIG`. Volatile, so the compiler keeps the load
+/// from the read-only map (whose value the verifier then knows) instead of
+/// folding in the zero it was compiled with; one field at a time, so the hot
+/// path loads only what it uses.
+macro_rules! config {
+    ($($field:tt)+) => {
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!(CONFIG.$($field)+)) }
+    };
+}
+
+#[inline(always)]
+fn read<T>(addr: u64) -> T
+where
+    T: Default,
+{
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.unwrap_or_default()
+}
+
 /// The hot path: one read of `skb->mark`, one compare.
 #[inline(always)]
 fn matches(skb: u64) -> bool {
-    let config = unsafe { core::ptr::read_volatile(&CONFIG) };
-    let mark_ptr = (skb + config.mark_offset as u64) as *const u32;
+    let mark_ptr = (skb + config!(offsets.skb_mark) as u64) as *const u32;
     match unsafe { bpf_probe_read_kernel(mark_ptr) } {
-        Ok(mark) => mark & config.mask == config.mark,
+        Ok(mark) => mark & config!(mask) == config!(mark),
         Err(_) => false,
     }
 }
 
+/// Whether this call is traced: a matching mark, or (`--track`) an skb that
+/// matched before. Tracking costs a map look-up only when enabled.
 #[inline(always)]
-fn emit<C: EbpfContext>(ctx: &C, skb: u64, func: u64, flags: u32) {
-    let event = Event {
-        skb,
-        tstamp: unsafe { bpf_ktime_get_ns() },
-        func,
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        flags,
-    };
+fn wanted(skb: u64) -> bool {
+    if skb == 0 {
+        return false;
+    }
+    let track = config!(flags) & CONFIG_TRACK != 0;
+    if matches(skb) {
+        if track && unsafe { TRACKED.get(&skb) }.is_none() && TRACKED.insert(&skb, &1, 0).is_err() {
+            if let Some(full) = TRACK_FULL.get_ptr_mut(0) {
+                unsafe { *full += 1 };
+            }
+        }
+        return true;
+    }
+    track && unsafe { TRACKED.get(&skb) }.is_some()
+}
+
+/// Fills the packet snapshot of `event` from the skb.
+#[inline(always)]
+fn snapshot(o: &Offsets, skb: u64, event: &mut Event) {
+    event.len = read(skb + o.skb_len as u64);
+    event.data_len = read(skb + o.skb_data_len as u64);
+    event.mark = read(skb + o.skb_mark as u64);
+    event.protocol = read(skb + o.skb_protocol as u64);
+    let head: u64 = read(skb + o.skb_head as u64);
+    let network: u16 = read(skb + o.skb_network_header as u64);
+    event.network_header = network;
+    if head != 0 && network != 0xffff {
+        let _ = unsafe {
+            bpf_probe_read_kernel_buf((head + network as u64) as *const u8, &mut event.headers)
+        };
+    }
+    let end: u32 = read(skb + o.skb_end as u64);
+    if head != 0 {
+        let shinfo = head + end as u64;
+        event.gso_size = read(shinfo + o.shinfo_gso_size as u64);
+        event.gso_segs = read(shinfo + o.shinfo_gso_segs as u64);
+        event.gso_type = read(shinfo + o.shinfo_gso_type as u64);
+    }
+    let dev: u64 = read(skb + o.skb_dev as u64);
+    if dev != 0 {
+        let _ = unsafe {
+            bpf_probe_read_kernel_buf((dev + o.dev_name as u64) as *const u8, &mut event.dev)
+        };
+    }
+}
+
+/// Traces one call: filter, then send the event; forget a tracked skb once
+/// a freeing function saw it.
+#[inline(always)]
+fn trace<C: EbpfContext>(ctx: &C, skb: u64, func: impl FnOnce() -> u64, flags: u32, reason: u32) {
+    if !wanted(skb) {
+        return;
+    }
+    // Asked only now: the non-matching path makes no helper call but the
+    // mark read.
+    let func = func();
+    let mut event = Event::zeroed();
+    event.skb = skb;
+    event.tstamp = unsafe { bpf_ktime_get_ns() };
+    event.func = func;
+    event.cpu = unsafe { bpf_get_smp_processor_id() };
+    event.flags = flags;
+    event.drop_reason = reason;
+    let offsets = config!(offsets);
+    snapshot(&offsets, skb, &mut event);
     EVENTS.output(ctx, &event, 0);
+    if config!(flags) & CONFIG_TRACK != 0 && unsafe { FREES.get(&func) }.is_some() {
+        let _ = TRACKED.remove(&skb);
+    }
 }
 
 #[inline(always)]
-fn on_kprobe(ctx: ProbeContext, pos: usize) -> u32 {
-    let skb: u64 = match ctx.arg(pos) {
-        Some(skb) => skb,
-        None => return 0,
-    };
-    if skb != 0 && matches(skb) {
-        emit(&ctx, skb, unsafe { bpf_get_func_ip(ctx.as_ptr()) }, 0);
-    }
-    0
-}
-
-#[inline(always)]
-fn on_ftrace<C: EbpfContext>(ctx: &C, skb: u64, flags: u32) -> i32 {
-    if skb != 0 && matches(skb) {
-        emit(ctx, skb, unsafe { bpf_get_func_ip(ctx.as_ptr()) }, flags);
-    }
-    0
+fn func_ip<C: EbpfContext>(ctx: &C) -> u64 {
+    unsafe { bpf_get_func_ip(ctx.as_ptr()) }
 }
 
 macro_rules! kprobe_pos {
     ($name:ident, $pos:expr) => {
         #[kprobe]
         pub fn $name(ctx: ProbeContext) -> u32 {
-            on_kprobe(ctx, $pos)
+            if let Some(skb) = ctx.arg::<u64>($pos) {
+                trace(&ctx, skb, || func_ip(&ctx), 0, 0);
+            }
+            0
+        }
+    };
+}
+
+/// kprobe for functions that also take an `enum skb_drop_reason`.
+macro_rules! kprobe_reason {
+    ($name:ident, $pos:expr, $reason:expr) => {
+        #[kprobe]
+        pub fn $name(ctx: ProbeContext) -> u32 {
+            if let (Some(skb), Some(reason)) = (ctx.arg::<u64>($pos), ctx.arg::<u64>($reason)) {
+                trace(
+                    &ctx,
+                    skb,
+                    || func_ip(&ctx),
+                    EVENT_DROP_REASON,
+                    reason as u32,
+                );
+            }
+            0
         }
     };
 }
@@ -85,11 +207,37 @@ macro_rules! ftrace_pos {
     ($entry:ident, $exit:ident, $pos:expr) => {
         #[fentry]
         pub fn $entry(ctx: FEntryContext) -> i32 {
-            on_ftrace(&ctx, ctx.arg::<u64>($pos), 0)
+            trace(&ctx, ctx.arg::<u64>($pos), || func_ip(&ctx), 0, 0);
+            0
         }
         #[fexit]
         pub fn $exit(ctx: FExitContext) -> i32 {
-            on_ftrace(&ctx, ctx.arg::<u64>($pos), EVENT_RETURN)
+            trace(
+                &ctx,
+                ctx.arg::<u64>($pos),
+                || func_ip(&ctx),
+                EVENT_RETURN,
+                0,
+            );
+            0
+        }
+    };
+}
+
+/// fentry for functions that also take an `enum skb_drop_reason`.
+macro_rules! fentry_reason {
+    ($name:ident, $pos:expr, $reason:expr) => {
+        #[fentry]
+        pub fn $name(ctx: FEntryContext) -> i32 {
+            let reason = ctx.arg::<u64>($reason) as u32;
+            trace(
+                &ctx,
+                ctx.arg::<u64>($pos),
+                || func_ip(&ctx),
+                EVENT_DROP_REASON,
+                reason,
+            );
+            0
         }
     };
 }
@@ -101,13 +249,31 @@ macro_rules! tp_slot {
         #[unsafe(link_section = "tp_btf")]
         pub fn $name(ctx: *mut core::ffi::c_void) -> i32 {
             let ctx = BtfTracePointContext::new(ctx);
-            let skb: u64 = ctx.arg($pos);
-            if skb != 0 && matches(skb) {
-                emit(&ctx, skb, tracepoint_id($pos, $slot), 0);
-            }
+            trace(
+                &ctx,
+                ctx.arg::<u64>($pos),
+                || tracepoint_id($pos, $slot),
+                0,
+                0,
+            );
             0
         }
     };
+}
+
+/// The `kfree_skb` tracepoint with its drop reason:
+/// `TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...)`.
+#[btf_tracepoint]
+pub fn tp_kfree_skb(ctx: BtfTracePointContext) -> i32 {
+    let reason = ctx.arg::<u64>(2) as u32;
+    trace(
+        &ctx,
+        ctx.arg::<u64>(0),
+        || TP_KFREE_SKB_ID,
+        EVENT_DROP_REASON,
+        reason,
+    );
+    0
 }
 
 kprobe_pos!(kprobe_skb_0, 0);
@@ -129,6 +295,13 @@ ftrace_pos!(fentry_skb_8, fexit_skb_8, 8);
 ftrace_pos!(fentry_skb_9, fexit_skb_9, 9);
 ftrace_pos!(fentry_skb_10, fexit_skb_10, 10);
 ftrace_pos!(fentry_skb_11, fexit_skb_11, 11);
+
+// kfree_skb_reason(skb, reason) (5.17–6.9) and
+// sk_skb_reason_drop(sk, skb, reason) (6.10+).
+kprobe_reason!(kprobe_skb_0_reason_1, 0, 1);
+kprobe_reason!(kprobe_skb_1_reason_2, 1, 2);
+fentry_reason!(fentry_skb_0_reason_1, 0, 1);
+fentry_reason!(fentry_skb_1_reason_2, 1, 2);
 
 include!(concat!(env!("OUT_DIR"), "/tp_slots.rs"));
 

@@ -37,7 +37,7 @@ pub struct Attached {
 }
 
 /// Attaches every target in `targets` (already filtered), counting
-/// `filtered` ones as such. Checks `cancel` between targets.
+/// `filtered` ones as such. Checks `cancel` after each target.
 pub fn attach_all(
     backend: &mut dyn Backend,
     ebpf: &mut Ebpf,
@@ -59,24 +59,13 @@ pub fn attach_all(
         first_error: None,
         cancelled: false,
     };
-    // Next free tracepoint program slot per skb position (indexed by any
-    // backend's positions, hence the largest).
-    let mut slots = [0usize; ipft_common::FTRACE_POSITIONS];
     progress.attaching(&out.counts);
-    for target in targets {
-        if cancel.load(Ordering::Relaxed) {
-            out.cancelled = true;
-            break;
-        }
-        let pos = usize::from(target.skb_pos);
-        match backend.attach(ebpf, &target, slots[pos]) {
+    backend.attach_batch(ebpf, targets, &mut |target, slot, result| {
+        match result {
             Ok(links) => {
                 let idx = out.targets.len() as u32;
-                for id in identities(&target, slots[pos]) {
+                for id in identities(&target, slot) {
                     out.index.entry(id).or_insert(idx);
-                }
-                if target.kind == TargetKind::Tracepoint {
-                    slots[pos] += 1;
                 }
                 out.links.extend(links);
                 out.targets.push(target);
@@ -95,7 +84,9 @@ pub fn attach_all(
             }
         }
         progress.attaching(&out.counts);
-    }
+        out.cancelled = cancel.load(Ordering::Relaxed);
+        !out.cancelled
+    });
     progress.attached(&out.counts);
     out
 }
@@ -106,6 +97,9 @@ pub fn attach_all(
 fn identities(target: &Target, slot: usize) -> Vec<u64> {
     match target.kind {
         TargetKind::Function => vec![target.addr, target.addr + 4],
+        TargetKind::Tracepoint if backend::tracepoint::reads_drop_reason(target) => {
+            vec![ipft_common::TP_KFREE_SKB_ID]
+        }
         TargetKind::Tracepoint => vec![tracepoint_id(usize::from(target.skb_pos), slot)],
     }
 }

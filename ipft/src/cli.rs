@@ -9,7 +9,9 @@ use std::{
 use clap::{Parser, ValueEnum};
 use regex::Regex;
 
-#[derive(Parser, Debug)]
+pub use crate::summary::Field;
+
+#[derive(Parser, Debug, Clone)]
 #[command(
     name = "ipft",
     version,
@@ -60,6 +62,16 @@ pub struct Options {
     /// Pages (a power of two) of each CPU's perf buffer.
     #[arg(long, default_value_t = 8, value_parser = parse_page_count)]
     pub perf_page_count: usize,
+
+    /// Keep following a matched packet after its mark changes (tunnels,
+    /// namespaces), until it is freed.
+    #[arg(long)]
+    pub track: bool,
+
+    /// Print this skb field on every row (repeatable): len, data_len,
+    /// protocol, mark, dev, gso_size, gso_segs, gso_type.
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub field: Vec<Field>,
 
     /// Stop after this many seconds of tracing (fractions allowed).
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
@@ -113,10 +125,13 @@ pub enum Generate {
 /// `-b`: how programs are attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
-    /// kprobe if the kernel has kprobes, else ftrace if it allows fentry, else tracepoint.
+    /// kprobe-multi if the kernel has fprobe, else kprobe, else ftrace if it allows fentry, else tracepoint.
     Auto,
     /// One kprobe per function.
     Kprobe,
+    /// One kprobe-multi (fprobe) link per skb position: fast to attach many functions (5.18+).
+    #[value(alias = "kprobe_multi")]
+    KprobeMulti,
     /// fentry (and fexit for function_graph), one program per function.
     #[value(alias = "fentry")]
     Ftrace,
@@ -265,6 +280,14 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         for bad in ["0", "-1", "x", "inf", "NaN"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kprobe_multi_is_a_backend() {
+        for name in ["kprobe-multi", "kprobe_multi"] {
+            let opts = Options::try_parse_from(["ipft", "-m", "1", "-b", name]).unwrap();
+            assert_eq!(opts.backend, BackendChoice::KprobeMulti);
         }
     }
 

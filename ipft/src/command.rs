@@ -70,9 +70,13 @@ mod tests {
     #[test]
     fn missing_and_unexecutable_commands_get_shell_codes() {
         assert_eq!(check("no-such-command-ipft").unwrap_err().0, NOT_FOUND);
-        let plain = std::env::temp_dir().join(format!("ipft-not-executable-{}", std::process::id()));
+        let plain =
+            std::env::temp_dir().join(format!("ipft-not-executable-{}", std::process::id()));
         std::fs::write(&plain, "data").unwrap();
-        assert_eq!(check(plain.to_str().unwrap()).unwrap_err().0, NOT_EXECUTABLE);
+        assert_eq!(
+            check(plain.to_str().unwrap()).unwrap_err().0,
+            NOT_EXECUTABLE
+        );
         std::fs::remove_file(plain).unwrap();
         assert!(check("sh").is_ok());
     }

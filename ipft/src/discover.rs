@@ -27,6 +27,8 @@ pub struct Target {
     pub skb_pos: u8,
     /// Number of parameters.
     pub nargs: u8,
+    /// 0-based position of an `enum skb_drop_reason` parameter, if any.
+    pub reason_pos: Option<u8>,
     pub kind: TargetKind,
 }
 
@@ -39,6 +41,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use btf_rs::{Btf, BtfType, Type};
 use fallible_iterator::FallibleIterator;
+use ipft_common::Offsets;
 use regex::Regex;
 
 /// Where the kernel publishes its BTF.
@@ -110,10 +113,30 @@ fn module_btf_paths(dir: &Path) -> Vec<PathBuf> {
     paths
 }
 
-/// Byte offset of `mark` in the running kernel's `struct sk_buff`.
-pub fn mark_offset(btf: &Btf) -> Result<u32> {
-    let skb = btf
-        .resolve_types_by_name("sk_buff")
+/// Where the fields the programs read live in this kernel's structs.
+pub fn offsets(btf: &Btf) -> Result<Offsets> {
+    let skb = |field: &str| field_offset(btf, "sk_buff", field);
+    let shinfo = |field: &str| field_offset(btf, "skb_shared_info", field);
+    Ok(Offsets {
+        skb_mark: skb("mark")?,
+        skb_len: skb("len")?,
+        skb_data_len: skb("data_len")?,
+        skb_protocol: skb("protocol")?,
+        skb_head: skb("head")?,
+        skb_network_header: skb("network_header")?,
+        skb_end: skb("end")?,
+        skb_dev: skb("dev")?,
+        dev_name: field_offset(btf, "net_device", "name")?,
+        shinfo_gso_size: shinfo("gso_size")?,
+        shinfo_gso_segs: shinfo("gso_segs")?,
+        shinfo_gso_type: shinfo("gso_type")?,
+    })
+}
+
+/// Byte offset of `field` in `struct name`, looking into anonymous members.
+fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u32> {
+    let found = btf
+        .resolve_types_by_name(name)
         .ok()
         .and_then(|types| {
             types.into_iter().find_map(|t| match t {
@@ -121,10 +144,10 @@ pub fn mark_offset(btf: &Btf) -> Result<u32> {
                 _ => None,
             })
         })
-        .context("the kernel's BTF has no struct sk_buff")?;
-    member_bit_offset(btf, &skb, "mark")
+        .with_context(|| format!("the kernel's BTF has no struct {name}"))?;
+    member_bit_offset(btf, &found, field)
         .map(|bits| bits / 8)
-        .context("the kernel's BTF has no sk_buff.mark")
+        .with_context(|| format!("the kernel's BTF has no {name}.{field}"))
 }
 
 /// Finds a member by name, descending into anonymous structs and unions.
@@ -196,6 +219,7 @@ fn scan_functions(
                 addr: 0,
                 skb_pos: pos as u8,
                 nargs: proto.parameters.len() as u8,
+                reason_pos: reason_position(btf, &proto.parameters),
                 kind: TargetKind::Function,
             },
             exclusion: exclusion(btf, &proto.parameters),
@@ -230,12 +254,46 @@ pub fn tracepoints(btf: &Btf) -> Vec<Candidate> {
                 addr: 0,
                 skb_pos: pos as u8,
                 nargs: params.len() as u8,
+                reason_pos: reason_position(btf, params),
                 kind: TargetKind::Tracepoint,
             },
             exclusion: None,
         });
     }
     dedup(out)
+}
+
+/// Where an `enum skb_drop_reason` parameter is, if there is one.
+fn reason_position(btf: &Btf, params: &[btf_rs::Parameter]) -> Option<u8> {
+    params
+        .iter()
+        .position(|p| {
+            matches!(strip_modifiers(btf, p.get_type_id()),
+            Some(Type::Enum(e)) if btf.resolve_name(&e).is_ok_and(|n| n == "skb_drop_reason"))
+        })
+        .map(|pos| pos as u8)
+}
+
+/// Names of `enum skb_drop_reason` values, without the `SKB_DROP_REASON_`
+/// prefix (`NETFILTER_DROP`); empty on kernels without drop reasons.
+pub fn drop_reasons(btf: &Btf) -> HashMap<u32, String> {
+    let Ok(types) = btf.resolve_types_by_name("skb_drop_reason") else {
+        return HashMap::new();
+    };
+    let Some(Type::Enum(e)) = types.into_iter().find(|t| matches!(t, Type::Enum(_))) else {
+        return HashMap::new();
+    };
+    e.members
+        .iter()
+        .filter_map(|m| {
+            let name = btf.resolve_name(m).ok()?;
+            let short = name
+                .strip_prefix("SKB_DROP_REASON_")
+                .or_else(|| name.strip_prefix("SKB_"))
+                .unwrap_or(&name);
+            Some((m.val(), short.to_string()))
+        })
+        .collect()
 }
 
 fn resolve_ptr_target(btf: &Btf, id: Option<u32>) -> Option<Type> {
@@ -414,6 +472,7 @@ ffffffffc0b01000 t veth_xmit\t[other]
                 addr: 0,
                 skb_pos: 0,
                 nargs: 1,
+                reason_pos: None,
                 kind: TargetKind::Function,
             },
             exclusion: None,
@@ -518,11 +577,36 @@ ffffffffc0b01000 t veth_xmit\t[other]
     }
 
     #[test]
-    fn running_kernel_mark_offset_is_inside_sk_buff() {
+    fn running_kernel_offsets_are_inside_their_structs() {
         let kernel = running_kernel();
-        let off = mark_offset(&kernel.vmlinux).unwrap();
-        assert!(off > 0 && off < 256, "mark at {off}");
-        assert_eq!(off % 4, 0);
+        let o = offsets(&kernel.vmlinux).unwrap();
+        for (name, off, align) in [
+            ("mark", o.skb_mark, 4),
+            ("len", o.skb_len, 4),
+            ("head", o.skb_head, 8),
+            ("dev", o.skb_dev, 8),
+        ] {
+            assert!(off < 256 && off % align == 0, "sk_buff.{name} at {off}");
+        }
+        assert_ne!(o.skb_mark, o.skb_len);
+        assert!(o.dev_name < 4096);
+    }
+
+    #[test]
+    fn running_kernel_drop_reasons_and_their_parameters() {
+        let kernel = running_kernel();
+        let reasons = drop_reasons(&kernel.vmlinux);
+        assert_eq!(reasons.get(&2).map(String::as_str), Some("NOT_SPECIFIED"));
+        assert!(reasons.values().any(|r| r == "NETFILTER_DROP"));
+        let tps = tracepoints(&kernel.vmlinux);
+        let kfree = tps.iter().find(|c| c.target.name == "kfree_skb").unwrap();
+        assert_eq!(kfree.target.reason_pos, Some(2));
+        let funcs = functions(&kernel);
+        let drop = funcs
+            .iter()
+            .find(|c| ["sk_skb_reason_drop", "kfree_skb_reason"].contains(&c.target.name.as_str()))
+            .unwrap();
+        assert_eq!(drop.target.reason_pos, Some(drop.target.skb_pos + 1));
     }
 
     #[test]

@@ -1,35 +1,177 @@
-//! Grouping events per packet for the aggregate table.
+//! Grouping events per packet.
 //!
-//! Storage is one flat `Vec<Record>` in arrival order; grouping happens once,
-//! at the end, by a stable sort on `(skb, tstamp)`. Why not a
-//! `HashMap<skb, Vec<Record>>` as ipftrace2 had: `push` runs for every event
-//! while the trace is live, and a flat vector makes it a 32-byte copy
-//! (amortised O(1), no allocation per packet, no per-packet vector headers and
-//! slack). Measured with 1M events, release build, on the dev host (this
-//! code against a map of vectors): 50k packets arriving in bursts of 16 events
-//! from 4 CPUs, push 12-35 ms against 33-60 ms; the same events shuffled,
-//! 23-43 ms against 170-200 ms; 500k packets of 2 events, 60-90 ms against
-//! 180-230 ms. The map is quicker at the end when packets are few and long
-//! (grouping 14-21 ms against 56-82 ms; its groups are already formed), but
-//! that runs once, after the trace stopped; with 500k packets it is slower
-//! there too (180-240 ms against 67-80 ms).
+//! A packet is an skb pointer from its first traced call until the skb is
+//! freed: the kernel reuses freed skbs, so the same pointer later names a new
+//! packet ([`PacketIds`]). ipftrace2 merged such packets into one group.
 //!
-//! The packet count is kept live with a set of skb pointers: without it,
-//! `packets()` would have to sort. Events of one packet mostly arrive in a
-//! burst, so a "same skb as the previous event" check skips most set lookups.
+//! Storage for the aggregate table is one flat `Vec<Record>` in arrival
+//! order; grouping happens once, at the end, by a stable sort on
+//! `(packet, tstamp)`. Why not a `HashMap<packet, Vec<Record>>` as ipftrace2
+//! had: `push` runs for every event while the trace is live, and a flat
+//! vector makes it a fixed-size copy (amortised O(1), no allocation per
+//! packet). Measured with 1M events, release build: 50k packets arriving in
+//! bursts of 16 events from 4 CPUs, push 12-35 ms against 33-60 ms for a map
+//! of vectors; the same events shuffled, 23-43 ms against 170-200 ms. The map
+//! is quicker only at the end when packets are few and long, which runs once.
+use std::collections::HashMap;
 
-use std::collections::HashSet;
+use ipft_common::Event;
 
-use crate::stream::Record;
+use crate::{
+    discover::{Target, TargetKind},
+    stream::{Record, NONE},
+    summary,
+};
 
-/// Events collected during a trace, grouped per packet (skb pointer) on demand.
+/// What a target means for a packet's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Normal,
+    /// The skb is freed here: the next unrelated call on the same pointer is
+    /// a new packet.
+    Frees,
+    /// Part of freeing (releasing data, destructors): still the same packet.
+    Releasing,
+}
+
+/// Functions that free an skb when kfree_skbmem (the true last step) is not
+/// traced, e.g. because `-r` left it out.
+const FREEING: &[&str] = &[
+    "kfree_skb",
+    "kfree_skb_reason",
+    "sk_skb_reason_drop",
+    "consume_skb",
+    "__kfree_skb",
+    "kfree_skb_list_reason",
+    "napi_consume_skb",
+    "__consume_stateless_skb",
+    "skb_attempt_defer_free",
+    "__napi_kfree_skb",
+];
+
+/// Each target's [`Role`], decided once from the names.
+pub fn roles(targets: &[Target]) -> Vec<Role> {
+    let function = |t: &Target| t.kind == TargetKind::Function;
+    let has_kfree_skbmem = targets
+        .iter()
+        .any(|t| function(t) && t.name == "kfree_skbmem");
+    targets
+        .iter()
+        .map(|t| match t.kind {
+            // Tracepoints fire once the last reference is gone: exact.
+            TargetKind::Tracepoint if matches!(t.name.as_str(), "kfree_skb" | "consume_skb") => {
+                Role::Frees
+            }
+            TargetKind::Tracepoint => Role::Normal,
+            _ if has_kfree_skbmem && t.name == "kfree_skbmem" => Role::Frees,
+            _ if !has_kfree_skbmem && FREEING.contains(&t.name.as_str()) => Role::Frees,
+            _ if is_releasing(&t.name) => Role::Releasing,
+            _ => Role::Normal,
+        })
+        .collect()
+}
+
+fn is_releasing(name: &str) -> bool {
+    [
+        "free",
+        "release",
+        "consume",
+        "destructor",
+        "orphan",
+        "wfree",
+        "rfree",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+}
+
+/// Names packets: a number per skb life, and its summary line once known.
+#[derive(Debug, Default)]
+pub struct PacketIds {
+    live: HashMap<u64, Life>,
+    roles: Vec<Role>,
+    next: u32,
+}
+
+#[derive(Debug)]
+struct Life {
+    packet: u32,
+    freed: bool,
+    described: bool,
+}
+
+/// What [`PacketIds::observe`] learnt from one event.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub packet: u32,
+    /// The packet's summary, the first time one can be read.
+    pub summary: Option<String>,
+}
+
+impl PacketIds {
+    pub fn new(roles: Vec<Role>) -> Self {
+        PacketIds {
+            live: HashMap::new(),
+            roles,
+            next: 1,
+        }
+    }
+
+    /// Assigns the event (whose function is target `func`) to a packet.
+    pub fn observe(&mut self, event: &Event, func: u32) -> Seen {
+        let role = self
+            .roles
+            .get(func as usize)
+            .copied()
+            .unwrap_or(Role::Normal);
+        let next = &mut self.next;
+        let mut fresh = || {
+            let packet = *next;
+            *next += 1;
+            Life {
+                packet,
+                freed: false,
+                described: false,
+            }
+        };
+        let life = self.live.entry(event.skb).or_insert_with(&mut fresh);
+        if life.freed && role == Role::Normal {
+            *life = fresh(); // the pointer was freed and reused
+        }
+        if role == Role::Frees {
+            life.freed = true;
+        }
+        let summary = match life.described {
+            true => None,
+            false => summary::describe(event),
+        };
+        life.described |= summary.is_some();
+        Seen {
+            packet: life.packet,
+            summary,
+        }
+    }
+
+    /// Packets named so far.
+    pub fn count(&self) -> usize {
+        (self.next - 1) as usize
+    }
+}
+
+/// Everything a packet group shows besides its rows.
+#[derive(Debug, Default)]
+pub struct Details {
+    /// Summary line per packet id.
+    pub summaries: HashMap<u32, String>,
+    /// Events kept for `--field` values, indexed by `Record::fields`.
+    pub snapshots: Vec<Event>,
+}
+
+/// Events collected during a trace, grouped per packet on demand.
 #[derive(Debug, Default)]
 pub struct Packets {
     records: Vec<Record>,
-    /// Distinct skb pointers seen so far.
-    skbs: HashSet<u64>,
-    /// The skb of the previous event, to skip the set lookup in a burst.
-    last_skb: Option<u64>,
+    details: Details,
 }
 
 impl Packets {
@@ -38,14 +180,22 @@ impl Packets {
         Self::default()
     }
 
-    /// Stores one event. Amortised O(1): a vector push and, when the packet
-    /// differs from the previous event's, a set insert.
+    /// Stores one event. Amortised O(1): a vector push.
     pub fn push(&mut self, record: Record) {
-        if self.last_skb != Some(record.skb) {
-            self.skbs.insert(record.skb);
-            self.last_skb = Some(record.skb);
-        }
         self.records.push(record);
+    }
+
+    /// Stores one event with what [`PacketIds`] found and, for `--field`,
+    /// the snapshot its values come from.
+    pub fn push_event(&mut self, mut record: Record, seen: Seen, snapshot: Option<&Event>) {
+        if let Some(summary) = seen.summary {
+            self.details.summaries.insert(seen.packet, summary);
+        }
+        if let Some(event) = snapshot {
+            record.fields = self.details.snapshots.len() as u32;
+            self.details.snapshots.push(*event);
+        }
+        self.push(record);
     }
 
     /// Number of events stored.
@@ -53,26 +203,38 @@ impl Packets {
         self.records.len()
     }
 
-    /// Number of distinct packets (skb pointers) stored.
-    pub fn packets(&self) -> usize {
-        self.skbs.len()
-    }
-
-    /// The events grouped per packet. Within a group, rows are sorted by
-    /// timestamp; equal timestamps keep arrival order. Groups are ordered by
-    /// their first timestamp (ipftrace2 printed hash-table order), ties by skb
-    /// pointer so that the output is deterministic.
-    pub fn into_groups(self) -> Vec<Vec<Record>> {
+    /// The events grouped per packet, and their details. Within a group,
+    /// rows are sorted by timestamp; equal timestamps keep arrival order.
+    /// Groups are ordered by their first timestamp (ipftrace2 printed
+    /// hash-table order), ties by packet number.
+    pub fn into_groups(self) -> (Vec<Vec<Record>>, Details) {
         let mut records = self.records;
-        // Stable: equal (skb, tstamp) keys keep arrival order.
-        records.sort_by_key(|r| (r.skb, r.tstamp));
+        // Stable: equal (packet, tstamp) keys keep arrival order.
+        records.sort_by_key(|r| (r.packet, r.tstamp));
         let mut groups: Vec<Vec<Record>> = records
-            .chunk_by(|a, b| a.skb == b.skb)
+            .chunk_by(|a, b| a.packet == b.packet)
             .map(<[Record]>::to_vec)
             .collect();
-        // Stable too, so that equal first timestamps stay in skb order.
+        // Stable too, so that equal first timestamps stay in packet order.
         groups.sort_by_key(|g| g[0].tstamp);
-        groups
+        (groups, self.details)
+    }
+}
+
+/// A record with no drop reason and no field snapshot.
+pub fn record(event: &Event, func: u32, packet: u32) -> Record {
+    Record {
+        skb: event.skb,
+        tstamp: event.tstamp,
+        func,
+        packet,
+        drop_reason: match event.flags & ipft_common::EVENT_DROP_REASON {
+            0 => NONE,
+            _ => event.drop_reason,
+        },
+        fields: NONE,
+        cpu: event.cpu,
+        is_return: event.flags & ipft_common::EVENT_RETURN != 0,
     }
 }
 
@@ -104,6 +266,9 @@ mod tests {
             skb,
             tstamp,
             func,
+            packet: skb as u32,
+            drop_reason: NONE,
+            fields: NONE,
             cpu: 0,
             is_return: false,
         }
@@ -128,8 +293,7 @@ mod tests {
     fn empty() {
         let packets = Packets::new();
         assert_eq!(packets.events(), 0);
-        assert_eq!(packets.packets(), 0);
-        assert!(packets.into_groups().is_empty());
+        assert!(packets.into_groups().0.is_empty());
     }
 
     #[test]
@@ -139,7 +303,6 @@ mod tests {
             packets.push(r);
         }
         assert_eq!(packets.events(), 4);
-        assert_eq!(packets.packets(), 2);
     }
 
     #[test]
@@ -159,7 +322,7 @@ mod tests {
             packets.push(r);
         }
         assert_eq!(
-            keys(&packets.into_groups()),
+            keys(&packets.into_groups().0),
             [
                 vec![(0x30, 50, 5), (0x30, 150, 2)],
                 vec![(0x20, 100, 3), (0x20, 200, 1)],
@@ -175,7 +338,7 @@ mod tests {
             packets.push(r);
         }
         assert_eq!(
-            keys(&packets.into_groups()),
+            keys(&packets.into_groups().0),
             [vec![(7, 10, 9), (7, 20, 3), (7, 20, 1), (7, 20, 2)]]
         );
     }
@@ -188,12 +351,100 @@ mod tests {
         for i in 0..1000u32 {
             packets.push(rec(u64::from(i % 3), u64::from(i % 5), i));
         }
-        for group in packets.into_groups() {
+        for group in packets.into_groups().0 {
             let order: Vec<(u64, u32)> = group.iter().map(|r| (r.tstamp, r.func)).collect();
             let mut sorted = order.clone();
             sorted.sort_unstable();
             assert_eq!(order, sorted);
         }
+    }
+
+    fn target(name: &str, kind: TargetKind) -> Target {
+        Target {
+            name: name.into(),
+            module: "vmlinux".into(),
+            addr: 0,
+            skb_pos: 0,
+            nargs: 1,
+            reason_pos: None,
+            kind,
+        }
+    }
+
+    fn event(skb: u64) -> Event {
+        Event {
+            skb,
+            network_header: 0xffff,
+            ..Event::zeroed()
+        }
+    }
+
+    #[test]
+    fn a_reused_skb_is_a_new_packet() {
+        use TargetKind::Function;
+        let targets = [
+            "ip_rcv",
+            "consume_skb",
+            "skb_release_data",
+            "kfree_skbmem",
+            "ip_output",
+        ]
+        .map(|n| target(n, Function));
+        let mut ids = PacketIds::new(roles(&targets));
+        // ip_rcv, consume_skb, skb_release_data, kfree_skbmem, then the
+        // pointer comes back in ip_output: a second packet.
+        let packets: Vec<u32> = [0, 1, 2, 3, 4]
+            .iter()
+            .map(|&f| ids.observe(&event(0x100), f).packet)
+            .collect();
+        assert_eq!(packets, [1, 1, 1, 1, 2]);
+        assert_eq!(ids.observe(&event(0x200), 0).packet, 3);
+        assert_eq!(ids.count(), 3);
+    }
+
+    #[test]
+    fn without_kfree_skbmem_the_first_free_ends_the_packet() {
+        use TargetKind::Function;
+        let targets = ["ip_rcv", "consume_skb", "skb_release_data"].map(|n| target(n, Function));
+        let mut ids = PacketIds::new(roles(&targets));
+        let packets: Vec<u32> = [0, 1, 2, 0]
+            .iter()
+            .map(|&f| ids.observe(&event(0x100), f).packet)
+            .collect();
+        assert_eq!(packets, [1, 1, 1, 2]);
+    }
+
+    #[test]
+    fn tracepoint_frees_end_packets() {
+        let targets = [
+            target("net_dev_queue", TargetKind::Tracepoint),
+            target("consume_skb", TargetKind::Tracepoint),
+        ];
+        assert_eq!(roles(&targets), [Role::Normal, Role::Frees]);
+        let mut ids = PacketIds::new(roles(&targets));
+        let packets: Vec<u32> = [0, 1, 0, 1]
+            .iter()
+            .map(|&f| ids.observe(&event(0x100), f).packet)
+            .collect();
+        assert_eq!(packets, [1, 1, 2, 2]);
+    }
+
+    #[test]
+    fn summary_comes_once_per_packet() {
+        let mut ids = PacketIds::new(vec![Role::Normal]);
+        let mut e = event(1);
+        e.network_header = 14;
+        e.protocol = 0x0800u16.to_be();
+        e.headers[..20].copy_from_slice(&[
+            0x45, 0, 0, 20, 0, 0, 0, 0, 64, 1, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
+        ]);
+        assert_eq!(ids.observe(&event(1), 0).summary, None, "no header yet");
+        assert!(ids
+            .observe(&e, 0)
+            .summary
+            .unwrap()
+            .starts_with("ICMP 127.0.0.1 -> 127.0.0.1"));
+        assert_eq!(ids.observe(&e, 0).summary, None, "already described");
     }
 
     #[test]
@@ -203,7 +454,7 @@ mod tests {
             packets.push(r);
         }
         assert_eq!(
-            keys(&packets.into_groups()),
+            keys(&packets.into_groups().0),
             [vec![(3, 10, 1)], vec![(9, 10, 0)]]
         );
     }

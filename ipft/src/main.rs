@@ -14,8 +14,12 @@ mod progress;
 mod ready;
 mod render;
 mod stream;
+mod summary;
+mod sys;
+mod track;
 
 use std::{
+    collections::HashMap,
     io::{self, Write},
     path::Path,
     process::ExitCode,
@@ -36,9 +40,10 @@ use crate::{
     backend::Backend,
     cli::{BackendChoice, Generate, Options, Output, Tracer},
     discover::{Candidate, Filter, KernelBtf, Target, TargetKind},
-    group::Packets,
+    group::{PacketIds, Packets},
     output::Sink,
     progress::Progress,
+    render::Extras,
     stream::Stream,
 };
 
@@ -79,8 +84,12 @@ async fn run(opts: &Options) -> Result<ExitCode> {
     let config = Config {
         mark: opts.masked_mark(),
         mask: opts.mask,
-        mark_offset: discover::mark_offset(&kernel.vmlinux)?,
-        _reserved: 0,
+        flags: if opts.track {
+            ipft_common::CONFIG_TRACK
+        } else {
+            0
+        },
+        offsets: discover::offsets(&kernel.vmlinux)?,
     };
     let mut ebpf = load_programs(&config)?;
 
@@ -88,12 +97,18 @@ async fn run(opts: &Options) -> Result<ExitCode> {
         let probe = probe_target();
         backend::ftrace::probe(&mut ebpf, &probe)
     };
-    let (choice, why) = backend::choose(opts.backend, opts.tracer, &mut fentry_probe)?;
+    let (choice, why) = backend::choose(
+        opts.backend,
+        opts.tracer,
+        &mut fentry_probe,
+        &mut backend::kprobe_multi::probe,
+    )?;
     let backend = backend::build(choice, opts.tracer)?;
     if opts.backend == BackendChoice::Auto {
         eprintln!("Using the {} backend: {why}", backend.name());
     }
 
+    let reasons = discover::drop_reasons(&kernel.vmlinux);
     let candidates = candidates(backend.as_ref(), kernel, opts.verbose)?;
     let filter = Filter {
         name: opts.regex.as_ref(),
@@ -110,7 +125,7 @@ async fn run(opts: &Options) -> Result<ExitCode> {
             what(backend.as_ref())
         );
     }
-    trace(opts, backend, ebpf, targets, filtered.len()).await
+    trace(opts, backend, ebpf, targets, filtered.len(), reasons).await
 }
 
 /// Checks that need more than one option or the file system; usage errors
@@ -170,6 +185,7 @@ fn probe_target() -> Target {
         addr: 0,
         skb_pos: 0,
         nargs: 1,
+        reason_pos: None,
         kind: TargetKind::Function,
     }
 }
@@ -252,15 +268,93 @@ struct Tally {
     bad: u64,
 }
 
+/// Turns events into output: names packets, then streams json lines or
+/// stores records for the table.
+struct Collector {
+    opts: Options,
+    targets: Vec<Target>,
+    reasons: HashMap<u32, String>,
+    ids: PacketIds,
+    packets: Packets,
+    sink: Sink,
+    tally: Tally,
+}
+
+impl Collector {
+    /// Takes one batch. Returns why to stop, if this batch is a reason to.
+    fn consume(&mut self, mut batch: stream::Batch) -> Result<Option<Stop>> {
+        let mut stop = None;
+        if let Some(max) = self.opts.max_traces {
+            let room = max.saturating_sub(self.tally.seen);
+            if batch.events.len() as u64 >= room {
+                batch.events.truncate(room as usize);
+                stop = Some(Stop::MaxTraces);
+            }
+        }
+        self.tally.seen += batch.events.len() as u64;
+        self.tally.lost += batch.lost;
+        self.tally.bad += batch.bad;
+        let keep_fields = !self.opts.field.is_empty();
+        let json = self.opts.output == Output::Json;
+        for event in &batch.events {
+            let func = event.func as u32;
+            let seen = self.ids.observe(event, func);
+            let record = group::record(event, func, seen.packet);
+            if json {
+                let extras = Extras {
+                    reasons: Some(&self.reasons),
+                    fields: &self.opts.field,
+                    details: None,
+                };
+                let snapshot = keep_fields.then_some(event);
+                let written = render::json_event(
+                    &mut self.sink,
+                    &record,
+                    &self.targets,
+                    &extras,
+                    seen.summary.as_deref(),
+                    snapshot,
+                );
+                if !ok_unless_closed(written)? {
+                    return Ok(Some(Stop::StdoutClosed));
+                }
+            } else {
+                self.packets
+                    .push_event(record, seen, keep_fields.then_some(event));
+            }
+        }
+        if json && !ok_unless_closed(self.sink.flush())? {
+            return Ok(Some(Stop::StdoutClosed));
+        }
+        Ok(stop)
+    }
+
+    /// Prints the table (aggregate mode) and closes the output.
+    fn finish(mut self) -> io::Result<()> {
+        if self.opts.output == Output::Aggregate {
+            let (groups, details) = std::mem::take(&mut self.packets).into_groups();
+            let extras = Extras {
+                reasons: Some(&self.reasons),
+                fields: &self.opts.field,
+                details: Some(&details),
+            };
+            let graph = self.opts.tracer == Tracer::FunctionGraph;
+            render::aggregate(&mut self.sink, &groups, &self.targets, graph, &extras)?;
+        }
+        self.sink.finish()
+    }
+}
+
 async fn trace(
     opts: &Options,
     backend: Box<dyn Backend>,
     ebpf: Ebpf,
     targets: Vec<Target>,
     filtered: usize,
+    reasons: HashMap<u32, String>,
 ) -> Result<ExitCode> {
     let mut signals = Signals::new()?;
-    let mut sink = Sink::open(
+    let sink = Sink::open(
         opts.output_file.as_deref(),
         opts.force,
         opts.output == Output::Json,
@@ -280,6 +374,10 @@ async fn trace(
         index,
         ..
     } = attached;
+    let roles = group::roles(&targets);
+    if opts.track {
+        track::mark_frees(&mut ebpf, &index, &roles)?;
+    }
     let mut stream = Stream::open(&mut ebpf, opts.perf_page_count, index)?;
     let probe_server = opts.enable_probe_server.then_some(opts.probe_server_port);
     let ready = ready::signal(opts.ready_file.as_deref(), probe_server).await?;
@@ -289,8 +387,15 @@ async fn trace(
         false => Some(command::spawn(&opts.command)?),
     };
 
-    let mut packets = Packets::new();
-    let mut tally = Tally::default();
+    let mut collector = Collector {
+        opts: opts.clone(),
+        targets,
+        reasons,
+        ids: PacketIds::new(roles),
+        packets: Packets::new(),
+        sink,
+        tally: Tally::default(),
+    };
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let stop = loop {
         let batch = tokio::select! {
@@ -299,40 +404,34 @@ async fn trace(
             () = sleep_until(deadline) => break Stop::Duration,
             status = wait(&mut child) => break Stop::Command(command::exit_code(status?)),
         };
-        if let Some(stop) = consume(opts, batch, &mut tally, &mut packets, &mut sink, &targets)? {
+        if let Some(stop) = collector.consume(batch)? {
             break stop;
         }
-        progress.traces(tally.seen);
+        progress.traces(collector.tally.seen);
     };
     // Events already in the kernel's buffers belong to this run.
     if !matches!(stop, Stop::StdoutClosed | Stop::MaxTraces) {
-        consume(
-            opts,
-            stream.drain_all(),
-            &mut tally,
-            &mut packets,
-            &mut sink,
-            &targets,
-        )?;
+        collector.consume(stream.drain_all())?;
     }
     drop(stream);
-    progress.done(tally.seen);
+    progress.done(collector.tally.seen);
+    let track_full = if opts.track {
+        track::full_count(&ebpf)
+    } else {
+        0
+    };
 
     // Print, then detach: the user gets the table without waiting for the
     // kernel to tear down every probe. A second signal exits at once.
-    let graph = opts.tracer == Tracer::FunctionGraph;
-    let aggregate = opts.output == Output::Aggregate;
     let verbose = opts.verbose;
     let finish = tokio::task::spawn_blocking(move || {
-        let stored = (packets.events(), packets.packets());
-        let written = match aggregate {
-            true => render::aggregate(&mut sink, &packets.into_groups(), &targets, graph)
-                .and_then(|()| sink.finish()),
-            false => sink.finish(),
-        };
-        report(&tally, stored, verbose);
+        let stored = (collector.packets.events(), collector.ids.count());
+        let tally = std::mem::take(&mut collector.tally);
+        let written = collector.finish();
+        report(&tally, stored, track_full, verbose);
         drop(ready);
         drop(links);
+        drop(ebpf);
         written
     });
     tokio::select! {
@@ -397,39 +496,14 @@ fn what_kind(attached: &Attached) -> &'static str {
     }
 }
 
-/// Takes one batch: counts it, streams or stores its records. Returns why
-/// to stop, if this batch is a reason to.
-fn consume(
-    opts: &Options,
-    mut batch: stream::Batch,
-    tally: &mut Tally,
-    packets: &mut Packets,
-    sink: &mut Sink,
-    targets: &[Target],
-) -> Result<Option<Stop>> {
-    let mut stop = None;
-    if let Some(max) = opts.max_traces {
-        let room = max.saturating_sub(tally.seen);
-        if batch.records.len() as u64 >= room {
-            batch.records.truncate(room as usize);
-            stop = Some(Stop::MaxTraces);
-        }
-    }
-    tally.seen += batch.records.len() as u64;
-    tally.lost += batch.lost;
-    tally.bad += batch.bad;
-    if opts.output == Output::Json {
-        if !write_json(sink, &batch.records, targets)? {
-            return Ok(Some(Stop::StdoutClosed));
-        }
-    } else {
-        batch.records.into_iter().for_each(|r| packets.push(r));
-    }
-    Ok(stop)
-}
-
 /// The closing lines on stderr.
-fn report(tally: &Tally, stored: (usize, usize), verbose: bool) {
+fn report(tally: &Tally, stored: (usize, usize), track_full: u64, verbose: bool) {
+    if track_full > 0 {
+        eprintln!(
+            "--track: {track_full} packets could not be followed past a mark change: the map of {} tracked skbs was full",
+            ipft_common::TRACKED_MAX
+        );
+    }
     if tally.lost > 0 {
         eprintln!(
             "Lost {} events (the perf buffer was full: try a larger --perf-page-count)",
@@ -438,7 +512,7 @@ fn report(tally: &Tally, stored: (usize, usize), verbose: bool) {
     }
     if verbose {
         eprintln!(
-            "Stored {} events of {} packets; ignored {} malformed or unknown events",
+            "{} events of {} packets; ignored {} malformed or unknown events",
             stored.0, stored.1, tally.bad
         );
     }
@@ -480,16 +554,8 @@ impl Signals {
     }
 }
 
-/// Writes json lines; false once the reader closed its end.
-fn write_json(
-    out: &mut impl Write,
-    records: &[stream::Record],
-    targets: &[Target],
-) -> Result<bool> {
-    let written = records
-        .iter()
-        .try_for_each(|r| render::json_event(out, r, targets))
-        .and_then(|()| out.flush());
+/// `Ok(false)` when the reader closed its end of the output.
+fn ok_unless_closed(written: io::Result<()>) -> Result<bool> {
     match written {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),

@@ -11,11 +11,61 @@
 //! mid-character (C would cut bytes); kernel symbols are ASCII, where the two
 //! agree.
 
-use std::io::{self, BufWriter, Write};
+use std::{
+    collections::HashMap,
+    io::{self, BufWriter, Write},
+};
 
-use crate::discover::Target;
-use crate::group::depths;
-use crate::stream::Record;
+use ipft_common::Event;
+
+use crate::{
+    discover::Target,
+    group::{depths, Details},
+    stream::{Record, NONE},
+    summary::Field,
+};
+
+/// What rows show besides the function: drop reasons by name, packet
+/// summaries, and the `--field` values.
+#[derive(Clone, Copy, Default)]
+pub struct Extras<'a> {
+    /// `enum skb_drop_reason` value → name.
+    pub reasons: Option<&'a HashMap<u32, String>>,
+    /// `--field`, in the order given.
+    pub fields: &'a [Field],
+    pub details: Option<&'a Details>,
+}
+
+impl Extras<'_> {
+    fn reason(&self, r: &Record) -> Option<String> {
+        if r.drop_reason == NONE {
+            return None;
+        }
+        let name = self.reasons.and_then(|names| names.get(&r.drop_reason));
+        Some(name.cloned().unwrap_or_else(|| r.drop_reason.to_string()))
+    }
+
+    fn snapshot(&self, r: &Record) -> Option<&Event> {
+        self.details?.snapshots.get(r.fields as usize)
+    }
+
+    /// ` (drop: REASON) ( len: 84 gso_size: 0 )` after a row; empty when
+    /// neither applies.
+    fn suffix(&self, r: &Record) -> String {
+        let mut out = String::new();
+        if let Some(reason) = self.reason(r) {
+            out.push_str(&format!(" (drop: {reason})"));
+        }
+        if let (false, Some(event)) = (self.fields.is_empty(), self.snapshot(r)) {
+            out.push_str(" (");
+            for field in self.fields {
+                out.push_str(&format!(" {}: {}", field.name(), field.value(event)));
+            }
+            out.push_str(" )");
+        }
+        out
+    }
+}
 
 /// Name and module shown for a record whose function index is out of range
 /// (a bug elsewhere, but output should not panic over it); ipftrace2 showed
@@ -46,6 +96,7 @@ pub fn aggregate(
     groups: &[Vec<Record>],
     targets: &[Target],
     graph: bool,
+    extras: &Extras,
 ) -> io::Result<()> {
     let mut out = BufWriter::new(out);
     out.write_all(aggregate_header(graph).as_bytes())?;
@@ -53,17 +104,33 @@ pub fn aggregate(
     let mut call = String::new();
     for group in groups {
         out.write_all(b"===\n")?;
+        let summary = extras
+            .details
+            .and_then(|d| d.summaries.get(&group[0].packet));
+        if let Some(summary) = summary {
+            writeln!(out, "{summary}")?;
+        }
         if graph {
             for (r, depth) in group.iter().zip(depths(group)) {
                 graph_row(&mut out, r, targets, depth, &mut call)?;
+                end_row(&mut out, r, extras)?;
             }
         } else {
             for r in group {
                 row(&mut out, r, targets)?;
+                end_row(&mut out, r, extras)?;
             }
         }
     }
     out.flush()
+}
+
+/// Ends a row: its drop reason and fields, if any, then the newline.
+fn end_row(out: &mut dyn Write, r: &Record, extras: &Extras) -> io::Result<()> {
+    if r.drop_reason == NONE && extras.fields.is_empty() {
+        return out.write_all(b"\n");
+    }
+    writeln!(out, "{}", extras.suffix(r))
 }
 
 /// The blank line and header line before the table.
@@ -84,7 +151,7 @@ fn aggregate_header(graph: bool) -> String {
 /// A function tracer row: `%-20zu %03u %24.24s %32.32s`.
 fn row(out: &mut dyn Write, r: &Record, targets: &[Target]) -> io::Result<()> {
     let (module, name) = names(targets, r.func);
-    writeln!(
+    write!(
         out,
         "{:<20} {:03} {:>24.24} {:>32.32}",
         r.tstamp, r.cpu, module, name
@@ -113,7 +180,7 @@ fn graph_row(
         call.push_str(name);
         call.push_str("() {");
     }
-    writeln!(
+    write!(
         out,
         "{:<20} {:03} {:>24.24} {:<64.64}",
         r.tstamp, r.cpu, module, call
@@ -127,7 +194,20 @@ fn graph_row(
 /// several small writes: give it a buffered writer. Not flushed here:
 /// ipftrace2 flushed after every line so that a pipe sees events as they
 /// happen; the caller should flush at least after each batch of events.
-pub fn json_event(out: &mut dyn Write, r: &Record, targets: &[Target]) -> io::Result<()> {
+///
+/// After ipftrace2's keys come ipft's: `"packet":N` (unique per run, where
+/// `packet_id` is the reusable skb pointer), `"drop_reason":"NAME"` when the
+/// kernel gave one, `"summary":"UDP …"` on the packet's first line that
+/// knows it, and one `"field":"value"` per `--field` (strings, as
+/// ipftrace2's extension data).
+pub fn json_event(
+    out: &mut dyn Write,
+    r: &Record,
+    targets: &[Target],
+    extras: &Extras,
+    summary: Option<&str>,
+    snapshot: Option<&Event>,
+) -> io::Result<()> {
     let (module, name) = names(targets, r.func);
     write!(
         out,
@@ -137,7 +217,22 @@ pub fn json_event(out: &mut dyn Write, r: &Record, targets: &[Target]) -> io::Re
     json_str(out, module)?;
     out.write_all(br#","function":"#)?;
     json_str(out, name)?;
-    writeln!(out, r#","is_return":{}}}"#, r.is_return)
+    write!(out, r#","is_return":{},"packet":{}"#, r.is_return, r.packet)?;
+    if let Some(reason) = extras.reason(r) {
+        out.write_all(br#","drop_reason":"#)?;
+        json_str(out, &reason)?;
+    }
+    if let Some(summary) = summary {
+        out.write_all(br#","summary":"#)?;
+        json_str(out, summary)?;
+    }
+    if let Some(event) = snapshot {
+        for field in extras.fields {
+            write!(out, r#","{}":"#, field.name())?;
+            json_str(out, &field.value(event))?;
+        }
+    }
+    out.write_all(b"}\n")
 }
 
 /// Writes `s` as a quoted, escaped JSON string.
@@ -210,6 +305,7 @@ mod tests {
             module: module.into(),
             addr,
             skb_pos,
+            reason_pos: None,
             nargs: skb_pos + 1,
             kind: TargetKind::Function,
         }
@@ -249,6 +345,9 @@ mod tests {
             skb,
             tstamp,
             func,
+            packet: skb as u32,
+            drop_reason: NONE,
+            fields: NONE,
             cpu,
             is_return,
         }
@@ -260,7 +359,7 @@ mod tests {
         for r in records {
             packets.push(*r);
         }
-        packets.into_groups()
+        packets.into_groups().0
     }
 
     fn render(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
@@ -290,7 +389,15 @@ mod tests {
             rec(B, 25340022550100, 4, 7, false),
             rec(C, 99999999999999999, 0, 1, false),
         ];
-        let text = render(|out| aggregate(out, &groups(&records), &targets(), false));
+        let text = render(|out| {
+            aggregate(
+                out,
+                &groups(&records),
+                &targets(),
+                false,
+                &Extras::default(),
+            )
+        });
         assert_eq!(text, include_str!("../tests/golden/aggregate.txt"));
     }
 
@@ -317,7 +424,8 @@ mod tests {
             rec(D, 9, 1, 3, true),
             rec(D, 10, 3, 3, false),
         ];
-        let text = render(|out| aggregate(out, &groups(&records), &targets(), true));
+        let text =
+            render(|out| aggregate(out, &groups(&records), &targets(), true, &Extras::default()));
         assert_eq!(text, include_str!("../tests/golden/aggregate_graph.txt"));
     }
 
@@ -325,14 +433,14 @@ mod tests {
     fn aggregate_deep_graph_is_all_indent() {
         // 40 nested entries: from depth 32 on, the 64 columns are all indent.
         let records: Vec<Record> = (0..40).map(|t| rec(A, t, 0, 0, false)).collect();
-        let text = render(|out| aggregate(out, &[records], &targets(), true));
+        let text = render(|out| aggregate(out, &[records], &targets(), true, &Extras::default()));
         let last = text.lines().last().unwrap();
         assert_eq!(last, format!("39{:18} 000 {:>24} {:64}", "", "vmlinux", ""));
     }
 
     #[test]
     fn aggregate_empty() {
-        let text = render(|out| aggregate(out, &[], &targets(), false));
+        let text = render(|out| aggregate(out, &[], &targets(), false, &Extras::default()));
         assert_eq!(
             text,
             "\nTimestamp            CPU                   Module                         Function\n"
@@ -355,7 +463,7 @@ mod tests {
             target("ümlaut", "ümlaut", 0, 0),
         ];
         let records = vec![rec(A, 1, 0, 0, false), rec(A, 2, 1, 0, false)];
-        let text = render(|out| aggregate(out, &[records], &targets, false));
+        let text = render(|out| aggregate(out, &[records], &targets, false, &Extras::default()));
         let rows: Vec<&str> = text.lines().skip(3).collect();
         assert_eq!(
             rows,
@@ -370,19 +478,34 @@ mod tests {
     fn json_lines() {
         let targets = targets();
         let text = render(|out| {
-            json_event(out, &rec(A, 25340022557487, 0, 0, false), &targets)?;
-            json_event(out, &rec(C, u64::MAX, 2, 1234, true), &targets)?;
+            let none = Extras::default();
+            json_event(
+                out,
+                &rec(A, 25340022557487, 0, 0, false),
+                &targets,
+                &none,
+                None,
+                None,
+            )?;
+            json_event(
+                out,
+                &rec(C, u64::MAX, 2, 1234, true),
+                &targets,
+                &none,
+                None,
+                None,
+            )?;
             // An index past the target list must not panic.
-            json_event(out, &rec(1, 0, 99, 0, false), &targets)
+            json_event(out, &rec(1, 0, 99, 0, false), &targets, &none, None, None)
         });
         assert_eq!(
             text,
             concat!(
-                r#"{"packet_id":"0xffff8dee8aea9700","timestamp":25340022557487,"processor_id":0,"module":"vmlinux","function":"ip_rcv","is_return":false}"#,
+                r#"{"packet_id":"0xffff8dee8aea9700","timestamp":25340022557487,"processor_id":0,"module":"vmlinux","function":"ip_rcv","is_return":false,"packet":2330629888}"#,
                 "\n",
-                r#"{"packet_id":"0xffff8dee00000100","timestamp":18446744073709551615,"processor_id":1234,"module":"module_name_longer_than_24_chars","function":"a_function_name_that_is_longer_than_32_chars","is_return":true}"#,
+                r#"{"packet_id":"0xffff8dee00000100","timestamp":18446744073709551615,"processor_id":1234,"module":"module_name_longer_than_24_chars","function":"a_function_name_that_is_longer_than_32_chars","is_return":true,"packet":256}"#,
                 "\n",
-                r#"{"packet_id":"0x1","timestamp":0,"processor_id":0,"module":"(unknown)","function":"(unknown)","is_return":false}"#,
+                r#"{"packet_id":"0x1","timestamp":0,"processor_id":0,"module":"(unknown)","function":"(unknown)","is_return":false,"packet":1}"#,
                 "\n",
             )
         );
@@ -391,11 +514,20 @@ mod tests {
     #[test]
     fn json_escapes_strings() {
         let targets = [target("a\"b\\c\nd\te\u{1}é", "m\"od", 0, 0)];
-        let text = render(|out| json_event(out, &rec(A, 1, 0, 2, false), &targets));
+        let text = render(|out| {
+            json_event(
+                out,
+                &rec(A, 1, 0, 2, false),
+                &targets,
+                &Extras::default(),
+                None,
+                None,
+            )
+        });
         assert_eq!(
             text,
             concat!(
-                r#"{"packet_id":"0xffff8dee8aea9700","timestamp":1,"processor_id":2,"module":"m\"od","function":"a\"b\\c\nd\te\u0001é","is_return":false}"#,
+                r#"{"packet_id":"0xffff8dee8aea9700","timestamp":1,"processor_id":2,"module":"m\"od","function":"a\"b\\c\nd\te\u0001é","is_return":false,"packet":2330629888}"#,
                 "\n"
             )
         );
@@ -403,6 +535,56 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["function"], targets[0].name);
         assert_eq!(v["module"], targets[0].module);
+    }
+
+    #[test]
+    fn drop_reasons_summaries_and_fields() {
+        let mut snapshot = Event::zeroed();
+        snapshot.len = 84;
+        snapshot.gso_size = 0;
+        let mut details = Details::default();
+        details.summaries.insert(
+            A as u32,
+            "ICMP 127.0.0.1 -> 127.0.0.1 type 8 code 0 len 84 dev lo".into(),
+        );
+        details.snapshots.push(snapshot);
+        let reasons = HashMap::from([(6, "NETFILTER_DROP".to_string())]);
+        let fields = [Field::Len, Field::GsoSize];
+        let extras = Extras {
+            reasons: Some(&reasons),
+            fields: &fields,
+            details: Some(&details),
+        };
+        let mut dropped = rec(A, 2, 5, 1, false);
+        dropped.drop_reason = 6;
+        dropped.fields = 0;
+        let plain = rec(A, 1, 0, 1, false);
+        let text =
+            render(|out| aggregate(out, &[vec![plain, dropped]], &targets(), false, &extras));
+        assert_eq!(
+            text.lines().skip(2).collect::<Vec<_>>(),
+            [
+                "===",
+                "ICMP 127.0.0.1 -> 127.0.0.1 type 8 code 0 len 84 dev lo",
+                "1                    001                  vmlinux                           ip_rcv",
+                "2                    001                  vmlinux                     kfree_skbmem (drop: NETFILTER_DROP) ( len: 84 gso_size: 0 )",
+            ]
+        );
+        let json = render(|out| {
+            json_event(
+                out,
+                &dropped,
+                &targets(),
+                &extras,
+                Some("ICMP x"),
+                Some(&snapshot),
+            )
+        });
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["drop_reason"], "NETFILTER_DROP");
+        assert_eq!(v["summary"], "ICMP x");
+        assert_eq!(v["len"], "84");
+        assert_eq!(v["packet"], A as u32);
     }
 
     #[test]

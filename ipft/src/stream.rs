@@ -1,20 +1,29 @@
 //! Streaming events from the kernel: the `EVENTS` perf event array, read on
 //! every CPU with tokio, decoded into [`Record`]s.
 
-/// One decoded event, as stored for the aggregate table. Fixed size: the
+/// One event as stored for the aggregate table: 40 bytes, fixed size. The
 /// function is an index into the run's target list, not a name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record {
-    /// The `struct sk_buff *` pointer: the packet id.
+    /// The `struct sk_buff *` pointer.
     pub skb: u64,
     /// Kernel monotonic time in nanoseconds (`bpf_ktime_get_ns`).
     pub tstamp: u64,
     /// Index into the `&[Target]` of this run.
     pub func: u32,
+    /// Packet number, unique within the run (see `group::PacketIds`).
+    pub packet: u32,
+    /// `enum skb_drop_reason` value, or [`NONE`].
+    pub drop_reason: u32,
+    /// Index of this row's `--field` snapshot, or [`NONE`].
+    pub fields: u32,
     pub cpu: u32,
     /// A function return (fexit, function_graph tracer), not an entry.
     pub is_return: bool,
 }
+
+/// "Absent" for [`Record`]'s optional indexes and values.
+pub const NONE: u32 = u32::MAX;
 
 use std::{collections::HashMap, io, task::Poll};
 
@@ -27,29 +36,24 @@ use aya::{
     util::online_cpus,
     Ebpf,
 };
-use ipft_common::{Event, EVENT_RETURN, EVENT_SIZE};
+use ipft_common::{Event, EVENT_SIZE};
 use tokio::io::{unix::AsyncFd, Interest};
 
 /// Decodes one perf sample; `None` when it is too short to be an [`Event`].
 /// Total: any byte sequence decodes or is rejected, never a panic.
 pub fn decode(bytes: &[u8]) -> Option<Event> {
-    let bytes: &[u8; EVENT_SIZE] = bytes.get(..EVENT_SIZE)?.try_into().ok()?;
-    let u64_at = |i: usize| u64::from_ne_bytes(bytes[i..i + 8].try_into().unwrap());
-    let u32_at = |i: usize| u32::from_ne_bytes(bytes[i..i + 4].try_into().unwrap());
-    Some(Event {
-        skb: u64_at(0),
-        tstamp: u64_at(8),
-        func: u64_at(16),
-        cpu: u32_at(24),
-        flags: u32_at(28),
-    })
+    let bytes = bytes.get(..EVENT_SIZE)?;
+    // SAFETY: `Event` is repr(C) integers and byte arrays: every bit pattern
+    // is a valid value, and the slice holds exactly its size.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
 }
 
-/// What one wake-up produced. Handing records over per wake-up keeps the
+/// What one wake-up produced. Handing events over per wake-up keeps the
 /// bookkeeping per batch, not per event.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub records: Vec<Record>,
+    /// Decoded events whose `func` is already the target index.
+    pub events: Vec<Event>,
     /// Samples the kernel dropped because the buffer was full.
     pub lost: u64,
     /// Samples that did not decode, or named a function we did not attach.
@@ -112,7 +116,7 @@ impl Stream {
         let mut all = Batch::default();
         for fd in &mut self.buffers {
             let batch = drain(fd.get_mut(), &self.index);
-            all.records.extend(batch.records);
+            all.events.extend(batch.events);
             all.lost += batch.lost;
             all.bad += batch.bad;
         }
@@ -122,7 +126,7 @@ impl Stream {
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.lost == 0 && self.bad == 0
+        self.events.is_empty() && self.lost == 0 && self.bad == 0
     }
 }
 
@@ -136,8 +140,8 @@ fn drain(buf: &mut PerfEventArrayBuffer<MapData>, index: &HashMap<u64, u32>) -> 
                 // The sample straddles the ring's end: rare, so copying is fine.
                 decode(&[head, tail].concat())
             };
-            match event.and_then(|e| to_record(&e, index)) {
-                Some(record) => batch.records.push(record),
+            match event.and_then(|e| resolve(e, index)) {
+                Some(event) => batch.events.push(event),
                 None => batch.bad += 1,
             }
         }
@@ -146,15 +150,11 @@ fn drain(buf: &mut PerfEventArrayBuffer<MapData>, index: &HashMap<u64, u32>) -> 
     batch
 }
 
-/// Maps an event's function identity to its target index.
-pub fn to_record(event: &Event, index: &HashMap<u64, u32>) -> Option<Record> {
-    Some(Record {
-        skb: event.skb,
-        tstamp: event.tstamp,
-        func: *index.get(&event.func)?,
-        cpu: event.cpu,
-        is_return: event.flags & EVENT_RETURN != 0,
-    })
+/// Replaces an event's function identity (address or tracepoint id) by its
+/// target index; `None` for a function we did not attach.
+pub fn resolve(mut event: Event, index: &HashMap<u64, u32>) -> Option<Event> {
+    event.func = u64::from(*index.get(&event.func)?);
+    Some(event)
 }
 
 #[cfg(test)]
@@ -162,25 +162,18 @@ mod tests {
     use super::*;
 
     fn bytes(e: &Event) -> Vec<u8> {
-        [
-            &e.skb.to_ne_bytes()[..],
-            &e.tstamp.to_ne_bytes(),
-            &e.func.to_ne_bytes(),
-            &e.cpu.to_ne_bytes(),
-            &e.flags.to_ne_bytes(),
-        ]
-        .concat()
+        // SAFETY: reading the bytes of a repr(C) value of integers.
+        unsafe { std::slice::from_raw_parts((e as *const Event).cast::<u8>(), EVENT_SIZE) }.to_vec()
     }
 
     #[test]
     fn decodes_what_the_programs_write() {
-        let e = Event {
-            skb: 0xffff8dee8aea9700,
-            tstamp: 25340022557487,
-            func: 0xffffffff81a00010,
-            cpu: 1,
-            flags: EVENT_RETURN,
-        };
+        let mut e = Event::zeroed();
+        e.skb = 0xffff8dee8aea9700;
+        e.tstamp = 25340022557487;
+        e.func = 0xffffffff81a00010;
+        e.cpu = 1;
+        e.dev[..2].copy_from_slice(b"lo");
         let mut raw = bytes(&e);
         assert_eq!(decode(&raw), Some(e));
         raw.extend([0, 0, 0, 0]); // kernel alignment padding
@@ -200,9 +193,9 @@ mod tests {
         let e = Event {
             func: 0x1000,
             skb: 1,
-            ..Event::default()
+            ..Event::zeroed()
         };
-        assert_eq!(to_record(&e, &index).map(|r| r.func), Some(7));
-        assert_eq!(to_record(&Event { func: 0x2000, ..e }, &index), None);
+        assert_eq!(resolve(e, &index).map(|r| r.func), Some(7));
+        assert_eq!(resolve(Event { func: 0x2000, ..e }, &index), None);
     }
 }

@@ -55,7 +55,7 @@ impl Backend for Ftrace {
     fn attach(&mut self, ebpf: &mut Ebpf, target: &Target, _slot: usize) -> Result<Vec<Link>> {
         let pos = target.skb_pos;
         let entry: &mut FEntry = ebpf
-            .program_mut(&format!("fentry_skb_{pos}"))
+            .program_mut(&super::kprobe::program_name("fentry", target))
             .context("program missing from the eBPF object")?
             .try_into()?;
         let mut links: Vec<Link> = vec![Box::new(attach_fentry(entry, &target.name, &self.btf)?)];

@@ -8,6 +8,8 @@
 //! ```text
 //! sudo ipft -m 0x55555555 -b kprobe -r '^ip_'
 //! ```
+use std::collections::HashSet;
+
 use anyhow::{Context, Result};
 use aya::{programs::KProbe, Ebpf};
 use ipft_common::KPROBE_POSITIONS;
@@ -17,9 +19,22 @@ use crate::discover::{Target, TargetKind};
 
 #[derive(Default)]
 pub struct Kprobe {
-    /// Which `kprobe_skb_N` programs are loaded: each is loaded once and
-    /// attached to every function with its skb at position N.
-    loaded: [bool; KPROBE_POSITIONS],
+    /// Programs already loaded: each is loaded once and attached to every
+    /// function with the same argument layout.
+    loaded: HashSet<String>,
+}
+
+/// The program for a function: `kprobe_skb_N` (skb at position N), or
+/// `kprobe_skb_N_reason_M` for the drop functions that also pass an
+/// `enum skb_drop_reason` at M (kfree_skb_reason, sk_skb_reason_drop).
+pub fn program_name(family: &str, target: &Target) -> String {
+    let pos = target.skb_pos;
+    match target.reason_pos {
+        Some(reason) if (pos, reason) == (0, 1) || (pos, reason) == (1, 2) => {
+            format!("{family}_skb_{pos}_reason_{reason}")
+        }
+        _ => format!("{family}_skb_{pos}"),
+    }
 }
 
 impl Backend for Kprobe {
@@ -39,16 +54,15 @@ impl Backend for Kprobe {
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, target: &Target, _slot: usize) -> Result<Vec<Link>> {
-        let pos = usize::from(target.skb_pos);
-        let name = format!("kprobe_skb_{pos}");
+        let name = program_name("kprobe", target);
         let prog: &mut KProbe = ebpf
             .program_mut(&name)
             .context("program missing from the eBPF object")?
             .try_into()?;
-        if !self.loaded[pos] {
+        if !self.loaded.contains(&name) {
             prog.load()
                 .with_context(|| format!("loading {name} failed"))?;
-            self.loaded[pos] = true;
+            self.loaded.insert(name);
         }
         let id = prog
             .attach(&target.name, 0)

@@ -2,12 +2,14 @@
 //!
 //! A backend decides which targets it can trace ([`Backend::check`]) and
 //! attaches one target at a time ([`Backend::attach`]), returning a [`Link`]
-//! that keeps the program attached until it is dropped. Everything else —
-//! choosing a backend, counting, progress, cancellation — is shared in
-//! [`crate::attach`].
+//! that keeps the program attached until it is dropped; a backend whose one
+//! link covers many targets (kprobe-multi) attaches them all in
+//! [`Backend::attach_batch`]. Everything else — choosing a backend,
+//! counting, progress, cancellation — is shared in [`crate::attach`].
 pub mod ftrace;
-mod kprobe;
-mod tracepoint;
+pub mod kprobe;
+pub mod kprobe_multi;
+pub mod tracepoint;
 
 use std::{any::Any, path::Path};
 
@@ -16,6 +18,7 @@ use aya::Ebpf;
 
 pub use ftrace::Ftrace;
 pub use kprobe::Kprobe;
+pub use kprobe_multi::KprobeMulti;
 pub use tracepoint::Tracepoint;
 
 use crate::{
@@ -25,6 +28,11 @@ use crate::{
 
 /// Keeps one program attached to one target; dropping it detaches.
 pub type Link = Box<dyn Any + Send>;
+
+/// Receives each target's outcome from [`Backend::attach_batch`]: the
+/// target, the program slot it used, and its links or why it failed.
+/// Returns false to stop attaching (the user cancelled).
+pub type Done<'a> = dyn FnMut(Target, usize, Result<Vec<Link>>) -> bool + 'a;
 
 /// How programs reach the kernel.
 pub trait Backend: Send {
@@ -36,6 +44,24 @@ pub trait Backend: Send {
     fn check(&self, target: &Target) -> Result<(), &'static str>;
     /// Attaches the programs `target` needs (one, or two for function_graph).
     fn attach(&mut self, ebpf: &mut Ebpf, target: &Target, slot: usize) -> Result<Vec<Link>>;
+
+    /// Attaches every target, telling `done` about each in turn. The default
+    /// calls [`Backend::attach`] per target, giving each tracepoint the next
+    /// free program slot of its skb position.
+    fn attach_batch(&mut self, ebpf: &mut Ebpf, targets: Vec<Target>, done: &mut Done<'_>) {
+        let mut slots = [0usize; ipft_common::FTRACE_POSITIONS];
+        for target in targets {
+            let pos = usize::from(target.skb_pos);
+            let slot = slots[pos];
+            let result = self.attach(ebpf, &target, slot);
+            if result.is_ok() && target.kind == TargetKind::Tracepoint {
+                slots[pos] += 1;
+            }
+            if !done(target, slot, result) {
+                return;
+            }
+        }
+    }
 }
 
 /// Whether this kernel can run kprobes: the perf kprobe PMU exists.
@@ -44,12 +70,13 @@ pub fn kprobes_available() -> bool {
 }
 
 /// Picks the backend: the user's, or for `auto` the best this kernel allows,
-/// with a sentence saying why. `fentry_works` is asked only when needed
-/// because it loads a program.
+/// with a sentence saying why. The probes say why not when a feature does
+/// not work; they load programs, so they run only when needed.
 pub fn choose(
     choice: BackendChoice,
     tracer: Tracer,
     fentry_works: &mut dyn FnMut() -> Result<(), String>,
+    kprobe_multi_works: &mut dyn FnMut() -> Result<(), String>,
 ) -> Result<(BackendChoice, String)> {
     let graph = tracer == Tracer::FunctionGraph;
     match choice {
@@ -57,25 +84,27 @@ pub fn choose(
             Ok(()) => Ok((BackendChoice::Ftrace, "function_graph needs fexit".into())),
             Err(why) => bail!("function_graph needs the ftrace backend (fentry/fexit), but {why}"),
         },
-        BackendChoice::Auto if kprobes_available() => {
-            Ok((BackendChoice::Kprobe, "the kernel has kprobes".into()))
-        }
-        BackendChoice::Auto => match fentry_works() {
-            Ok(()) => Ok((BackendChoice::Ftrace, "no kprobes, but fentry works".into())),
-            Err(why) => Ok((
-                BackendChoice::Tracepoint,
-                format!("no kprobes (CONFIG_KPROBES is off) and {why}"),
+        BackendChoice::Auto => match kprobe_multi_works() {
+            Ok(()) => Ok((
+                BackendChoice::KprobeMulti,
+                "the kernel has fprobe: one link attaches every function".into(),
             )),
+            Err(why) => auto_without_fprobe(fentry_works, &why),
         },
-        BackendChoice::Kprobe if graph => {
-            bail!("function_graph needs function returns, which the kprobe backend does not record: use -b ftrace")
-        }
+        BackendChoice::Kprobe | BackendChoice::KprobeMulti if graph => bail!(
+            "function_graph needs function returns, which the {} backend does not record: use -b ftrace",
+            if choice == BackendChoice::Kprobe { "kprobe" } else { "kprobe-multi" }
+        ),
         BackendChoice::Tracepoint if graph => {
             bail!("function_graph needs function returns, which tracepoints do not have: use -b ftrace")
         }
         BackendChoice::Kprobe if !kprobes_available() => bail!(
             "the kprobe backend is unavailable: this kernel has no kprobes (CONFIG_KPROBES is off); try -b tracepoint"
         ),
+        BackendChoice::KprobeMulti => match kprobe_multi_works() {
+            Ok(()) => Ok((choice, "chosen with -b".into())),
+            Err(why) => bail!("the kprobe-multi backend is unavailable: {why}; try -b kprobe or -b tracepoint"),
+        },
         BackendChoice::Ftrace => match fentry_works() {
             Ok(()) => Ok((choice, "chosen with -b".into())),
             Err(why) => bail!("the ftrace backend is unavailable: {why}; try -b kprobe or -b tracepoint"),
@@ -84,10 +113,33 @@ pub fn choose(
     }
 }
 
+/// `auto` for the function tracer where kprobe-multi does not work: kprobe,
+/// else ftrace, else tracepoint. The reason names no other backend, so the
+/// line names only the chosen one.
+fn auto_without_fprobe(
+    fentry_works: &mut dyn FnMut() -> Result<(), String>,
+    no_fprobe: &str,
+) -> Result<(BackendChoice, String)> {
+    if kprobes_available() {
+        return Ok((
+            BackendChoice::Kprobe,
+            format!("the kernel has kprobes, but {no_fprobe}"),
+        ));
+    }
+    match fentry_works() {
+        Ok(()) => Ok((BackendChoice::Ftrace, "no kprobes, but fentry works".into())),
+        Err(why) => Ok((
+            BackendChoice::Tracepoint,
+            format!("no kprobes (CONFIG_KPROBES is off) and {why}"),
+        )),
+    }
+}
+
 /// Builds the backend for a choice made by [`choose`].
 pub fn build(choice: BackendChoice, tracer: Tracer) -> Result<Box<dyn Backend>> {
     Ok(match choice {
         BackendChoice::Kprobe => Box::new(Kprobe::default()),
+        BackendChoice::KprobeMulti => Box::new(KprobeMulti::default()),
         BackendChoice::Ftrace => Box::new(Ftrace::new(tracer == Tracer::FunctionGraph)?),
         BackendChoice::Tracepoint => Box::new(Tracepoint::new()?),
         BackendChoice::Auto => unreachable!("choose() resolves auto"),

@@ -17,6 +17,12 @@ use ipft_common::{TP_POSITIONS, TP_SLOTS};
 use super::{Backend, Link};
 use crate::discover::{Target, TargetKind};
 
+/// The `kfree_skb` tracepoint gets a program of its own that also reads
+/// the drop reason (kernels 5.17+, where the reason is its third argument).
+pub fn reads_drop_reason(target: &Target) -> bool {
+    target.name == "kfree_skb" && target.skb_pos == 0 && target.reason_pos == Some(2)
+}
+
 pub struct Tracepoint {
     btf: Btf,
 }
@@ -49,7 +55,10 @@ impl Backend for Tracepoint {
             slot < TP_SLOTS,
             "all {TP_SLOTS} program slots for this position are in use"
         );
-        let name = format!("tp_p{}_s{slot}", target.skb_pos);
+        let name = match reads_drop_reason(target) {
+            true => "tp_kfree_skb".to_string(),
+            false => format!("tp_p{}_s{slot}", target.skb_pos),
+        };
         let prog: &mut BtfTracePoint = ebpf
             .program_mut(&name)
             .context("program missing from the eBPF object")?

@@ -1,0 +1,703 @@
+//! kprobe-multi backend: one link per skb position attaches every function.
+//!
+//! Minimum kernel: 5.18 with `CONFIG_FPROBE` (kprobe-multi links, built on
+//! ftrace) and `CONFIG_BPF_EVENTS`. The programs are the kprobe backend's
+//! `kprobe_skb_N` (and `kprobe_skb_N_reason_M` for the drop functions), each
+//! loaded once with the expected attach type `BPF_TRACE_KPROBE_MULTI` and
+//! attached with one `BPF_LINK_CREATE` to every function it serves: a few
+//! system calls instead of one perf kprobe per function. Function identity is `bpf_get_func_ip`,
+//! the function's address. Module functions work; the skb must be one of
+//! the six register arguments, as for kprobes.
+//!
+//! One function the kernel refuses (e.g. `notrace`, so missing from ftrace's
+//! `available_filter_functions`) fails the whole link. Such functions are
+//! dropped using that list when tracefs is readable, and otherwise found by
+//! halving the set ([`bisect`]); they are counted as failed, with the reason
+//! under `-v`.
+//!
+//! aya 0.14 cannot load a kprobe program with an expected attach type, so
+//! this backend does the last step of aya's loading itself: it parses the
+//! embedded object again, points its map references at the maps aya already
+//! created (the perf array, and the `.rodata` holding the filter), links its
+//! calls, and loads the instructions through [`crate::sys::bpf`].
+//!
+//! ```text
+//! sudo ipft -m 0x55555555 -b kprobe-multi
+//! ```
+use std::{
+    cell::OnceCell,
+    collections::{BTreeMap, HashMap, HashSet},
+    ffi::CString,
+    io,
+    ops::Range,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{maps::Map, Ebpf};
+use aya_obj::Object;
+use ipft_common::KPROBE_POSITIONS;
+
+use super::{kprobe, Backend, Done, Link};
+use crate::{
+    discover::{Target, TargetKind},
+    sys::bpf::{self, AttachType, Insn, KprobeTargets, ProgType},
+};
+
+/// The kernel-internal "not supported" errno that bpf() can return.
+const ENOTSUPP: i32 = 524;
+
+/// ftrace's list of the functions it can trace.
+const FILTER_FUNCTIONS: &[&str] = &[
+    "/sys/kernel/tracing/available_filter_functions",
+    "/sys/kernel/debug/tracing/available_filter_functions",
+];
+
+/// A function every kernel has, for [`probe`].
+const PROBE_FUNCTION: &std::ffi::CStr = c"consume_skb";
+
+#[derive(Default)]
+pub struct KprobeMulti {
+    /// The embedded object with its kprobe programs relocated against aya's
+    /// maps, parsed on first use.
+    object: Option<Object>,
+    /// Programs loaded for kprobe-multi, by name, on first use.
+    progs: HashMap<String, OwnedFd>,
+    /// ftrace's traceable functions, read only once a link fails.
+    traceable: OnceCell<Option<Traceable>>,
+}
+
+impl Backend for KprobeMulti {
+    fn name(&self) -> &'static str {
+        "kprobe-multi"
+    }
+
+    fn target_kind(&self) -> TargetKind {
+        TargetKind::Function
+    }
+
+    fn check(&self, target: &Target) -> Result<(), &'static str> {
+        if usize::from(target.skb_pos) >= KPROBE_POSITIONS {
+            return Err("the skb is not a register argument");
+        }
+        Ok(())
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, target: &Target, _slot: usize) -> Result<Vec<Link>> {
+        let name = kprobe::program_name("kprobe", target);
+        self.load_program(ebpf, &name)?;
+        let link =
+            bpf::link_create_kprobe_multi(self.prog(&name), KprobeTargets::Addrs(&[target.addr]))
+                .context("kprobe-multi attach failed")?;
+        Ok(vec![Box::new(link)])
+    }
+
+    fn attach_batch(&mut self, ebpf: &mut Ebpf, targets: Vec<Target>, done: &mut Done<'_>) {
+        for (name, group) in by_program(targets) {
+            let attached = self.load_program(ebpf, &name).and_then(|()| {
+                attach_functions(self.prog(&name), &group, &|| traceable(&self.traceable))
+            });
+            if !report(group, attached, done) {
+                return; // cancelled
+            }
+        }
+    }
+}
+
+impl KprobeMulti {
+    /// Loads program `name` for kprobe-multi, the first time only.
+    fn load_program(&mut self, ebpf: &Ebpf, name: &str) -> Result<()> {
+        if self.progs.contains_key(name) {
+            return Ok(());
+        }
+        if self.object.is_none() {
+            self.object = Some(relocated_object(ebpf)?);
+        }
+        let object = self.object.as_ref().expect("parsed above");
+        let fd = load(object, name)?;
+        self.progs.insert(name.to_string(), fd);
+        Ok(())
+    }
+
+    /// A program [`Self::load_program`] loaded.
+    fn prog(&self, name: &str) -> BorrowedFd<'_> {
+        self.progs[name].as_fd()
+    }
+}
+
+/// Targets grouped by the kprobe program they need (by the skb's position):
+/// one link each.
+fn by_program(targets: Vec<Target>) -> BTreeMap<String, Vec<Target>> {
+    let mut groups: BTreeMap<String, Vec<Target>> = BTreeMap::new();
+    for target in targets {
+        groups
+            .entry(kprobe::program_name("kprobe", &target))
+            .or_default()
+            .push(target);
+    }
+    groups
+}
+
+/// The embedded object, its kprobe programs ready to load: map references
+/// point at the maps aya created when ipft loaded the object (so the
+/// programs share the perf array and the read-only filter), and calls to
+/// shared functions are linked in.
+fn relocated_object(ebpf: &Ebpf) -> Result<Object> {
+    let mut object =
+        Object::parse(crate::EBPF_OBJECT).context("cannot parse ipft's embedded eBPF object")?;
+    // Only kprobe programs are loaded from here: skip linking the others.
+    object
+        .programs
+        .retain(|name, _| name.starts_with("kprobe_skb_"));
+    let maps = std::mem::take(&mut object.maps);
+    let with_fds = maps
+        .iter()
+        .map(|(name, map)| Ok((name.as_str(), map_fd(ebpf, name)?, map)))
+        .collect::<Result<Vec<_>>>()?;
+    // As aya does: every section holding a function counts as text.
+    let text_sections: HashSet<usize> = object.functions.keys().map(|(s, _)| *s).collect();
+    object
+        .relocate_maps(with_fds.into_iter(), &text_sections)
+        .context("cannot point the kprobe programs at their maps")?;
+    object
+        .relocate_calls(&text_sections)
+        .context("cannot link the kprobe programs' calls")?;
+    Ok(object)
+}
+
+/// The fd of the map aya created for `name` (aya keeps it open as long as
+/// `ebpf` lives).
+fn map_fd(ebpf: &Ebpf, name: &str) -> Result<RawFd> {
+    let data = match ebpf.map(name) {
+        Some(
+            Map::Array(data)
+            | Map::BloomFilter(data)
+            | Map::HashMap(data)
+            | Map::LpmTrie(data)
+            | Map::LruHashMap(data)
+            | Map::PerCpuArray(data)
+            | Map::PerCpuHashMap(data)
+            | Map::PerCpuLruHashMap(data)
+            | Map::PerfEventArray(data)
+            | Map::ProgramArray(data)
+            | Map::Queue(data)
+            | Map::RingBuf(data)
+            | Map::Stack(data)
+            | Map::StackTraceMap(data)
+            | Map::Unsupported(data),
+        ) => data,
+        Some(_) => bail!("the eBPF map {name} has a type the kprobe-multi backend does not handle"),
+        None => bail!("the eBPF map {name} was not created when the object was loaded"),
+    };
+    Ok(data.fd().as_fd().as_raw_fd())
+}
+
+/// Loads program `name` of `object` for kprobe-multi links.
+fn load(object: &Object, name: &str) -> Result<OwnedFd> {
+    let prog = object
+        .programs
+        .get(name)
+        .with_context(|| format!("{name} is missing from the eBPF object"))?;
+    let insns: Vec<Insn> = object.functions[&prog.function_key()]
+        .instructions
+        .iter()
+        .map(Insn::from)
+        .collect();
+    let program = bpf::Program {
+        prog_type: ProgType::Kprobe,
+        expected_attach_type: AttachType::TraceKprobeMulti,
+        name,
+        insns: &insns,
+        license: &object.license,
+    };
+    bpf::prog_load(&program, &mut []).or_else(|err| {
+        // Load again with the verifier's log, only to say why.
+        let mut log = vec![0u8; 1 << 16];
+        let _ = bpf::prog_load(&program, &mut log);
+        Err(anyhow::Error::new(err)
+            .context(format!("verifier log: {}", log_tail(&log)))
+            .context(format!("loading {name} for kprobe-multi failed")))
+    })
+}
+
+/// The last lines of a verifier log: where it gave up, and why.
+fn log_tail(log: &[u8]) -> String {
+    let text = String::from_utf8_lossy(log.split(|&b| b == 0).next().unwrap_or_default());
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" / ")
+}
+
+/// What attaching one program's functions did.
+struct Attached {
+    links: Vec<OwnedFd>,
+    /// Address → why that function was not attached.
+    failed: HashMap<u64, String>,
+}
+
+/// Attaches `prog` to every function in `group` with as few links as
+/// possible. `traceable` is asked for ftrace's list only when a link fails.
+fn attach_functions<'t>(
+    prog: BorrowedFd<'_>,
+    group: &[Target],
+    traceable: &dyn Fn() -> Option<&'t Traceable>,
+) -> Result<Attached> {
+    let mut addrs: Vec<u64> = group.iter().map(|t| t.addr).collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    let mut attach =
+        |chunk: &[u64]| bpf::link_create_kprobe_multi(prog, KprobeTargets::Addrs(chunk));
+    let err = match attach(&addrs) {
+        Ok(link) => {
+            return Ok(Attached {
+                links: vec![link],
+                failed: HashMap::new(),
+            })
+        }
+        Err(err) => err,
+    };
+    if !blames_a_function(&err) {
+        return Err(anyhow!(link_error(&err, addrs.len())));
+    }
+    // Some function is refused: drop those ftrace does not list, then find
+    // any others by halving.
+    let mut failed = HashMap::new();
+    if let Some(traceable) = traceable() {
+        let untraceable: HashSet<u64> = group
+            .iter()
+            .filter(|t| !traceable.contains(t))
+            .map(|t| t.addr)
+            .collect();
+        addrs.retain(|a| !untraceable.contains(a));
+        for addr in untraceable {
+            failed.insert(
+                addr,
+                "ftrace cannot trace it (not in available_filter_functions)".into(),
+            );
+        }
+    }
+    let found = bisect(&addrs, &mut attach);
+    for (range, err) in &found.failed {
+        for &addr in &addrs[range.clone()] {
+            failed.insert(addr, link_error(err, range.len()));
+        }
+    }
+    Ok(Attached {
+        links: found.links,
+        failed,
+    })
+}
+
+/// One sentence for a refused link of `count` functions.
+fn link_error(err: &io::Error, count: usize) -> String {
+    match err.raw_os_error() {
+        Some(libc::EINVAL) if count == 1 => {
+            format!("kprobe-multi attach failed ({err}): the kernel cannot trace this function (notrace, or not in ftrace's available_filter_functions)")
+        }
+        _ => format!("kprobe-multi attach of {count} functions failed: {err}"),
+    }
+}
+
+/// Whether a failed link can be the fault of one of its functions, so that
+/// attaching fewer functions may succeed. Errors about the caller or the
+/// kernel as a whole (no permission, no memory, too many functions, no
+/// fprobe) cannot, and end the search at once instead of costing two calls
+/// per function.
+fn blames_a_function(err: &io::Error) -> bool {
+    !matches!(
+        err.raw_os_error(),
+        Some(
+            libc::EPERM
+                | libc::EACCES
+                | libc::ENOMEM
+                | libc::E2BIG
+                | libc::EOPNOTSUPP
+                | ENOTSUPP
+                | libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOSYS
+                | libc::EBADF
+                | libc::EFAULT
+        )
+    )
+}
+
+/// What [`bisect`] found: links covering the good items, and the ranges of
+/// items (indices) that failed, each with its error.
+struct Bisected<L> {
+    links: Vec<L>,
+    failed: Vec<(Range<usize>, io::Error)>,
+}
+
+/// Attaches `items` with one `attach` call when all are good. A call that
+/// fails because of some item ([`blames_a_function`]) is retried on each
+/// half, down to single items, which are then known bad: k bad items among
+/// n cost about 2·k·log2(n) calls and leave at most that many links. An
+/// error no item causes fails the whole slice at once.
+fn bisect<T, L>(items: &[T], attach: &mut dyn FnMut(&[T]) -> io::Result<L>) -> Bisected<L> {
+    let mut out = Bisected {
+        links: Vec::new(),
+        failed: Vec::new(),
+    };
+    bisect_range(items, 0..items.len(), attach, &mut out);
+    out
+}
+
+fn bisect_range<T, L>(
+    items: &[T],
+    range: Range<usize>,
+    attach: &mut dyn FnMut(&[T]) -> io::Result<L>,
+    out: &mut Bisected<L>,
+) {
+    if range.is_empty() {
+        return;
+    }
+    match attach(&items[range.clone()]) {
+        Ok(link) => out.links.push(link),
+        Err(err) if range.len() == 1 || !blames_a_function(&err) => out.failed.push((range, err)),
+        Err(_) => {
+            let mid = range.start + range.len() / 2;
+            bisect_range(items, range.start..mid, attach, out);
+            bisect_range(items, mid..range.end, attach, out);
+        }
+    }
+}
+
+/// Hands each target's outcome to `done`: the group's links go with the
+/// first target that attached. Returns false once `done` asks to stop.
+fn report(group: Vec<Target>, attached: Result<Attached>, done: &mut Done<'_>) -> bool {
+    let (mut links, failed): (Vec<Link>, _) = match attached {
+        Ok(a) => (
+            a.links.into_iter().map(|l| Box::new(l) as Link).collect(),
+            Ok(a.failed),
+        ),
+        Err(err) => (Vec::new(), Err(super::reason(&err))),
+    };
+    for target in group {
+        let why = match &failed {
+            Ok(failed) => failed.get(&target.addr).cloned(),
+            Err(why) => Some(why.clone()),
+        };
+        let result = match why {
+            Some(why) => Err(anyhow!(why)),
+            None => Ok(std::mem::take(&mut links)),
+        };
+        if !done(target, 0, result) {
+            return false;
+        }
+    }
+    true
+}
+
+/// ftrace's traceable functions, as (module, name); `vmlinux` for the core.
+struct Traceable(HashSet<(String, String)>);
+
+impl Traceable {
+    /// Parses `available_filter_functions`: `name` or `name [module]` lines.
+    fn parse(text: &str) -> Self {
+        let set = text
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let name = fields.next()?;
+                let module = fields
+                    .next()
+                    .map_or("vmlinux", |m| m.trim_matches(|c| c == '[' || c == ']'));
+                Some((module.to_string(), name.to_string()))
+            })
+            .collect();
+        Traceable(set)
+    }
+
+    fn contains(&self, target: &Target) -> bool {
+        self.0
+            .contains(&(target.module.clone(), target.name.clone()))
+    }
+}
+
+/// Reads ftrace's list once; `None` when tracefs is not readable.
+fn traceable(cell: &OnceCell<Option<Traceable>>) -> Option<&Traceable> {
+    cell.get_or_init(|| {
+        FILTER_FUNCTIONS
+            .iter()
+            .find_map(|path| std::fs::read_to_string(path).ok())
+            .map(|text| Traceable::parse(&text))
+    })
+    .as_ref()
+}
+
+/// Whether this kernel has kprobe-multi links: loads a two-instruction
+/// program for them and attaches it to `consume_skb`, then detaches.
+/// Returns why not, without naming a backend (the caller does).
+pub fn probe() -> Result<(), String> {
+    let insns = [Insn::mov64_imm(0, 0), Insn::exit()];
+    let license = CString::new("GPL").expect("no NUL");
+    let program = bpf::Program {
+        prog_type: ProgType::Kprobe,
+        expected_attach_type: AttachType::TraceKprobeMulti,
+        name: "ipft_probe",
+        insns: &insns,
+        license: &license,
+    };
+    let prog = bpf::prog_load(&program, &mut []).map_err(|err| match err.raw_os_error() {
+        Some(libc::EPERM) => "loading a kprobe program is refused (EPERM)".to_string(),
+        Some(libc::EINVAL) => {
+            "this kernel cannot load kprobe programs (no CONFIG_KPROBES or CONFIG_BPF_EVENTS)"
+                .into()
+        }
+        _ => format!("loading a kprobe program failed ({err})"),
+    })?;
+    let link = bpf::link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Syms(&[PROBE_FUNCTION]));
+    link.map(drop).map_err(|err| match err.raw_os_error() {
+        Some(libc::EINVAL) => "this kernel has no fprobe links (needs 5.18+)".to_string(),
+        Some(libc::EOPNOTSUPP | ENOTSUPP) => {
+            "this kernel has no fprobe (CONFIG_FPROBE is off)".into()
+        }
+        _ => format!("an fprobe link on consume_skb failed ({err})"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{cell::RefCell, fs::File, rc::Rc};
+
+    use super::*;
+    use crate::sys::bpf::fake;
+
+    fn errno(e: i32) -> io::Error {
+        io::Error::from_raw_os_error(e)
+    }
+
+    /// A fake kernel: refuses any set containing a bad item with EINVAL.
+    fn fake_attach<'a>(
+        bad: &'a [u32],
+        calls: &'a RefCell<Vec<Vec<u32>>>,
+    ) -> impl FnMut(&[u32]) -> io::Result<Vec<u32>> + 'a {
+        move |chunk: &[u32]| {
+            calls.borrow_mut().push(chunk.to_vec());
+            if chunk.iter().any(|i| bad.contains(i)) {
+                Err(errno(libc::EINVAL))
+            } else {
+                Ok(chunk.to_vec())
+            }
+        }
+    }
+
+    #[test]
+    fn bisect_finds_each_bad_item_and_attaches_the_rest() {
+        let items: Vec<u32> = (0..1000).collect();
+        let bad = [3, 500, 501, 999];
+        let calls = RefCell::new(Vec::new());
+        let found = bisect(&items, &mut fake_attach(&bad, &calls));
+        let mut failed: Vec<usize> = found.failed.iter().flat_map(|(r, _)| r.clone()).collect();
+        failed.sort_unstable();
+        assert_eq!(failed, [3, 500, 501, 999]);
+        let mut attached: Vec<u32> = found.links.concat();
+        attached.sort_unstable();
+        assert_eq!(
+            attached,
+            items
+                .iter()
+                .copied()
+                .filter(|i| !bad.contains(i))
+                .collect::<Vec<_>>()
+        );
+        // About 2·k·log2(n): far fewer calls than items.
+        assert!(
+            calls.borrow().len() <= 2 * bad.len() * 10 + 1,
+            "{} calls",
+            calls.borrow().len()
+        );
+    }
+
+    #[test]
+    fn bisect_uses_one_call_when_all_are_good() {
+        let items: Vec<u32> = (0..1456).collect();
+        let calls = RefCell::new(Vec::new());
+        let found = bisect(&items, &mut fake_attach(&[], &calls));
+        assert_eq!(calls.borrow().len(), 1);
+        assert_eq!(found.links.len(), 1);
+        assert!(found.failed.is_empty());
+    }
+
+    #[test]
+    fn bisect_stops_at_errors_no_item_causes() {
+        let items: Vec<u32> = (0..64).collect();
+        let mut calls = 0;
+        let found: Bisected<()> = bisect(&items, &mut |_| {
+            calls += 1;
+            Err(errno(libc::EPERM))
+        });
+        assert_eq!(calls, 1);
+        assert_eq!(found.failed.len(), 1);
+        assert_eq!(found.failed[0].0, 0..64);
+    }
+
+    #[test]
+    fn bisect_of_nothing_makes_no_call() {
+        let found: Bisected<()> = bisect(&[] as &[u32], &mut |_| panic!("called"));
+        assert!(found.links.is_empty() && found.failed.is_empty());
+    }
+
+    #[test]
+    fn bisect_marks_everything_bad_when_every_item_is() {
+        let items: Vec<u32> = (0..5).collect();
+        let calls = RefCell::new(Vec::new());
+        let found = bisect(&items, &mut fake_attach(&items, &calls));
+        assert!(found.links.is_empty());
+        assert_eq!(found.failed.iter().map(|(r, _)| r.len()).sum::<usize>(), 5);
+    }
+
+    fn target(name: &str, module: &str, addr: u64) -> Target {
+        Target {
+            name: name.into(),
+            module: module.into(),
+            addr,
+            skb_pos: 0,
+            reason_pos: None,
+            nargs: 1,
+            kind: TargetKind::Function,
+        }
+    }
+
+    /// A fake kernel for [`attach_functions`]: refuses links containing
+    /// `bad` addresses with EINVAL; records each link's addresses.
+    fn fake_kernel(bad: &'static [u64]) -> Rc<RefCell<Vec<Vec<u64>>>> {
+        let links = Rc::new(RefCell::new(Vec::new()));
+        let seen = Rc::clone(&links);
+        fake::answer(move |_, attr| {
+            // SAFETY: runs during the call, while the address array is alive.
+            let addrs = unsafe { fake::kprobe_multi_addrs(attr) };
+            seen.borrow_mut().push(addrs.clone());
+            match addrs.iter().any(|a| bad.contains(a)) {
+                true => Err(errno(libc::EINVAL)),
+                false => Ok(()),
+            }
+        });
+        links
+    }
+
+    #[test]
+    fn one_link_attaches_every_function() {
+        let calls = fake_kernel(&[]);
+        let prog = File::open("/dev/null").unwrap();
+        let group = [
+            target("ip_rcv", "vmlinux", 0x20),
+            target("veth_xmit", "veth", 0x10),
+        ];
+        let attached =
+            attach_functions(prog.as_fd(), &group, &|| panic!("no list needed")).unwrap();
+        assert_eq!(attached.links.len(), 1);
+        assert!(attached.failed.is_empty());
+        assert_eq!(*calls.borrow(), [vec![0x10, 0x20]]);
+    }
+
+    #[test]
+    fn refused_functions_are_found_and_the_rest_attached() {
+        let _calls = fake_kernel(&[0x30, 0x50]);
+        let prog = File::open("/dev/null").unwrap();
+        let group: Vec<Target> = (1..=8)
+            .map(|i| target(&format!("f{i}"), "vmlinux", i * 0x10))
+            .collect();
+        let attached = attach_functions(prog.as_fd(), &group, &|| None).unwrap();
+        let mut failed: Vec<u64> = attached.failed.keys().copied().collect();
+        failed.sort_unstable();
+        assert_eq!(failed, [0x30, 0x50]);
+        assert!(attached.failed[&0x30].contains("cannot trace this function"));
+        assert!(!attached.links.is_empty());
+    }
+
+    #[test]
+    fn ftrace_list_drops_untraceable_functions_first() {
+        let calls = fake_kernel(&[0x20]);
+        let prog = File::open("/dev/null").unwrap();
+        let group = [
+            target("good", "vmlinux", 0x10),
+            target("notraced", "vmlinux", 0x20),
+        ];
+        let list = Traceable::parse("good\nother [veth]\n");
+        let attached = attach_functions(prog.as_fd(), &group, &|| Some(&list)).unwrap();
+        assert!(attached.failed[&0x20].contains("available_filter_functions"));
+        assert_eq!(attached.links.len(), 1);
+        // The full set, then only the traceable function.
+        assert_eq!(*calls.borrow(), [vec![0x10, 0x20], vec![0x10]]);
+    }
+
+    #[test]
+    fn whole_link_errors_fail_the_group_at_once() {
+        fake::answer(|_, _| Err(errno(libc::EPERM)));
+        let prog = File::open("/dev/null").unwrap();
+        let group = [target("a", "vmlinux", 0x10), target("b", "vmlinux", 0x20)];
+        let err = attach_functions(prog.as_fd(), &group, &|| None)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("of 2 functions failed"), "{err}");
+        assert_eq!(fake::calls().len(), 1);
+    }
+
+    #[test]
+    fn filter_functions_parse_with_modules() {
+        let list = Traceable::parse("ip_rcv\nveth_xmit [veth]\n__traceiter_x\n");
+        assert!(list.contains(&target("ip_rcv", "vmlinux", 0)));
+        assert!(list.contains(&target("veth_xmit", "veth", 0)));
+        assert!(!list.contains(&target("veth_xmit", "vmlinux", 0)));
+        assert!(!list.contains(&target("kfree_skb", "vmlinux", 0)));
+    }
+
+    #[test]
+    fn report_gives_the_links_to_the_first_success() {
+        let group = vec![
+            target("a", "vmlinux", 1),
+            target("b", "vmlinux", 2),
+            target("c", "vmlinux", 3),
+        ];
+        let attached = Attached {
+            links: vec![File::open("/dev/null").unwrap().into()],
+            failed: HashMap::from([(1, "refused".to_string())]),
+        };
+        let mut seen = Vec::new();
+        let go_on = report(group, Ok(attached), &mut |t, slot, result| {
+            seen.push((
+                t.name,
+                slot,
+                result.map(|l| l.len()).map_err(|e| e.to_string()),
+            ));
+            true
+        });
+        assert!(go_on);
+        assert_eq!(
+            seen,
+            [
+                ("a".into(), 0, Err("refused".into())),
+                ("b".into(), 0, Ok(1)),
+                ("c".into(), 0, Ok(0)),
+            ]
+        );
+    }
+
+    #[test]
+    fn report_stops_when_asked() {
+        let group = vec![target("a", "vmlinux", 1), target("b", "vmlinux", 2)];
+        let mut n = 0;
+        let go_on = report(group, Err(anyhow!("no program")), &mut |_, _, r| {
+            assert!(r.is_err());
+            n += 1;
+            false
+        });
+        assert!(!go_on);
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn probe_explains_a_kernel_without_fprobe() {
+        fake::answer(|cmd, _| match cmd {
+            5 => Ok(()),
+            _ => Err(errno(libc::EOPNOTSUPP)),
+        });
+        assert_eq!(
+            probe(),
+            Err("this kernel has no fprobe (CONFIG_FPROBE is off)".into())
+        );
+        fake::answer(|_, _| Ok(()));
+        assert_eq!(probe(), Ok(()));
+    }
+}

@@ -1,0 +1,497 @@
+//! Typed wrappers for the two bpf(2) commands the kprobe-multi backend needs
+//! and aya 0.14 does not offer: loading a kprobe program with an expected
+//! attach type ([`prog_load`]), and creating a kprobe-multi link
+//! ([`link_create_kprobe_multi`]).
+//!
+//! Each command has its own `#[repr(C)]` attr struct: that command's member
+//! of the kernel's `union bpf_attr` (include/uapi/linux/bpf.h), cut after
+//! the last field ipft sets. The kernel accepts a shorter attr and reads the
+//! missing tail as zeros. Each wrapper fills its struct, makes the call, and
+//! returns the new file descriptor or the kernel's error. Under `cfg(test)`
+//! the call goes to a per-thread [`fake`] that records the attr bytes, so the
+//! encoding is tested without a kernel.
+use std::{
+    ffi::CStr,
+    io,
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+};
+
+/// `enum bpf_cmd` values.
+const BPF_PROG_LOAD: u32 = 5;
+const BPF_LINK_CREATE: u32 = 28;
+
+/// `BPF_OBJ_NAME_LEN`: program names are cut to 15 bytes plus a NUL.
+const OBJ_NAME_LEN: usize = 16;
+
+/// `enum bpf_prog_type`: the program types ipft loads itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ProgType {
+    Kprobe = 2,
+}
+
+/// `enum bpf_attach_type`: the attach types ipft uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum AttachType {
+    TraceKprobeMulti = 42,
+}
+
+/// One eBPF instruction, laid out as the kernel's `struct bpf_insn`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Insn {
+    pub code: u8,
+    /// dst_reg in the low nibble, src_reg in the high one (little endian).
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
+}
+
+impl Insn {
+    /// `r{dst} = imm` (BPF_ALU64 | BPF_MOV | BPF_K).
+    pub const fn mov64_imm(dst: u8, imm: i32) -> Self {
+        Insn {
+            code: 0xb7,
+            regs: dst & 0xf,
+            off: 0,
+            imm,
+        }
+    }
+
+    /// `exit` (BPF_JMP | BPF_EXIT).
+    pub const fn exit() -> Self {
+        Insn {
+            code: 0x95,
+            regs: 0,
+            off: 0,
+            imm: 0,
+        }
+    }
+}
+
+impl From<&aya_obj::generated::bpf_insn> for Insn {
+    fn from(i: &aya_obj::generated::bpf_insn) -> Self {
+        Insn {
+            code: i.code,
+            regs: (i.src_reg() << 4) | (i.dst_reg() & 0xf),
+            off: i.off,
+            imm: i.imm,
+        }
+    }
+}
+
+/// A program to load with [`prog_load`].
+pub struct Program<'a> {
+    pub prog_type: ProgType,
+    pub expected_attach_type: AttachType,
+    /// Shown by `bpftool prog`; cut to 15 bytes.
+    pub name: &'a str,
+    pub insns: &'a [Insn],
+    pub license: &'a CStr,
+}
+
+/// The `BPF_PROG_LOAD` member of `union bpf_attr`, up to
+/// `expected_attach_type` (no BTF, func_info or line_info).
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; OBJ_NAME_LEN],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// `BPF_PROG_LOAD`: loads `prog` and returns its fd. With a non-empty `log`
+/// (the kernel wants at least 128 bytes) the verifier writes its log there
+/// (level 1); pass an empty one for a fast load.
+pub fn prog_load(prog: &Program<'_>, log: &mut [u8]) -> io::Result<OwnedFd> {
+    let mut attr = ProgLoadAttr {
+        prog_type: prog.prog_type as u32,
+        insn_cnt: len_u32(prog.insns.len())?,
+        insns: prog.insns.as_ptr() as u64,
+        license: prog.license.as_ptr() as u64,
+        prog_name: obj_name(prog.name),
+        expected_attach_type: prog.expected_attach_type as u32,
+        ..ProgLoadAttr::default()
+    };
+    if !log.is_empty() {
+        attr.log_level = 1;
+        attr.log_size = len_u32(log.len())?;
+        attr.log_buf = log.as_mut_ptr() as u64;
+    }
+    // SAFETY: insns, license and log point to live memory of the stated
+    // sizes for the whole call; on success BPF_PROG_LOAD returns a new fd.
+    unsafe { bpf_fd(BPF_PROG_LOAD, &mut attr) }
+}
+
+/// The functions one kprobe-multi link attaches to.
+#[derive(Clone, Copy, Debug)]
+pub enum KprobeTargets<'a> {
+    /// Function addresses, e.g. from `/proc/kallsyms`: the kernel uses
+    /// them as they are.
+    Addrs(&'a [u64]),
+    /// Function names, which the kernel looks up in kallsyms.
+    Syms(&'a [&'a CStr]),
+}
+
+/// The `BPF_LINK_CREATE` member of `union bpf_attr`, with its
+/// `kprobe_multi` arm.
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateKprobeMultiAttr {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+    kprobe_multi: KprobeMultiAttr,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct KprobeMultiAttr {
+    /// `BPF_F_KPROBE_MULTI_RETURN` for return probes; ipft uses entries.
+    flags: u32,
+    cnt: u32,
+    syms: u64,
+    addrs: u64,
+    cookies: u64,
+}
+
+/// `BPF_LINK_CREATE` with `BPF_TRACE_KPROBE_MULTI`: attaches `prog` (loaded
+/// with [`AttachType::TraceKprobeMulti`]) to every function in `targets` at
+/// once. One function the kernel cannot trace fails the whole call. Closing
+/// the returned fd detaches.
+pub fn link_create_kprobe_multi(
+    prog: BorrowedFd<'_>,
+    targets: KprobeTargets<'_>,
+) -> io::Result<OwnedFd> {
+    let mut attr = LinkCreateKprobeMultiAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        attach_type: AttachType::TraceKprobeMulti as u32,
+        ..LinkCreateKprobeMultiAttr::default()
+    };
+    // The kernel reads an array of pointers to C strings.
+    let sym_ptrs: Vec<u64>;
+    match targets {
+        KprobeTargets::Addrs(addrs) => {
+            attr.kprobe_multi.cnt = len_u32(addrs.len())?;
+            attr.kprobe_multi.addrs = addrs.as_ptr() as u64;
+        }
+        KprobeTargets::Syms(syms) => {
+            sym_ptrs = syms.iter().map(|s| s.as_ptr() as u64).collect();
+            attr.kprobe_multi.cnt = len_u32(sym_ptrs.len())?;
+            attr.kprobe_multi.syms = sym_ptrs.as_ptr() as u64;
+        }
+    }
+    // SAFETY: addrs, or sym_ptrs and the strings they point to, live until
+    // the call returns; on success BPF_LINK_CREATE returns a new fd.
+    unsafe { bpf_fd(BPF_LINK_CREATE, &mut attr) }
+}
+
+fn len_u32(len: usize) -> io::Result<u32> {
+    u32::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// A NUL-terminated object name, cut to what the kernel keeps.
+fn obj_name(name: &str) -> [u8; OBJ_NAME_LEN] {
+    let mut out = [0u8; OBJ_NAME_LEN];
+    let len = name.len().min(OBJ_NAME_LEN - 1);
+    out[..len].copy_from_slice(&name.as_bytes()[..len]);
+    out
+}
+
+/// Calls bpf(2) with `attr` and takes ownership of the returned fd.
+///
+/// # Safety
+/// Every pointer in `attr` must be valid for the call, and `cmd` must return
+/// a new file descriptor on success.
+unsafe fn bpf_fd<A>(cmd: u32, attr: &mut A) -> io::Result<OwnedFd> {
+    let fd = syscall(cmd, (attr as *mut A).cast(), std::mem::size_of::<A>())?;
+    Ok(OwnedFd::from_raw_fd(fd))
+}
+
+#[cfg(not(test))]
+unsafe fn syscall(cmd: u32, attr: *mut u8, size: usize) -> io::Result<RawFd> {
+    let ret = libc::syscall(libc::SYS_bpf, cmd, attr, size);
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    RawFd::try_from(ret).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+}
+
+#[cfg(test)]
+unsafe fn syscall(cmd: u32, attr: *mut u8, size: usize) -> io::Result<RawFd> {
+    fake::call(cmd, std::slice::from_raw_parts(attr, size))
+}
+
+/// The test stand-in for bpf(2): records each call's command and attr bytes
+/// and answers with a handler the test sets (per thread, so tests running
+/// in parallel do not see each other's calls).
+#[cfg(test)]
+pub mod fake {
+    use std::{cell::RefCell, fs::File, io, os::fd::IntoRawFd, os::fd::RawFd};
+
+    /// One recorded bpf(2) call.
+    #[derive(Clone, Debug)]
+    pub struct Call {
+        pub cmd: u32,
+        pub attr: Vec<u8>,
+    }
+
+    type Handler = Box<dyn FnMut(u32, &[u8]) -> io::Result<()>>;
+
+    thread_local! {
+        static CALLS: RefCell<Vec<Call>> = const { RefCell::new(Vec::new()) };
+        static HANDLER: RefCell<Option<Handler>> = const { RefCell::new(None) };
+    }
+
+    /// Answers this thread's next calls with `handler`: `Ok` gives the
+    /// caller a real (throwaway) fd, `Err` is returned as the kernel's error.
+    /// The handler may read memory the attr points to: it runs during the call.
+    pub fn answer(handler: impl FnMut(u32, &[u8]) -> io::Result<()> + 'static) {
+        HANDLER.with(|h| *h.borrow_mut() = Some(Box::new(handler)));
+        CALLS.with(|c| c.borrow_mut().clear());
+    }
+
+    /// The calls made on this thread since the last [`answer`].
+    pub fn calls() -> Vec<Call> {
+        CALLS.with(|c| c.borrow().clone())
+    }
+
+    pub(super) fn call(cmd: u32, attr: &[u8]) -> io::Result<RawFd> {
+        CALLS.with(|c| {
+            c.borrow_mut().push(Call {
+                cmd,
+                attr: attr.to_vec(),
+            })
+        });
+        HANDLER.with(|h| match h.borrow_mut().as_mut() {
+            Some(handler) => handler(cmd, attr),
+            None => Err(io::Error::from_raw_os_error(libc::ENOSYS)),
+        })?;
+        Ok(File::open("/dev/null")?.into_raw_fd())
+    }
+
+    /// Little-endian field readers for the attr bytes.
+    pub fn u32_at(attr: &[u8], offset: usize) -> u32 {
+        u32::from_le_bytes(attr[offset..offset + 4].try_into().unwrap())
+    }
+
+    pub fn u64_at(attr: &[u8], offset: usize) -> u64 {
+        u64::from_le_bytes(attr[offset..offset + 8].try_into().unwrap())
+    }
+
+    /// The addresses a `BPF_LINK_CREATE` kprobe-multi attr points to.
+    ///
+    /// # Safety
+    /// Only inside a handler, while the caller's arrays are alive.
+    pub unsafe fn kprobe_multi_addrs(attr: &[u8]) -> Vec<u64> {
+        let (cnt, addrs) = (u32_at(attr, 20) as usize, u64_at(attr, 32));
+        if addrs == 0 {
+            return Vec::new();
+        }
+        std::slice::from_raw_parts(addrs as *const u64, cnt).to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{cell::RefCell, ffi::CString, fs::File, mem::offset_of, os::fd::AsFd, rc::Rc};
+
+    use aya_obj::generated as uapi;
+
+    use super::{fake::*, *};
+
+    #[test]
+    fn constants_match_the_uapi() {
+        assert_eq!(BPF_PROG_LOAD, uapi::bpf_cmd::BPF_PROG_LOAD as u32);
+        assert_eq!(BPF_LINK_CREATE, uapi::bpf_cmd::BPF_LINK_CREATE as u32);
+        assert_eq!(
+            ProgType::Kprobe as u32,
+            uapi::bpf_prog_type::BPF_PROG_TYPE_KPROBE as u32
+        );
+        assert_eq!(
+            AttachType::TraceKprobeMulti as u32,
+            uapi::bpf_attach_type::BPF_TRACE_KPROBE_MULTI as u32
+        );
+    }
+
+    /// Offsets from include/uapi/linux/bpf.h (`union bpf_attr`, x86_64).
+    #[test]
+    fn prog_load_attr_has_the_uapi_layout() {
+        assert_eq!(offset_of!(ProgLoadAttr, prog_type), 0);
+        assert_eq!(offset_of!(ProgLoadAttr, insn_cnt), 4);
+        assert_eq!(offset_of!(ProgLoadAttr, insns), 8);
+        assert_eq!(offset_of!(ProgLoadAttr, license), 16);
+        assert_eq!(offset_of!(ProgLoadAttr, log_level), 24);
+        assert_eq!(offset_of!(ProgLoadAttr, log_size), 28);
+        assert_eq!(offset_of!(ProgLoadAttr, log_buf), 32);
+        assert_eq!(offset_of!(ProgLoadAttr, kern_version), 40);
+        assert_eq!(offset_of!(ProgLoadAttr, prog_flags), 44);
+        assert_eq!(offset_of!(ProgLoadAttr, prog_name), 48);
+        assert_eq!(offset_of!(ProgLoadAttr, prog_ifindex), 64);
+        assert_eq!(offset_of!(ProgLoadAttr, expected_attach_type), 68);
+        assert_eq!(std::mem::size_of::<ProgLoadAttr>(), 72);
+    }
+
+    #[test]
+    fn link_create_attr_has_the_uapi_layout() {
+        type A = LinkCreateKprobeMultiAttr;
+        assert_eq!(offset_of!(A, prog_fd), 0);
+        assert_eq!(offset_of!(A, target_fd), 4);
+        assert_eq!(offset_of!(A, attach_type), 8);
+        assert_eq!(offset_of!(A, flags), 12);
+        assert_eq!(
+            offset_of!(A, kprobe_multi) + offset_of!(KprobeMultiAttr, flags),
+            16
+        );
+        assert_eq!(
+            offset_of!(A, kprobe_multi) + offset_of!(KprobeMultiAttr, cnt),
+            20
+        );
+        assert_eq!(
+            offset_of!(A, kprobe_multi) + offset_of!(KprobeMultiAttr, syms),
+            24
+        );
+        assert_eq!(
+            offset_of!(A, kprobe_multi) + offset_of!(KprobeMultiAttr, addrs),
+            32
+        );
+        assert_eq!(
+            offset_of!(A, kprobe_multi) + offset_of!(KprobeMultiAttr, cookies),
+            40
+        );
+        assert_eq!(std::mem::size_of::<A>(), 48);
+    }
+
+    #[test]
+    fn insn_matches_the_kernel_struct() {
+        assert_eq!(std::mem::size_of::<Insn>(), 8);
+        let mut aya: uapi::bpf_insn = unsafe { std::mem::zeroed() };
+        aya.code = 0x79; // r3 = *(u64 *)(r1 + 16)
+        aya.set_dst_reg(3);
+        aya.set_src_reg(1);
+        aya.off = 16;
+        aya.imm = -7;
+        let ours = Insn::from(&aya);
+        // SAFETY: both are 8-byte plain-data structs.
+        let (a, b): ([u8; 8], [u8; 8]) =
+            unsafe { (std::mem::transmute(aya), std::mem::transmute(ours)) };
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn prog_load_encodes_the_program() {
+        answer(|_, _| Ok(()));
+        let insns = [Insn::mov64_imm(0, 0), Insn::exit()];
+        let license = CString::new("GPL").unwrap();
+        let prog = Program {
+            prog_type: ProgType::Kprobe,
+            expected_attach_type: AttachType::TraceKprobeMulti,
+            name: "a_name_longer_than_fifteen",
+            insns: &insns,
+            license: &license,
+        };
+        prog_load(&prog, &mut []).unwrap();
+        let calls = calls();
+        let attr = &calls[0].attr;
+        assert_eq!(calls[0].cmd, 5);
+        assert_eq!(attr.len(), 72);
+        assert_eq!(u32_at(attr, 0), 2);
+        assert_eq!(u32_at(attr, 4), 2);
+        assert_eq!(u64_at(attr, 8), insns.as_ptr() as u64);
+        assert_eq!(u64_at(attr, 16), license.as_ptr() as u64);
+        assert_eq!(
+            (u32_at(attr, 24), u32_at(attr, 28), u64_at(attr, 32)),
+            (0, 0, 0)
+        );
+        assert_eq!(&attr[48..64], b"a_name_longer_t\0");
+        assert_eq!(u32_at(attr, 68), 42);
+    }
+
+    #[test]
+    fn prog_load_asks_for_the_verifier_log() {
+        answer(|_, _| Err(io::Error::from_raw_os_error(libc::EACCES)));
+        let mut log = vec![0u8; 4096];
+        let license = CString::new("GPL").unwrap();
+        let prog = Program {
+            prog_type: ProgType::Kprobe,
+            expected_attach_type: AttachType::TraceKprobeMulti,
+            name: "p",
+            insns: &[Insn::exit()],
+            license: &license,
+        };
+        let err = prog_load(&prog, &mut log).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+        let attr = &calls()[0].attr;
+        assert_eq!(u32_at(attr, 24), 1);
+        assert_eq!(u32_at(attr, 28), 4096);
+        assert_eq!(u64_at(attr, 32), log.as_ptr() as u64);
+    }
+
+    #[test]
+    fn link_create_encodes_addresses() {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let record = Rc::clone(&seen);
+        // SAFETY: the handler runs during the call, while `addrs` is alive.
+        answer(move |_, attr| {
+            *record.borrow_mut() = unsafe { kprobe_multi_addrs(attr) };
+            Ok(())
+        });
+        let prog = File::open("/dev/null").unwrap();
+        let addrs = [0xffff_ffff_8100_0000, 0xffff_ffff_8100_0040];
+        link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Addrs(&addrs)).unwrap();
+        let attr = &calls()[0].attr;
+        assert_eq!(calls()[0].cmd, 28);
+        assert_eq!(attr.len(), 48);
+        assert_eq!(u32_at(attr, 0), prog.as_raw_fd() as u32);
+        assert_eq!(
+            (u32_at(attr, 4), u32_at(attr, 8), u32_at(attr, 12)),
+            (0, 42, 0)
+        );
+        assert_eq!((u32_at(attr, 16), u32_at(attr, 20)), (0, 2));
+        assert_eq!((u64_at(attr, 24), u64_at(attr, 40)), (0, 0));
+        assert_eq!(*seen.borrow(), addrs);
+    }
+
+    #[test]
+    fn link_create_encodes_symbols() {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let record = Rc::clone(&seen);
+        answer(move |_, attr| {
+            let (cnt, syms) = (u32_at(attr, 20) as usize, u64_at(attr, 24));
+            // SAFETY: the handler runs during the call, while the pointer
+            // array and the strings are alive.
+            let names =
+                unsafe { std::slice::from_raw_parts(syms as *const *const libc::c_char, cnt) }
+                    .iter()
+                    .map(|p| unsafe { CStr::from_ptr(*p) }.to_str().unwrap().to_owned())
+                    .collect();
+            *record.borrow_mut() = names;
+            Ok(())
+        });
+        let prog = File::open("/dev/null").unwrap();
+        let (a, b) = (c"consume_skb", c"ip_rcv");
+        link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Syms(&[a, b])).unwrap();
+        let attr = &calls()[0].attr;
+        assert_eq!(u64_at(attr, 32), 0);
+        assert_eq!(*seen.borrow(), ["consume_skb", "ip_rcv"]);
+    }
+
+    #[test]
+    fn kernel_errors_come_back_as_io_errors() {
+        answer(|_, _| Err(io::Error::from_raw_os_error(libc::EINVAL)));
+        let prog = File::open("/dev/null").unwrap();
+        let err = link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Addrs(&[1])).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+    }
+}

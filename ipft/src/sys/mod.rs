@@ -1,0 +1,2 @@
+//! System calls aya 0.14 does not wrap, one small typed function each.
+pub mod bpf;
