@@ -441,9 +441,11 @@ impl Filter<'_> {
 /// Reads `/proc/kallsyms`, failing with a sentence the user can act on.
 pub fn read_kallsyms() -> Result<String> {
     let text = fs::read_to_string("/proc/kallsyms").context("cannot read /proc/kallsyms")?;
+    // Judge by a function: per-CPU symbols (type A) really are at 0 on
+    // newer kernels, and come first.
     if text
         .lines()
-        .next()
+        .find(|l| matches!(l.split_whitespace().nth(1), Some("t" | "T")))
         .is_some_and(|l| l.starts_with("0000000000000000"))
     {
         bail!("/proc/kallsyms hides addresses: run ipft as root");
