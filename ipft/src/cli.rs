@@ -59,9 +59,15 @@ pub struct Options {
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// Pages (a power of two) of each CPU's perf buffer.
-    #[arg(long, default_value_t = 8, value_parser = parse_page_count)]
+    /// Pages (a power of two) of each CPU's perf buffer: 256 (1 MiB) absorbs
+    /// bursts that ipftrace2's 8 lose.
+    #[arg(long, default_value_t = 256, value_parser = parse_page_count)]
     pub perf_page_count: usize,
+
+    /// Wake ipft after this many events per CPU (it also reads every 100 ms):
+    /// 1 shows each event at once but costs a wake-up per event.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub perf_wakeup_events: u32,
 
     /// Keep following a matched packet after its mark changes (tunnels,
     /// namespaces), until it is freed.

@@ -378,7 +378,7 @@ async fn trace(
     if opts.track {
         track::mark_frees(&mut ebpf, &index, &roles)?;
     }
-    let mut stream = Stream::open(&mut ebpf, opts.perf_page_count, index)?;
+    let mut stream = Stream::open(&ebpf, opts.perf_page_count, opts.perf_wakeup_events, index)?;
     let probe_server = opts.enable_probe_server.then_some(opts.probe_server_port);
     let ready = ready::signal(opts.ready_file.as_deref(), probe_server).await?;
     progress.ready();

@@ -28,16 +28,17 @@ pub const NONE: u32 = u32::MAX;
 use std::{collections::HashMap, io, task::Poll};
 
 use anyhow::{Context, Result};
-use aya::{
-    maps::{
-        perf::{PerfEvent, PerfEventArrayBuffer},
-        MapData, PerfEventArray,
-    },
-    util::online_cpus,
-    Ebpf,
-};
+use std::{os::fd::AsFd, os::fd::AsRawFd, time::Duration};
+
+use anyhow::bail;
+use aya::{maps::Map, util::online_cpus, Ebpf};
 use ipft_common::{Event, EVENT_SIZE};
 use tokio::io::{unix::AsyncFd, Interest};
+
+use crate::sys::{
+    bpf,
+    perf::{self, PerfRing},
+};
 
 /// Decodes one perf sample; `None` when it is too short to be an [`Event`].
 /// Total: any byte sequence decodes or is rejected, never a panic.
@@ -60,68 +61,93 @@ pub struct Batch {
     pub bad: u64,
 }
 
-/// Every CPU's perf buffer, read from one task: no channel, no per-event
+/// Every CPU's perf ring, read from one task: no channel, no per-event
 /// hand-off, and a final synchronous drain when tracing stops.
 pub struct Stream {
-    buffers: Vec<AsyncFd<PerfEventArrayBuffer<MapData>>>,
+    rings: Vec<AsyncFd<PerfRing>>,
     index: HashMap<u64, u32>,
+    /// Drains the rings periodically: the kernel wakes the reader only every
+    /// `wakeup_events` events, so a trickle would otherwise wait.
+    tick: tokio::time::Interval,
 }
 
+/// How often rings are drained when the kernel has not woken the reader.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+
 impl Stream {
-    /// Opens every online CPU's perf buffer of the `EVENTS` map.
-    pub fn open(ebpf: &mut Ebpf, page_count: usize, index: HashMap<u64, u32>) -> Result<Self> {
-        let map = ebpf
-            .take_map("EVENTS")
-            .context("the eBPF object has no EVENTS map")?;
-        let mut array = PerfEventArray::try_from(map)?;
+    /// Opens a ring per online CPU and plugs it into the `EVENTS` map.
+    pub fn open(
+        ebpf: &Ebpf,
+        page_count: usize,
+        wakeup_events: u32,
+        index: HashMap<u64, u32>,
+    ) -> Result<Self> {
+        let Some(Map::PerfEventArray(map)) = ebpf.map("EVENTS") else {
+            bail!("the eBPF object has no EVENTS perf event array");
+        };
         let cpus = online_cpus()
             .map_err(|(_, e)| e)
             .context("cannot list online CPUs")?;
-        let mut buffers = Vec::with_capacity(cpus.len());
+        let mut rings = Vec::with_capacity(cpus.len());
         for cpu in cpus {
-            let buf = array
-                .open(cpu, Some(page_count))
+            let ring = PerfRing::open(cpu, page_count, wakeup_events)
                 .with_context(|| format!("cannot open the perf buffer of CPU {cpu}"))?;
-            // SAFETY: the buffer owns its perf event fd and keeps it open, the
-            // same fd, until the AsyncFd (which owns the buffer) is dropped.
-            let fd = unsafe { AsyncFd::register_with_interest(buf, Interest::READABLE) }
+            let fd = ring.as_raw_fd();
+            bpf::map_update_elem(map.fd().as_fd(), &cpu.to_ne_bytes(), &fd.to_ne_bytes())
+                .with_context(|| format!("cannot connect the perf buffer of CPU {cpu}"))?;
+            // SAFETY: the ring owns its perf event fd and keeps it open, the
+            // same fd, until the AsyncFd (which owns the ring) is dropped.
+            let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
                 .map_err(io::Error::from)
                 .context("cannot poll a perf buffer")?;
-            buffers.push(fd);
+            rings.push(ring);
         }
-        Ok(Stream { buffers, index })
+        let mut tick = tokio::time::interval(DRAIN_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(Stream { rings, index, tick })
     }
 
-    /// Waits until some CPU's buffer has data, and returns what it had.
+    /// Waits until some ring has data (woken, or at the periodic drain), and
+    /// returns what it had.
     pub async fn next(&mut self) -> Batch {
-        let Stream { buffers, index } = self;
-        std::future::poll_fn(|cx| {
-            for fd in buffers.iter_mut() {
-                if let Poll::Ready(Ok(mut guard)) = fd.poll_read_ready_mut(cx) {
-                    let batch = drain(guard.get_inner_mut(), index);
-                    guard.clear_ready();
-                    if !batch.is_empty() {
-                        return Poll::Ready(batch);
-                    }
-                }
+        loop {
+            let batch = tokio::select! {
+                batch = ready_ring(&mut self.rings, &self.index) => batch,
+                _ = self.tick.tick() => self.drain_all(),
+            };
+            if !batch.is_empty() {
+                return batch;
             }
-            Poll::Pending
-        })
-        .await
+        }
     }
 
-    /// Reads whatever every buffer still holds, without waiting: called
-    /// once tracing stops so events already in the kernel are not lost.
+    /// Reads whatever every ring holds, without waiting: also called once
+    /// tracing stops so events already in the kernel are not lost.
     pub fn drain_all(&mut self) -> Batch {
         let mut all = Batch::default();
-        for fd in &mut self.buffers {
-            let batch = drain(fd.get_mut(), &self.index);
-            all.events.extend(batch.events);
-            all.lost += batch.lost;
-            all.bad += batch.bad;
+        for ring in &mut self.rings {
+            drain(ring.get_mut(), &self.index, &mut all);
         }
         all
     }
+}
+
+/// The first ring the kernel marked readable, drained.
+async fn ready_ring(rings: &mut [AsyncFd<PerfRing>], index: &HashMap<u64, u32>) -> Batch {
+    std::future::poll_fn(|cx| {
+        for ring in rings.iter_mut() {
+            if let Poll::Ready(Ok(mut guard)) = ring.poll_read_ready_mut(cx) {
+                let mut batch = Batch::default();
+                drain(guard.get_inner_mut(), index, &mut batch);
+                guard.clear_ready();
+                if !batch.is_empty() {
+                    return Poll::Ready(batch);
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 impl Batch {
@@ -130,24 +156,14 @@ impl Batch {
     }
 }
 
-fn drain(buf: &mut PerfEventArrayBuffer<MapData>, index: &HashMap<u64, u32>) -> Batch {
-    let mut batch = Batch::default();
-    buf.for_each(|event| match event {
-        PerfEvent::Sample { head, tail } => {
-            let event = if tail.is_empty() {
-                decode(head)
-            } else {
-                // The sample straddles the ring's end: rare, so copying is fine.
-                decode(&[head, tail].concat())
-            };
-            match event.and_then(|e| resolve(e, index)) {
-                Some(event) => batch.events.push(event),
-                None => batch.bad += 1,
-            }
-        }
-        PerfEvent::Lost { count } => batch.lost += count,
+fn drain(ring: &mut PerfRing, index: &HashMap<u64, u32>, batch: &mut Batch) {
+    ring.read(|record| match record {
+        perf::Record::Sample(bytes) => match decode(bytes).and_then(|e| resolve(e, index)) {
+            Some(event) => batch.events.push(event),
+            None => batch.bad += 1,
+        },
+        perf::Record::Lost(count) => batch.lost += count,
     });
-    batch
 }
 
 /// Replaces an event's function identity (address or tracepoint id) by its

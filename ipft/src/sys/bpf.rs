@@ -17,6 +17,7 @@ use std::{
 };
 
 /// `enum bpf_cmd` values.
+const BPF_MAP_UPDATE_ELEM: u32 = 2;
 const BPF_PROG_LOAD: u32 = 5;
 const BPF_LINK_CREATE: u32 = 28;
 
@@ -195,6 +196,37 @@ pub fn link_create_kprobe_multi(
     // SAFETY: addrs, or sym_ptrs and the strings they point to, live until
     // the call returns; on success BPF_LINK_CREATE returns a new fd.
     unsafe { bpf_fd(BPF_LINK_CREATE, &mut attr) }
+}
+
+/// The `BPF_MAP_*_ELEM` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// `BPF_MAP_UPDATE_ELEM`: sets `key` to `value` in the map (e.g. a perf
+/// event array slot to a perf event fd).
+pub fn map_update_elem(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        value: value.as_ptr() as u64,
+        ..MapElemAttr::default()
+    };
+    // SAFETY: key and value outlive the call; the command returns 0, no fd.
+    unsafe {
+        syscall(
+            BPF_MAP_UPDATE_ELEM,
+            (&mut attr as *mut MapElemAttr).cast(),
+            std::mem::size_of::<MapElemAttr>(),
+        )
+    }
+    .map(drop)
 }
 
 fn len_u32(len: usize) -> io::Result<u32> {

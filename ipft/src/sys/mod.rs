@@ -1,2 +1,3 @@
 //! System calls aya 0.14 does not wrap, one small typed function each.
 pub mod bpf;
+pub mod perf;
