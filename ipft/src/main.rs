@@ -7,6 +7,7 @@ mod attach;
 mod backend;
 mod cli;
 mod command;
+mod detach;
 mod discover;
 mod group;
 mod output;
@@ -67,10 +68,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
+            let prefix = progress::paint("ipft:", progress::RED);
             if opts.verbose {
-                eprintln!("ipft: {err:#}");
+                eprintln!("{prefix} {err:#}");
             } else {
-                eprintln!("ipft: {err}");
+                eprintln!("{prefix} {err}");
             }
             ExitCode::from(1)
         }
@@ -430,7 +432,7 @@ async fn trace(
         let written = collector.finish();
         report(&tally, stored, track_full, verbose);
         drop(ready);
-        drop(links);
+        detach::detach_all(links);
         drop(ebpf);
         written
     });
@@ -475,7 +477,8 @@ async fn attach_cancellable(
         done = &mut worker => done?,
         () = signals.recv() => {
             cancel.store(true, Ordering::Relaxed);
-            drop(worker.await?);
+            let (_ebpf, attached) = worker.await?;
+            detach::detach_all(attached.links);
             return Ok(None);
         }
     };

@@ -55,7 +55,7 @@ impl Progress {
 
     pub fn ready(&mut self) {
         self.end_line();
-        eprintln!("Trace ready!");
+        eprintln!("{}", paint("Trace ready!", GREEN));
     }
 
     /// As events arrive (throttled); only on a terminal.
@@ -109,5 +109,19 @@ impl Progress {
             eprintln!();
             self.mid_line = false;
         }
+    }
+}
+
+pub const RED: &str = "1;31";
+pub const GREEN: &str = "32";
+
+/// `text` in an ANSI color when stderr is a terminal and NO_COLOR is unset
+/// (<https://no-color.org>); plain otherwise, so logs and pipes stay clean.
+pub fn paint(text: &str, color: &str) -> String {
+    let wanted = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    match wanted {
+        true => format!("\x1b[{color}m{text}\x1b[0m"),
+        false => text.to_string(),
     }
 }
