@@ -45,6 +45,8 @@ pub struct Event {
     /// The first bytes at the network header: the IP header and the start of
     /// the transport header (ports), when the network header is set.
     pub headers: [u8; HEADER_BYTES],
+    /// With [`EVENT_CLONE`]: the skb this one was cloned or copied from.
+    pub parent: u64,
 }
 
 /// Bytes of packet headers each event carries: an IPv6 header (40) plus the
@@ -70,6 +72,7 @@ impl Event {
             gso_type: 0,
             dev: [0; 16],
             headers: [0; HEADER_BYTES],
+            parent: 0,
         }
     }
 }
@@ -78,10 +81,22 @@ impl Event {
 pub const EVENT_RETURN: u32 = 1;
 /// `Event::flags` bit: `drop_reason` holds the kernel's drop reason.
 pub const EVENT_DROP_REASON: u32 = 2;
+/// `Event::flags` bit (`--track`): `skb` is a new clone or copy of `parent`,
+/// reported as the cloning function returns.
+pub const EVENT_CLONE: u32 = 4;
+
+/// `--track` on kprobes: what a cloning function's entry leaves for its
+/// return probe, keyed by `bpf_get_current_pid_tgid()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cloning {
+    pub parent: u64,
+    pub func: u64,
+}
 
 /// Size in bytes of an [`Event`] as it travels through the perf buffer.
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
-const _: () = assert!(EVENT_SIZE == 128);
+const _: () = assert!(EVENT_SIZE == 136);
 
 /// Filter configuration and the running kernel's struct layout, set once per
 /// run as the read-only global `CONFIG` before the programs load (so the
@@ -150,4 +165,5 @@ mod user {
     // SAFETY: both types are repr(C) integers only, with no padding.
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Cloning {}
 }

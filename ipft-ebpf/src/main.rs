@@ -13,17 +13,17 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_func_ip, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_buf,
+        bpf_get_current_pid_tgid, bpf_get_func_ip, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
     },
-    macros::{btf_tracepoint, fentry, fexit, kprobe, map},
+    macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
     maps::{HashMap, PerCpuArray, PerfEventArray},
-    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext},
+    programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
 };
 use ipft_common::{
-    tracepoint_id, Config, Event, Offsets, CONFIG_TRACK, EVENT_DROP_REASON, EVENT_RETURN,
-    TP_KFREE_SKB_ID, TRACKED_MAX,
+    tracepoint_id, Cloning, Config, Event, Offsets, CONFIG_TRACK, EVENT_CLONE, EVENT_DROP_REASON,
+    EVENT_RETURN, TP_KFREE_SKB_ID, TRACKED_MAX,
 };
 
 const _: () = assert!(ipft_common::TP_POSITIONS == 5 && ipft_common::TP_SLOTS == 32);
@@ -60,6 +60,14 @@ static TRACKED: HashMap<u64, u8> = HashMap::with_max_entries(TRACKED_MAX, 0);
 /// `--track`: identities of functions that free an skb (filled by userspace).
 #[map]
 static FREES: HashMap<u64, u8> = HashMap::with_max_entries(256, 0);
+
+/// `--track`: identities of functions that clone or copy an skb.
+#[map]
+static CLONERS: HashMap<u64, u8> = HashMap::with_max_entries(64, 0);
+
+/// `--track` on kprobes: a cloning call in flight, from entry to return.
+#[map]
+static CLONING: HashMap<u64, Cloning> = HashMap::with_max_entries(4096, 0);
 
 /// `--track`: how many skbs could not be tracked because `TRACKED` was full.
 #[map]
@@ -162,9 +170,65 @@ fn trace<C: EbpfContext>(ctx: &C, skb: u64, func: impl FnOnce() -> u64, flags: u
     let offsets = config!(offsets);
     snapshot(&offsets, skb, &mut event);
     EVENTS.output(ctx, &event, 0);
-    if config!(flags) & CONFIG_TRACK != 0 && unsafe { FREES.get(&func) }.is_some() {
-        let _ = TRACKED.remove(&skb);
+    if config!(flags) & CONFIG_TRACK != 0 {
+        if unsafe { FREES.get(&func) }.is_some() {
+            let _ = TRACKED.remove(&skb);
+        } else if unsafe { CLONERS.get(&func) }.is_some() {
+            // Its return probe reports the new skb.
+            let cloning = Cloning { parent: skb, func };
+            let _ = CLONING.insert(&bpf_get_current_pid_tgid(), &cloning, 0);
+        }
     }
+}
+
+/// `--track`: a cloning function returned `child`, a copy of `parent`:
+/// track the child and report it as a new packet of that family.
+#[inline(always)]
+fn cloned<C: EbpfContext>(ctx: &C, parent: u64, child: u64, func: u64) {
+    if child == 0 {
+        return;
+    }
+    if TRACKED.insert(&child, &1, 0).is_err() {
+        if let Some(full) = TRACK_FULL.get_ptr_mut(0) {
+            unsafe { *full += 1 };
+        }
+    }
+    let mut event = Event::zeroed();
+    event.skb = child;
+    event.parent = parent;
+    event.tstamp = unsafe { bpf_ktime_get_ns() };
+    event.func = func;
+    event.cpu = unsafe { bpf_get_smp_processor_id() };
+    event.flags = EVENT_CLONE | EVENT_RETURN;
+    let offsets = config!(offsets);
+    snapshot(&offsets, child, &mut event);
+    EVENTS.output(ctx, &event, 0);
+}
+
+/// `--track` with kprobes: the return of skb_clone, skb_copy, … whose entry
+/// saw a traced skb.
+#[kretprobe]
+pub fn kretprobe_clone(ctx: RetProbeContext) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    if let Some(cloning) = unsafe { CLONING.get(&key) } {
+        let cloning = *cloning;
+        let _ = CLONING.remove(&key);
+        cloned(&ctx, cloning.parent, ctx.ret::<u64>(), cloning.func);
+    }
+    0
+}
+
+/// `--track` with ftrace: the return of skb_clone, skb_copy, … (the skb is
+/// their first argument).
+#[fexit]
+pub fn fexit_clone(ctx: FExitContext) -> i32 {
+    let parent = ctx.arg::<u64>(0);
+    if wanted(parent) {
+        if let Ok(child) = ctx.ret::<u64>() {
+            cloned(&ctx, parent, child, func_ip(&ctx));
+        }
+    }
+    0
 }
 
 #[inline(always)]

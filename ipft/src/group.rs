@@ -106,6 +106,8 @@ pub struct Seen {
     pub packet: u32,
     /// The packet's summary, the first time one can be read.
     pub summary: Option<String>,
+    /// For a clone or copy (`--track`): the packet it was made from.
+    pub parent: Option<u32>,
 }
 
 impl PacketIds {
@@ -124,6 +126,12 @@ impl PacketIds {
             .get(func as usize)
             .copied()
             .unwrap_or(Role::Normal);
+        let clone = event.flags & ipft_common::EVENT_CLONE != 0;
+        let parent = match clone {
+            true => self.live.get(&event.parent).map(|life| life.packet),
+            false => None,
+        };
+        let reused = clone && self.live.contains_key(&event.skb);
         let next = &mut self.next;
         let mut fresh = || {
             let packet = *next;
@@ -135,8 +143,10 @@ impl PacketIds {
             }
         };
         let life = self.live.entry(event.skb).or_insert_with(&mut fresh);
-        if life.freed && role == Role::Normal {
-            *life = fresh(); // the pointer was freed and reused
+        // A clone is a new packet even where the pointer was seen before
+        // (freed and reused); so is a freed pointer seen again.
+        if (life.freed && role == Role::Normal) || reused {
+            *life = fresh();
         }
         if role == Role::Frees {
             life.freed = true;
@@ -149,6 +159,7 @@ impl PacketIds {
         Seen {
             packet: life.packet,
             summary,
+            parent,
         }
     }
 
@@ -165,6 +176,8 @@ pub struct Details {
     pub summaries: HashMap<u32, String>,
     /// Events kept for `--field` values, indexed by `Record::fields`.
     pub snapshots: Vec<Event>,
+    /// Clone or copy → the packet it was made from (`--track`).
+    pub parents: HashMap<u32, u32>,
 }
 
 /// Events collected during a trace, grouped per packet on demand.
@@ -190,6 +203,9 @@ impl Packets {
     pub fn push_event(&mut self, mut record: Record, seen: Seen, snapshot: Option<&Event>) {
         if let Some(summary) = seen.summary {
             self.details.summaries.insert(seen.packet, summary);
+        }
+        if let Some(parent) = seen.parent {
+            self.details.parents.insert(seen.packet, parent);
         }
         if let Some(event) = snapshot {
             record.fields = self.details.snapshots.len() as u32;
@@ -427,6 +443,33 @@ mod tests {
             .map(|&f| ids.observe(&event(0x100), f).packet)
             .collect();
         assert_eq!(packets, [1, 1, 2, 2]);
+    }
+
+    #[test]
+    fn a_clone_is_a_packet_of_its_own_that_names_its_parent() {
+        let targets = [
+            target("ip_rcv", TargetKind::Function),
+            target("skb_clone", TargetKind::Function),
+        ];
+        let mut ids = PacketIds::new(roles(&targets));
+        assert_eq!(ids.observe(&event(0x100), 0).packet, 1);
+        let clone = Event {
+            parent: 0x100,
+            flags: ipft_common::EVENT_CLONE,
+            ..event(0x200)
+        };
+        let seen = ids.observe(&clone, 1);
+        assert_eq!((seen.packet, seen.parent), (2, Some(1)));
+        assert_eq!(
+            ids.observe(&event(0x200), 0).packet,
+            2,
+            "the clone's later calls"
+        );
+        assert_eq!(
+            ids.observe(&event(0x100), 0).packet,
+            1,
+            "the original goes on"
+        );
     }
 
     #[test]

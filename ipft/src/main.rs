@@ -127,7 +127,15 @@ async fn run(opts: &Options) -> Result<ExitCode> {
             what(backend.as_ref())
         );
     }
-    trace(opts, backend, ebpf, targets, filtered.len(), reasons).await
+    trace(
+        opts,
+        (choice, backend),
+        ebpf,
+        targets,
+        filtered.len(),
+        reasons,
+    )
+    .await
 }
 
 /// Checks that need more than one option or the file system; usage errors
@@ -309,12 +317,16 @@ impl Collector {
                     details: None,
                 };
                 let snapshot = keep_fields.then_some(event);
+                let seen = render::JsonSeen {
+                    summary: seen.summary.as_deref(),
+                    parent: seen.parent,
+                };
                 let written = render::json_event(
                     &mut self.sink,
                     &record,
                     &self.targets,
                     &extras,
-                    seen.summary.as_deref(),
+                    seen,
                     snapshot,
                 );
                 if !ok_unless_closed(written)? {
@@ -349,7 +361,7 @@ impl Collector {
 
 async fn trace(
     opts: &Options,
-    backend: Box<dyn Backend>,
+    (backend_choice, backend): (BackendChoice, Box<dyn Backend>),
     ebpf: Ebpf,
     targets: Vec<Target>,
     filtered: usize,
@@ -377,8 +389,15 @@ async fn trace(
         ..
     } = attached;
     let roles = group::roles(&targets);
+    let mut links = links;
     if opts.track {
         track::mark_frees(&mut ebpf, &index, &roles)?;
+        let (clone_links, failed) =
+            track::follow_clones(&mut ebpf, backend_choice, &targets, &index)?;
+        if opts.verbose && failed > 0 {
+            eprintln!("--track: {failed} cloning functions could not be hooked: their copies are followed only while marked");
+        }
+        links.extend(clone_links);
     }
     let mut stream = Stream::open(&ebpf, opts.perf_page_count, opts.perf_wakeup_events, index)?;
     let probe_server = opts.enable_probe_server.then_some(opts.probe_server_port);

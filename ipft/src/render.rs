@@ -102,14 +102,10 @@ pub fn aggregate(
     out.write_all(aggregate_header(graph).as_bytes())?;
     // One buffer for the function_graph column, reused for every row.
     let mut call = String::new();
+    let first_seen = first_timestamps(groups, extras);
     for group in groups {
         out.write_all(b"===\n")?;
-        let summary = extras
-            .details
-            .and_then(|d| d.summaries.get(&group[0].packet));
-        if let Some(summary) = summary {
-            writeln!(out, "{summary}")?;
-        }
+        summary_line(&mut out, group[0].packet, extras, &first_seen)?;
         if graph {
             for (r, depth) in group.iter().zip(depths(group)) {
                 graph_row(&mut out, r, targets, depth, &mut call)?;
@@ -123,6 +119,46 @@ pub fn aggregate(
         }
     }
     out.flush()
+}
+
+/// When each packet that has clones was first seen: a clone's summary line
+/// names its parent by that timestamp, which the table shows.
+fn first_timestamps(groups: &[Vec<Record>], extras: &Extras) -> HashMap<u32, u64> {
+    let Some(details) = extras.details.filter(|d| !d.parents.is_empty()) else {
+        return HashMap::new();
+    };
+    let parents: std::collections::HashSet<u32> = details.parents.values().copied().collect();
+    groups
+        .iter()
+        .filter(|g| parents.contains(&g[0].packet))
+        .map(|g| (g[0].packet, g[0].tstamp))
+        .collect()
+}
+
+/// The line under `===`: what the packet is, and what it was cloned from.
+fn summary_line(
+    out: &mut dyn Write,
+    packet: u32,
+    extras: &Extras,
+    first_seen: &HashMap<u32, u64>,
+) -> io::Result<()> {
+    let Some(details) = extras.details else {
+        return Ok(());
+    };
+    let summary = details.summaries.get(&packet).map(String::as_str);
+    let parent = details
+        .parents
+        .get(&packet)
+        .map(|p| match first_seen.get(p) {
+            Some(ts) => format!("(clone of the packet first seen at {ts})"),
+            None => "(clone of a packet not traced)".to_string(),
+        });
+    match (summary, parent) {
+        (Some(s), Some(p)) => writeln!(out, "{s} {p}"),
+        (Some(s), None) => writeln!(out, "{s}"),
+        (None, Some(p)) => writeln!(out, "{p}"),
+        (None, None) => Ok(()),
+    }
 }
 
 /// Ends a row: its drop reason and fields, if any, then the newline.
@@ -187,6 +223,15 @@ fn graph_row(
     )
 }
 
+/// What the packet naming found for a json line.
+#[derive(Clone, Copy, Default)]
+pub struct JsonSeen<'a> {
+    /// The packet's summary, on its first line that knows it.
+    pub summary: Option<&'a str>,
+    /// For a clone: the packet it was made from.
+    pub parent: Option<u32>,
+}
+
 /// Writes one event as a JSON line, keys in ipftrace2's order:
 /// `{"packet_id":"0x…","timestamp":N,"processor_id":N,"module":"…","function":"…","is_return":B}`.
 ///
@@ -197,7 +242,8 @@ fn graph_row(
 ///
 /// After ipftrace2's keys come ipft's: `"packet":N` (unique per run, where
 /// `packet_id` is the reusable skb pointer), `"drop_reason":"NAME"` when the
-/// kernel gave one, `"summary":"UDP …"` on the packet's first line that
+/// kernel gave one, `"parent_packet":N` on a clone's first line (`--track`),
+/// `"summary":"UDP …"` on the packet's first line that
 /// knows it, and one `"field":"value"` per `--field` (strings, as
 /// ipftrace2's extension data).
 pub fn json_event(
@@ -205,7 +251,7 @@ pub fn json_event(
     r: &Record,
     targets: &[Target],
     extras: &Extras,
-    summary: Option<&str>,
+    seen: JsonSeen,
     snapshot: Option<&Event>,
 ) -> io::Result<()> {
     let (module, name) = names(targets, r.func);
@@ -222,7 +268,10 @@ pub fn json_event(
         out.write_all(br#","drop_reason":"#)?;
         json_str(out, &reason)?;
     }
-    if let Some(summary) = summary {
+    if let Some(parent) = seen.parent {
+        write!(out, r#","parent_packet":{parent}"#)?;
+    }
+    if let Some(summary) = seen.summary {
         out.write_all(br#","summary":"#)?;
         json_str(out, summary)?;
     }
@@ -484,7 +533,7 @@ mod tests {
                 &rec(A, 25340022557487, 0, 0, false),
                 &targets,
                 &none,
-                None,
+                JsonSeen::default(),
                 None,
             )?;
             json_event(
@@ -492,11 +541,18 @@ mod tests {
                 &rec(C, u64::MAX, 2, 1234, true),
                 &targets,
                 &none,
-                None,
+                JsonSeen::default(),
                 None,
             )?;
             // An index past the target list must not panic.
-            json_event(out, &rec(1, 0, 99, 0, false), &targets, &none, None, None)
+            json_event(
+                out,
+                &rec(1, 0, 99, 0, false),
+                &targets,
+                &none,
+                JsonSeen::default(),
+                None,
+            )
         });
         assert_eq!(
             text,
@@ -520,7 +576,7 @@ mod tests {
                 &rec(A, 1, 0, 2, false),
                 &targets,
                 &Extras::default(),
-                None,
+                JsonSeen::default(),
                 None,
             )
         });
@@ -576,7 +632,10 @@ mod tests {
                 &dropped,
                 &targets(),
                 &extras,
-                Some("ICMP x"),
+                JsonSeen {
+                    summary: Some("ICMP x"),
+                    parent: Some(1),
+                },
                 Some(&snapshot),
             )
         });
@@ -585,6 +644,8 @@ mod tests {
         assert_eq!(v["summary"], "ICMP x");
         assert_eq!(v["len"], "84");
         assert_eq!(v["packet"], A as u32);
+        assert_eq!(v["parent_packet"], 1);
+        assert_eq!(v["parent_packet"], 1);
     }
 
     #[test]

@@ -1,15 +1,98 @@
 //! `--track`: the kernel side keeps matched skbs in the `TRACKED` map; here
 //! userspace tells it which functions free an skb (so it stops following
-//! it) and reads how often the map was full.
+//! it), hooks the returns of the functions that clone or copy one (so the
+//! copy is followed too), and reads how often the map was full.
+//!
+//! Clones are followed with kprobes (a kretprobe; the entry is recorded by
+//! the kprobe programs) or with ftrace (fexit). Tracepoints have no return
+//! hook: with the tracepoint backend clones are followed only while they
+//! keep the mark, which a clone copies.
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 use aya::{
     maps::{HashMap as BpfHashMap, PerCpuArray},
-    Ebpf,
+    programs::{FExit, KProbe},
+    Btf, Ebpf,
 };
 
-use crate::group::Role;
+use crate::{
+    backend::{ftrace, Link},
+    cli::BackendChoice,
+    discover::Target,
+    group::Role,
+};
+
+/// Functions that return a clone or copy of the skb in their first argument.
+pub const CLONING: &[&str] = &[
+    "skb_clone",
+    "skb_copy",
+    "__pskb_copy_fclone",
+    "skb_copy_expand",
+];
+
+/// Hooks the returns of the attached cloning functions. Returns the links
+/// and how many could not be hooked.
+pub fn follow_clones(
+    ebpf: &mut Ebpf,
+    backend: BackendChoice,
+    targets: &[Target],
+    index: &HashMap<u64, u32>,
+) -> Result<(Vec<Link>, usize)> {
+    let cloning: Vec<(u32, &Target)> = (0u32..)
+        .zip(targets)
+        .filter(|(_, t)| t.module == "vmlinux" && CLONING.contains(&t.name.as_str()))
+        .collect();
+    let mut links: Vec<Link> = Vec::new();
+    let mut failed = 0;
+    match backend {
+        BackendChoice::Ftrace => {
+            let btf = Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
+            let prog: &mut FExit = ebpf
+                .program_mut("fexit_clone")
+                .context("no fexit_clone program")?
+                .try_into()?;
+            for (_, target) in &cloning {
+                match ftrace::attach_fexit(prog, &target.name, &btf) {
+                    Ok(link) => links.push(Box::new(link)),
+                    Err(_) => failed += 1,
+                }
+            }
+        }
+        BackendChoice::Kprobe | BackendChoice::KprobeMulti => {
+            let ids: Vec<u64> = index
+                .iter()
+                .filter(|(_, &t)| cloning.iter().any(|(i, _)| *i == t))
+                .map(|(&id, _)| id)
+                .collect();
+            let map = ebpf
+                .map_mut("CLONERS")
+                .context("the eBPF object has no CLONERS map")?;
+            let mut cloners: BpfHashMap<_, u64, u8> = BpfHashMap::try_from(map)?;
+            for id in ids {
+                cloners
+                    .insert(id, 1, 0)
+                    .context("cannot fill the CLONERS map")?;
+            }
+            let prog: &mut KProbe = ebpf
+                .program_mut("kretprobe_clone")
+                .context("no kretprobe_clone program")?
+                .try_into()?;
+            prog.load().context("cannot load the clone return probe")?;
+            for (_, target) in &cloning {
+                match prog
+                    .attach(&target.name, 0)
+                    .and_then(|id| prog.take_link(id))
+                {
+                    Ok(link) => links.push(Box::new(link)),
+                    Err(_) => failed += 1,
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok((links, failed))
+}
 
 /// Puts the identity of every freeing target in the `FREES` map.
 pub fn mark_frees(ebpf: &mut Ebpf, index: &HashMap<u64, u32>, roles: &[Role]) -> Result<()> {

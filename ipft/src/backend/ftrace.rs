@@ -84,7 +84,7 @@ fn attach_fentry(
     link.context("fentry attach failed")
 }
 
-fn attach_fexit(
+pub fn attach_fexit(
     prog: &mut FExit,
     name: &str,
     btf: &Btf,
