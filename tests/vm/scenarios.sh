@@ -1,31 +1,40 @@
 # Setup, traffic and teardown steps the host names in /vm/cases.
-MARK=1431655765 # 0x55555555, ping -m takes decimal only
+MARK=1431655765 # 0x55555555: ping -m takes decimal only
+
+# Full paths: Debian's busybox shell runs its own applets (whose ping has no
+# -m and whose ip has no netns) before anything on PATH.
+PING=/usr/bin/ping
+IP=/usr/sbin/ip
+NFT=/usr/sbin/nft
 
 none() { :; }
 
 # ICMP echo to 127.0.0.1 with SO_MARK: TX, loopback_xmit, RX, consume.
-ping_lo() { ping -m $MARK -c 1 -W 2 127.0.0.1; }
+ping_lo() { $PING -m $MARK -c 1 -W 2 127.0.0.1; }
 
 # The echo is dropped, so ping reports a failure: expected.
-ping_lo_dropped() { ping -m $MARK -c 1 -W 1 127.0.0.1 || true; }
+ping_lo_dropped() { $PING -m $MARK -c 1 -W 1 127.0.0.1 || true; }
 
 # ns1 (10.0.1.1) -v12/v21- ns2 (forwards, marks in raw prerouting) -v23/v32- ns3 (10.0.2.2)
+# $1: the backend under test; its list of veth functions explains a miss.
 forward_setup() {
+    echo "ipft -l -b $1 -r '^veth_xmit\$':"
+    ipft -l -b $1 -r '^veth_xmit$' 2>&1
     for n in ns1 ns2 ns3; do
-        ip netns add $n
-        ip -n $n link set lo up
+        $IP netns add $n
+        $IP -n $n link set lo up
     done
-    ip link add v12 netns ns1 type veth peer name v21 netns ns2
-    ip link add v23 netns ns2 type veth peer name v32 netns ns3
-    ip -n ns1 addr add 10.0.1.1/24 dev v12
-    ip -n ns2 addr add 10.0.1.2/24 dev v21
-    ip -n ns2 addr add 10.0.2.1/24 dev v23
-    ip -n ns3 addr add 10.0.2.2/24 dev v32
-    for l in ns1:v12 ns2:v21 ns2:v23 ns3:v32; do ip -n ${l%:*} link set ${l#*:} up; done
-    ip -n ns1 route add default via 10.0.1.2
-    ip -n ns3 route add default via 10.0.2.1
-    ip netns exec ns2 sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward'
-    ip netns exec ns2 nft -f - <<NFT
+    $IP link add v12 netns ns1 type veth peer name v21 netns ns2
+    $IP link add v23 netns ns2 type veth peer name v32 netns ns3
+    $IP -n ns1 addr add 10.0.1.1/24 dev v12
+    $IP -n ns2 addr add 10.0.1.2/24 dev v21
+    $IP -n ns2 addr add 10.0.2.1/24 dev v23
+    $IP -n ns3 addr add 10.0.2.2/24 dev v32
+    for l in ns1:v12 ns2:v21 ns2:v23 ns3:v32; do $IP -n ${l%:*} link set ${l#*:} up; done
+    $IP -n ns1 route add default via 10.0.1.2
+    $IP -n ns3 route add default via 10.0.2.1
+    $IP netns exec ns2 sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward'
+    $IP netns exec ns2 $NFT -f - <<NFT
 table ip ipft {
     chain pre {
         type filter hook prerouting priority raw;
@@ -34,16 +43,16 @@ table ip ipft {
 }
 NFT
     # Resolve neighbours now, so the traced packet is not parked in a queue.
-    ip netns exec ns1 ping -c 1 -W 5 10.0.2.2
+    $IP netns exec ns1 $PING -c 1 -W 5 10.0.2.2
 }
 
-forward_ping() { ip netns exec ns1 ping -c 1 -W 2 10.0.2.2; }
+forward_ping() { $IP netns exec ns1 $PING -c 1 -W 2 10.0.2.2; }
 
-forward_teardown() { for n in ns1 ns2 ns3; do ip netns del $n; done; }
+forward_teardown() { for n in ns1 ns2 ns3; do $IP netns del $n; done; }
 
 # Drops marked packets where they are delivered locally (filter INPUT).
 drop_setup() {
-    nft -f - <<NFT
+    $NFT -f - <<NFT
 table ip ipftdrop {
     chain in {
         type filter hook input priority filter;
@@ -54,6 +63,6 @@ NFT
 }
 
 drop_teardown() {
-    nft list table ip ipftdrop
-    nft delete table ip ipftdrop
+    $NFT list table ip ipftdrop
+    $NFT delete table ip ipftdrop
 }

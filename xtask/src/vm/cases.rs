@@ -21,7 +21,7 @@ const FORWARD_RE: &str = "^(ip_rcv|ip_forward|ip_forward_finish|ip_output|__dev_
 
 /// Delivery and drop functions, but none of the helpers a free calls, so
 /// the drop must be the packet's last row.
-const DROP_RE: &str = "^(__dev_queue_xmit|loopback_xmit|ip_rcv|ip_rcv_finish|ip_local_deliver|ip_local_deliver_finish|icmp_rcv|nf_hook_slow|kfree_skb.*|sk_skb_reason_drop|__kfree_skb|consume_skb)$";
+const DROP_RE: &str = "^(__dev_queue_xmit|loopback_xmit|ip_rcv|ip_rcv_finish|ip_local_deliver|ip_local_deliver_finish|icmp_rcv|nf_hook_slow|kfree_skb|kfree_skb_reason|kfree_skb_list_reason|sk_skb_reason_drop|__kfree_skb|consume_skb)$";
 
 /// Loopback milestones in order: each step is a set of acceptable names
 /// (kernels rename and inline these over time).
@@ -138,10 +138,12 @@ impl Case {
     /// The line of /vm/cases that runs this case.
     pub fn shell(&self) -> String {
         let [setup, traffic, teardown] = self.steps();
+        // Steps get the backend: forward_setup lists what it can trace.
         let mut line = format!(
-            "run_case {} {} {setup} {traffic} {teardown}",
+            "run_case {} {} '{setup} {b}' '{traffic} {b}' '{teardown} {b}'",
             self.id(),
-            self.timeout
+            self.timeout,
+            b = self.backend
         );
         for a in self.args() {
             write!(line, " '{}'", a.replace('\'', r"'\''")).unwrap();
@@ -472,8 +474,17 @@ fn forward(groups: &[Group]) -> Verdict {
     ))
 }
 
+/// Functions that drop a packet (6.12 turned kfree_skb_reason into an
+/// inline wrapper of sk_skb_reason_drop); kfree_skbmem only frees memory.
 fn is_kfree(name: &str) -> bool {
-    name.starts_with("kfree_skb") || name == "sk_skb_reason_drop" || name == "__kfree_skb"
+    matches!(
+        name,
+        "kfree_skb"
+            | "kfree_skb_reason"
+            | "kfree_skb_list_reason"
+            | "sk_skb_reason_drop"
+            | "__kfree_skb"
+    )
 }
 
 fn drop(groups: &[Group]) -> Verdict {
@@ -678,6 +689,8 @@ mod tests {
     #[test]
     fn shell_quotes_arguments() {
         let line = Case::new(Scenario::Drop, "kprobe", true).shell();
-        assert!(line.starts_with("run_case drop-kprobe-json 180 drop_setup ping_lo_dropped drop_teardown '-m' '0x55555555'"));
+        assert!(line.starts_with(
+            "run_case drop-kprobe-json 180 'drop_setup kprobe' 'ping_lo_dropped kprobe' 'drop_teardown kprobe' '-m' '0x55555555'"
+        ));
     }
 }

@@ -165,6 +165,18 @@ fn plan(implemented: &[&str]) -> Vec<Case> {
     plan
 }
 
+/// `IPFT_VM_CASES=loopback,drop` runs only the cases whose id contains one
+/// of the words: for working on one scenario without the whole suite.
+fn selected_cases(plan: Vec<Case>) -> Vec<Case> {
+    let Ok(filter) = std::env::var("IPFT_VM_CASES") else {
+        return plan;
+    };
+    eprintln!("xtask: only the cases matching IPFT_VM_CASES={filter}");
+    plan.into_iter()
+        .filter(|c| filter.split(',').any(|w| c.id().contains(w)))
+        .collect()
+}
+
 fn run_kernel(
     kernel: &kernel::Kernel,
     ipft: &Path,
@@ -173,7 +185,7 @@ fn run_kernel(
 ) -> Result<KernelResult> {
     fs::create_dir_all(dir)?;
     let features = Features::from_config(&kernel.config()?);
-    let plan = plan(implemented);
+    let plan = selected_cases(plan(implemented));
     let initrd = dir.join("initrd.cpio");
     build_image(kernel, ipft, &plan, dir, &initrd)?;
     let label = kernel.series.to_string();
