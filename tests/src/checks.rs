@@ -1,0 +1,99 @@
+//! Assertions shared by the tracing tests.
+use regex::Regex;
+
+use crate::{
+    kernel,
+    parse::{in_order, row_names, Row},
+    Output,
+};
+
+/// Each packet of an aggregate table: rows in timestamp order, core-kernel
+/// tracepoints, real CPUs, timestamps taken between `start_ns` and `end_ns`
+/// (CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns), and `path` in order.
+/// Packets ordered by their first timestamp.
+pub fn packets(packets: &[Vec<Row>], path: &[&str], start_ns: u64, end_ns: u64, out: &Output) {
+    let cpus = kernel::possible_cpus();
+    for (i, rows) in packets.iter().enumerate() {
+        assert!(!rows.is_empty(), "packet {i} has no rows\n{out}");
+        assert!(
+            rows.is_sorted_by_key(|r| r.tstamp),
+            "packet {i} is not sorted by timestamp\n{out}"
+        );
+        for row in rows {
+            assert_eq!(
+                row.module, "vmlinux",
+                "tracepoints belong to vmlinux\n{out}"
+            );
+            assert!(row.cpu < cpus, "cpu {} of {cpus}\n{out}", row.cpu);
+            assert!(
+                (start_ns..=end_ns).contains(&row.tstamp),
+                "timestamp {} is not CLOCK_MONOTONIC between {start_ns} and {end_ns}\n{out}",
+                row.tstamp
+            );
+        }
+        let names = row_names(rows);
+        assert!(
+            in_order(&names, path),
+            "packet {i} is {names:?}, which lacks {path:?} in this order\n{out}"
+        );
+    }
+    let firsts: Vec<u64> = packets.iter().map(|p| p[0].tstamp).collect();
+    assert!(
+        firsts.is_sorted(),
+        "packets are not ordered by first timestamp\n{out}"
+    );
+}
+
+/// A clean run to SIGINT/SIGTERM: exit 0, and stderr as the contract has it
+/// when stderr is not a terminal: the `auto` backend line, the attach line,
+/// `Trace ready!`, progress counting every row printed, no `\r`, no loss.
+pub fn clean_exit(out: &Output, rows: usize) {
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "ipft must exit 0 on SIGINT/SIGTERM\n{out}"
+    );
+    assert!(!out.stderr.contains("panicked"), "ipft panicked\n{out}");
+    assert!(
+        !out.stderr.contains('\r'),
+        "stderr is not a tty: plain lines, no \\r\n{out}"
+    );
+    assert!(
+        !out.stderr.contains("Lost"),
+        "a handful of packets must not lose events\n{out}"
+    );
+    let lines = out.stderr_lines();
+    let ready = lines.iter().position(|l| *l == "Trace ready!");
+    let ready = ready.unwrap_or_else(|| panic!("no `Trace ready!` line\n{out}"));
+    assert!(
+        lines[..ready]
+            .iter()
+            .any(|l| l.to_lowercase().contains("tracepoint")),
+        "`-b auto` must say it chose the tracepoint backend (and why) before `Trace ready!`\n{out}"
+    );
+    assert!(attach_counts(out).is_some(), "no attach line\n{out}");
+    if rows > 0 {
+        assert_eq!(
+            out.got_traces(),
+            Some(rows as u64),
+            "`Got N traces` must count every row\n{out}"
+        );
+    }
+}
+
+/// `Attaching program (total N, succeeded N, failed N, filtered: N)`:
+/// the last one, as (total, succeeded, failed, filtered).
+pub fn attach_counts(out: &Output) -> Option<(u64, u64, u64, u64)> {
+    let line = Regex::new(
+        r"Attaching program \(total (\d+), succeeded (\d+), failed (\d+), filtered: (\d+)\)",
+    )
+    .unwrap();
+    let c = line.captures_iter(&out.stderr).last()?;
+    let n = |i: usize| c[i].parse().unwrap();
+    Some((n(1), n(2), n(3), n(4)))
+}
+
+/// The sum of all packets' rows.
+pub fn row_count(packets: &[Vec<Row>]) -> usize {
+    packets.iter().map(Vec::len).sum()
+}

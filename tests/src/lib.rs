@@ -1,0 +1,18 @@
+//! Harness for ipft's host end-to-end tests: real packets through the real
+//! kernel, traced by the real binary (`IPFT_BIN`, set by `cargo xtask test`).
+//!
+//! - [`process`]: run ipft, wait for `Trace ready!`, signal it, collect output.
+//! - [`packets`]: marked UDP datagrams and `ping -m` on loopback.
+//! - [`parse`]: the aggregate table and the JSON lines, checked byte for byte.
+//! - [`checks`]: assertions shared by the tracing tests.
+//! - [`kernel`]: facts read independently of ipft (BTF, loaded programs, clocks).
+//! - [`marks`]: one mark per test, so tests running in parallel (each with its
+//!   own ipft) never see each other's packets.
+pub mod checks;
+pub mod kernel;
+pub mod marks;
+pub mod packets;
+pub mod parse;
+pub mod process;
+
+pub use process::{ipft_bin, run, Ipft, Output, StdoutMode};

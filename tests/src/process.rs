@@ -1,0 +1,325 @@
+//! Running ipft as a child: wait for `Trace ready!`, signal it, collect what
+//! it wrote. Every wait has a timeout, but only as hang protection: no test
+//! asserts how long anything took.
+use std::{
+    fmt,
+    io::{BufRead, BufReader, Read},
+    os::unix::process::{CommandExt, ExitStatusExt},
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Condvar, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use regex::Regex;
+
+/// Start-up reads BTF and attaches programs; slow on a loaded machine.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// From a signal (or an error) to the process being gone.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// For JSON lines to reach ipft's stdout after the packets were sent.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The binary under test. Never skips: without it the suite must fail.
+pub fn ipft_bin() -> PathBuf {
+    let Some(path) = std::env::var_os("IPFT_BIN") else {
+        panic!(
+            "IPFT_BIN is not set: run the suite with `cargo xtask test`, or \
+             `cargo xtask build` then `IPFT_BIN=$PWD/target/debug/ipft cargo test -p ipft-tests`"
+        );
+    };
+    let path = PathBuf::from(path);
+    assert!(
+        path.is_file(),
+        "IPFT_BIN={} does not exist: build it with `cargo xtask build`",
+        path.display()
+    );
+    path
+}
+
+#[derive(Default)]
+struct Buffer {
+    data: Vec<u8>,
+    closed: bool,
+}
+
+/// What a child wrote to one pipe so far, filled by a reader thread.
+#[derive(Clone, Default)]
+struct Pipe(Arc<(Mutex<Buffer>, Condvar)>);
+
+impl Pipe {
+    fn push(&self, bytes: &[u8]) {
+        let (buffer, changed) = &*self.0;
+        buffer.lock().unwrap().data.extend_from_slice(bytes);
+        changed.notify_all();
+    }
+
+    fn close(&self) {
+        let (buffer, changed) = &*self.0;
+        buffer.lock().unwrap().closed = true;
+        changed.notify_all();
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0 .0.lock().unwrap().data).into_owned()
+    }
+
+    /// Waits until `done` holds for the text so far. False on timeout, or when
+    /// the pipe closed (the child exited) without it.
+    fn wait_for(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (buffer, changed) = &*self.0;
+        let mut buf = buffer.lock().unwrap();
+        loop {
+            if done(&String::from_utf8_lossy(&buf.data)) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if buf.closed || left.is_zero() {
+                return false;
+            }
+            buf = changed.wait_timeout(buf, left).unwrap().0;
+        }
+    }
+
+    /// Waits for the writer to close its end (EOF): `wait_for` with a
+    /// predicate that never holds returns exactly then (or on timeout).
+    fn wait_closed(&self, timeout: Duration) {
+        self.wait_for(timeout, |_| false);
+    }
+
+    /// Reads `from` to its end on a thread.
+    fn read_all(mut from: impl Read + Send + 'static) -> Pipe {
+        let pipe = Pipe::default();
+        let writer = pipe.clone();
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = from.read(&mut chunk) {
+                writer.push(&chunk[..n]);
+            }
+            writer.close();
+        });
+        pipe
+    }
+
+    /// Reads one line on a thread, then drops `from`: a reader like `head -1`.
+    fn read_first_line(from: impl Read + Send + 'static) -> Pipe {
+        let pipe = Pipe::default();
+        let writer = pipe.clone();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(from).read_line(&mut line);
+            writer.push(line.as_bytes());
+            writer.close();
+        });
+        pipe
+    }
+}
+
+/// What to do with ipft's stdout.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum StdoutMode {
+    Collect,
+    /// Read one line, then close the pipe, like `ipft -o json | head -1`.
+    FirstLineThenClose,
+}
+
+/// A finished run.
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// Non-empty stderr lines, `\r` rewrites split like a terminal shows them.
+    pub fn stderr_lines(&self) -> Vec<&str> {
+        self.stderr
+            .split(['\n', '\r'])
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// The last `Got N traces` on stderr.
+    pub fn got_traces(&self) -> Option<u64> {
+        last_got(&self.stderr)
+    }
+}
+
+/// Status and both streams: the message of every failed assertion.
+impl fmt::Display for Output {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let signal = self
+            .status
+            .signal()
+            .map(|s| format!(" (signal {s})"))
+            .unwrap_or_default();
+        write!(
+            f,
+            "ipft exited with {}{signal}\n--- stdout ---\n{}\n--- stderr ---\n{}\n---",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+fn last_got(stderr: &str) -> Option<u64> {
+    let got = Regex::new(r"Got (\d+) traces").unwrap();
+    got.captures_iter(stderr)
+        .last()
+        .map(|c| c[1].parse().unwrap())
+}
+
+/// A running ipft. Dropping it kills the process, so a failing test never
+/// leaves a tracer behind.
+pub struct Ipft {
+    child: Child,
+    stdout: Pipe,
+    stderr: Pipe,
+    args: Vec<String>,
+}
+
+impl Ipft {
+    pub fn spawn(args: &[&str]) -> Ipft {
+        Ipft::spawn_with(args, StdoutMode::Collect, None)
+    }
+
+    /// `uid`: run as that user instead of root (for the permission error).
+    pub fn spawn_with(args: &[&str], mode: StdoutMode, uid: Option<u32>) -> Ipft {
+        let mut cmd = Command::new(ipft_bin());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(uid) = uid {
+            cmd.uid(uid).gid(uid);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {}: {e}", ipft_bin().display()));
+        let out = child.stdout.take().unwrap();
+        let stdout = match mode {
+            StdoutMode::Collect => Pipe::read_all(out),
+            StdoutMode::FirstLineThenClose => Pipe::read_first_line(out),
+        };
+        let stderr = Pipe::read_all(child.stderr.take().unwrap());
+        let args = args.iter().map(|a| a.to_string()).collect();
+        Ipft {
+            child,
+            stdout,
+            stderr,
+            args,
+        }
+    }
+
+    /// Spawns and waits for `Trace ready!`; panics with ipft's output when it
+    /// exits or hangs instead. BPF being unavailable fails here, never skips.
+    pub fn start(args: &[&str]) -> Ipft {
+        let mut ipft = Ipft::spawn(args);
+        ipft.wait_ready();
+        ipft
+    }
+
+    pub fn wait_ready(&mut self) {
+        if self
+            .stderr
+            .wait_for(READY_TIMEOUT, |s| s.contains("Trace ready!"))
+        {
+            return;
+        }
+        let _ = self.child.kill();
+        let status = self.child.wait().unwrap();
+        let out = self.collect(status);
+        panic!(
+            "`ipft {}` never printed `Trace ready!`\n{out}",
+            self.args.join(" ")
+        );
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.text()
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.text()
+    }
+
+    /// Waits until stdout has at least `n` complete lines (JSON mode).
+    pub fn wait_for_stdout_lines(&self, n: usize) -> bool {
+        self.stdout
+            .wait_for(EVENT_TIMEOUT, |s| s.matches('\n').count() >= n)
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Sends `signal` and waits for ipft to exit.
+    pub fn stop(self, signal: i32) -> Output {
+        self.signal(signal);
+        self.wait_exit()
+    }
+
+    /// The exit status, if ipft exits within `timeout`.
+    pub fn try_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for ipft to exit on its own; panics (after killing it) on a hang.
+    pub fn wait_exit(mut self) -> Output {
+        match self.try_exit(EXIT_TIMEOUT) {
+            Some(status) => self.collect(status),
+            None => {
+                let _ = self.child.kill();
+                let status = self.child.wait().unwrap();
+                let out = self.collect(status);
+                panic!("`ipft {}` did not exit\n{out}", self.args.join(" "));
+            }
+        }
+    }
+
+    /// Both streams after exit (the reader threads see EOF shortly after).
+    fn collect(&self, status: ExitStatus) -> Output {
+        self.stdout.wait_closed(EXIT_TIMEOUT);
+        self.stderr.wait_closed(EXIT_TIMEOUT);
+        Output {
+            status,
+            stdout: self.stdout.text(),
+            stderr: self.stderr.text(),
+        }
+    }
+}
+
+impl Drop for Ipft {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs ipft to completion (errors, `-l`, `-h`).
+pub fn run(args: &[&str]) -> Output {
+    Ipft::spawn(args).wait_exit()
+}

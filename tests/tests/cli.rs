@@ -1,0 +1,210 @@
+//! The command line: help, version, `-l`, and every error path. Usage errors
+//! exit 2, runtime errors exit 1 with one clear sentence (no error chain).
+use ipft_tests::{kernel, marks, run, Ipft, Output, StdoutMode};
+use regex::Regex;
+
+fn assert_usage_error(args: &[&str], bad: &str) {
+    let out = run(args);
+    assert_eq!(
+        out.code(),
+        Some(2),
+        "`ipft {}` is a usage error\n{out}",
+        args.join(" ")
+    );
+    assert!(is_usage_style(&out.stderr), "a usage-style message\n{out}");
+    assert!(
+        out.stderr.contains(bad),
+        "the message must name {bad:?}\n{out}"
+    );
+    assert!(!out.stderr.contains("panicked"), "{out}");
+}
+
+/// An error that points at the usage, as clap's are: `Usage: ...` or
+/// `For more information, try '--help'`.
+fn is_usage_style(stderr: &str) -> bool {
+    stderr.contains("error") && (stderr.contains("Usage") || stderr.contains("--help"))
+}
+
+/// Exit 1, no panic, no `Caused by:` chain, and at most `max_lines` lines
+/// (the `auto` backend line may precede the error).
+fn assert_one_sentence_error(out: &Output, max_lines: usize) {
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(!out.stderr.contains("panicked"), "{out}");
+    assert!(
+        !out.stderr.contains("Caused by"),
+        "one sentence, not an error chain\n{out}"
+    );
+    assert!(!out.stderr.contains("Trace ready!"), "{out}");
+    let lines = out.stderr_lines();
+    assert!(
+        (1..=max_lines).contains(&lines.len()),
+        "want 1..={max_lines} stderr lines\n{out}"
+    );
+}
+
+#[test]
+fn help_exits_0() {
+    for flag in ["-h", "--help"] {
+        let out = run(&[flag]);
+        assert_eq!(out.code(), Some(0), "{out}");
+        for option in [
+            "--mark",
+            "--mask",
+            "--backend",
+            "--output",
+            "--regex",
+            "--module-regex",
+            "--list",
+        ] {
+            assert!(
+                out.stdout.contains(option),
+                "help must describe {option}\n{out}"
+            );
+        }
+        for option in ["--perf-page-count", "--perf-wakeup-events", "--verbose"] {
+            assert!(
+                out.stdout.contains(option),
+                "help must describe {option}\n{out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn version_exits_0() {
+    for flag in ["-V", "--version"] {
+        let out = run(&[flag]);
+        assert_eq!(out.code(), Some(0), "{out}");
+        assert!(out.stdout.contains(env!("CARGO_PKG_VERSION")), "{out}");
+    }
+}
+
+#[test]
+fn mark_is_required() {
+    let out = run(&[]);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(is_usage_style(&out.stderr), "{out}");
+    assert!(
+        out.stderr.contains("-m") || out.stderr.contains("--mark"),
+        "name the missing option\n{out}"
+    );
+}
+
+#[test]
+fn bad_values_are_usage_errors() {
+    assert_usage_error(&["-m", "zzz"], "zzz");
+    assert_usage_error(&["-m", "0x1ffffffff"], "0x1ffffffff");
+    assert_usage_error(&["-m", "4294967296"], "4294967296");
+    // A leading 0 means octal, and 8 is no octal digit.
+    assert_usage_error(&["-m", "08"], "08");
+    assert_usage_error(&["-m", "1", "--mask", "nope"], "nope");
+    assert_usage_error(&["-m", "1", "--mask", "0x1ffffffff"], "0x1ffffffff");
+    assert_usage_error(&["-m", "1", "-r", "("], "(");
+    assert_usage_error(&["-m", "1", "--module-regex", "[z-a]"], "[z-a]");
+    assert_usage_error(&["-m", "1", "-b", "bogus"], "bogus");
+    assert_usage_error(&["-m", "1", "-t", "bogus"], "bogus");
+    assert_usage_error(&["-m", "1", "-o", "bogus"], "bogus");
+    assert_usage_error(&["-m", "1", "--perf-page-count", "many"], "many");
+    assert_usage_error(&["-m", "1", "--no-such-option"], "--no-such-option");
+}
+
+#[test]
+fn nothing_left_after_filtering_is_an_error() {
+    let out = run(&["-m", "1", "-r", "no_such_function_xyz"]);
+    assert_one_sentence_error(&out, 2);
+    let out = run(&["-m", "1", "--module-regex", "no_such_module_xyz"]);
+    assert_one_sentence_error(&out, 2);
+}
+
+/// This host has no kprobes and refuses fentry: asking for them fails at once
+/// with the reason, not with a chain of aya errors or after a long retry.
+#[test]
+fn unavailable_backends_fail_with_one_sentence() {
+    let cases: [(&str, &[&str]); 3] = [
+        ("kprobe", &["kprobe"]),
+        ("ftrace", &["fentry", "ftrace"]),
+        ("fentry", &["fentry", "ftrace"]),
+    ];
+    for (backend, words) in cases {
+        let out = run(&["-m", "1", "-b", backend]);
+        assert_one_sentence_error(&out, 1);
+        let said = out.stderr.to_lowercase();
+        assert!(
+            words.iter().any(|w| said.contains(w)),
+            "`-b {backend}`: name the cause\n{out}"
+        );
+    }
+}
+
+/// Without root (uid nobody: no CAP_BPF, no CAP_PERFMON) ipft says so.
+#[test]
+fn not_root_is_an_error() {
+    let args = ["-m", &format!("{:#x}", marks::NOT_ROOT)];
+    let out = Ipft::spawn_with(&args, StdoutMode::Collect, Some(65534)).wait_exit();
+    assert_one_sentence_error(&out, 2);
+    let why = Regex::new(r"(?i)root|cap_bpf|permission|privilege").unwrap();
+    assert!(
+        why.is_match(&out.stderr),
+        "say that root (CAP_BPF) is needed\n{out}"
+    );
+}
+
+/// `-l` rows, whatever the table style: NAME MODULE ADDRESS SKB-POSITION.
+fn listed(out: &Output) -> Vec<(String, String, u32)> {
+    out.stdout
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line
+                .split(|c: char| c.is_whitespace() || "|│┃".contains(c))
+                .filter(|c| !c.is_empty())
+                .collect();
+            let [name, module, address, pos] = cells[..] else {
+                return None;
+            };
+            let is_address = address.starts_with("0x") || address.parse::<u64>().is_ok();
+            (is_address && pos.parse::<u32>().is_ok())
+                .then(|| (name.to_string(), module.to_string(), pos.parse().unwrap()))
+        })
+        .collect()
+}
+
+fn assert_lists(args: &[&str], keep: impl Fn(&str) -> bool) {
+    let out = run(args);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    for column in ["NAME", "MODULE", "ADDRESS"] {
+        assert!(
+            all.contains(column),
+            "the list needs a {column} column\n{out}"
+        );
+    }
+    let mut rows = listed(&out);
+    rows.sort();
+    let mut want: Vec<(String, String, u32)> = kernel::skb_tracepoints()
+        .into_iter()
+        .filter(|(name, _)| keep(name))
+        .map(|(name, pos)| (name, "vmlinux".to_string(), pos))
+        .collect();
+    want.sort();
+    assert!(!want.is_empty());
+    assert_eq!(
+        rows,
+        want,
+        "`ipft {}`: every skb tracepoint (from BTF) with its skb position\n{out}",
+        args.join(" ")
+    );
+}
+
+#[test]
+fn list_shows_every_skb_tracepoint() {
+    assert_lists(&["-l"], |_| true);
+    assert_lists(&["--list", "--module-regex", "vmlinux"], |_| true);
+}
+
+#[test]
+fn list_honours_regex_unanchored() {
+    assert_lists(&["-l", "-r", "dev_"], |name| name.contains("dev_"));
+    assert_lists(&["-l", "-r", "^netif_rx"], |name| {
+        name.starts_with("netif_rx")
+    });
+}

@@ -1,0 +1,282 @@
+//! Tracing real packets on this host. `-b auto` lands on the tracepoint
+//! backend here (no kprobes, fentry refused), so the function column holds
+//! tracepoint names. Each test owns a mark (see `marks`): tests run in
+//! parallel, each with its own ipft, and must not see each other's packets.
+//!
+//! Every test waits until its packets were delivered before it stops ipft
+//! (see `packets::send_datagrams`); from then on the events are in the
+//! kernel's buffers, and a correct ipft reports them on SIGINT.
+use std::time::{Duration, Instant};
+
+use ipft_tests::{
+    checks,
+    kernel::{self, monotonic_ns},
+    marks,
+    packets::{self, PING_PATH, UDP_PATH},
+    parse::{event_names, group_events, in_order, parse_json, parse_table, row_names},
+    Ipft, StdoutMode,
+};
+
+fn hex(mark: u32) -> String {
+    format!("{mark:#x}")
+}
+
+#[test]
+fn marked_udp_datagrams_one_group_each_and_nothing_else() {
+    let ipft = Ipft::start(&["-m", &hex(marks::UDP_AGGREGATE)]);
+    let start = monotonic_ns();
+    let marked = packets::sender(Some(marks::UDP_AGGREGATE));
+    let other_mark = packets::sender(Some(marks::UDP_OTHER));
+    let unmarked = packets::sender(None);
+    let sent = 5;
+    let mut sinks = Vec::new();
+    for _ in 0..sent {
+        for sender in [&marked, &other_mark, &unmarked] {
+            sinks.extend(packets::send_datagrams(sender, 1));
+        }
+    }
+    let out = ipft.stop(libc::SIGINT);
+    let end = monotonic_ns();
+
+    let packets = parse_table(&out.stdout);
+    let why = "one group per marked datagram, none for other marks or no mark";
+    assert_eq!(packets.len(), sent, "{why}\n{out}");
+    checks::packets(&packets, UDP_PATH, start, end, &out);
+    checks::clean_exit(&out, checks::row_count(&packets));
+}
+
+#[test]
+fn mask_selects_marks_by_their_bits() {
+    let filter = [
+        "-m",
+        &hex(marks::MASKED_FILTER),
+        "--mask",
+        &hex(marks::MASKED_MASK),
+    ];
+    let ipft = Ipft::start(&filter);
+    let start = monotonic_ns();
+    let mut sinks = Vec::new();
+    for mark in marks::MASKED_IN.into_iter().chain([marks::MASKED_OUT]) {
+        sinks.extend(packets::send_datagrams(&packets::sender(Some(mark)), 2));
+    }
+    let out = ipft.stop(libc::SIGINT);
+
+    let packets = parse_table(&out.stdout);
+    let expected = 2 * marks::MASKED_IN.len();
+    let why = format!(
+        "marks {:x?} match {}, {:#x} does not",
+        marks::MASKED_IN,
+        filter.join(" "),
+        marks::MASKED_OUT
+    );
+    assert_eq!(packets.len(), expected, "{why}\n{out}");
+    checks::packets(&packets, UDP_PATH, start, monotonic_ns(), &out);
+    checks::clean_exit(&out, checks::row_count(&packets));
+}
+
+/// JSON and aggregate tracers on the same mark at once: the JSON lines arrive
+/// while ipft runs (flushed per line), and group into the same packets.
+#[test]
+fn json_lines_group_like_the_table() {
+    let mark = hex(marks::JSON);
+    let json = Ipft::start(&["-m", &mark, "-o", "json"]);
+    let table = Ipft::start(&["-m", &mark, "-o", "aggregate"]);
+    let start = monotonic_ns();
+    let sent = 4;
+    let _sinks = packets::send_datagrams(&packets::sender(Some(marks::JSON)), sent);
+    let flushed = json.wait_for_stdout_lines(sent * UDP_PATH.len());
+    let json_out = json.stop(libc::SIGINT);
+    let table_out = table.stop(libc::SIGINT);
+    let end = monotonic_ns();
+
+    assert!(
+        flushed,
+        "JSON lines must be written as events arrive\n{json_out}"
+    );
+    assert_eq!(json_out.code(), Some(0), "{json_out}");
+    assert!(!json_out.stderr.contains("panicked"), "{json_out}");
+    let events = parse_json(&json_out.stdout);
+    let cpus = kernel::possible_cpus();
+    for event in &events {
+        assert_eq!(event.module, "vmlinux", "{json_out}");
+        assert!(
+            !event.is_return,
+            "the function tracer reports no returns\n{json_out}"
+        );
+        assert!(event.processor_id < cpus, "{json_out}");
+        let clock = start..=end;
+        assert!(
+            clock.contains(&event.timestamp),
+            "timestamp not CLOCK_MONOTONIC\n{json_out}"
+        );
+    }
+    let groups = group_events(&events);
+    assert_eq!(groups.len(), sent, "one packet_id per datagram\n{json_out}");
+    for group in &groups {
+        let names = event_names(group);
+        let ok = in_order(&names, UDP_PATH);
+        assert!(ok, "packet {names:?} lacks {UDP_PATH:?}\n{json_out}");
+    }
+
+    let packets = parse_table(&table_out.stdout);
+    checks::clean_exit(&table_out, checks::row_count(&packets));
+    assert_eq!(packets.len(), sent, "{table_out}");
+    // The two tracers time events separately, so compare which tracepoints
+    // each packet went through, not timestamps.
+    for (group, rows) in groups.iter().zip(&packets) {
+        let mut from_json = event_names(group);
+        let mut from_table = row_names(rows);
+        from_json.sort();
+        from_table.sort();
+        assert_eq!(
+            from_json, from_table,
+            "JSON and table disagree\n{json_out}\n{table_out}"
+        );
+    }
+}
+
+/// The README's example: `ping -m 1431655765` traced with `-m 0x55555555`.
+#[test]
+fn ping_request_is_traced_until_icmp_frees_it() {
+    let ipft = Ipft::start(&["-m", &hex(marks::PING)]);
+    let start = monotonic_ns();
+    // ping returns after the reply, so after icmp_rcv consumed the request.
+    packets::ping(marks::PING);
+    let out = ipft.stop(libc::SIGINT);
+
+    let packets = parse_table(&out.stdout);
+    assert_eq!(
+        packets.len(),
+        1,
+        "only the echo request carries the mark\n{out}"
+    );
+    checks::packets(&packets, PING_PATH, start, monotonic_ns(), &out);
+    let last = packets[0].last().unwrap();
+    let why = "the trace ends where icmp_rcv frees the request";
+    assert_eq!(last.name, "consume_skb", "{why}\n{out}");
+    checks::clean_exit(&out, checks::row_count(&packets));
+}
+
+#[test]
+fn sigterm_prints_the_table_like_sigint() {
+    let ipft = Ipft::start(&["-m", &hex(marks::SIGTERM)]);
+    let programs = kernel::programs_held_by(ipft.pid());
+    let start = monotonic_ns();
+    let sent = 3;
+    let _sinks = packets::send_datagrams(&packets::sender(Some(marks::SIGTERM)), sent);
+    let out = ipft.stop(libc::SIGTERM);
+
+    let packets = parse_table(&out.stdout);
+    assert_eq!(packets.len(), sent, "{out}");
+    checks::packets(&packets, UDP_PATH, start, monotonic_ns(), &out);
+    checks::clean_exit(&out, checks::row_count(&packets));
+    assert!(
+        !programs.is_empty(),
+        "ipft held no BPF programs while tracing\n{out}"
+    );
+    let left = kernel::wait_unloaded(&programs);
+    assert!(
+        left.is_empty(),
+        "programs {left:?} left after SIGTERM\n{out}"
+    );
+}
+
+/// `-m` takes C's strtoul(s, 0) forms. Also exercises the explicit spelling
+/// of the defaults and the tuning options.
+#[test]
+fn mark_in_decimal_and_octal() {
+    let decimal = marks::DECIMAL.to_string();
+    let octal = format!("0{:o}", marks::OCTAL);
+    let explicit = ["-b", "tracepoint", "-t", "function", "-o", "aggregate"];
+    let by_decimal = Ipft::start(&[&["-m", decimal.as_str()][..], &explicit].concat());
+    let tuned = ["-v", "--perf-page-count", "16", "--perf-wakeup-events", "1"];
+    let by_octal = Ipft::start(&[&["-m", octal.as_str()][..], &tuned].concat());
+    let start = monotonic_ns();
+    let mut sinks = Vec::new();
+    for (mark, count) in [(marks::DECIMAL, 2), (marks::OCTAL, 3)] {
+        sinks.extend(packets::send_datagrams(&packets::sender(Some(mark)), count));
+    }
+    for (ipft, arg, count) in [(by_decimal, decimal, 2), (by_octal, octal, 3)] {
+        let out = ipft.stop(libc::SIGINT);
+        let packets = parse_table(&out.stdout);
+        assert_eq!(packets.len(), count, "-m {arg}\n{out}");
+        checks::packets(&packets, UDP_PATH, start, monotonic_ns(), &out);
+        assert_eq!(out.code(), Some(0), "{out}");
+    }
+}
+
+/// `-r` keeps only matching tracepoints, and the attach line counts them.
+#[test]
+fn regex_limits_what_is_traced() {
+    let ipft = Ipft::start(&["-m", &hex(marks::REGEX), "-r", "^net_dev_"]);
+    let sent = 2;
+    let _sinks = packets::send_datagrams(&packets::sender(Some(marks::REGEX)), sent);
+    let out = ipft.stop(libc::SIGINT);
+
+    let path = ["net_dev_queue", "net_dev_start_xmit", "net_dev_xmit"];
+    let packets = parse_table(&out.stdout);
+    assert_eq!(packets.len(), sent, "{out}");
+    for rows in &packets {
+        let why = "only ^net_dev_ tracepoints, each once";
+        assert_eq!(row_names(rows), path, "{why}\n{out}");
+    }
+    checks::clean_exit(&out, checks::row_count(&packets));
+    let all = kernel::skb_tracepoints().len() as u64;
+    let matching = path.len() as u64;
+    let (_, succeeded, failed, filtered) = checks::attach_counts(&out).unwrap();
+    let why = "attach exactly what matches; `filtered` counts what -r excluded";
+    assert_eq!(
+        (succeeded + failed, filtered),
+        (matching, all - matching),
+        "{why}\n{out}"
+    );
+}
+
+/// `ipft -o json | head -1`: once the reader is gone, ipft notices on its
+/// next write and exits 0 on its own, without a panic.
+#[test]
+fn closed_stdout_ends_ipft_cleanly() {
+    let args = ["-m", &hex(marks::CLOSED_STDOUT), "-o", "json"];
+    let mut ipft = Ipft::spawn_with(&args, StdoutMode::FirstLineThenClose, None);
+    ipft.wait_ready();
+    let programs = kernel::programs_held_by(ipft.pid());
+    let sender = packets::sender(Some(marks::CLOSED_STDOUT));
+    // Keep sending: every datagram makes ipft write, and a write is how it
+    // learns the pipe closed. The deadline is hang protection only.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sinks = Vec::new();
+    let mut status = None;
+    while status.is_none() && Instant::now() < deadline {
+        sinks.extend(packets::send_datagrams(&sender, 1));
+        status = ipft.try_exit(Duration::from_millis(100));
+    }
+    let out = ipft.wait_exit();
+    let why = "ipft must exit 0 on its own when its reader goes away";
+    assert_eq!(out.code(), Some(0), "{why}\n{out}");
+    assert!(!out.stderr.contains("panicked"), "{out}");
+    let first = parse_json(&out.stdout);
+    assert_eq!(first.len(), 1, "the reader took one JSON line\n{out}");
+    assert!(UDP_PATH.contains(&first[0].function.as_str()), "{out}");
+    let left = kernel::wait_unloaded(&programs);
+    assert!(left.is_empty(), "programs {left:?} left after EPIPE\n{out}");
+}
+
+/// The harness's own JSON grouping, so that a failure of the JSON test above
+/// is ipft's and not the harness's.
+#[test]
+fn harness_groups_json_like_the_table() {
+    let line = |id: &str, ts: u64, f: &str| {
+        format!(
+            r#"{{"packet_id":"{id}","timestamp":{ts},"processor_id":0,"module":"vmlinux","function":"{f}","is_return":false}}"#
+        )
+    };
+    let lines = [
+        line("0x2", 5, "b"),
+        line("0x1", 3, "y"),
+        line("0x2", 4, "a"),
+        line("0x1", 9, "z"),
+    ];
+    let groups = group_events(&parse_json(&(lines.join("\n") + "\n")));
+    let names: Vec<Vec<&str>> = groups.iter().map(|g| event_names(g)).collect();
+    assert_eq!(names, [vec!["y", "z"], vec!["a", "b"]]);
+}
