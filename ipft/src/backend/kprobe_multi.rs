@@ -1,13 +1,14 @@
-//! kprobe-multi backend: one link per skb position attaches every function.
+//! kprobe-multi backend: one link attaches every function.
 //!
 //! Minimum kernel: 5.18 with `CONFIG_FPROBE` (kprobe-multi links, built on
-//! ftrace) and `CONFIG_BPF_EVENTS`. The programs are the kprobe backend's
-//! `kprobe_skb_N` (and `kprobe_skb_N_reason_M` for the drop functions), each
-//! loaded once with the expected attach type `BPF_TRACE_KPROBE_MULTI` and
-//! attached with one `BPF_LINK_CREATE` to every function it serves: a few
-//! system calls instead of one perf kprobe per function. Function identity is `bpf_get_func_ip`,
-//! the function's address. Module functions work; the skb must be one of
-//! the six register arguments, as for kprobes.
+//! ftrace) and `CONFIG_BPF_EVENTS`. One program, `kprobe_multi_skb`, is
+//! loaded with the expected attach type `BPF_TRACE_KPROBE_MULTI` and
+//! attached to every function with one `BPF_LINK_CREATE`: a few system
+//! calls instead of one perf kprobe per function, and one RCU grace period
+//! to detach instead of one per function. Each function's attach cookie
+//! tells the program where the skb (and a drop reason) is; function
+//! identity is `bpf_get_func_ip`, the function's address. Module functions
+//! work; the skb must be one of the six register arguments, as for kprobes.
 //!
 //! One function the kernel refuses (e.g. `notrace`, so missing from ftrace's
 //! `available_filter_functions`) fails the whole link. Such functions are
@@ -18,31 +19,35 @@
 //! aya 0.14 cannot load a kprobe program with an expected attach type, so
 //! this backend does the last step of aya's loading itself: it parses the
 //! embedded object again, points its map references at the maps aya already
-//! created (the perf array, and the `.rodata` holding the filter), links its
-//! calls, and loads the instructions through [`crate::sys::bpf`].
+//! created (the perf array, the `.rodata` holding the filter, the `--track`
+//! maps), links its calls, and loads the instructions through
+//! [`crate::sys::bpf`].
 //!
 //! ```text
 //! sudo ipft -m 0x55555555 -b kprobe-multi
 //! ```
 use std::{
-    cell::OnceCell,
-    collections::{BTreeMap, HashMap, HashSet},
-    ffi::CString,
+    collections::{HashMap, HashSet},
+    ffi::{CStr, CString},
     io,
     ops::Range,
     os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd},
+    thread::{self, JoinHandle},
 };
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{maps::Map, Ebpf};
 use aya_obj::Object;
-use ipft_common::KPROBE_POSITIONS;
+use ipft_common::{kprobe_multi_cookie, KPROBE_POSITIONS};
 
-use super::{kprobe, Backend, Done, Link};
+use super::{Backend, Done, Link};
 use crate::{
     discover::{Target, TargetKind},
     sys::bpf::{self, AttachType, Insn, KprobeTargets, ProgType},
 };
+
+/// The one program this backend loads.
+const PROGRAM: &str = "kprobe_multi_skb";
 
 /// The kernel-internal "not supported" errno that bpf() can return.
 const ENOTSUPP: i32 = 524;
@@ -53,18 +58,31 @@ const FILTER_FUNCTIONS: &[&str] = &[
     "/sys/kernel/debug/tracing/available_filter_functions",
 ];
 
-/// A function every kernel has, for [`probe`].
-const PROBE_FUNCTION: &std::ffi::CStr = c"consume_skb";
-
-#[derive(Default)]
 pub struct KprobeMulti {
-    /// The embedded object with its kprobe programs relocated against aya's
-    /// maps, parsed on first use.
-    object: Option<Object>,
-    /// Programs loaded for kprobe-multi, by name, on first use.
-    progs: HashMap<String, OwnedFd>,
-    /// ftrace's traceable functions, read only once a link fails.
-    traceable: OnceCell<Option<Traceable>>,
+    /// `kprobe_multi_skb`, loaded on first use.
+    prog: Option<OwnedFd>,
+    /// ftrace's list of traceable functions, being read in the background:
+    /// the kernel takes a while to write its 40,000 lines (0.2–0.4 s under
+    /// emulation), and a full run needs it, because the functions with an
+    /// skb parameter include some that ftrace cannot trace.
+    filter_functions: Option<JoinHandle<Option<String>>>,
+}
+
+impl KprobeMulti {
+    /// Starts reading ftrace's list at once, so that it is there by the
+    /// time the targets are known.
+    pub fn new() -> Self {
+        KprobeMulti {
+            prog: None,
+            filter_functions: Some(thread::spawn(read_filter_functions)),
+        }
+    }
+}
+
+impl Default for KprobeMulti {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Backend for KprobeMulti {
@@ -84,71 +102,52 @@ impl Backend for KprobeMulti {
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, target: &Target, _slot: usize) -> Result<Vec<Link>> {
-        let name = kprobe::program_name("kprobe", target);
-        self.load_program(ebpf, &name)?;
-        let link =
-            bpf::link_create_kprobe_multi(self.prog(&name), KprobeTargets::Addrs(&[target.addr]))
-                .context("kprobe-multi attach failed")?;
+        let prog = load_once(&mut self.prog, ebpf)?;
+        let link = bpf::link_create_kprobe_multi(
+            prog,
+            KprobeTargets::Addrs(&[target.addr]),
+            &[cookie(target)],
+        )
+        .context("kprobe-multi attach failed")?;
         Ok(vec![Box::new(link)])
     }
 
     fn attach_batch(&mut self, ebpf: &mut Ebpf, targets: Vec<Target>, done: &mut Done<'_>) {
-        for (name, group) in by_program(targets) {
-            let attached = self.load_program(ebpf, &name).and_then(|()| {
-                attach_functions(self.prog(&name), &group, &|| traceable(&self.traceable))
-            });
-            if !report(group, attached, done) {
-                return; // cancelled
-            }
-        }
+        let mut list = self.filter_functions.take();
+        let mut traceable = || {
+            let text = list.take()?.join().ok()??;
+            let wanted = targets.iter().map(|t| t.name.as_str()).collect();
+            Some(Traceable::parse(&text, &wanted))
+        };
+        let attached = load_once(&mut self.prog, ebpf)
+            .and_then(|prog| attach_functions(prog, &targets, &mut traceable));
+        report(targets, attached, done);
     }
 }
 
-impl KprobeMulti {
-    /// Loads program `name` for kprobe-multi, the first time only.
-    fn load_program(&mut self, ebpf: &Ebpf, name: &str) -> Result<()> {
-        if self.progs.contains_key(name) {
-            return Ok(());
-        }
-        if self.object.is_none() {
-            self.object = Some(relocated_object(ebpf)?);
-        }
-        let object = self.object.as_ref().expect("parsed above");
-        let fd = load(object, name)?;
-        self.progs.insert(name.to_string(), fd);
-        Ok(())
+/// The program, loaded into `slot` the first time it is needed.
+fn load_once<'s>(slot: &'s mut Option<OwnedFd>, ebpf: &Ebpf) -> Result<BorrowedFd<'s>> {
+    if slot.is_none() {
+        let object = relocated_object(ebpf)?;
+        *slot = Some(load(&object, PROGRAM)?);
     }
-
-    /// A program [`Self::load_program`] loaded.
-    fn prog(&self, name: &str) -> BorrowedFd<'_> {
-        self.progs[name].as_fd()
-    }
+    Ok(slot.as_ref().expect("loaded above").as_fd())
 }
 
-/// Targets grouped by the kprobe program they need (by the skb's position):
-/// one link each.
-fn by_program(targets: Vec<Target>) -> BTreeMap<String, Vec<Target>> {
-    let mut groups: BTreeMap<String, Vec<Target>> = BTreeMap::new();
-    for target in targets {
-        groups
-            .entry(kprobe::program_name("kprobe", &target))
-            .or_default()
-            .push(target);
-    }
-    groups
+/// Where `kprobe_multi_skb` finds the skb (and drop reason) of `target`.
+fn cookie(target: &Target) -> u64 {
+    kprobe_multi_cookie(target.skb_pos, target.reason_pos)
 }
 
-/// The embedded object, its kprobe programs ready to load: map references
-/// point at the maps aya created when ipft loaded the object (so the
-/// programs share the perf array and the read-only filter), and calls to
-/// shared functions are linked in.
+/// The embedded object, its kprobe-multi program ready to load: map
+/// references point at the maps aya created when ipft loaded the object (so
+/// all programs share the perf array, the read-only filter and the
+/// `--track` maps), and calls to shared functions are linked in.
 fn relocated_object(ebpf: &Ebpf) -> Result<Object> {
     let mut object =
         Object::parse(crate::EBPF_OBJECT).context("cannot parse ipft's embedded eBPF object")?;
-    // Only kprobe programs are loaded from here: skip linking the others.
-    object
-        .programs
-        .retain(|name, _| name.starts_with("kprobe_skb_"));
+    // Only one program is loaded from here: skip linking the others.
+    object.programs.retain(|name, _| name == PROGRAM);
     let maps = std::mem::take(&mut object.maps);
     let with_fds = maps
         .iter()
@@ -158,10 +157,10 @@ fn relocated_object(ebpf: &Ebpf) -> Result<Object> {
     let text_sections: HashSet<usize> = object.functions.keys().map(|(s, _)| *s).collect();
     object
         .relocate_maps(with_fds.into_iter(), &text_sections)
-        .context("cannot point the kprobe programs at their maps")?;
+        .context("cannot point the kprobe-multi program at its maps")?;
     object
         .relocate_calls(&text_sections)
-        .context("cannot link the kprobe programs' calls")?;
+        .context("cannot link the kprobe-multi program's calls")?;
     Ok(object)
 }
 
@@ -210,13 +209,13 @@ fn load(object: &Object, name: &str) -> Result<OwnedFd> {
         insns: &insns,
         license: &object.license,
     };
-    bpf::prog_load(&program, &mut []).or_else(|err| {
+    bpf::prog_load(&program, &mut []).map_err(|err| {
         // Load again with the verifier's log, only to say why.
         let mut log = vec![0u8; 1 << 16];
         let _ = bpf::prog_load(&program, &mut log);
-        Err(anyhow::Error::new(err)
+        anyhow::Error::new(err)
             .context(format!("verifier log: {}", log_tail(&log)))
-            .context(format!("loading {name} for kprobe-multi failed")))
+            .context(format!("loading {name} for kprobe-multi failed"))
     })
 }
 
@@ -227,26 +226,31 @@ fn log_tail(log: &[u8]) -> String {
     lines[lines.len().saturating_sub(3)..].join(" / ")
 }
 
-/// What attaching one program's functions did.
+/// What attaching the functions did.
 struct Attached {
     links: Vec<OwnedFd>,
     /// Address → why that function was not attached.
     failed: HashMap<u64, String>,
 }
 
+/// One function to attach: its address and its cookie.
+type Function = (u64, u64);
+
 /// Attaches `prog` to every function in `group` with as few links as
 /// possible. `traceable` is asked for ftrace's list only when a link fails.
-fn attach_functions<'t>(
+fn attach_functions(
     prog: BorrowedFd<'_>,
     group: &[Target],
-    traceable: &dyn Fn() -> Option<&'t Traceable>,
+    traceable: &mut dyn FnMut() -> Option<Traceable>,
 ) -> Result<Attached> {
-    let mut addrs: Vec<u64> = group.iter().map(|t| t.addr).collect();
-    addrs.sort_unstable();
-    addrs.dedup();
-    let mut attach =
-        |chunk: &[u64]| bpf::link_create_kprobe_multi(prog, KprobeTargets::Addrs(chunk));
-    let err = match attach(&addrs) {
+    let mut funcs: Vec<Function> = group.iter().map(|t| (t.addr, cookie(t))).collect();
+    funcs.sort_unstable();
+    funcs.dedup_by_key(|f| f.0);
+    let mut attach = |chunk: &[Function]| {
+        let (addrs, cookies): (Vec<u64>, Vec<u64>) = chunk.iter().copied().unzip();
+        bpf::link_create_kprobe_multi(prog, KprobeTargets::Addrs(&addrs), &cookies)
+    };
+    let err = match attach(&funcs) {
         Ok(link) => {
             return Ok(Attached {
                 links: vec![link],
@@ -256,7 +260,7 @@ fn attach_functions<'t>(
         Err(err) => err,
     };
     if !blames_a_function(&err) {
-        return Err(anyhow!(link_error(&err, addrs.len())));
+        return Err(anyhow!(link_error(&err, funcs.len())));
     }
     // Some function is refused: drop those ftrace does not list, then find
     // any others by halving.
@@ -267,7 +271,7 @@ fn attach_functions<'t>(
             .filter(|t| !traceable.contains(t))
             .map(|t| t.addr)
             .collect();
-        addrs.retain(|a| !untraceable.contains(a));
+        funcs.retain(|(addr, _)| !untraceable.contains(addr));
         for addr in untraceable {
             failed.insert(
                 addr,
@@ -275,9 +279,9 @@ fn attach_functions<'t>(
             );
         }
     }
-    let found = bisect(&addrs, &mut attach);
+    let found = bisect(&funcs, &mut attach);
     for (range, err) in &found.failed {
-        for &addr in &addrs[range.clone()] {
+        for &(addr, _) in &funcs[range.clone()] {
             failed.insert(addr, link_error(err, range.len()));
         }
     }
@@ -362,9 +366,9 @@ fn bisect_range<T, L>(
     }
 }
 
-/// Hands each target's outcome to `done`: the group's links go with the
-/// first target that attached. Returns false once `done` asks to stop.
-fn report(group: Vec<Target>, attached: Result<Attached>, done: &mut Done<'_>) -> bool {
+/// Hands each target's outcome to `done`: the links go with the first
+/// target that attached. Stops when `done` asks to.
+fn report(group: Vec<Target>, attached: Result<Attached>, done: &mut Done<'_>) {
     let (mut links, failed): (Vec<Link>, _) = match attached {
         Ok(a) => (
             a.links.into_iter().map(|l| Box::new(l) as Link).collect(),
@@ -382,27 +386,29 @@ fn report(group: Vec<Target>, attached: Result<Attached>, done: &mut Done<'_>) -
             None => Ok(std::mem::take(&mut links)),
         };
         if !done(target, 0, result) {
-            return false;
+            return;
         }
     }
-    true
 }
 
-/// ftrace's traceable functions, as (module, name); `vmlinux` for the core.
+/// ftrace's traceable functions among the ones ipft wants, as
+/// (module, name); `vmlinux` for the core kernel.
 struct Traceable(HashSet<(String, String)>);
 
 impl Traceable {
-    /// Parses `available_filter_functions`: `name` or `name [module]` lines.
-    fn parse(text: &str) -> Self {
+    /// Parses `available_filter_functions` (`name` or `name [module]`
+    /// lines), keeping only names in `wanted`: the list has some 40,000.
+    fn parse(text: &str, wanted: &HashSet<&str>) -> Self {
         let set = text
             .lines()
             .filter_map(|line| {
-                let mut fields = line.split_whitespace();
-                let name = fields.next()?;
-                let module = fields
-                    .next()
-                    .map_or("vmlinux", |m| m.trim_matches(|c| c == '[' || c == ']'));
-                Some((module.to_string(), name.to_string()))
+                let (name, module) = match line.split_once(' ') {
+                    Some((name, module)) => (name, module.trim_matches(['[', ']'])),
+                    None => (line, "vmlinux"),
+                };
+                wanted
+                    .contains(name)
+                    .then(|| (module.to_string(), name.to_string()))
             })
             .collect();
         Traceable(set)
@@ -414,20 +420,21 @@ impl Traceable {
     }
 }
 
-/// Reads ftrace's list once; `None` when tracefs is not readable.
-fn traceable(cell: &OnceCell<Option<Traceable>>) -> Option<&Traceable> {
-    cell.get_or_init(|| {
-        FILTER_FUNCTIONS
-            .iter()
-            .find_map(|path| std::fs::read_to_string(path).ok())
-            .map(|text| Traceable::parse(&text))
-    })
-    .as_ref()
+/// ftrace's list, or `None` when tracefs is not readable.
+fn read_filter_functions() -> Option<String> {
+    FILTER_FUNCTIONS
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok())
 }
 
-/// Whether this kernel has kprobe-multi links: loads a two-instruction
-/// program for them and attaches it to `consume_skb`, then detaches.
-/// Returns why not, without naming a backend (the caller does).
+/// Whether this kernel has kprobe-multi links. Returns why not, without
+/// naming a backend (the caller does).
+///
+/// Loads a two-instruction program for them and asks for a link on a
+/// function that does not exist: "no such function" (ESRCH) means the
+/// kernel looked the name up for an fprobe, so it has them, and nothing was
+/// attached, so there is nothing to wait for. Kernel 5.18 answers EINVAL to
+/// unknown names; there, an actual link on `consume_skb` decides.
 pub fn probe() -> Result<(), String> {
     let insns = [Insn::mov64_imm(0, 0), Insn::exit()];
     let license = CString::new("GPL").expect("no NUL");
@@ -446,14 +453,23 @@ pub fn probe() -> Result<(), String> {
         }
         _ => format!("loading a kprobe program failed ({err})"),
     })?;
-    let link = bpf::link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Syms(&[PROBE_FUNCTION]));
-    link.map(drop).map_err(|err| match err.raw_os_error() {
-        Some(libc::EINVAL) => "this kernel has no fprobe links (needs 5.18+)".to_string(),
-        Some(libc::EOPNOTSUPP | ENOTSUPP) => {
-            "this kernel has no fprobe (CONFIG_FPROBE is off)".into()
+    let link =
+        |sym: &CStr| bpf::link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Syms(&[sym]), &[]);
+    let mut result = link(c"ipft_no_such_function");
+    if result.as_ref().err().and_then(io::Error::raw_os_error) == Some(libc::EINVAL) {
+        result = link(c"consume_skb");
+    }
+    match result.map_err(|err| err.raw_os_error()) {
+        Ok(_) | Err(Some(libc::ESRCH)) => Ok(()),
+        Err(Some(libc::EINVAL)) => Err("this kernel has no fprobe links (needs 5.18+)".into()),
+        Err(Some(libc::EOPNOTSUPP | ENOTSUPP)) => {
+            Err("this kernel has no fprobe (CONFIG_FPROBE is off)".into())
         }
-        _ => format!("an fprobe link on consume_skb failed ({err})"),
-    })
+        Err(errno) => Err(format!(
+            "an fprobe link failed ({})",
+            io::Error::from_raw_os_error(errno.unwrap_or(libc::EIO))
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -585,7 +601,7 @@ mod tests {
             target("veth_xmit", "veth", 0x10),
         ];
         let attached =
-            attach_functions(prog.as_fd(), &group, &|| panic!("no list needed")).unwrap();
+            attach_functions(prog.as_fd(), &group, &mut || panic!("no list needed")).unwrap();
         assert_eq!(attached.links.len(), 1);
         assert!(attached.failed.is_empty());
         assert_eq!(*calls.borrow(), [vec![0x10, 0x20]]);
@@ -598,7 +614,7 @@ mod tests {
         let group: Vec<Target> = (1..=8)
             .map(|i| target(&format!("f{i}"), "vmlinux", i * 0x10))
             .collect();
-        let attached = attach_functions(prog.as_fd(), &group, &|| None).unwrap();
+        let attached = attach_functions(prog.as_fd(), &group, &mut || None).unwrap();
         let mut failed: Vec<u64> = attached.failed.keys().copied().collect();
         failed.sort_unstable();
         assert_eq!(failed, [0x30, 0x50]);
@@ -614,8 +630,9 @@ mod tests {
             target("good", "vmlinux", 0x10),
             target("notraced", "vmlinux", 0x20),
         ];
-        let list = Traceable::parse("good\nother [veth]\n");
-        let attached = attach_functions(prog.as_fd(), &group, &|| Some(&list)).unwrap();
+        let wanted = HashSet::from(["good", "notraced"]);
+        let mut list = Some(Traceable::parse("good\nother [veth]\n", &wanted));
+        let attached = attach_functions(prog.as_fd(), &group, &mut || list.take()).unwrap();
         assert!(attached.failed[&0x20].contains("available_filter_functions"));
         assert_eq!(attached.links.len(), 1);
         // The full set, then only the traceable function.
@@ -627,7 +644,7 @@ mod tests {
         fake::answer(|_, _| Err(errno(libc::EPERM)));
         let prog = File::open("/dev/null").unwrap();
         let group = [target("a", "vmlinux", 0x10), target("b", "vmlinux", 0x20)];
-        let err = attach_functions(prog.as_fd(), &group, &|| None)
+        let err = attach_functions(prog.as_fd(), &group, &mut || None)
             .err()
             .unwrap();
         assert!(err.to_string().contains("of 2 functions failed"), "{err}");
@@ -635,8 +652,29 @@ mod tests {
     }
 
     #[test]
+    fn cookies_say_where_the_skb_and_the_drop_reason_are() {
+        let cookies = Rc::new(RefCell::new(Vec::new()));
+        let seen = Rc::clone(&cookies);
+        fake::answer(move |_, attr| {
+            let (cnt, ptr) = (fake::u32_at(attr, 20) as usize, fake::u64_at(attr, 40));
+            // SAFETY: runs during the call, while the cookie array is alive.
+            *seen.borrow_mut() =
+                unsafe { std::slice::from_raw_parts(ptr as *const u64, cnt) }.to_vec();
+            Ok(())
+        });
+        let prog = File::open("/dev/null").unwrap();
+        let mut drop = target("sk_skb_reason_drop", "vmlinux", 0x10);
+        (drop.skb_pos, drop.reason_pos) = (1, Some(2));
+        let mut rcv = target("ip_rcv", "vmlinux", 0x20);
+        rcv.skb_pos = 3;
+        attach_functions(prog.as_fd(), &[rcv, drop], &mut || None).unwrap();
+        assert_eq!(*cookies.borrow(), [0x301, 0x3]);
+    }
+
+    #[test]
     fn filter_functions_parse_with_modules() {
-        let list = Traceable::parse("ip_rcv\nveth_xmit [veth]\n__traceiter_x\n");
+        let wanted = HashSet::from(["ip_rcv", "veth_xmit", "kfree_skb"]);
+        let list = Traceable::parse("ip_rcv\nveth_xmit [veth]\n__traceiter_x\n", &wanted);
         assert!(list.contains(&target("ip_rcv", "vmlinux", 0)));
         assert!(list.contains(&target("veth_xmit", "veth", 0)));
         assert!(!list.contains(&target("veth_xmit", "vmlinux", 0)));
@@ -655,7 +693,7 @@ mod tests {
             failed: HashMap::from([(1, "refused".to_string())]),
         };
         let mut seen = Vec::new();
-        let go_on = report(group, Ok(attached), &mut |t, slot, result| {
+        report(group, Ok(attached), &mut |t, slot, result| {
             seen.push((
                 t.name,
                 slot,
@@ -663,7 +701,6 @@ mod tests {
             ));
             true
         });
-        assert!(go_on);
         assert_eq!(
             seen,
             [
@@ -678,26 +715,47 @@ mod tests {
     fn report_stops_when_asked() {
         let group = vec![target("a", "vmlinux", 1), target("b", "vmlinux", 2)];
         let mut n = 0;
-        let go_on = report(group, Err(anyhow!("no program")), &mut |_, _, r| {
+        report(group, Err(anyhow!("no program")), &mut |_, _, r| {
             assert!(r.is_err());
             n += 1;
             false
         });
-        assert!(!go_on);
         assert_eq!(n, 1);
     }
 
-    #[test]
-    fn probe_explains_a_kernel_without_fprobe() {
-        fake::answer(|cmd, _| match cmd {
-            5 => Ok(()),
-            _ => Err(errno(libc::EOPNOTSUPP)),
+    /// A fake kernel for [`probe`]: loads work, links answer `errnos` in turn.
+    fn fake_links(errnos: &'static [i32]) {
+        let mut next = errnos.iter();
+        fake::answer(move |cmd, _| match cmd {
+            5 => Ok(()), // BPF_PROG_LOAD
+            _ => match next.next() {
+                Some(&errno) if errno != 0 => Err(io::Error::from_raw_os_error(errno)),
+                _ => Ok(()),
+            },
         });
+    }
+
+    #[test]
+    fn probe_reads_the_kernels_answer() {
+        fake_links(&[libc::ESRCH]);
+        assert_eq!(probe(), Ok(()));
+        // 5.18: unknown names are EINVAL; a real link decides.
+        fake_links(&[libc::EINVAL, 0]);
+        assert_eq!(probe(), Ok(()));
+        fake_links(&[libc::EINVAL, libc::EINVAL]);
+        assert_eq!(
+            probe(),
+            Err("this kernel has no fprobe links (needs 5.18+)".into())
+        );
+        fake_links(&[libc::EOPNOTSUPP]);
         assert_eq!(
             probe(),
             Err("this kernel has no fprobe (CONFIG_FPROBE is off)".into())
         );
-        fake::answer(|_, _| Ok(()));
-        assert_eq!(probe(), Ok(()));
+        fake::answer(|_, _| Err(errno(libc::EPERM)));
+        assert_eq!(
+            probe(),
+            Err("loading a kprobe program is refused (EPERM)".into())
+        );
     }
 }

@@ -139,7 +139,7 @@ fn auto_without_fprobe(
 pub fn build(choice: BackendChoice, tracer: Tracer) -> Result<Box<dyn Backend>> {
     Ok(match choice {
         BackendChoice::Kprobe => Box::new(Kprobe::default()),
-        BackendChoice::KprobeMulti => Box::new(KprobeMulti::default()),
+        BackendChoice::KprobeMulti => Box::new(KprobeMulti::new()),
         BackendChoice::Ftrace => Box::new(Ftrace::new(tracer == Tracer::FunctionGraph)?),
         BackendChoice::Tracepoint => Box::new(Tracepoint::new()?),
         BackendChoice::Auto => unreachable!("choose() resolves auto"),

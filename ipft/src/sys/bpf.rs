@@ -169,11 +169,13 @@ struct KprobeMultiAttr {
 
 /// `BPF_LINK_CREATE` with `BPF_TRACE_KPROBE_MULTI`: attaches `prog` (loaded
 /// with [`AttachType::TraceKprobeMulti`]) to every function in `targets` at
-/// once. One function the kernel cannot trace fails the whole call. Closing
-/// the returned fd detaches.
+/// once. `cookies`, if not empty, has one value per function, which the
+/// program reads with `bpf_get_attach_cookie`. One function the kernel
+/// cannot trace fails the whole call. Closing the returned fd detaches.
 pub fn link_create_kprobe_multi(
     prog: BorrowedFd<'_>,
     targets: KprobeTargets<'_>,
+    cookies: &[u64],
 ) -> io::Result<OwnedFd> {
     let mut attr = LinkCreateKprobeMultiAttr {
         prog_fd: prog.as_raw_fd() as u32,
@@ -182,19 +184,29 @@ pub fn link_create_kprobe_multi(
     };
     // The kernel reads an array of pointers to C strings.
     let sym_ptrs: Vec<u64>;
-    match targets {
+    let count = match targets {
         KprobeTargets::Addrs(addrs) => {
-            attr.kprobe_multi.cnt = len_u32(addrs.len())?;
             attr.kprobe_multi.addrs = addrs.as_ptr() as u64;
+            addrs.len()
         }
         KprobeTargets::Syms(syms) => {
             sym_ptrs = syms.iter().map(|s| s.as_ptr() as u64).collect();
-            attr.kprobe_multi.cnt = len_u32(sym_ptrs.len())?;
             attr.kprobe_multi.syms = sym_ptrs.as_ptr() as u64;
+            sym_ptrs.len()
         }
+    };
+    attr.kprobe_multi.cnt = len_u32(count)?;
+    if !cookies.is_empty() {
+        if cookies.len() != count {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "one cookie per function",
+            ));
+        }
+        attr.kprobe_multi.cookies = cookies.as_ptr() as u64;
     }
-    // SAFETY: addrs, or sym_ptrs and the strings they point to, live until
-    // the call returns; on success BPF_LINK_CREATE returns a new fd.
+    // SAFETY: addrs, or sym_ptrs and the strings they point to, and cookies
+    // live until the call returns; on success BPF_LINK_CREATE returns a new fd.
     unsafe { bpf_fd(BPF_LINK_CREATE, &mut attr) }
 }
 
@@ -416,8 +428,12 @@ mod tests {
         aya.imm = -7;
         let ours = Insn::from(&aya);
         // SAFETY: both are 8-byte plain-data structs.
-        let (a, b): ([u8; 8], [u8; 8]) =
-            unsafe { (std::mem::transmute(aya), std::mem::transmute(ours)) };
+        let (a, b) = unsafe {
+            (
+                std::mem::transmute::<uapi::bpf_insn, [u8; 8]>(aya),
+                std::mem::transmute::<Insn, [u8; 8]>(ours),
+            )
+        };
         assert_eq!(a, b);
     }
 
@@ -481,7 +497,7 @@ mod tests {
         });
         let prog = File::open("/dev/null").unwrap();
         let addrs = [0xffff_ffff_8100_0000, 0xffff_ffff_8100_0040];
-        link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Addrs(&addrs)).unwrap();
+        link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Addrs(&addrs), &[]).unwrap();
         let attr = &calls()[0].attr;
         assert_eq!(calls()[0].cmd, 28);
         assert_eq!(attr.len(), 48);
@@ -513,7 +529,7 @@ mod tests {
         });
         let prog = File::open("/dev/null").unwrap();
         let (a, b) = (c"consume_skb", c"ip_rcv");
-        link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Syms(&[a, b])).unwrap();
+        link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Syms(&[a, b]), &[]).unwrap();
         let attr = &calls()[0].attr;
         assert_eq!(u64_at(attr, 32), 0);
         assert_eq!(*seen.borrow(), ["consume_skb", "ip_rcv"]);
@@ -523,7 +539,33 @@ mod tests {
     fn kernel_errors_come_back_as_io_errors() {
         answer(|_, _| Err(io::Error::from_raw_os_error(libc::EINVAL)));
         let prog = File::open("/dev/null").unwrap();
-        let err = link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Addrs(&[1])).unwrap_err();
+        let err =
+            link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Addrs(&[1]), &[]).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+    }
+
+    #[test]
+    fn link_create_passes_one_cookie_per_function() {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let record = Rc::clone(&seen);
+        answer(move |_, attr| {
+            let (cnt, cookies) = (u32_at(attr, 20) as usize, u64_at(attr, 40));
+            // SAFETY: the handler runs during the call, while the cookies are alive.
+            *record.borrow_mut() =
+                unsafe { std::slice::from_raw_parts(cookies as *const u64, cnt) }.to_vec();
+            Ok(())
+        });
+        let prog = File::open("/dev/null").unwrap();
+        let addrs = [0x10, 0x20];
+        link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Addrs(&addrs), &[7, 0x102]).unwrap();
+        assert_eq!(*seen.borrow(), [7, 0x102]);
+        let err =
+            link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Addrs(&addrs), &[7]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            calls().len(),
+            1,
+            "a bad cookie count never reaches the kernel"
+        );
     }
 }
