@@ -71,7 +71,13 @@ pub fn clean_exit(out: &Output, rows: usize) {
             .any(|l| l.to_lowercase().contains("tracepoint")),
         "`-b auto` must say it chose the tracepoint backend (and why) before `Trace ready!`\n{out}"
     );
-    assert!(attach_counts(out).is_some(), "no attach line\n{out}");
+    let attach = lines
+        .iter()
+        .position(|l| l.starts_with("Attaching program"));
+    let attach = attach.unwrap_or_else(|| panic!("no attach line\n{out}"));
+    let why = "`-b auto` prints one line (backend and why) before attaching";
+    assert_eq!(attach, 1, "{why}\n{out}");
+    assert!(attach_counts(out).is_some(), "malformed attach line\n{out}");
     if rows > 0 {
         assert_eq!(
             out.got_traces(),

@@ -16,6 +16,7 @@ pub const REGEX: u32 = 0x10007;
 pub const CLOSED_STDOUT: u32 = 0x10008;
 pub const CLEANUP: u32 = 0x10009;
 pub const NOT_ROOT: u32 = 0x1000a;
+pub const LOST: u32 = 0x1000b;
 /// ping's README example: 1431655765. No other test sends it.
 pub const PING: u32 = 0x5555_5555;
 
@@ -41,6 +42,7 @@ mod tests {
             CLOSED_STDOUT,
             CLEANUP,
             NOT_ROOT,
+            LOST,
             PING,
             MASKED_OUT,
         ];

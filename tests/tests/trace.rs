@@ -8,6 +8,8 @@
 //! kernel's buffers, and a correct ipft reports them on SIGINT.
 use std::time::{Duration, Instant};
 
+use regex::Regex;
+
 use ipft_tests::{
     checks,
     kernel::{self, monotonic_ns},
@@ -229,6 +231,48 @@ fn regex_limits_what_is_traced() {
         (succeeded + failed, filtered),
         (matching, all - matching),
         "{why}\n{out}"
+    );
+}
+
+/// A burst into the smallest perf buffer, which ipft is not woken to read:
+/// whatever does not fit must be counted in `Lost N events`, never dropped
+/// silently. The kernel writes a PERF_RECORD_LOST only when a later sample
+/// fits, and here none comes after the burst, so a tracer must count failed
+/// outputs itself (e.g. in a per-CPU map when bpf_perf_event_output fails).
+#[test]
+fn lost_events_are_counted() {
+    let mark = hex(marks::LOST);
+    // Woken only after 100000 events, ipft reads the one-page buffers when it
+    // drains them on SIGINT: the burst overflows them for certain.
+    let args = [
+        "-m",
+        &mark,
+        "--perf-page-count",
+        "1",
+        "--perf-wakeup-events",
+        "100000",
+    ];
+    let ipft = Ipft::start(&args);
+    let sent = 300;
+    let _sinks = packets::send_datagrams(&packets::sender(Some(marks::LOST)), sent);
+    let out = ipft.stop(libc::SIGINT);
+
+    assert_eq!(out.code(), Some(0), "{out}");
+    let rows = checks::row_count(&parse_table(&out.stdout)) as u64;
+    let lost = Regex::new(r"Lost (\d+) events").unwrap();
+    let lost: u64 = lost
+        .captures(&out.stderr)
+        .map_or(0, |c| c[1].parse().unwrap());
+    let emitted = (sent * UDP_PATH.len()) as u64;
+    let why = format!(
+        "{sent} datagrams make at least {emitted} events: {rows} printed, {lost} reported lost"
+    );
+    assert!(rows + lost >= emitted, "{why}\n{}", out.stderr);
+    assert_eq!(
+        out.got_traces(),
+        Some(rows),
+        "`Got N traces` counts what was printed\n{}",
+        out.stderr
     );
 }
 
