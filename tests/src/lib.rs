@@ -15,4 +15,4 @@ pub mod packets;
 pub mod parse;
 pub mod process;
 
-pub use process::{ipft_bin, run, Ipft, Output, StdoutMode};
+pub use process::{ipft_bin, run, Ipft, Output, Setup, StdoutMode};

@@ -17,6 +17,7 @@ pub const CLOSED_STDOUT: u32 = 0x10008;
 pub const CLEANUP: u32 = 0x10009;
 pub const NOT_ROOT: u32 = 0x1000a;
 pub const LOST: u32 = 0x1000b;
+pub const TTY: u32 = 0x1000c;
 /// ping's README example: 1431655765. No other test sends it.
 pub const PING: u32 = 0x5555_5555;
 
@@ -43,6 +44,7 @@ mod tests {
             CLEANUP,
             NOT_ROOT,
             LOST,
+            TTY,
             PING,
             MASKED_OUT,
         ];

@@ -3,10 +3,15 @@
 //! asserts how long anything took.
 use std::{
     fmt,
+    fs::File,
     io::{BufRead, BufReader, Read},
-    os::unix::process::{CommandExt, ExitStatusExt},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::process::{CommandExt, ExitStatusExt},
+    },
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
+    ptr,
     sync::{Arc, Condvar, Mutex},
     thread,
     time::{Duration, Instant},
@@ -118,11 +123,50 @@ impl Pipe {
 }
 
 /// What to do with ipft's stdout.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub enum StdoutMode {
+    #[default]
     Collect,
     /// Read one line, then close the pipe, like `ipft -o json | head -1`.
     FirstLineThenClose,
+}
+
+/// How to run ipft, beyond its arguments.
+#[derive(Clone, Copy, Default)]
+pub struct Setup {
+    pub stdout: StdoutMode,
+    /// Run as this user instead of root (for the permission error).
+    pub uid: Option<u32>,
+    /// stderr on a pseudo-terminal instead of a pipe.
+    pub stderr_tty: bool,
+}
+
+/// A pseudo-terminal: (master, to read; slave, for the child). Output
+/// processing is off, so every `\r` read comes from ipft, not from the
+/// terminal turning `\n` into `\r\n`.
+fn pty() -> (File, OwnedFd) {
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty fills two fds; the null pointers are documented as allowed.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            ptr::null_mut(),
+            ptr::null(),
+            ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both fds were just opened and are owned by nothing else.
+    let (master, slave) = unsafe { (File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    // SAFETY: termios is plain data; tcgetattr/tcsetattr on a valid tty fd.
+    unsafe {
+        let mut tio: libc::termios = std::mem::zeroed();
+        assert_eq!(libc::tcgetattr(slave.as_raw_fd(), &mut tio), 0);
+        tio.c_oflag &= !libc::OPOST;
+        assert_eq!(libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &tio), 0);
+    }
+    (master, slave)
 }
 
 /// A finished run.
@@ -186,28 +230,40 @@ pub struct Ipft {
 
 impl Ipft {
     pub fn spawn(args: &[&str]) -> Ipft {
-        Ipft::spawn_with(args, StdoutMode::Collect, None)
+        Ipft::spawn_with(args, Setup::default())
     }
 
-    /// `uid`: run as that user instead of root (for the permission error).
-    pub fn spawn_with(args: &[&str], mode: StdoutMode, uid: Option<u32>) -> Ipft {
+    pub fn spawn_with(args: &[&str], setup: Setup) -> Ipft {
         let mut cmd = Command::new(ipft_bin());
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(uid) = uid {
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped());
+        if let Some(uid) = setup.uid {
             cmd.uid(uid).gid(uid);
         }
+        // The master end of a pty reads until every slave fd is closed (EIO):
+        // `cmd` holds our copy of the slave and is dropped on return.
+        let tty_master = match setup.stderr_tty {
+            true => {
+                let (master, slave) = pty();
+                cmd.stderr(Stdio::from(slave));
+                Some(master)
+            }
+            false => {
+                cmd.stderr(Stdio::piped());
+                None
+            }
+        };
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("could not start {}: {e}", ipft_bin().display()));
         let out = child.stdout.take().unwrap();
-        let stdout = match mode {
+        let stdout = match setup.stdout {
             StdoutMode::Collect => Pipe::read_all(out),
             StdoutMode::FirstLineThenClose => Pipe::read_first_line(out),
         };
-        let stderr = Pipe::read_all(child.stderr.take().unwrap());
+        let stderr = match tty_master {
+            Some(master) => Pipe::read_all(master),
+            None => Pipe::read_all(child.stderr.take().unwrap()),
+        };
         let args = args.iter().map(|a| a.to_string()).collect();
         Ipft {
             child,

@@ -1,6 +1,6 @@
 //! The command line: help, version, `-l`, and every error path. Usage errors
 //! exit 2, runtime errors exit 1 with one clear sentence (no error chain).
-use ipft_tests::{kernel, marks, run, Ipft, Output, StdoutMode};
+use ipft_tests::{kernel, marks, run, Ipft, Output, Setup};
 use regex::Regex;
 
 fn assert_usage_error(args: &[&str], bad: &str) {
@@ -93,6 +93,8 @@ fn mark_is_required() {
 #[test]
 fn bad_values_are_usage_errors() {
     assert_usage_error(&["-m", "zzz"], "zzz");
+    // Mark 0 would match every unmarked packet (ipftrace2 refuses it too).
+    assert_usage_error(&["-m", "0"], "0");
     assert_usage_error(&["-m", "0x1ffffffff"], "0x1ffffffff");
     assert_usage_error(&["-m", "4294967296"], "4294967296");
     // A leading 0 means octal, and 8 is no octal digit.
@@ -140,7 +142,14 @@ fn unavailable_backends_fail_with_one_sentence() {
 #[test]
 fn not_root_is_an_error() {
     let args = ["-m", &format!("{:#x}", marks::NOT_ROOT)];
-    let out = Ipft::spawn_with(&args, StdoutMode::Collect, Some(65534)).wait_exit();
+    let out = Ipft::spawn_with(
+        &args,
+        Setup {
+            uid: Some(65534),
+            ..Setup::default()
+        },
+    )
+    .wait_exit();
     assert_one_sentence_error(&out, 2);
     let why = Regex::new(r"(?i)root|cap_bpf|permission|privilege").unwrap();
     assert!(

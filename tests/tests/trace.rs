@@ -16,7 +16,7 @@ use ipft_tests::{
     marks,
     packets::{self, PING_PATH, UDP_PATH},
     parse::{event_names, group_events, in_order, parse_json, parse_table, row_names},
-    Ipft, StdoutMode,
+    Ipft, Setup, StdoutMode,
 };
 
 fn hex(mark: u32) -> String {
@@ -276,12 +276,53 @@ fn lost_events_are_counted() {
     );
 }
 
+/// On a terminal the progress lines are rewritten in place with `\r`, and the
+/// final `Got N traces` counts every row printed.
+#[test]
+fn progress_is_rewritten_in_place_on_a_tty() {
+    let tty = Setup {
+        stderr_tty: true,
+        ..Setup::default()
+    };
+    let mut ipft = Ipft::spawn_with(&["-m", &hex(marks::TTY)], tty);
+    ipft.wait_ready();
+    let sent = 3;
+    let _sinks = packets::send_datagrams(&packets::sender(Some(marks::TTY)), sent);
+    let out = ipft.stop(libc::SIGINT);
+
+    let packets = parse_table(&out.stdout);
+    assert_eq!(packets.len(), sent, "{out}");
+    assert_eq!(out.code(), Some(0), "{out}");
+    // `\r`, maybe an ANSI sequence (erase line, colour), then the text.
+    let redrawn = |text: &str| format!(r"\r(\x1b\[[0-9;]*[A-Za-z])*{text}");
+    let attach = Regex::new(&redrawn(r"Attaching program \(total")).unwrap();
+    assert!(
+        attach.is_match(&out.stderr),
+        "attach line not redrawn with \\r: {:?}",
+        out.stderr
+    );
+    let got = Regex::new(&redrawn(r"Got (\d+) traces")).unwrap();
+    let last = got.captures_iter(&out.stderr).last();
+    let last = last.unwrap_or_else(|| panic!("no `\\rGot N traces`\n{out}"));
+    assert_eq!(
+        last[2].parse::<usize>().unwrap(),
+        checks::row_count(&packets),
+        "{out}"
+    );
+}
+
 /// `ipft -o json | head -1`: once the reader is gone, ipft notices on its
 /// next write and exits 0 on its own, without a panic.
 #[test]
 fn closed_stdout_ends_ipft_cleanly() {
     let args = ["-m", &hex(marks::CLOSED_STDOUT), "-o", "json"];
-    let mut ipft = Ipft::spawn_with(&args, StdoutMode::FirstLineThenClose, None);
+    let mut ipft = Ipft::spawn_with(
+        &args,
+        Setup {
+            stdout: StdoutMode::FirstLineThenClose,
+            ..Setup::default()
+        },
+    );
     ipft.wait_ready();
     let programs = kernel::programs_held_by(ipft.pid());
     let sender = packets::sender(Some(marks::CLOSED_STDOUT));
