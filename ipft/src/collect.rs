@@ -1,0 +1,107 @@
+//! Turning events into output: each event is named to its packet, then
+//! streamed as a json line or stored for the table printed at the end.
+use std::{
+    collections::HashMap,
+    io::{self, Write},
+};
+
+use anyhow::Result;
+
+use crate::{
+    cli::{Options, Output, Tracer},
+    discover::Target,
+    group::{self, PacketIds, Packets},
+    output::Sink,
+    render::{self, Extras},
+    session::{ok_unless_closed, Stop},
+    stream,
+};
+
+/// What the run saw, for the closing lines on stderr.
+#[derive(Default)]
+pub struct Tally {
+    pub seen: u64,
+    pub lost: u64,
+    pub bad: u64,
+}
+
+/// Turns events into output: names packets, then streams json lines or
+/// stores records for the table.
+pub struct Collector {
+    pub opts: Options,
+    pub targets: Vec<Target>,
+    pub reasons: HashMap<u32, String>,
+    pub ids: PacketIds,
+    pub packets: Packets,
+    pub sink: Sink,
+    pub tally: Tally,
+}
+
+impl Collector {
+    /// Takes one batch. Returns why to stop, if this batch is a reason to.
+    pub fn consume(&mut self, mut batch: stream::Batch) -> Result<Option<Stop>> {
+        let mut stop = None;
+        if let Some(max) = self.opts.max_traces {
+            let room = max.saturating_sub(self.tally.seen);
+            if batch.events.len() as u64 >= room {
+                batch.events.truncate(room as usize);
+                stop = Some(Stop::MaxTraces);
+            }
+        }
+        self.tally.seen += batch.events.len() as u64;
+        self.tally.lost += batch.lost;
+        self.tally.bad += batch.bad;
+        let keep_fields = !self.opts.field.is_empty();
+        let json = self.opts.output == Output::Json;
+        for event in &batch.events {
+            let func = event.func as u32;
+            let seen = self.ids.observe(event, func);
+            let record = group::record(event, func, seen.packet);
+            if json {
+                let extras = Extras {
+                    reasons: Some(&self.reasons),
+                    fields: &self.opts.field,
+                    details: None,
+                };
+                let snapshot = keep_fields.then_some(event);
+                let seen = render::JsonSeen {
+                    summary: seen.summary.as_deref(),
+                    parent: seen.parent,
+                };
+                let written = render::json_event(
+                    &mut self.sink,
+                    &record,
+                    &self.targets,
+                    &extras,
+                    seen,
+                    snapshot,
+                );
+                if !ok_unless_closed(written)? {
+                    return Ok(Some(Stop::StdoutClosed));
+                }
+            } else {
+                self.packets
+                    .push_event(record, seen, keep_fields.then_some(event));
+            }
+        }
+        if json && !ok_unless_closed(self.sink.flush())? {
+            return Ok(Some(Stop::StdoutClosed));
+        }
+        Ok(stop)
+    }
+
+    /// Prints the table (aggregate mode) and closes the output.
+    pub fn finish(mut self) -> io::Result<()> {
+        if self.opts.output == Output::Aggregate {
+            let (groups, details) = std::mem::take(&mut self.packets).into_groups();
+            let extras = Extras {
+                reasons: Some(&self.reasons),
+                fields: &self.opts.field,
+                details: Some(&details),
+            };
+            let graph = self.opts.tracer == Tracer::FunctionGraph;
+            render::aggregate(&mut self.sink, &groups, &self.targets, graph, &extras)?;
+        }
+        self.sink.finish()
+    }
+}
