@@ -136,12 +136,12 @@ pub fn loaded_programs() -> Vec<(u32, String)> {
 }
 
 /// Names of ipft's programs (see ipft-ebpf): kprobe_skb_N, fentry_skb_N,
-/// fexit_skb_N (and their `_reason_M` variants), tp_pN_sM, tp_kfree_skb. The
-/// kernel keeps 15 characters of a name.
+/// fexit_skb_N (and their `_reason_M` variants), kprobe_multi_skb,
+/// tp_pN_sM, tp_kfree_skb. The kernel keeps 15 characters of a name.
 pub fn is_ipft_program(name: &str) -> bool {
-    let names =
-        Regex::new(r"^(kprobe_skb_|fentry_skb_|fexit_skb_|tp_p\d+_s\d+$|tp_kfree_skb$)").unwrap();
-    names.is_match(name)
+    let prefixes = ["kprobe_skb_", "kprobe_multi_", "fentry_skb_", "fexit_skb_"];
+    let tracepoint = Regex::new(r"^(tp_p\d+_s\d+|tp_kfree_skb)$").unwrap();
+    prefixes.iter().any(|p| name.starts_with(p)) || tracepoint.is_match(name)
 }
 
 /// Ids of the BPF programs a process holds, from its fds' fdinfo (`prog_id:`
