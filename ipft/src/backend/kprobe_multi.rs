@@ -448,8 +448,7 @@ pub fn probe() -> Result<(), String> {
     let prog = bpf::prog_load(&program, &mut []).map_err(|err| match err.raw_os_error() {
         Some(libc::EPERM) => "loading a kprobe program is refused (EPERM)".to_string(),
         Some(libc::EINVAL) => {
-            "this kernel cannot load kprobe programs (no CONFIG_KPROBES or CONFIG_BPF_EVENTS)"
-                .into()
+            "no kprobe programs (CONFIG_KPROBES or CONFIG_BPF_EVENTS is off)".into()
         }
         _ => format!("loading a kprobe program failed ({err})"),
     })?;
@@ -461,10 +460,8 @@ pub fn probe() -> Result<(), String> {
     }
     match result.map_err(|err| err.raw_os_error()) {
         Ok(_) | Err(Some(libc::ESRCH)) => Ok(()),
-        Err(Some(libc::EINVAL)) => Err("this kernel has no fprobe links (needs 5.18+)".into()),
-        Err(Some(libc::EOPNOTSUPP | ENOTSUPP)) => {
-            Err("this kernel has no fprobe (CONFIG_FPROBE is off)".into())
-        }
+        Err(Some(libc::EINVAL)) => Err("no fprobe links (kernel older than 5.18)".into()),
+        Err(Some(libc::EOPNOTSUPP | ENOTSUPP)) => Err("no fprobe (CONFIG_FPROBE is off)".into()),
         Err(errno) => Err(format!(
             "an fprobe link failed ({})",
             io::Error::from_raw_os_error(errno.unwrap_or(libc::EIO))
@@ -745,13 +742,10 @@ mod tests {
         fake_links(&[libc::EINVAL, libc::EINVAL]);
         assert_eq!(
             probe(),
-            Err("this kernel has no fprobe links (needs 5.18+)".into())
+            Err("no fprobe links (kernel older than 5.18)".into())
         );
         fake_links(&[libc::EOPNOTSUPP]);
-        assert_eq!(
-            probe(),
-            Err("this kernel has no fprobe (CONFIG_FPROBE is off)".into())
-        );
+        assert_eq!(probe(), Err("no fprobe (CONFIG_FPROBE is off)".into()));
         fake::answer(|_, _| Err(errno(libc::EPERM)));
         assert_eq!(
             probe(),

@@ -123,7 +123,7 @@ fn auto_without_fprobe(
     if kprobes_available() {
         return Ok((
             BackendChoice::Kprobe,
-            format!("the kernel has kprobes, but {no_fprobe}"),
+            format!("the kernel has kprobes but {no_fprobe}"),
         ));
     }
     match fentry_works() {
