@@ -8,8 +8,12 @@
 //! 2. every loaded program named like ipft's is held by a live ipft process:
 //!    nothing orphaned, by this run or any earlier one.
 //!
-//! It is its own test binary, so cargo runs it after or before the others,
-//! never alongside them.
+//! It is its own test binary: cargo runs test binaries one at a time, in name
+//! order, and stops at the first failing one, so this one runs first, where a
+//! failure elsewhere cannot skip it. Both checks hold whatever runs
+//! concurrently, so neither order nor a person's ipft elsewhere on the host
+//! can make them flaky; the SIGTERM and closed-stdout tests check check 1 for
+//! their own exit paths.
 use ipft_tests::{kernel, marks, packets, parse::parse_table, Ipft};
 
 #[test]
