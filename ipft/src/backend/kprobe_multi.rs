@@ -215,7 +215,9 @@ fn load(object: &Object, name: &str) -> Result<OwnedFd> {
         let _ = bpf::prog_load(&program, &mut log);
         anyhow::Error::new(err)
             .context(format!("verifier log: {}", log_tail(&log)))
-            .context(format!("loading {name} for kprobe-multi failed"))
+            .context(format!(
+                "the kernel refused the {name} program (try -b kprobe)"
+            ))
     })
 }
 
@@ -297,7 +299,7 @@ fn link_error(err: &io::Error, count: usize) -> String {
         Some(libc::EINVAL) if count == 1 => {
             format!("kprobe-multi attach failed ({err}): the kernel cannot trace this function (notrace, or not in ftrace's available_filter_functions)")
         }
-        _ => format!("kprobe-multi attach of {count} functions failed: {err}"),
+        _ => format!("kprobe-multi attach of {count} functions failed ({err}): try -b kprobe"),
     }
 }
 
