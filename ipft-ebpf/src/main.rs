@@ -14,9 +14,10 @@
 #![no_main]
 
 use aya_ebpf::{
+    bindings::BPF_F_CURRENT_CPU,
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_func_ip, bpf_get_smp_processor_id,
-        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_ktime_get_ns, bpf_perf_event_output, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
     maps::{HashMap, PerCpuArray, PerfEventArray},
@@ -62,6 +63,31 @@ static TRACKED: HashMap<u64, u8> = HashMap::with_max_entries(TRACKED_MAX, 0);
 /// `--track`: identities of functions that free an skb (filled by userspace).
 #[map]
 static FREES: HashMap<u64, u8> = HashMap::with_max_entries(256, 0);
+
+/// Events the perf buffer had no room for, per CPU. The kernel's own
+/// PERF_RECORD_LOST reaches userspace only when a later event fits, so a
+/// loss at the end of a burst would go unreported without this.
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Sends an event to userspace, counting it in `LOST` when it does not fit.
+#[inline(always)]
+fn send<C: EbpfContext>(ctx: &C, event: &Event) {
+    let ret = unsafe {
+        bpf_perf_event_output(
+            ctx.as_ptr(),
+            core::ptr::addr_of!(EVENTS).cast_mut().cast(),
+            BPF_F_CURRENT_CPU as u64,
+            (event as *const Event).cast_mut().cast(),
+            core::mem::size_of::<Event>() as u64,
+        )
+    };
+    if ret != 0 {
+        if let Some(lost) = LOST.get_ptr_mut(0) {
+            unsafe { *lost += 1 };
+        }
+    }
+}
 
 /// `--track`: identities of functions that clone or copy an skb.
 #[map]
@@ -171,7 +197,7 @@ fn trace<C: EbpfContext>(ctx: &C, skb: u64, func: impl FnOnce() -> u64, flags: u
     event.drop_reason = reason;
     let offsets = config!(offsets);
     snapshot(&offsets, skb, &mut event);
-    EVENTS.output(ctx, &event, 0);
+    send(ctx, &event);
     if config!(flags) & CONFIG_TRACK != 0 {
         if unsafe { FREES.get(&func) }.is_some() {
             let _ = TRACKED.remove(&skb);
@@ -204,7 +230,7 @@ fn cloned<C: EbpfContext>(ctx: &C, parent: u64, child: u64, func: u64) {
     event.flags = EVENT_CLONE | EVENT_RETURN;
     let offsets = config!(offsets);
     snapshot(&offsets, child, &mut event);
-    EVENTS.output(ctx, &event, 0);
+    send(ctx, &event);
 }
 
 /// `--track` with kprobes: the return of skb_clone, skb_copy, … whose entry

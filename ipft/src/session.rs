@@ -25,7 +25,7 @@ use crate::{
     output::Sink,
     progress::Progress,
     ready,
-    stream::Stream,
+    stream::{self, Stream},
     track,
 };
 
@@ -115,6 +115,7 @@ pub async fn trace(
     }
     drop(stream);
     progress.done(collector.tally.seen);
+    collector.tally.lost = collector.tally.lost.max(stream::lost_in_kernel(&ebpf));
     let track_full = if opts.track {
         track::full_count(&ebpf)
     } else {

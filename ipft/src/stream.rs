@@ -150,6 +150,23 @@ async fn ready_ring(rings: &mut [AsyncFd<PerfRing>], index: &HashMap<u64, u32>) 
     .await
 }
 
+/// Events the programs could not send because a perf buffer was full, as
+/// they counted them. Read at the end: the kernel's own lost-records reach
+/// userspace only when a later event fits, so they miss a loss at the end of
+/// a burst.
+pub fn lost_in_kernel(ebpf: &Ebpf) -> u64 {
+    let Some(map) = ebpf.map("LOST") else {
+        return 0;
+    };
+    let Ok(array) = aya::maps::PerCpuArray::<_, u64>::try_from(map) else {
+        return 0;
+    };
+    array
+        .get(&0, 0)
+        .map(|per_cpu| per_cpu.iter().sum())
+        .unwrap_or(0)
+}
+
 impl Batch {
     fn is_empty(&self) -> bool {
         self.events.is_empty() && self.lost == 0 && self.bad == 0
