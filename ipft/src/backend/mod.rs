@@ -103,13 +103,22 @@ pub fn choose(
         ),
         BackendChoice::KprobeMulti => match kprobe_multi_works() {
             Ok(()) => Ok((choice, "chosen with -b".into())),
-            Err(why) => bail!("the kprobe-multi backend is unavailable: {why}; try -b kprobe or -b tracepoint"),
+            Err(why) => bail!("the kprobe-multi backend is unavailable: {why}; try {}", fallback()),
         },
         BackendChoice::Ftrace => match fentry_works() {
             Ok(()) => Ok((choice, "chosen with -b".into())),
-            Err(why) => bail!("the ftrace backend is unavailable: {why}; try -b kprobe or -b tracepoint"),
+            Err(why) => bail!("the ftrace backend is unavailable: {why}; try {}", fallback()),
         },
         _ => Ok((choice, "chosen with -b".into())),
+    }
+}
+
+/// What to suggest when the chosen function backend is unavailable: kprobe
+/// where the kernel has kprobes, else the tracepoints every kernel has.
+fn fallback() -> &'static str {
+    match kprobes_available() {
+        true => "-b kprobe",
+        false => "-b tracepoint",
     }
 }
 
