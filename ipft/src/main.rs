@@ -13,6 +13,8 @@ mod discover;
 mod group;
 mod output;
 mod progress;
+#[cfg(test)]
+mod random;
 mod ready;
 mod render;
 mod session;

@@ -174,13 +174,20 @@ impl Batch {
 }
 
 fn drain(ring: &mut PerfRing, index: &HashMap<u64, u32>, batch: &mut Batch) {
-    ring.read(|record| match record {
+    ring.read(|record| take(record, index, batch));
+}
+
+/// Keeps one record's event, or counts it as lost or bad.
+fn take(record: perf::Record<'_>, index: &HashMap<u64, u32>, batch: &mut Batch) {
+    match record {
         perf::Record::Sample(bytes) => match decode(bytes).and_then(|e| resolve(e, index)) {
             Some(event) => batch.events.push(event),
             None => batch.bad += 1,
         },
         perf::Record::Lost(count) => batch.lost += count,
-    });
+        perf::Record::Corrupt => batch.bad += 1,
+        perf::Record::Other => {}
+    }
 }
 
 /// Replaces an event's function identity (address or tracepoint id) by its
@@ -193,6 +200,7 @@ pub fn resolve(mut event: Event, index: &HashMap<u64, u32>) -> Option<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::random::Random;
 
     fn bytes(e: &Event) -> Vec<u8> {
         // SAFETY: reading the bytes of a repr(C) value of integers.
@@ -230,5 +238,41 @@ mod tests {
         };
         assert_eq!(resolve(e, &index).map(|r| r.func), Some(7));
         assert_eq!(resolve(Event { func: 0x2000, ..e }, &index), None);
+    }
+
+    /// Any bytes of any length: an event exactly when there are enough of
+    /// them, and then exactly those bytes.
+    #[test]
+    fn any_bytes_decode_or_are_rejected() {
+        let mut rng = Random::new(3);
+        for _ in 0..100_000 {
+            let len = rng.below(2 * EVENT_SIZE as u64) as usize;
+            let raw = rng.bytes(len);
+            match decode(&raw) {
+                Some(event) => assert_eq!(bytes(&event), raw[..EVENT_SIZE]),
+                None => assert!(raw.len() < EVENT_SIZE),
+            }
+        }
+    }
+
+    /// A ring full of random bytes, read the way `drain` reads: every
+    /// sample is kept or counted, never a panic.
+    #[test]
+    fn random_rings_are_kept_or_counted() {
+        let mut rng = Random::new(4);
+        let index = HashMap::from([(0x1000, 0)]);
+        for _ in 0..20_000 {
+            let len = rng.below(1024) as usize;
+            let area = rng.bytes(len);
+            let tail = rng.below(1 << 20);
+            let head = tail + rng.below(area.len() as u64 + 1);
+            let mut batch = Batch::default();
+            let mut records = 0u64;
+            perf::parse_records(&area[..], tail, head, &mut Vec::new(), |r| {
+                records += u64::from(!matches!(r, perf::Record::Lost(_) | perf::Record::Other));
+                take(r, &index, &mut batch);
+            });
+            assert_eq!(batch.events.len() as u64 + batch.bad, records);
+        }
     }
 }

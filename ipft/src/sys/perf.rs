@@ -52,6 +52,12 @@ pub enum Record<'a> {
     Sample(&'a [u8]),
     /// The kernel dropped this many samples: the ring was full.
     Lost(u64),
+    /// A record ipft does not use (the kernel writes only the two above to a
+    /// BPF output event's ring).
+    Other,
+    /// Bytes that form no record (a size that cannot be): everything up to
+    /// the head is skipped, so one bad header costs one count, not the ring.
+    Corrupt,
 }
 
 /// One CPU's ring.
@@ -139,56 +145,15 @@ impl PerfRing {
     }
 
     /// Hands every record in the ring to `f`, then frees their space.
-    pub fn read(&mut self, mut f: impl FnMut(Record<'_>)) {
+    pub fn read(&mut self, f: impl FnMut(Record<'_>)) {
         let head = self.meta(DATA_HEAD).load(Ordering::Acquire);
-        let mut tail = self.meta(DATA_TAIL).load(Ordering::Relaxed);
-        while tail < head {
-            let start = (tail % self.data_size as u64) as usize;
-            // Record sizes are multiples of 8 and the ring a power of two,
-            // so an 8-byte header never wraps.
-            let header = self.bytes(start, 8);
-            let kind = u32::from_ne_bytes(header[0..4].try_into().unwrap());
-            let size = usize::from(u16::from_ne_bytes(header[6..8].try_into().unwrap()));
-            if size < 8 {
-                break; // corrupt: stop rather than spin
-            }
-            let record = self.record(start, size);
-            match kind {
-                PERF_RECORD_SAMPLE if record.len() >= 12 => {
-                    let len = u32::from_ne_bytes(record[8..12].try_into().unwrap()) as usize;
-                    f(Record::Sample(&record[12..(12 + len).min(record.len())]));
-                }
-                PERF_RECORD_LOST if record.len() >= 24 => {
-                    f(Record::Lost(u64::from_ne_bytes(
-                        record[16..24].try_into().unwrap(),
-                    )));
-                }
-                _ => {}
-            }
-            tail += size as u64;
-        }
+        let tail = self.meta(DATA_TAIL).load(Ordering::Relaxed);
+        let data = Mapped {
+            base: self.base.wrapping_add(self.data_offset),
+            len: self.data_size,
+        };
+        let tail = parse_records(&data, tail, head, &mut self.scratch, f);
         self.meta(DATA_TAIL).store(tail, Ordering::Release);
-    }
-
-    /// A whole record, copied into `scratch` only when it wraps.
-    fn record(&mut self, start: usize, size: usize) -> &[u8] {
-        if start + size <= self.data_size {
-            return self.bytes(start, size);
-        }
-        let first = self.data_size - start;
-        let mut copy = std::mem::take(&mut self.scratch);
-        copy.clear();
-        copy.extend_from_slice(self.bytes(start, first));
-        copy.extend_from_slice(self.bytes(0, size - first));
-        self.scratch = copy;
-        &self.scratch
-    }
-
-    fn bytes(&self, start: usize, len: usize) -> &[u8] {
-        // SAFETY: start + len lies within the data area, which stays mapped
-        // while self lives; the kernel does not write there before we
-        // advance data_tail.
-        unsafe { std::slice::from_raw_parts(self.base.add(self.data_offset + start), len) }
     }
 
     fn meta(&self, offset: usize) -> &AtomicU64 {
@@ -217,6 +182,123 @@ impl Drop for PerfRing {
     }
 }
 
+/// A ring's data area: the mapped pages, or plain bytes in tests.
+pub trait Area {
+    fn len(&self) -> usize;
+    /// `len` bytes from `start`; only called with `start + len <= self.len()`.
+    fn bytes(&self, start: usize, len: usize) -> &[u8];
+}
+
+impl Area for [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn bytes(&self, start: usize, len: usize) -> &[u8] {
+        &self[start..start + len]
+    }
+}
+
+/// The mapped data pages. Not a `&[u8]` over the whole area: the kernel
+/// writes outside `[tail, head)` while we read, so only that stable part is
+/// ever borrowed.
+struct Mapped {
+    base: *const u8,
+    len: usize,
+}
+
+impl Area for Mapped {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn bytes(&self, start: usize, len: usize) -> &[u8] {
+        // SAFETY: start + len lies within the data area, which stays mapped
+        // while the ring lives; the kernel does not write between tail and
+        // head before we advance data_tail.
+        unsafe { std::slice::from_raw_parts(self.base.add(start), len) }
+    }
+}
+
+/// Parses the records between `tail` and `head` (byte counters that only
+/// grow; positions wrap at the area's length), hands each to `f`, and
+/// returns the new tail. Total: whatever the bytes, it stops at `head`
+/// without panicking, reporting bytes that form no record as
+/// [`Record::Corrupt`].
+pub fn parse_records<A: Area + ?Sized>(
+    area: &A,
+    mut tail: u64,
+    head: u64,
+    scratch: &mut Vec<u8>,
+    mut f: impl FnMut(Record<'_>),
+) -> u64 {
+    let ring = area.len() as u64;
+    if head.saturating_sub(tail) > ring {
+        f(Record::Corrupt); // the head claims more than the ring holds
+        return head;
+    }
+    while tail < head {
+        if head - tail < 8 {
+            f(Record::Corrupt); // not even a header's worth
+            return head;
+        }
+        let start = (tail % ring) as usize;
+        let header = contiguous(area, start, 8, scratch);
+        let kind = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]);
+        let size = u16::from_ne_bytes([header[6], header[7]]);
+        if size < 8 || u64::from(size) > head - tail {
+            f(Record::Corrupt);
+            return head;
+        }
+        f(decode_record(
+            kind,
+            contiguous(area, start, size.into(), scratch),
+        ));
+        tail += u64::from(size);
+    }
+    tail
+}
+
+/// One record's bytes (header included) as a [`Record`].
+fn decode_record(kind: u32, record: &[u8]) -> Record<'_> {
+    let u32_at = |at: usize| {
+        let bytes = record.get(at..at + 4)?;
+        Some(u32::from_ne_bytes(bytes.try_into().ok()?))
+    };
+    match kind {
+        PERF_RECORD_SAMPLE => match u32_at(8) {
+            Some(len) => {
+                let end = (12 + len as usize).min(record.len());
+                Record::Sample(&record[12..end])
+            }
+            None => Record::Corrupt,
+        },
+        PERF_RECORD_LOST => match record.get(16..24) {
+            Some(count) => Record::Lost(u64::from_ne_bytes(count.try_into().unwrap_or_default())),
+            None => Record::Corrupt,
+        },
+        _ => Record::Other,
+    }
+}
+
+/// `len` bytes from `start` (`len <= area.len()`), copied into `scratch`
+/// only when they wrap around the area's end.
+fn contiguous<'a, A: Area + ?Sized>(
+    area: &'a A,
+    start: usize,
+    len: usize,
+    scratch: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    if start + len <= area.len() {
+        return area.bytes(start, len);
+    }
+    let first = area.len() - start;
+    scratch.clear();
+    scratch.extend_from_slice(area.bytes(start, first));
+    scratch.extend_from_slice(area.bytes(0, len - first));
+    scratch
+}
+
 unsafe fn read_u64(base: *mut u8, offset: usize) -> u64 {
     ptr::read_volatile(base.add(offset).cast::<u64>())
 }
@@ -224,4 +306,138 @@ unsafe fn read_u64(base: *mut u8, offset: usize) -> u64 {
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::Random;
+
+    /// What a parse produced, owned, to compare.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Seen {
+        Sample(Vec<u8>),
+        Lost(u64),
+        Corrupt,
+        Other,
+    }
+
+    fn parse(area: &[u8], tail: u64, head: u64) -> (Vec<Seen>, u64) {
+        let mut seen = Vec::new();
+        let mut scratch = Vec::new();
+        let tail = parse_records(area, tail, head, &mut scratch, |r| {
+            seen.push(match r {
+                Record::Sample(bytes) => Seen::Sample(bytes.to_vec()),
+                Record::Lost(n) => Seen::Lost(n),
+                Record::Corrupt => Seen::Corrupt,
+                Record::Other => Seen::Other,
+            })
+        });
+        (seen, tail)
+    }
+
+    /// A record as the kernel lays it out: header, body, padded to 8.
+    fn record(kind: u32, body: &[u8]) -> Vec<u8> {
+        let size = (8 + body.len()).next_multiple_of(8);
+        let mut out = kind.to_ne_bytes().to_vec();
+        out.extend(0u16.to_ne_bytes());
+        out.extend((size as u16).to_ne_bytes());
+        out.extend(body);
+        out.resize(size, 0);
+        out
+    }
+
+    fn sample(data: &[u8]) -> Vec<u8> {
+        let mut body = (data.len() as u32).to_ne_bytes().to_vec();
+        body.extend(data);
+        record(PERF_RECORD_SAMPLE, &body)
+    }
+
+    fn lost(count: u64) -> Vec<u8> {
+        let mut body = 7u64.to_ne_bytes().to_vec(); // the event id
+        body.extend(count.to_ne_bytes());
+        record(PERF_RECORD_LOST, &body)
+    }
+
+    /// Writes `bytes` at byte counter `at`, wrapping like the kernel.
+    fn write(area: &mut [u8], at: u64, bytes: &[u8]) {
+        for (i, b) in bytes.iter().enumerate() {
+            let pos = (at as usize + i) % area.len();
+            area[pos] = *b;
+        }
+    }
+
+    /// Records written by a kernel-like writer, wrapping around the end
+    /// many times, read back exactly.
+    #[test]
+    fn reads_back_what_a_writer_wrote() {
+        let mut rng = Random::new(1);
+        let mut area = vec![0u8; 512];
+        let mut tail = 400; // records wrap from the start
+        for _ in 0..20_000 {
+            let mut head = tail;
+            let mut want = Vec::new();
+            while want.len() < 4 {
+                let len = rng.below(120) as usize;
+                let (bytes, seen) = match rng.below(5) {
+                    0 => {
+                        let n = rng.next();
+                        (lost(n), Seen::Lost(n))
+                    }
+                    _ => {
+                        let data = rng.bytes(len);
+                        (sample(&data), Seen::Sample(data))
+                    }
+                };
+                if head + bytes.len() as u64 - tail > area.len() as u64 {
+                    break;
+                }
+                write(&mut area, head, &bytes);
+                head += bytes.len() as u64;
+                want.push(seen);
+            }
+            let (seen, new_tail) = parse(&area, tail, head);
+            assert_eq!(seen, want);
+            assert_eq!(new_tail, head);
+            tail = head;
+        }
+    }
+
+    /// Any bytes and any counters: no panic, the tail ends at the head, and
+    /// a sample never claims more bytes than the ring has.
+    #[test]
+    fn any_bytes_parse_without_panic() {
+        let mut rng = Random::new(2);
+        for _ in 0..200_000 {
+            let len = rng.below(300) as usize;
+            let area = rng.bytes(len);
+            let tail = match rng.below(4) {
+                0 => u64::MAX - rng.below(600),
+                _ => rng.below(1 << 40),
+            };
+            let head = tail.saturating_add(rng.below(2 * len as u64 + 16));
+            let (seen, new_tail) = parse(&area, tail, head);
+            assert_eq!(new_tail, head.max(tail));
+            for s in seen {
+                if let Seen::Sample(bytes) = s {
+                    assert!(bytes.len() <= len);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_size_is_one_count_and_skips_to_the_head() {
+        let mut area = vec![0u8; 64];
+        let good = sample(b"ok");
+        write(&mut area, 0, &good);
+        let bad = record(PERF_RECORD_SAMPLE, &[0xff; 8]);
+        write(&mut area, good.len() as u64, &bad[..6]); // size 0
+        let (seen, tail) = parse(&area, 0, 48);
+        assert_eq!(seen, [Seen::Sample(b"ok".to_vec()), Seen::Corrupt]);
+        assert_eq!(tail, 48);
+        let (seen, tail) = parse(&area, 0, 100);
+        assert_eq!(seen, [Seen::Corrupt], "a head beyond the ring's size");
+        assert_eq!(tail, 100);
+    }
 }
