@@ -109,6 +109,10 @@ pub struct Options {
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
 
+    /// Where to read the kernel's BTF (for tests: a missing or damaged copy).
+    #[arg(long, value_name = "DIR", default_value = crate::discover::SYS_BTF_DIR, hide = true)]
+    pub btf_dir: PathBuf,
+
     /// Print a man page or a shell completion script, then exit.
     #[arg(long, value_enum, value_name = "KIND")]
     pub generate: Option<Generate>,

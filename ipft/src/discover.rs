@@ -34,11 +34,11 @@ pub struct Target {
 
 use std::{
     collections::{HashMap, HashSet},
-    fs,
+    fs, io,
     path::{Path, PathBuf},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use btf_rs::{Btf, BtfType, Type};
 use fallible_iterator::FallibleIterator;
 use ipft_common::Offsets;
@@ -74,12 +74,7 @@ impl KernelBtf {
     /// Reads vmlinux BTF and, when `with_modules`, every module's split BTF.
     pub fn load(dir: &Path, with_modules: bool) -> Result<Self> {
         let vmlinux_path = dir.join("vmlinux");
-        let vmlinux = Btf::from_file(&vmlinux_path).with_context(|| {
-            format!(
-                "cannot read the kernel's BTF at {}: ipft needs a kernel built with CONFIG_DEBUG_INFO_BTF",
-                vmlinux_path.display()
-            )
-        })?;
+        let vmlinux = Btf::from_file(&vmlinux_path).map_err(|e| btf_error(&vmlinux_path, e))?;
         let modules = if with_modules {
             Self::load_modules(dir, &vmlinux)
         } else {
@@ -99,6 +94,47 @@ impl KernelBtf {
             })
             .collect()
     }
+}
+
+/// One sentence: why the BTF at `path` cannot be used, and what to do.
+fn btf_error(path: &Path, err: btf_rs::Error) -> anyhow::Error {
+    let shown = path.display();
+    let need = "ipft needs the kernel's BTF to find what it can trace";
+    match err {
+        btf_rs::Error::IO(e) if e.kind() == io::ErrorKind::NotFound => anyhow!(
+            "the kernel has no BTF at {shown}: ipft needs a kernel built with CONFIG_DEBUG_INFO_BTF"
+        ),
+        btf_rs::Error::IO(e) if e.kind() != io::ErrorKind::UnexpectedEof => {
+            anyhow!("cannot read the kernel's BTF at {shown} ({e}): {need}")
+        }
+        _ if is_truncated(path) => anyhow!("the kernel's BTF at {shown} is truncated: {need}"),
+        e => anyhow!("the kernel's BTF at {shown} is corrupt ({e}): {need}"),
+    }
+}
+
+/// Whether the file is shorter than its BTF header says (or than a header).
+fn is_truncated(path: &Path) -> bool {
+    let Ok(bytes) = fs::read(path) else {
+        return false;
+    };
+    let Some(header) = bytes.get(..24) else {
+        return true;
+    };
+    let little = match header[0..2] {
+        [0x9f, 0xeb] => true,
+        [0xeb, 0x9f] => false,
+        _ => return false, // not BTF at all: corrupt, not short
+    };
+    let word = |at: usize| {
+        let raw: [u8; 4] = header[at..at + 4].try_into().unwrap_or_default();
+        u64::from(match little {
+            true => u32::from_le_bytes(raw),
+            false => u32::from_be_bytes(raw),
+        })
+    };
+    // hdr_len, then type_off/type_len and str_off/str_len, after the header.
+    let end = word(4) + (word(8) + word(12)).max(word(16) + word(20));
+    (bytes.len() as u64) < end
 }
 
 fn module_btf_paths(dir: &Path) -> Vec<PathBuf> {
@@ -145,13 +181,21 @@ fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u32> {
             })
         })
         .with_context(|| format!("the kernel's BTF has no struct {name}"))?;
-    member_bit_offset(btf, &found, field)
+    member_bit_offset(btf, &found, field, 0)
         .map(|bits| bits / 8)
         .with_context(|| format!("the kernel's BTF has no {name}.{field}"))
 }
 
+/// How deep anonymous members nest, or modifiers chain, before ipft gives
+/// up: real kernels stay within a handful, and a corrupt BTF can make a
+/// type contain or name itself, which would otherwise never end.
+const MAX_DEPTH: usize = 32;
+
 /// Finds a member by name, descending into anonymous structs and unions.
-fn member_bit_offset(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Option<u32> {
+fn member_bit_offset(btf: &Btf, s: &btf_rs::Struct, name: &str, depth: usize) -> Option<u32> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
     for member in &s.members {
         let member_name = btf.resolve_name(member).unwrap_or_default();
         if member_name == name {
@@ -162,8 +206,8 @@ fn member_bit_offset(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Option<u32> {
                 .get_type_id()
                 .and_then(|id| btf.resolve_type_by_id(id).ok());
             if let Some(Type::Struct(inner) | Type::Union(inner)) = inner {
-                if let Some(off) = member_bit_offset(btf, &inner, name) {
-                    return Some(member.bit_offset() + off);
+                if let Some(off) = member_bit_offset(btf, &inner, name, depth + 1) {
+                    return member.bit_offset().checked_add(off);
                 }
             }
         }
@@ -318,7 +362,7 @@ fn exclusion(btf: &Btf, params: &[btf_rs::Parameter]) -> Option<Exclusion> {
 
 /// Resolves a type id through typedefs and qualifiers.
 fn strip_modifiers(btf: &Btf, mut id: Option<u32>) -> Option<Type> {
-    loop {
+    for _ in 0..MAX_DEPTH {
         let t = btf.resolve_type_by_id(id?).ok()?;
         match &t {
             Type::Typedef(_)
@@ -331,6 +375,7 @@ fn strip_modifiers(btf: &Btf, mut id: Option<u32>) -> Option<Type> {
             _ => return Some(t),
         }
     }
+    None
 }
 
 /// Remembers which type ids are `struct sk_buff *` (possibly const, typedef'd).
@@ -617,5 +662,119 @@ ffffffffc0b01000 t veth_xmit\t[other]
             .err()
             .unwrap();
         assert!(format!("{err}").contains("CONFIG_DEBUG_INFO_BTF"));
+    }
+
+    /// A BTF blob written by hand, for shapes no kernel has.
+    struct BtfBlob {
+        types: Vec<u32>,
+        strings: Vec<u8>,
+    }
+
+    const INT: u32 = 1;
+    const PTR: u32 = 2;
+    const STRUCT: u32 = 4;
+    const TYPEDEF: u32 = 8;
+    const FUNC: u32 = 12;
+    const FUNC_PROTO: u32 = 13;
+
+    impl BtfBlob {
+        fn new() -> Self {
+            BtfBlob {
+                types: Vec::new(),
+                strings: vec![0],
+            }
+        }
+
+        /// Appends a type (ids count from 1) with its trailing words.
+        fn add(&mut self, kind: u32, name: &str, vlen: u32, size_or_type: u32, extra: &[u32]) {
+            let name_off = match name {
+                "" => 0,
+                _ => {
+                    let off = self.strings.len() as u32;
+                    self.strings.extend(name.as_bytes());
+                    self.strings.push(0);
+                    off
+                }
+            };
+            self.types
+                .extend([name_off, kind << 24 | vlen, size_or_type]);
+            self.types.extend(extra);
+        }
+
+        fn parse(&self) -> Btf {
+            let types: Vec<u8> = self.types.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let mut out = vec![0x9f, 0xeb, 1, 0];
+            let (type_len, str_len) = (types.len() as u32, self.strings.len() as u32);
+            for word in [24, 0, type_len, type_len, str_len] {
+                out.extend(u32::to_le_bytes(word));
+            }
+            out.extend(types);
+            out.extend(&self.strings);
+            Btf::from_bytes(&out).expect("a well-formed blob")
+        }
+    }
+
+    /// Types that name themselves (a corrupt BTF can say anything) end the
+    /// walk instead of looping or overflowing the stack.
+    #[test]
+    fn self_referencing_types_end_the_walk() {
+        let mut blob = BtfBlob::new();
+        blob.add(TYPEDEF, "loop", 0, 1, &[]); // 1: typedef of itself
+        blob.add(PTR, "", 0, 1, &[]); // 2: pointer to it
+        blob.add(FUNC_PROTO, "", 1, 0, &[0, 2]); // 3: (loop *)
+        blob.add(FUNC, "f", 0, 3, &[]); // 4
+        blob.add(TYPEDEF, "btf_trace_t", 0, 6, &[]); // 5
+        blob.add(PTR, "", 0, 7, &[]); // 6
+        blob.add(FUNC_PROTO, "", 2, 0, &[0, 2, 0, 1]); // 7
+        blob.add(STRUCT, "sk_buff", 1, 8, &[0, 8, 0]); // 8: contains itself
+        blob.add(INT, "int", 0, 4, &[32]); // 9
+        let btf = blob.parse();
+        let kernel = KernelBtf {
+            vmlinux: btf,
+            modules: Vec::new(),
+        };
+        assert!(functions(&kernel).is_empty());
+        assert!(tracepoints(&kernel.vmlinux).is_empty());
+        let err = offsets(&kernel.vmlinux).unwrap_err();
+        assert_eq!(err.to_string(), "the kernel's BTF has no sk_buff.mark");
+    }
+
+    /// The running kernel's BTF cut short or scribbled on: every step of
+    /// discovery fails with a sentence or works, never panics.
+    #[test]
+    fn damaged_btf_fails_with_a_sentence() {
+        let real = fs::read(Path::new(SYS_BTF_DIR).join("vmlinux")).unwrap();
+        let dir = std::env::temp_dir().join(format!("ipft-btf-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut rng = crate::random::Random::new(5);
+        let mut cases: Vec<Vec<u8>> = [0, 1, 4, 23, 24, 25, 4096, real.len() / 2]
+            .iter()
+            .map(|&n| real[..n].to_vec())
+            .collect();
+        for i in 0..8 {
+            let mut bytes = real.clone();
+            // Half in the header, half in the first types.
+            let span = if i % 2 == 0 { 24 } else { 64 * 1024 };
+            for _ in 0..4 {
+                bytes[rng.below(span) as usize] = rng.next() as u8;
+            }
+            cases.push(bytes);
+        }
+        for bytes in cases {
+            fs::write(dir.join("vmlinux"), &bytes).unwrap();
+            let Ok(kernel) = KernelBtf::load(&dir, false) else {
+                let err = KernelBtf::load(&dir, false).err().unwrap().to_string();
+                assert!(
+                    err.contains("truncated") || err.contains("corrupt"),
+                    "{err}"
+                );
+                continue;
+            };
+            let _ = offsets(&kernel.vmlinux);
+            let _ = drop_reasons(&kernel.vmlinux);
+            let _ = tracepoints(&kernel.vmlinux);
+            let _ = functions(&kernel);
+        }
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -25,7 +25,6 @@ mod track;
 
 use std::{
     io::{self, Write},
-    path::Path,
     process::ExitCode,
 };
 
@@ -73,8 +72,7 @@ fn main() -> ExitCode {
 
 async fn run(opts: &Options) -> Result<ExitCode> {
     check_privileges()?;
-    let btf_dir = Path::new(discover::SYS_BTF_DIR);
-    let kernel = KernelBtf::load(btf_dir, false)?;
+    let kernel = KernelBtf::load(&opts.btf_dir, false)?;
     let config = Config {
         mark: opts.masked_mark(),
         mask: opts.mask,
@@ -103,7 +101,7 @@ async fn run(opts: &Options) -> Result<ExitCode> {
     }
 
     let reasons = discover::drop_reasons(&kernel.vmlinux);
-    let candidates = candidates(backend.as_ref(), kernel, opts.verbose)?;
+    let candidates = candidates(backend.as_ref(), kernel, opts)?;
     let filter = Filter {
         name: opts.regex.as_ref(),
         module: opts.module_regex.as_ref(),
@@ -208,12 +206,13 @@ fn load_programs(config: &Config) -> Result<Ebpf> {
 }
 
 /// Every target the backend can trace, with addresses for functions.
-fn candidates(backend: &dyn Backend, kernel: KernelBtf, verbose: bool) -> Result<Vec<Target>> {
+fn candidates(backend: &dyn Backend, kernel: KernelBtf, opts: &Options) -> Result<Vec<Target>> {
+    let verbose = opts.verbose;
     let found: Vec<Candidate> = match backend.target_kind() {
         TargetKind::Tracepoint => discover::tracepoints(&kernel.vmlinux),
         TargetKind::Function => {
             let kernel = KernelBtf {
-                modules: KernelBtf::load_modules(Path::new(discover::SYS_BTF_DIR), &kernel.vmlinux),
+                modules: KernelBtf::load_modules(&opts.btf_dir, &kernel.vmlinux),
                 ..kernel
             };
             let (found, missing) = discover::resolve_addresses(
