@@ -87,6 +87,11 @@ pub struct Options {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_traces: Option<u64>,
 
+    /// Aggregate mode: store at most this many events for the table (default:
+    /// as many as fit in about 1 GB); later ones are counted, not shown.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_events: Option<u64>,
+
     /// Write the output to this file instead of stdout: json streams into it,
     /// aggregate is written on exit through a temporary file and a rename.
     #[arg(long, value_name = "PATH")]

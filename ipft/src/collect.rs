@@ -23,6 +23,8 @@ pub struct Tally {
     pub seen: u64,
     pub lost: u64,
     pub bad: u64,
+    /// Events seen once `max_events` were stored: counted, not shown.
+    pub unstored: u64,
 }
 
 /// Turns events into output: names packets, then streams json lines or
@@ -33,6 +35,8 @@ pub struct Collector {
     pub reasons: HashMap<u32, String>,
     pub ids: PacketIds,
     pub packets: Packets,
+    /// Aggregate mode stores no more events than this (`--max-events`).
+    pub max_events: u64,
     pub sink: Sink,
     pub tally: Tally,
 }
@@ -79,9 +83,11 @@ impl Collector {
                 if !ok_unless_closed(written)? {
                     return Ok(Some(Stop::StdoutClosed));
                 }
-            } else {
+            } else if (self.packets.events() as u64) < self.max_events {
                 self.packets
                     .push_event(record, seen, keep_fields.then_some(event));
+            } else {
+                self.tally.unstored += 1;
             }
         }
         if json && !ok_unless_closed(self.sink.flush())? {

@@ -237,6 +237,20 @@ impl Packets {
     }
 }
 
+/// Memory the aggregate table may use by default (`--max-events`).
+const STORE_BYTES: u64 = 1 << 30;
+
+/// How many events fit in [`STORE_BYTES`] at the end of a run, when storage
+/// peaks: each event's record twice over (a vector grows by doubling), its
+/// copy in its group, and a share of its packet's summary; with `--field`
+/// its snapshot too, with the same growth slack.
+pub fn default_max_events(with_fields: bool) -> u64 {
+    let record = std::mem::size_of::<Record>() as u64;
+    let snapshot = std::mem::size_of::<Event>() as u64;
+    let per_event = 4 * record + if with_fields { 2 * snapshot } else { 0 };
+    STORE_BYTES / per_event
+}
+
 /// A record with no drop reason and no field snapshot.
 pub fn record(event: &Event, func: u32, packet: u32) -> Record {
     Record {
@@ -303,6 +317,13 @@ mod tests {
             .iter()
             .map(|g| g.iter().map(|r| (r.skb, r.tstamp, r.func)).collect())
             .collect()
+    }
+
+    #[test]
+    fn default_cap_is_sized_for_a_gigabyte() {
+        assert_eq!(std::mem::size_of::<Record>(), 40);
+        assert_eq!(default_max_events(false), 6_710_886);
+        assert_eq!(default_max_events(true), 2_485_513);
     }
 
     #[test]

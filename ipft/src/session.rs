@@ -93,6 +93,9 @@ pub async fn trace(
         reasons,
         ids: PacketIds::new(roles),
         packets: Packets::new(),
+        max_events: opts
+            .max_events
+            .unwrap_or_else(|| group::default_max_events(!opts.field.is_empty())),
         sink,
         tally: Tally::default(),
     };
@@ -210,6 +213,12 @@ fn report(tally: &Tally, stored: (usize, usize), track_full: u64, verbose: bool)
         eprintln!(
             "Lost {} events (the perf buffer was full: try a larger --perf-page-count)",
             tally.lost
+        );
+    }
+    if tally.unstored > 0 {
+        eprintln!(
+            "Stored the first {} events (--max-events); {} more were counted, not stored",
+            stored.0, tally.unstored
         );
     }
     if verbose {
