@@ -12,6 +12,7 @@ use crate::{
     backend::{self, Backend, Link},
     discover::{Target, TargetKind},
     progress::Progress,
+    testhook,
 };
 
 /// The numbers of ipftrace2's `Attaching program (...)` line.
@@ -60,6 +61,7 @@ pub fn attach_all(
         cancelled: false,
     };
     progress.attaching(&out.counts);
+    let pause = testhook::attach_pause();
     backend.attach_batch(ebpf, targets, &mut |target, slot, result| {
         match result {
             Ok(links) => {
@@ -84,6 +86,9 @@ pub fn attach_all(
             }
         }
         progress.attaching(&out.counts);
+        if let Some(pause) = pause {
+            std::thread::sleep(pause);
+        }
         out.cancelled = cancel.load(Ordering::Relaxed);
         !out.cancelled
     });

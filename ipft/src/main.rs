@@ -21,6 +21,7 @@ mod session;
 mod stream;
 mod summary;
 mod sys;
+mod testhook;
 mod track;
 
 use std::{

@@ -82,6 +82,7 @@ pub async fn trace(
     let probe_server = opts.enable_probe_server.then_some(opts.probe_server_port);
     let ready = ready::signal(opts.ready_file.as_deref(), probe_server).await?;
     progress.ready();
+    crate::testhook::panic_after_ready();
     let mut child = match opts.command.is_empty() {
         true => None,
         false => Some(command::spawn(&opts.command)?),
