@@ -9,7 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Result};
 
 pub enum Sink {
     Stdout(BufWriter<Stdout>),
@@ -31,13 +31,11 @@ impl Sink {
             return Ok(Sink::Stdout(BufWriter::new(io::stdout())));
         };
         if streaming {
-            let file =
-                create(path, force).with_context(|| format!("cannot create {}", path.display()))?;
+            let file = create(path, force).map_err(|e| cannot_create(path, e))?;
             return Ok(Sink::Stream(BufWriter::new(file)));
         }
         let tmp = temporary_path(path);
-        let file =
-            create(&tmp, true).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let file = create(&tmp, true).map_err(|e| cannot_create(path, e))?;
         Ok(Sink::Atomic {
             file: BufWriter::new(file),
             tmp,
@@ -91,6 +89,14 @@ impl Drop for Sink {
             }
         }
     }
+}
+
+/// Names the user's path, not the temporary one, and why it failed.
+fn cannot_create(path: &Path, err: io::Error) -> anyhow::Error {
+    anyhow!(
+        "cannot create the output file {} ({err}): choose a writable --output-file",
+        path.display()
+    )
 }
 
 fn create(path: &Path, replace: bool) -> io::Result<File> {
