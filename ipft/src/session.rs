@@ -82,7 +82,6 @@ pub async fn trace(
     let probe_server = opts.enable_probe_server.then_some(opts.probe_server_port);
     let ready = ready::signal(opts.ready_file.as_deref(), probe_server).await?;
     progress.ready();
-    crate::testhook::panic_after_ready();
     let mut child = match opts.command.is_empty() {
         true => None,
         false => Some(command::spawn(&opts.command)?),
@@ -111,6 +110,7 @@ pub async fn trace(
         if let Some(stop) = collector.consume(batch)? {
             break stop;
         }
+        crate::testhook::panic_on_event(collector.tally.seen);
         progress.traces(collector.tally.seen);
     };
     // Events already in the kernel's buffers belong to this run.

@@ -1,17 +1,21 @@
 //! Hooks for the end-to-end tests, hidden from users: `IPFT_TEST_HOOK`
 //! names them, comma-separated. They make rare moments happen on demand,
 //! so the tests can check what ipft leaves behind after them.
-use std::time::Duration;
+use std::{sync::OnceLock, time::Duration};
 
 fn active(name: &str) -> bool {
-    std::env::var("IPFT_TEST_HOOK").is_ok_and(|v| v.split(',').any(|h| h == name))
+    static HOOKS: OnceLock<String> = OnceLock::new();
+    HOOKS
+        .get_or_init(|| std::env::var("IPFT_TEST_HOOK").unwrap_or_default())
+        .split(',')
+        .any(|h| h == name)
 }
 
-/// `panic-after-ready`: a bug while tracing must still release every
-/// program and link (the kernel does, when the process's fds close).
-pub fn panic_after_ready() {
-    if active("panic-after-ready") {
-        panic!("IPFT_TEST_HOOK=panic-after-ready: a panic on purpose");
+/// `panic-on-event`: a bug while tracing must still release every program
+/// and link (the kernel does, when the process's fds close).
+pub fn panic_on_event(seen: u64) {
+    if seen > 0 && active("panic-on-event") {
+        panic!("IPFT_TEST_HOOK=panic-on-event: a panic on purpose");
     }
 }
 
