@@ -138,10 +138,7 @@ fn validate(opts: &Options) -> Option<ExitCode> {
             .exit()
     };
     if !opts.list && opts.masked_mark() == 0 {
-        usage(
-            "mark 0 (after --mask) would trace every unmarked packet: choose a non-zero mark"
-                .into(),
-        );
+        usage(zero_mark(opts));
     }
     if let Some(path) = opts
         .output_file
@@ -156,6 +153,19 @@ fn validate(opts: &Options) -> Option<ExitCode> {
     let (code, msg) = command::check(opts.command.first()?).err()?;
     eprintln!("ipft: {msg}");
     Some(ExitCode::from(code))
+}
+
+/// Why a mark that is 0 under its mask is refused: it would match every
+/// unmarked packet (ipftrace2 refuses mark 0 too).
+fn zero_mark(opts: &Options) -> String {
+    let everything = "would trace every unmarked packet";
+    match opts.mark.unwrap_or(0) {
+        0 => format!("mark 0 {everything}: choose a non-zero mark"),
+        mark => format!(
+            "mark {mark:#x} & mask {:#x} is 0, which {everything}: choose a mark with bits inside the mask",
+            opts.mask
+        ),
+    }
 }
 
 /// `--generate`: the man page and completions come from the same clap

@@ -6,13 +6,17 @@
 //! - [`parse`]: the aggregate table and the JSON lines, checked byte for byte.
 //! - [`checks`]: assertions shared by the tracing tests.
 //! - [`kernel`]: facts read independently of ipft (BTF, loaded programs, clocks).
+//! - [`teardown`], [`load`]: for robust.rs and flood.rs: what an ipft leaves
+//!   behind however it ends; a packet flood, streamed lines counted, memory.
 //! - [`marks`]: one mark per test, so tests running in parallel (each with its
 //!   own ipft) never see each other's packets.
 pub mod checks;
 pub mod kernel;
+pub mod load;
 pub mod marks;
 pub mod packets;
 pub mod parse;
 pub mod process;
+pub mod teardown;
 
 pub use process::{ipft_bin, run, Ipft, Output, Setup, StdoutMode};

@@ -27,6 +27,28 @@ pub const MASKED_MASK: u32 = 0xffff_0000;
 pub const MASKED_IN: [u32; 2] = [0x7a_0001, 0x7a_0002];
 pub const MASKED_OUT: u32 = 0x7b_0001;
 
+/// robust.rs and flood.rs: teardown, bad input, two tracers, a flood.
+pub const ATTACH_INTERRUPTED: u32 = 0x30001;
+pub const ATTACH_INTERRUPTED_TTY: u32 = 0x30002;
+pub const PANIC: u32 = 0x30003;
+pub const SIGKILL: u32 = 0x30004;
+pub const TERMINAL_LINE: u32 = 0x30005;
+pub const NEXT_RUN: u32 = 0x30006;
+pub const TWO_A: u32 = 0x30007;
+pub const TWO_B: u32 = 0x30008;
+pub const FLOOD: u32 = 0x30009;
+pub const ROBUST: [u32; 9] = [
+    ATTACH_INTERRUPTED,
+    ATTACH_INTERRUPTED_TTY,
+    PANIC,
+    SIGKILL,
+    TERMINAL_LINE,
+    NEXT_RUN,
+    TWO_A,
+    TWO_B,
+    FLOOD,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,6 +71,7 @@ mod tests {
             MASKED_OUT,
         ];
         marks.extend(MASKED_IN);
+        marks.extend(ROBUST);
         marks
     }
 

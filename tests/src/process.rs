@@ -129,6 +129,9 @@ pub enum StdoutMode {
     Collect,
     /// Read one line, then close the pipe, like `ipft -o json | head -1`.
     FirstLineThenClose,
+    /// Left to the test: [`Ipft::take_stdout`] (to count a flood's lines
+    /// without keeping them).
+    Caller,
 }
 
 /// How to run ipft, beyond its arguments.
@@ -139,6 +142,8 @@ pub struct Setup {
     pub uid: Option<u32>,
     /// stderr on a pseudo-terminal instead of a pipe.
     pub stderr_tty: bool,
+    /// `IPFT_TEST_HOOK`: a rare moment on demand (see ipft/src/testhook.rs).
+    pub hook: Option<&'static str>,
 }
 
 /// A pseudo-terminal: (master, to read; slave, for the child). Output
@@ -226,6 +231,8 @@ pub struct Ipft {
     stdout: Pipe,
     stderr: Pipe,
     args: Vec<String>,
+    /// With [`StdoutMode::Caller`], until taken.
+    raw_stdout: Option<std::process::ChildStdout>,
 }
 
 impl Ipft {
@@ -238,6 +245,9 @@ impl Ipft {
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped());
         if let Some(uid) = setup.uid {
             cmd.uid(uid).gid(uid);
+        }
+        if let Some(hook) = setup.hook {
+            cmd.env("IPFT_TEST_HOOK", hook);
         }
         // The master end of a pty reads until every slave fd is closed (EIO):
         // `cmd` holds our copy of the slave and is dropped on return.
@@ -256,9 +266,14 @@ impl Ipft {
             .spawn()
             .unwrap_or_else(|e| panic!("could not start {}: {e}", ipft_bin().display()));
         let out = child.stdout.take().unwrap();
+        let mut raw_stdout = None;
         let stdout = match setup.stdout {
             StdoutMode::Collect => Pipe::read_all(out),
             StdoutMode::FirstLineThenClose => Pipe::read_first_line(out),
+            StdoutMode::Caller => {
+                raw_stdout = Some(out);
+                Pipe::read_all(std::io::empty())
+            }
         };
         let stderr = match tty_master {
             Some(master) => Pipe::read_all(master),
@@ -270,6 +285,7 @@ impl Ipft {
             stdout,
             stderr,
             args,
+            raw_stdout,
         }
     }
 
@@ -295,6 +311,13 @@ impl Ipft {
             "`ipft {}` never printed `Trace ready!`\n{out}",
             self.args.join(" ")
         );
+    }
+
+    /// ipft's stdout, with [`StdoutMode::Caller`].
+    pub fn take_stdout(&mut self) -> std::process::ChildStdout {
+        self.raw_stdout
+            .take()
+            .expect("spawned with StdoutMode::Caller")
     }
 
     pub fn pid(&self) -> i32 {
