@@ -20,6 +20,9 @@ pub struct Row {
 #[derive(Debug, Default)]
 pub struct Group {
     pub rows: Vec<Row>,
+    /// ipft's one-line description after `===` (`ICMP 127.0.0.1 -> …`), an
+    /// addition to ipftrace2's layout.
+    pub summary: Option<String>,
 }
 
 impl Group {
@@ -58,12 +61,17 @@ pub fn aggregate(stdout: &str, graph: bool) -> Result<Vec<Group>, String> {
             groups.push(Group::default());
             continue;
         }
-        let row = table_row(line, graph)?;
-        groups
+        let group = groups
             .last_mut()
-            .ok_or_else(|| format!("row before the first `===`: {line:?}"))?
-            .rows
-            .push(row);
+            .ok_or_else(|| format!("row before the first `===`: {line:?}"))?;
+        match table_row(line, graph) {
+            Ok(row) => group.rows.push(row),
+            // Only the line right after `===` may describe the packet.
+            Err(_) if group.rows.is_empty() && group.summary.is_none() => {
+                group.summary = Some(line.to_string())
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(groups)
 }
@@ -206,8 +214,16 @@ mod tests {
             "{:<20} {:03} {:>24.24} {:>32.32}\n",
             25340022557490u64, 1, "veth", "veth_xmit"
         );
-        let groups = aggregate(&out, false).unwrap();
+        let groups = aggregate(
+            &out.replace("===\n", "===\nICMP 127.0.0.1 -> 127.0.0.1\n"),
+            false,
+        )
+        .unwrap();
         assert_eq!(groups.len(), 1);
+        assert_eq!(
+            groups[0].summary.as_deref(),
+            Some("ICMP 127.0.0.1 -> 127.0.0.1")
+        );
         assert_eq!(groups[0].functions(), ["ip_rcv", "veth_xmit"]);
         assert_eq!(groups[0].rows[1].module, "veth");
         assert_eq!(groups[0].rows[0].cpu, 1);
@@ -239,7 +255,7 @@ mod tests {
     #[test]
     fn rejects_bad_rows() {
         let out = format!(
-            "{:<20} {:>3.3} {:>24.24} {:>32.32}\n===\nhello\n",
+            "{:<20} {:>3.3} {:>24.24} {:>32.32}\n===\nhello\nworld\n",
             "Timestamp", "CPU", "Module", "Function"
         );
         assert!(aggregate(&out, false).is_err());
