@@ -10,13 +10,20 @@
 //!   behind however it ends; a packet flood, streamed lines counted, memory.
 //! - [`marks`]: one mark per test, so tests running in parallel (each with its
 //!   own ipft) never see each other's packets.
+//! - [`scripting`], [`netns`], [`flows`], [`details`]: for script.rs and
+//!   packet.rs: scratch files, readiness, namespaces and iptables rules torn
+//!   down on drop, traffic with a known end, ipft's summary/drop/field output.
 pub mod checks;
+pub mod details;
+pub mod flows;
 pub mod kernel;
 pub mod load;
 pub mod marks;
+pub mod netns;
 pub mod packets;
 pub mod parse;
 pub mod process;
+pub mod scripting;
 pub mod teardown;
 
 pub use process::{ipft_bin, run, Ipft, Output, Setup, StdoutMode};

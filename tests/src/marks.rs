@@ -18,6 +18,33 @@ pub const CLEANUP: u32 = 0x10009;
 pub const NOT_ROOT: u32 = 0x1000a;
 pub const LOST: u32 = 0x1000b;
 pub const TTY: u32 = 0x1000c;
+/// script.rs and packet.rs (scriptable runs, following the packet).
+pub const COMMAND: u32 = 0x20001;
+pub const COMMAND_JSON: u32 = 0x20002;
+pub const COMMAND_FAILS: u32 = 0x20003;
+pub const DURATION: u32 = 0x20004;
+pub const MAX_TRACES_JSON: u32 = 0x20005;
+pub const MAX_TRACES_TABLE: u32 = 0x20006;
+pub const OUTPUT_JSON_FILE: u32 = 0x20007;
+pub const OUTPUT_TABLE_FILE: u32 = 0x20008;
+pub const OUTPUT_FORCE: u32 = 0x20009;
+pub const READY_FILE: u32 = 0x2000a;
+pub const PROBE_SERVER: u32 = 0x2000b;
+pub const RUNTIME_FAILURE: u32 = 0x2000c;
+pub const PLAIN_STDERR: u32 = 0x2000d;
+pub const TTY_CR: u32 = 0x2000e;
+pub const NO_COLOR: u32 = 0x2000f;
+pub const README_CI: u32 = 0x20010;
+pub const NO_SOCKET: u32 = 0x20011;
+pub const NO_SOCKET_JSON: u32 = 0x20012;
+pub const NETFILTER_OUTPUT: u32 = 0x20013;
+pub const NETFILTER_INPUT: u32 = 0x20014;
+pub const SUMMARY: u32 = 0x20015;
+pub const SUMMARY_V6: u32 = 0x20016;
+pub const FIELDS: u32 = 0x20017;
+pub const TRACK: u32 = 0x20018;
+pub const FREED_REUSED: u32 = 0x20019;
+pub const READ_REUSED: u32 = 0x2001a;
 /// ping's README example: 1431655765. No other test sends it.
 pub const PING: u32 = 0x5555_5555;
 
@@ -68,6 +95,32 @@ mod tests {
             LOST,
             TTY,
             PING,
+            COMMAND,
+            COMMAND_JSON,
+            COMMAND_FAILS,
+            DURATION,
+            MAX_TRACES_JSON,
+            MAX_TRACES_TABLE,
+            OUTPUT_JSON_FILE,
+            OUTPUT_TABLE_FILE,
+            OUTPUT_FORCE,
+            READY_FILE,
+            PROBE_SERVER,
+            RUNTIME_FAILURE,
+            PLAIN_STDERR,
+            TTY_CR,
+            NO_COLOR,
+            README_CI,
+            NO_SOCKET,
+            NO_SOCKET_JSON,
+            NETFILTER_OUTPUT,
+            NETFILTER_INPUT,
+            SUMMARY,
+            SUMMARY_V6,
+            FIELDS,
+            TRACK,
+            FREED_REUSED,
+            READ_REUSED,
             MASKED_OUT,
         ];
         marks.extend(MASKED_IN);

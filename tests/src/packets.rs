@@ -23,7 +23,7 @@ pub fn sender(mark: Option<u32>) -> UdpSocket {
     socket
 }
 
-fn set_mark(socket: &UdpSocket, mark: u32) {
+pub fn set_mark(socket: &UdpSocket, mark: u32) {
     // SAFETY: setsockopt with a valid fd and a pointer to a live u32 of the given size.
     let rc = unsafe {
         libc::setsockopt(

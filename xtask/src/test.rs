@@ -22,6 +22,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("iptables", "iptables"),
     ("nft", "nftables"),
     ("bpftool", "bpftool"),
+    ("jq", "jq"),
 ];
 
 pub fn run(opts: &Options) -> Result<()> {
