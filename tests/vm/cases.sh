@@ -46,13 +46,17 @@ run_case() {
     start=$(now_ms)
     ipft "$@" >$d/out 2>$d/err &
     pid=$!
+    # Stages tell the host where a guest that never finishes got stuck.
+    echo "@@ipft-vm stage ipft started, waiting for Trace ready!" >&3
     ready=-1
     if wait_ready $timeout; then
         ready=$(($(now_ms) - start))
+        echo "@@ipft-vm stage ready after $ready ms, sending traffic" >&3
         $traffic >>$d/log 2>&1 || echo "traffic $traffic failed" >>$d/log
         # Let the perf buffers drain before asking for the table.
         sleep 2
     fi
+    echo "@@ipft-vm stage SIGINT sent, waiting for ipft to print and exit" >&3
     stop_start=$(now_ms)
     kill -INT $pid 2>/dev/null
     wait_exit $timeout

@@ -265,7 +265,14 @@ pub fn judge(case: &Case, out: &CaseOutput, features: &Features, implemented: &[
 /// A run that did not reach `Trace ready!`, or did not exit 0 on SIGINT.
 fn ran(out: &CaseOutput) -> Option<Verdict> {
     if !out.complete {
-        return Some(Verdict::fail("the guest stopped during this case"));
+        return Some(Verdict::fail(format!(
+            "the guest stopped during this case ({})",
+            if out.stage.is_empty() {
+                "before ipft started"
+            } else {
+                &out.stage
+            }
+        )));
     }
     if out.ready_ms.is_none() {
         return Some(Verdict::fail(format!(

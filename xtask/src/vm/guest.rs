@@ -30,6 +30,8 @@ pub struct CaseOutput {
     pub exit: Option<i32>,
     /// The case's `end` marker arrived (else the guest died or timed out).
     pub complete: bool,
+    /// The last step the guest announced (to explain a case cut short).
+    pub stage: String,
 }
 
 /// Everything one boot produced.
@@ -107,7 +109,9 @@ pub fn boot(b: &Boot) -> Result<Run> {
             }
         }
     }
-    stop(&mut child);
+    // A finished guest is powering off; a stuck one is killed at once.
+    let grace = if problem.is_none() { 10 } else { 0 };
+    stop(&mut child, Duration::from_secs(grace));
     parser.flush();
     Ok(Run {
         cases: parser.cases,
@@ -147,9 +151,9 @@ fn qemu(b: &Boot) -> Result<Child> {
         .context("could not start qemu-system-x86_64 (apt-get install qemu-system-x86)")
 }
 
-/// Gives a powering-off guest a moment, then kills QEMU.
-fn stop(child: &mut Child) {
-    let until = Instant::now() + Duration::from_secs(10);
+/// Gives a powering-off guest `grace`, then kills QEMU.
+fn stop(child: &mut Child, grace: Duration) {
+    let until = Instant::now() + grace;
     while Instant::now() < until {
         if let Ok(Some(_)) = child.try_wait() {
             return;
@@ -229,6 +233,11 @@ impl<'a> Parser<'a> {
                 }
             }
             ["stream", name] => self.stream = name.to_string(),
+            ["stage", ..] => {
+                if let Some((_, case)) = &mut self.current {
+                    case.stage = m["stage".len()..].trim().to_string();
+                }
+            }
             ["case", _, "end"] => {
                 if let Some((name, mut case)) = self.current.take() {
                     case.complete = true;
@@ -284,6 +293,7 @@ mod tests {
             "Trace ready!@@ipft-vm stream log",
             "@@ipft-vm case a end",
             "@@ipft-vm case b begin",
+            "@@ipft-vm stage SIGINT sent, waiting",
             "@@ipft-vm done 9.0",
         ] {
             p.line(l);
@@ -299,5 +309,6 @@ mod tests {
             ("row\n", "Trace ready!\n")
         );
         assert!(!p.cases["b"].complete);
+        assert_eq!(p.cases["b"].stage, "SIGINT sent, waiting");
     }
 }

@@ -249,7 +249,6 @@ fn run_kernel(
                 case,
                 &verdict,
                 run.cases.get(&case.id()),
-                &run,
             ));
         }
         let scenario = format!("{} ({})", case.scenario.name(), case.format());
@@ -261,9 +260,15 @@ fn run_kernel(
         result.rows.push(row);
     }
     if let Some(problem) = &run.problem {
+        let console = run.console_tail(40);
+        let console = if console.trim().is_empty() {
+            "    (empty: the kernel logged nothing at loglevel 4; no panic or oops)".to_string()
+        } else {
+            tail(&console, 40)
+        };
         result.details.push(format!(
-            "--- {label}: {problem}; console:\n{}",
-            run.console_tail(40)
+            "--- {label}: {problem}; guest console ({}), last 40 lines:\n{console}",
+            run.console.display()
         ));
     }
     let warnings: Vec<&String> = run
@@ -338,7 +343,6 @@ fn failure_detail(
     case: &Case,
     verdict: &Verdict,
     out: Option<&guest::CaseOutput>,
-    run: &guest::Run,
 ) -> String {
     let mut text = format!(
         "--- {label} {}: {}\n    ipft {}\n",
@@ -346,23 +350,17 @@ fn failure_detail(
         verdict.reason,
         case.args().join(" ")
     );
-    match out {
-        Some(out) => {
-            for (name, stream) in [
-                ("stderr", &out.stderr),
-                ("stdout", &out.stdout),
-                ("setup/traffic log", &out.log),
-            ] {
-                if !stream.trim().is_empty() {
-                    text += &format!("  [{name}, last 40 lines]\n{}\n", tail(stream, 40));
-                }
+    // A case the guest never reached or cut short is explained once, by the
+    // console tail after the kernel's failures.
+    if let Some(out) = out {
+        for (name, stream) in [
+            ("stderr", &out.stderr),
+            ("stdout", &out.stdout),
+            ("setup/traffic log", &out.log),
+        ] {
+            if !stream.trim().is_empty() {
+                text += &format!("  [{name}, last 40 lines]\n{}\n", tail(stream, 40));
             }
-        }
-        None => {
-            text += &format!(
-                "  [guest console, last 40 lines]\n{}\n",
-                run.console_tail(40)
-            )
         }
     }
     text
