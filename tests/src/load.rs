@@ -19,9 +19,13 @@ use crate::packets;
 
 /// Sends `count` marked datagrams as fast as the socket takes them, to one
 /// receiver that never reads: once its queue is full the kernel drops the
-/// rest on arrival, after the whole transmit and receive path ran. Returns
-/// the receiver, to keep until ipft stopped (see `packets`).
-pub fn flood(mark: u32, count: usize) -> UdpSocket {
+/// rest on arrival, after the whole transmit and receive path ran. Then one
+/// more, waited for until it is queued: loopback receives in order per CPU,
+/// and all were sent from one CPU, so by then every datagram's events are in
+/// the tracers' buffers. Returns the receivers, to keep until ipft stopped
+/// (see `packets`).
+pub fn flood(mark: u32, count: usize) -> Vec<UdpSocket> {
+    let _pinned = Pinned::here();
     let from = packets::sender(Some(mark));
     let to = packets::sink();
     let addr = to.local_addr().unwrap();
@@ -31,7 +35,36 @@ pub fn flood(mark: u32, count: usize) -> UdpSocket {
         from.send(b"ipft")
             .unwrap_or_else(|e| panic!("send a datagram to {addr}: {e}"));
     }
-    to
+    let mut sinks = packets::send_datagrams(&packets::sender(Some(mark)), 1);
+    sinks.push(to);
+    sinks
+}
+
+/// The calling thread kept on the CPU it runs on, until dropped.
+struct Pinned(libc::cpu_set_t);
+
+impl Pinned {
+    fn here() -> Self {
+        // SAFETY: cpu_set_t is plain data; the sched_* calls read or write
+        // one we own, for the calling thread (pid 0).
+        unsafe {
+            let mut before: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            assert_eq!(libc::sched_getaffinity(0, size, &mut before), 0);
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(libc::sched_getcpu() as usize, &mut one);
+            assert_eq!(libc::sched_setaffinity(0, size, &one), 0);
+            Pinned(before)
+        }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: restores the affinity saved in `here`.
+        unsafe { libc::sched_setaffinity(0, size, &self.0) };
+    }
 }
 
 /// JSON lines from ipft's stdout, counted as they stream by.
