@@ -55,6 +55,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const CONTRACT_BACKENDS: &[&str] = &["kprobe", "ftrace", "tracepoint"];
 
 pub fn run(opts: &Options) -> Result<()> {
+    let started = std::time::Instant::now();
     let series = selected(&opts.kernel)?;
     deps::debian(PACKAGES)?;
     let ipft = ipft_binary()?;
@@ -80,7 +81,7 @@ pub fn run(opts: &Options) -> Result<()> {
             .map(|r| r.join().expect("a VM thread panicked"))
             .collect::<Result<Vec<_>>>()
     })?;
-    report(&results)
+    report(&results, started.elapsed())
 }
 
 /// The just-built release ipft, or `IPFT_VM_BIN` (for working on the suite
@@ -375,7 +376,7 @@ fn tail(text: &str, n: usize) -> String {
         .join("\n")
 }
 
-fn report(results: &[KernelResult]) -> Result<()> {
+fn report(results: &[KernelResult], took: Duration) -> Result<()> {
     for r in results {
         for d in &r.details {
             eprintln!("{d}");
@@ -405,6 +406,7 @@ fn report(results: &[KernelResult]) -> Result<()> {
     for r in results {
         println!("{}: guest ran {:.0} s", r.label, r.elapsed.as_secs_f64());
     }
+    println!("vm-test took {:.0} s in all", took.as_secs_f64());
     if failed > 0 {
         bail!("{failed} VM test(s) failed: see the table above and the guest output before it");
     }
