@@ -5,6 +5,7 @@ use std::{
     os::unix::{fs::PermissionsExt, process::ExitStatusExt},
     path::{Path, PathBuf},
     process::ExitStatus,
+    time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
@@ -52,6 +53,21 @@ pub fn spawn(argv: &[String]) -> Result<Child> {
         .args(args)
         .spawn()
         .with_context(|| format!("cannot run {program}"))
+}
+
+/// How long a command has to exit after SIGTERM before it is killed.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// Stops a command ipft no longer waits for: SIGTERM, then SIGKILL if it
+/// is still running after [`GRACE`].
+pub async fn stop(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    }
+    if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
 }
 
 /// The status a shell would report: the exit code, or 128 + signal.

@@ -63,7 +63,12 @@ pub fn roles(targets: &[Target]) -> Vec<Role> {
                 Role::Frees
             }
             TargetKind::Tracepoint => Role::Normal,
-            _ if has_kfree_skbmem && t.name == "kfree_skbmem" => Role::Frees,
+            // The skb's memory is freed, or parked in the per-CPU NAPI cache.
+            _ if has_kfree_skbmem
+                && matches!(t.name.as_str(), "kfree_skbmem" | "napi_skb_cache_put") =>
+            {
+                Role::Frees
+            }
             _ if !has_kfree_skbmem && FREEING.contains(&t.name.as_str()) => Role::Frees,
             _ if is_releasing(&t.name) => Role::Releasing,
             _ => Role::Normal,

@@ -13,8 +13,13 @@ use anyhow::{anyhow, Result};
 
 pub enum Sink {
     Stdout(BufWriter<Stdout>),
-    /// json: written in place.
-    Stream(BufWriter<File>),
+    /// json: written in place; `path` is removed if the run ends before
+    /// anything was written (a failed start leaves no empty file behind).
+    Stream {
+        file: BufWriter<File>,
+        path: PathBuf,
+        done: bool,
+    },
     /// aggregate: written to `tmp`, renamed to `path` by [`Sink::finish`].
     Atomic {
         file: BufWriter<File>,
@@ -32,7 +37,11 @@ impl Sink {
         };
         if streaming {
             let file = create(path, force).map_err(|e| cannot_create(path, e))?;
-            return Ok(Sink::Stream(BufWriter::new(file)));
+            return Ok(Sink::Stream {
+                file: BufWriter::new(file),
+                path: path.to_path_buf(),
+                done: false,
+            });
         }
         let tmp = temporary_path(path);
         let file = create(&tmp, true).map_err(|e| cannot_create(path, e))?;
@@ -49,9 +58,11 @@ impl Sink {
         if let Sink::Atomic { tmp, path, .. } = &self {
             fs::rename(tmp, path)?;
         }
-        // Renamed: nothing left for Drop to clean up.
-        if let Sink::Atomic { tmp, .. } = &mut self {
-            tmp.clear();
+        // Renamed or complete: nothing left for Drop to clean up.
+        match &mut self {
+            Sink::Atomic { tmp, .. } => tmp.clear(),
+            Sink::Stream { done, .. } => *done = true,
+            Sink::Stdout(_) => {}
         }
         Ok(())
     }
@@ -61,32 +72,44 @@ impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Sink::Stdout(w) => w.write(buf),
-            Sink::Stream(w) | Sink::Atomic { file: w, .. } => w.write(buf),
+            Sink::Stream { file: w, .. } | Sink::Atomic { file: w, .. } => w.write(buf),
         }
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Sink::Stdout(w) => w.write_all(buf),
-            Sink::Stream(w) | Sink::Atomic { file: w, .. } => w.write_all(buf),
+            Sink::Stream { file: w, .. } | Sink::Atomic { file: w, .. } => w.write_all(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Sink::Stdout(w) => w.flush(),
-            Sink::Stream(w) | Sink::Atomic { file: w, .. } => w.flush(),
+            Sink::Stream { file: w, .. } | Sink::Atomic { file: w, .. } => w.flush(),
         }
     }
 }
 
 impl Drop for Sink {
-    /// An aggregate file that was never finished leaves nothing behind.
+    /// An aggregate file that was never finished leaves nothing behind, nor
+    /// does a json file nothing was written to.
     fn drop(&mut self) {
-        if let Sink::Atomic { tmp, .. } = self {
-            if !tmp.as_os_str().is_empty() {
+        match self {
+            Sink::Atomic { tmp, .. } if !tmp.as_os_str().is_empty() => {
                 let _ = fs::remove_file(tmp);
             }
+            Sink::Stream {
+                file,
+                path,
+                done: false,
+            } => {
+                let _ = file.flush();
+                if file.get_ref().metadata().is_ok_and(|m| m.len() == 0) {
+                    let _ = fs::remove_file(path);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -167,6 +190,18 @@ mod tests {
         sink.write_all(b"{}\n").unwrap();
         sink.flush().unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "{}\n");
+    }
+
+    #[test]
+    fn an_empty_json_file_of_a_failed_run_is_removed() {
+        let dir = scratch("failed");
+        let path = dir.join("out.json");
+        drop(Sink::open(Some(&path), false, true).unwrap());
+        assert!(!path.exists());
+        let mut sink = Sink::open(Some(&path), false, true).unwrap();
+        sink.write_all(b"{}\n").unwrap();
+        drop(sink);
+        assert!(path.exists(), "written events are kept");
     }
 
     #[test]

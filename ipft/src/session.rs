@@ -113,6 +113,11 @@ pub async fn trace(
         crate::testhook::panic_on_event(collector.tally.seen);
         progress.traces(collector.tally.seen);
     };
+    // ipft stopped on its own (signal, --duration, --max-traces, closed
+    // output): the command must not outlive it.
+    if let Some(child) = child.as_mut().filter(|_| !matches!(stop, Stop::Command(_))) {
+        command::stop(child).await;
+    }
     // Events already in the kernel's buffers belong to this run.
     if !matches!(stop, Stop::StdoutClosed | Stop::MaxTraces) {
         collector.consume(stream.drain_all())?;

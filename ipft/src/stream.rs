@@ -111,41 +111,51 @@ impl Stream {
     /// returns what it had.
     pub async fn next(&mut self) -> Batch {
         loop {
-            let batch = tokio::select! {
-                batch = ready_ring(&mut self.rings, &self.index) => batch,
-                _ = self.tick.tick() => self.drain_all(),
+            tokio::select! {
+                () = any_ready(&mut self.rings) => {},
+                _ = self.tick.tick() => {},
             };
+            let batch = self.drain_all();
             if !batch.is_empty() {
                 return batch;
             }
         }
     }
 
-    /// Reads whatever every ring holds, without waiting: also called once
-    /// tracing stops so events already in the kernel are not lost.
+    /// Reads whatever every ring holds, without waiting, in timestamp order.
+    /// Also called once tracing stops so events already in the kernel are
+    /// not lost.
+    ///
+    /// All rings at once, sorted: a packet can move between CPUs, and its
+    /// events must reach packet naming in the order they happened (a freed
+    /// skb reused on another CPU would otherwise join the old packet).
     pub fn drain_all(&mut self) -> Batch {
         let mut all = Batch::default();
         for ring in &mut self.rings {
             drain(ring.get_mut(), &self.index, &mut all);
         }
+        // Each ring is in order already: the sort merges runs.
+        all.events.sort_by_key(|e| e.tstamp);
         all
     }
 }
 
-/// The first ring the kernel marked readable, drained.
-async fn ready_ring(rings: &mut [AsyncFd<PerfRing>], index: &HashMap<u64, u32>) -> Batch {
+/// Waits until the kernel marks some ring readable, and clears that mark
+/// (the caller drains every ring next).
+async fn any_ready(rings: &mut [AsyncFd<PerfRing>]) {
     std::future::poll_fn(|cx| {
+        let mut ready = false;
         for ring in rings.iter_mut() {
             if let Poll::Ready(Ok(mut guard)) = ring.poll_read_ready_mut(cx) {
-                let mut batch = Batch::default();
-                drain(guard.get_inner_mut(), index, &mut batch);
                 guard.clear_ready();
-                if !batch.is_empty() {
-                    return Poll::Ready(batch);
-                }
+                ready = true;
             }
         }
-        Poll::Pending
+        if ready {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     })
     .await
 }
