@@ -163,3 +163,85 @@ pub fn reason(err: &anyhow::Error) -> String {
         None => format!("{err:#}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn works() -> Result<(), String> {
+        Ok(())
+    }
+
+    fn no_fprobe() -> Result<(), String> {
+        Err("no fprobe (CONFIG_FPROBE is off)".into())
+    }
+
+    fn not_asked() -> Result<(), String> {
+        panic!("this probe should not run")
+    }
+
+    #[test]
+    fn auto_prefers_kprobe_multi() {
+        let (choice, why) = choose(
+            BackendChoice::Auto,
+            Tracer::Function,
+            &mut not_asked,
+            &mut works,
+        )
+        .unwrap();
+        assert_eq!(choice, BackendChoice::KprobeMulti);
+        assert!(why.contains("fprobe"));
+    }
+
+    #[test]
+    fn function_graph_never_probes_kprobe_multi() {
+        let (choice, _) = choose(
+            BackendChoice::Auto,
+            Tracer::FunctionGraph,
+            &mut works,
+            &mut not_asked,
+        )
+        .unwrap();
+        assert_eq!(choice, BackendChoice::Ftrace);
+        let err = choose(
+            BackendChoice::KprobeMulti,
+            Tracer::FunctionGraph,
+            &mut not_asked,
+            &mut not_asked,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("use -b ftrace"), "{err}");
+    }
+
+    #[test]
+    fn kprobe_multi_on_a_kernel_without_it_is_one_sentence() {
+        let err = choose(
+            BackendChoice::KprobeMulti,
+            Tracer::Function,
+            &mut not_asked,
+            &mut no_fprobe,
+        )
+        .unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.starts_with(
+                "the kprobe-multi backend is unavailable: no fprobe (CONFIG_FPROBE is off); try -b "
+            ),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn auto_without_fprobe_names_only_the_chosen_backend() {
+        let (choice, why) = choose(
+            BackendChoice::Auto,
+            Tracer::Function,
+            &mut || Err("fentry is refused (EPERM)".into()),
+            &mut no_fprobe,
+        )
+        .unwrap();
+        assert_ne!(choice, BackendChoice::KprobeMulti);
+        assert!(!why.contains("kprobe-multi"), "{why}");
+    }
+}
