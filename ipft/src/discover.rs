@@ -256,6 +256,7 @@ fn scan_functions(
             continue;
         };
         let name = btf.resolve_name(&func).unwrap_or_default();
+        let reason_pos = reason_position(btf, &name, &proto.parameters);
         out.push(Candidate {
             target: Target {
                 name,
@@ -263,7 +264,7 @@ fn scan_functions(
                 addr: 0,
                 skb_pos: pos as u8,
                 nargs: proto.parameters.len() as u8,
-                reason_pos: reason_position(btf, &proto.parameters),
+                reason_pos,
                 kind: TargetKind::Function,
             },
             exclusion: exclusion(btf, &proto.parameters),
@@ -298,7 +299,7 @@ pub fn tracepoints(btf: &Btf) -> Vec<Candidate> {
                 addr: 0,
                 skb_pos: pos as u8,
                 nargs: params.len() as u8,
-                reason_pos: reason_position(btf, params),
+                reason_pos: reason_position(btf, tp_name, params),
                 kind: TargetKind::Tracepoint,
             },
             exclusion: None,
@@ -307,8 +308,14 @@ pub fn tracepoints(btf: &Btf) -> Vec<Candidate> {
     dedup(out)
 }
 
-/// Where an `enum skb_drop_reason` parameter is, if there is one.
-fn reason_position(btf: &Btf, params: &[btf_rs::Parameter]) -> Option<u8> {
+/// Where an `enum skb_drop_reason` parameter is, in a function that drops
+/// (kfree_skb_reason, sk_skb_reason_drop, the kfree_skb tracepoint, …).
+/// Helpers that pass a reason along (skb_release_data) often get a
+/// placeholder (NOT_SPECIFIED) even for a consumed packet: not shown.
+fn reason_position(btf: &Btf, name: &str, params: &[btf_rs::Parameter]) -> Option<u8> {
+    if !(name.contains("kfree_skb") || name.contains("drop")) {
+        return None;
+    }
     params
         .iter()
         .position(|p| {

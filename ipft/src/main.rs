@@ -72,6 +72,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(opts: &Options) -> Result<ExitCode> {
+    // First of all: a Ctrl-C during start-up must stop ipft, not be lost.
+    let signals = session::Signals::new()?;
     check_privileges()?;
     let kernel = KernelBtf::load(&opts.btf_dir, false)?;
     let config = Config {
@@ -125,6 +127,7 @@ async fn run(opts: &Options) -> Result<ExitCode> {
         targets,
         filtered.len(),
         reasons,
+        signals,
     )
     .await
 }

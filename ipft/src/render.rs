@@ -42,6 +42,10 @@ impl Extras<'_> {
             return None;
         }
         let name = self.reasons.and_then(|names| names.get(&r.drop_reason));
+        // Not drops: a packet freed after use passes these.
+        if name.is_some_and(|n| n == "CONSUMED" || n == "NOT_DROPPED_YET") {
+            return None;
+        }
         Some(name.cloned().unwrap_or_else(|| r.drop_reason.to_string()))
     }
 

@@ -45,8 +45,8 @@ pub async fn trace(
     targets: Vec<Target>,
     filtered: usize,
     reasons: HashMap<u32, String>,
+    mut signals: Signals,
 ) -> Result<ExitCode> {
-    let mut signals = Signals::new()?;
     let sink = Sink::open(
         opts.output_file.as_deref(),
         opts.force,
@@ -250,13 +250,15 @@ async fn wait(child: &mut Option<tokio::process::Child>) -> io::Result<std::proc
 }
 
 /// SIGINT and SIGTERM, as one stream: both mean "stop".
-struct Signals {
+pub struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn new() -> Result<Self> {
+    /// Installs the handlers: from here on SIGINT and SIGTERM are caught
+    /// (and remembered until the session looks), not fatal.
+    pub fn new() -> Result<Self> {
         Ok(Signals {
             int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
             term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
