@@ -41,9 +41,9 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use btf_rs::{Btf, BtfType, Type};
 use fallible_iterator::FallibleIterator;
-use std::os::fd::{AsRawFd, FromRawFd};
 use ipft_common::Offsets;
 use regex::Regex;
+use std::os::fd::{AsRawFd, FromRawFd};
 
 /// Where the kernel publishes its BTF.
 pub const SYS_BTF_DIR: &str = "/sys/kernel/btf";
@@ -106,7 +106,9 @@ impl KernelBtf {
 fn open_vmlinux(path: &Path) -> btf_rs::Result<Btf> {
     let bytes = fs::read(path)?;
     if is_short(&bytes) {
-        return Err(btf_rs::Error::IO(io::Error::from(io::ErrorKind::UnexpectedEof)));
+        return Err(btf_rs::Error::IO(io::Error::from(
+            io::ErrorKind::UnexpectedEof,
+        )));
     }
     if let Ok(btf) = Btf::from_file_with_backend(path, btf_rs::Backend::Mmap) {
         return Ok(btf);

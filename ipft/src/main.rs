@@ -86,11 +86,18 @@ async fn run(opts: &Options) -> Result<ExitCode> {
         },
         offsets: discover::offsets(&kernel.vmlinux)?,
     };
-    let mut ebpf = load_programs(&config)?;
+    // Start-up work that does not depend on what follows runs on other
+    // cores meanwhile: loading the programs (aya parses the kernel's BTF
+    // again) and reading /proc/kallsyms (slow for the kernel to produce).
+    let mut programs = Background::start(move || load_programs(&config));
+    let kallsyms = match opts.backend {
+        BackendChoice::Tracepoint => None,
+        _ => Some(Background::start(discover::read_kallsyms)),
+    };
 
     let mut fentry_probe = || {
-        let probe = probe_target();
-        backend::ftrace::probe(&mut ebpf, &probe)
+        let ebpf = programs.get().map_err(|e| format!("{e}"))?;
+        backend::ftrace::probe(ebpf, &probe_target())
     };
     let (choice, why) = backend::choose(
         opts.backend,
@@ -104,7 +111,7 @@ async fn run(opts: &Options) -> Result<ExitCode> {
     }
 
     let reasons = discover::drop_reasons(&kernel.vmlinux);
-    let candidates = candidates(backend.as_ref(), kernel, opts)?;
+    let candidates = candidates(backend.as_ref(), kernel, kallsyms, opts)?;
     let filter = Filter {
         name: opts.regex.as_ref(),
         module: opts.module_regex.as_ref(),
@@ -120,6 +127,7 @@ async fn run(opts: &Options) -> Result<ExitCode> {
             what(backend.as_ref())
         );
     }
+    let ebpf = programs.take()?;
     session::trace(
         opts,
         (choice, backend),
@@ -130,6 +138,37 @@ async fn run(opts: &Options) -> Result<ExitCode> {
         signals,
     )
     .await
+}
+
+/// Work started on another thread, its result taken when needed.
+struct Background<T> {
+    running: Option<std::thread::JoinHandle<Result<T>>>,
+    done: Option<T>,
+}
+
+impl<T: Send + 'static> Background<T> {
+    fn start(work: impl FnOnce() -> Result<T> + Send + 'static) -> Self {
+        Background {
+            running: Some(std::thread::spawn(work)),
+            done: None,
+        }
+    }
+
+    /// Waits for the result (once) and lends it.
+    fn get(&mut self) -> Result<&mut T> {
+        if let Some(running) = self.running.take() {
+            let result = running
+                .join()
+                .map_err(|_| anyhow::anyhow!("a start-up thread panicked"))?;
+            self.done = Some(result?);
+        }
+        self.done.as_mut().context("start-up work failed earlier")
+    }
+
+    fn take(mut self) -> Result<T> {
+        self.get()?;
+        self.done.take().context("start-up work failed earlier")
+    }
 }
 
 /// Checks that need more than one option or the file system; usage errors
@@ -220,7 +259,12 @@ fn load_programs(config: &Config) -> Result<Ebpf> {
 }
 
 /// Every target the backend can trace, with addresses for functions.
-fn candidates(backend: &dyn Backend, kernel: KernelBtf, opts: &Options) -> Result<Vec<Target>> {
+fn candidates(
+    backend: &dyn Backend,
+    kernel: KernelBtf,
+    kallsyms: Option<Background<String>>,
+    opts: &Options,
+) -> Result<Vec<Target>> {
     let verbose = opts.verbose;
     let found: Vec<Candidate> = match backend.target_kind() {
         TargetKind::Tracepoint => discover::tracepoints(&kernel.vmlinux),
@@ -229,10 +273,12 @@ fn candidates(backend: &dyn Backend, kernel: KernelBtf, opts: &Options) -> Resul
                 modules: KernelBtf::load_modules(&opts.btf_dir, &kernel.vmlinux),
                 ..kernel
             };
-            let (found, missing) = discover::resolve_addresses(
-                discover::functions(&kernel),
-                &discover::read_kallsyms()?,
-            );
+            let kallsyms = match kallsyms {
+                Some(reading) => reading.take()?,
+                None => discover::read_kallsyms()?,
+            };
+            let (found, missing) =
+                discover::resolve_addresses(discover::functions(&kernel), &kallsyms);
             if verbose {
                 eprintln!("{missing} functions with an skb parameter are not in /proc/kallsyms (inlined): skipped");
             }
