@@ -107,7 +107,7 @@ pub struct Config {
     /// `mark & mask`, precomputed so the program does one AND and one compare.
     pub mark: u32,
     pub mask: u32,
-    /// Bit flags: [`CONFIG_TRACK`].
+    /// Bit flags: [`CONFIG_TRACK`], [`CONFIG_GRAPH`].
     pub flags: u32,
     pub offsets: Offsets,
 }
@@ -115,6 +115,22 @@ pub struct Config {
 /// `Config::flags` bit: keep tracing a matched skb (by pointer, in the
 /// `TRACKED` map) after its mark changes, until it is freed.
 pub const CONFIG_TRACK: u32 = 1;
+/// `Config::flags` bit: function_graph. fentry remembers each traced call in
+/// the `ENTERED` map so that its fexit reports the return without reading
+/// the skb again (it may be freed and reused by then).
+pub const CONFIG_GRAPH: u32 = 2;
+
+/// Key of the `ENTERED` map: one traced call in flight.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Call {
+    pub skb: u64,
+    pub func: u64,
+    pub pid_tgid: u64,
+}
+
+/// Entries of the `ENTERED` map: traced calls in flight at once.
+pub const ENTERED_MAX: u32 = 16384;
 
 /// Where fields live in this kernel's structs.
 #[repr(C)]
@@ -177,4 +193,5 @@ mod user {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Cloning {}
+    unsafe impl aya::Pod for super::Call {}
 }

@@ -25,8 +25,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use ipft_common::{
-    tracepoint_id, Cloning, Config, Event, Offsets, CONFIG_TRACK, EVENT_CLONE, EVENT_DROP_REASON,
-    EVENT_RETURN, TP_KFREE_SKB_ID, TRACKED_MAX,
+    tracepoint_id, Call, Cloning, Config, Event, Offsets, CONFIG_GRAPH, CONFIG_TRACK, ENTERED_MAX,
+    EVENT_CLONE, EVENT_DROP_REASON, EVENT_RETURN, TP_KFREE_SKB_ID, TRACKED_MAX,
 };
 
 const _: () = assert!(ipft_common::TP_POSITIONS == 5 && ipft_common::TP_SLOTS == 32);
@@ -88,6 +88,11 @@ fn send<C: EbpfContext>(ctx: &C, event: &Event) {
         }
     }
 }
+
+/// function_graph: traced calls in flight, so that their returns are
+/// reported (see [`returned`]).
+#[map]
+static ENTERED: HashMap<Call, u8> = HashMap::with_max_entries(ENTERED_MAX, 0);
 
 /// `--track`: identities of functions that clone or copy an skb.
 #[map]
@@ -198,6 +203,14 @@ fn trace<C: EbpfContext>(ctx: &C, skb: u64, func: impl FnOnce() -> u64, flags: u
     let offsets = config!(offsets);
     snapshot(&offsets, skb, &mut event);
     send(ctx, &event);
+    if config!(flags) & CONFIG_GRAPH != 0 {
+        let call = Call {
+            skb,
+            func,
+            pid_tgid: bpf_get_current_pid_tgid(),
+        };
+        let _ = ENTERED.insert(&call, &1, 0);
+    }
     if config!(flags) & CONFIG_TRACK != 0 {
         if unsafe { FREES.get(&func) }.is_some() {
             let _ = TRACKED.remove(&skb);
@@ -207,6 +220,34 @@ fn trace<C: EbpfContext>(ctx: &C, skb: u64, func: impl FnOnce() -> u64, flags: u
             let _ = CLONING.insert(&bpf_get_current_pid_tgid(), &cloning, 0);
         }
     }
+}
+
+/// function_graph: a function whose call was traced returns. Decided by
+/// the `ENTERED` map, not by the mark: the skb may have been freed (and its
+/// memory reused) inside the call. The event carries no snapshot for the
+/// same reason.
+#[inline(always)]
+fn returned<C: EbpfContext>(ctx: &C, skb: u64) {
+    if skb == 0 {
+        return;
+    }
+    let func = func_ip(ctx);
+    let call = Call {
+        skb,
+        func,
+        pid_tgid: bpf_get_current_pid_tgid(),
+    };
+    if ENTERED.remove(&call).is_err() {
+        return;
+    }
+    let mut event = Event::zeroed();
+    event.skb = skb;
+    event.tstamp = unsafe { bpf_ktime_get_ns() };
+    event.func = func;
+    event.cpu = unsafe { bpf_get_smp_processor_id() };
+    event.flags = EVENT_RETURN;
+    event.network_header = 0xffff;
+    send(ctx, &event);
 }
 
 /// `--track`: a cloning function returned `child`, a copy of `parent`:
@@ -304,13 +345,7 @@ macro_rules! ftrace_pos {
         }
         #[fexit]
         pub fn $exit(ctx: FExitContext) -> i32 {
-            trace(
-                &ctx,
-                ctx.arg::<u64>($pos),
-                || func_ip(&ctx),
-                EVENT_RETURN,
-                0,
-            );
+            returned(&ctx, ctx.arg::<u64>($pos));
             0
         }
     };

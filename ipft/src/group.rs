@@ -149,14 +149,17 @@ impl PacketIds {
         };
         let life = self.live.entry(event.skb).or_insert_with(&mut fresh);
         // A clone is a new packet even where the pointer was seen before
-        // (freed and reused); so is a freed pointer seen again.
-        if (life.freed && role == Role::Normal) || reused {
+        // (freed and reused); so is a freed pointer seen again, except for
+        // the returns of calls the packet was in (function_graph).
+        let returning = event.flags & ipft_common::EVENT_RETURN != 0 && !clone;
+        if (life.freed && role == Role::Normal && !returning) || reused {
             *life = fresh();
         }
         if role == Role::Frees {
             life.freed = true;
         }
-        let summary = match life.described {
+        // A return carries no snapshot: the skb may be gone by then.
+        let summary = match life.described || returning {
             true => None,
             false => summary::describe(event),
         };
@@ -454,6 +457,26 @@ mod tests {
             .map(|&f| ids.observe(&event(0x100), f).packet)
             .collect();
         assert_eq!(packets, [1, 1, 1, 2]);
+    }
+
+    #[test]
+    fn returns_after_the_free_stay_with_their_packet() {
+        use TargetKind::Function;
+        let targets = ["ip_rcv", "kfree_skbmem"].map(|n| target(n, Function));
+        let mut ids = PacketIds::new(roles(&targets));
+        let ret = |skb| Event {
+            flags: ipft_common::EVENT_RETURN,
+            ..event(skb)
+        };
+        // ip_rcv() { kfree_skbmem() { } }: the returns come after the free.
+        let packets = [
+            ids.observe(&event(0x100), 0).packet,
+            ids.observe(&event(0x100), 1).packet,
+            ids.observe(&ret(0x100), 1).packet,
+            ids.observe(&ret(0x100), 0).packet,
+            ids.observe(&event(0x100), 0).packet,
+        ];
+        assert_eq!(packets, [1, 1, 1, 1, 2]);
     }
 
     #[test]

@@ -79,11 +79,7 @@ async fn run(opts: &Options) -> Result<ExitCode> {
     let config = Config {
         mark: opts.masked_mark(),
         mask: opts.mask,
-        flags: if opts.track {
-            ipft_common::CONFIG_TRACK
-        } else {
-            0
-        },
+        flags: config_flags(opts),
         offsets: discover::offsets(&kernel.vmlinux)?,
     };
     // Start-up work that does not depend on what follows runs on other
@@ -138,6 +134,20 @@ async fn run(opts: &Options) -> Result<ExitCode> {
         signals,
     )
     .await
+}
+
+/// `Config::flags` for the programs.
+fn config_flags(opts: &Options) -> u32 {
+    let track = if opts.track {
+        ipft_common::CONFIG_TRACK
+    } else {
+        0
+    };
+    let graph = match opts.tracer {
+        cli::Tracer::FunctionGraph => ipft_common::CONFIG_GRAPH,
+        cli::Tracer::Function => 0,
+    };
+    track | graph
 }
 
 /// Work started on another thread, its result taken when needed.

@@ -232,6 +232,11 @@ fn report(tally: &Tally, stored: (usize, usize), track_full: u64, verbose: bool)
             "{} events of {} packets; ignored {} malformed or unknown events",
             stored.0, stored.1, tally.bad
         );
+        // For `cargo xtask bench`: what each stored event costs.
+        eprintln!(
+            "{} bytes per stored event",
+            std::mem::size_of::<crate::stream::Record>()
+        );
     }
 }
 
