@@ -4,6 +4,7 @@
 //! a few Debian packages. Every command installs what is missing first
 //! (quietly when it is present), so the README's two commands work on a
 //! fresh machine.
+mod bench;
 mod build;
 mod deps;
 mod test;
@@ -35,6 +36,8 @@ enum Command {
     Test(test::Options),
     /// Run the end-to-end suite inside VMs on Debian kernels.
     VmTest(vm::Options),
+    /// Measure start-up, stop, loss, overhead and memory against issue 7's targets (not a test).
+    Bench(bench::Options),
 }
 
 fn main() -> Result<()> {
@@ -43,5 +46,6 @@ fn main() -> Result<()> {
         Command::Run { build, args } => build::run(&build, &args),
         Command::Test(opts) => test::run(&opts),
         Command::VmTest(opts) => vm::run(&opts),
+        Command::Bench(opts) => bench::run(&opts),
     }
 }

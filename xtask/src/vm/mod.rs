@@ -7,9 +7,9 @@
 //! judge the output on the host. One boot per kernel keeps the suite inside
 //! its time budget: booting and starting ipft are slow under emulation.
 mod cases;
-mod guest;
-mod image;
-mod kernel;
+pub(crate) mod guest;
+pub(crate) mod image;
+pub(crate) mod kernel;
 mod output;
 
 use std::{
@@ -33,7 +33,7 @@ pub struct Options {
 
 /// Host tools the suite needs: QEMU, the guest's shell and network tools,
 /// xz for modules, and dpkg-deb/apt for the kernels.
-const PACKAGES: &[(&str, &str)] = &[
+pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("busybox", "busybox-static"),
     ("xz", "xz-utils"),
@@ -86,7 +86,7 @@ pub fn run(opts: &Options) -> Result<()> {
 
 /// The just-built release ipft, or `IPFT_VM_BIN` (for working on the suite
 /// itself while ipft does not build).
-fn ipft_binary() -> Result<PathBuf> {
+pub(crate) fn ipft_binary() -> Result<PathBuf> {
     match std::env::var_os("IPFT_VM_BIN") {
         Some(bin) => {
             eprintln!(
@@ -332,7 +332,7 @@ fn build_image(
     img.write(out)
 }
 
-fn which(tool: &str) -> Result<PathBuf> {
+pub(crate) fn which(tool: &str) -> Result<PathBuf> {
     let out = deps::output(Command::new("sh").args(["-c", &format!("command -v {tool}")]))
         .with_context(|| format!("{tool} is not installed on the host"))?;
     Ok(PathBuf::from(out.trim()))
