@@ -66,3 +66,56 @@ drop_teardown() {
     $NFT list table ip ipftdrop
     $NFT delete table ip ipftdrop
 }
+
+# VXLAN between ns a and ns b over the veth pair va (root, 10.0.3.1) / vb
+# (ns b, 10.0.3.2). vxlan0 is created in the root namespace and moved to a:
+# its underlay stays in root, so the tunnel crosses namespaces and
+# iptunnel_xmit's skb_scrub_packet clears the mark (xnet). The marked ping
+# goes a (10.0.4.1) -> b (10.0.4.2) through the overlay.
+vxlan_setup() {
+    for n in a b; do
+        $IP netns add $n
+        $IP -n $n link set lo up
+    done
+    $IP link add va type veth peer name vb netns b
+    $IP addr add 10.0.3.1/24 dev va
+    $IP link set va up
+    $IP -n b addr add 10.0.3.2/24 dev vb
+    $IP -n b link set vb up
+    $IP link add vxlan0 type vxlan id 42 local 10.0.3.1 remote 10.0.3.2 dstport 4789 dev va
+    $IP link set vxlan0 netns a
+    $IP -n a addr add 10.0.4.1/24 dev vxlan0
+    $IP -n a link set vxlan0 up
+    $IP -n b link add vxlan1 type vxlan id 42 local 10.0.3.2 remote 10.0.3.1 dstport 4789 dev vb
+    $IP -n b addr add 10.0.4.2/24 dev vxlan1
+    $IP -n b link set vxlan1 up
+    # Resolve neighbours on both layers now.
+    $IP netns exec a $PING -c 1 -W 5 10.0.4.2
+}
+
+vxlan_ping() { $IP netns exec a $PING -m $MARK -c 1 -W 2 10.0.4.2; }
+
+vxlan_teardown() {
+    for n in a b; do $IP netns del $n; done
+    $IP link del va 2>/dev/null || true
+}
+
+# Echo requests in sequence over loopback: each request is freed before the
+# next is allocated, so the slab hands the same memory out again. Pinned to
+# one CPU (loopback receives on the sending CPU) so the per-CPU free list
+# is the one reused.
+REUSE_COUNT=6
+ping_lo_repeat() { taskset 1 $PING -m $MARK -c $REUSE_COUNT -i 0.2 -W 2 127.0.0.1; }
+
+# A broadcast ping: ip_mc_output loops a clone (skb_clone) of the marked
+# packet back to the local stack while the original leaves on vc0.
+broadcast_setup() {
+    $IP link add vc0 type veth peer name vc1
+    $IP addr add 10.0.6.1/24 brd + dev vc0
+    $IP link set vc0 up
+    $IP link set vc1 up
+}
+
+broadcast_ping() { $PING -b -m $MARK -c 1 -W 1 10.0.6.255 || true; }
+
+broadcast_teardown() { $IP link del vc0; }

@@ -23,6 +23,20 @@ const FORWARD_RE: &str = "^(ip_rcv|ip_forward|ip_forward_finish|ip_output|__dev_
 /// the drop must be the packet's last row.
 const DROP_RE: &str = "^(__dev_queue_xmit|loopback_xmit|ip_rcv|ip_rcv_finish|ip_local_deliver|ip_local_deliver_finish|icmp_rcv|nf_hook_slow|kfree_skb|kfree_skb_reason|kfree_skb_list_reason|sk_skb_reason_drop|__kfree_skb|consume_skb)$";
 
+/// The VXLAN overlay's transmit (module functions where the backend offers
+/// them), the underlay's UDP transmit after the scrub, and its receive.
+const TUNNEL_RE: &str = "^(ip_output|__dev_queue_xmit|vxlan_xmit|vxlan_xmit_one|udp_tunnel_xmit_skb|iptunnel_xmit|skb_scrub_packet|ip_local_out|__ip_local_out|ip_finish_output2|veth_xmit|ip_rcv|udp_rcv|vxlan_rcv|consume_skb|kfree_skb.*|sk_skb_reason_drop)$";
+
+/// The loopback path, plus the free of the skb's memory that tells ipft a
+/// later skb at the same address is another packet.
+const REUSE_RE: &str = "^(ip_output|__dev_queue_xmit|loopback_xmit|ip_rcv|ip_local_deliver|icmp_rcv|consume_skb|kfree_skb.*|sk_skb_reason_drop|kfree_skbmem)$";
+
+/// Echo requests the reuse scenario sends: `REUSE_COUNT` in scenarios.sh.
+const REUSE_COUNT: usize = 6;
+
+/// A broadcast's path: ip_mc_output clones it for local delivery.
+const CLONE_RE: &str = "^(ip_output|ip_mc_output|ip_mc_finish_output|skb_clone|__dev_queue_xmit|veth_xmit|dev_loopback_xmit|ip_rcv|icmp_rcv|consume_skb|kfree_skb.*|sk_skb_reason_drop)$";
+
 /// Loopback milestones in order: each step is a set of acceptable names
 /// (kernels rename and inline these over time).
 const LOOPBACK_STEPS: &[&[&str]] = &[
@@ -58,6 +72,13 @@ pub enum Scenario {
     Auto,
     AutoGraph,
     Scale,
+    /// VXLAN without `--track`: the packet is lost from view at the scrub.
+    Untracked,
+    /// VXLAN with `--track`: followed into the underlay's UDP transmit.
+    Track,
+    DropReason,
+    Reuse,
+    Clone,
 }
 
 impl Scenario {
@@ -70,7 +91,16 @@ impl Scenario {
             Scenario::Auto => "auto",
             Scenario::AutoGraph => "auto-graph",
             Scenario::Scale => "scale",
+            Scenario::Untracked => "no-track",
+            Scenario::Track => "track",
+            Scenario::DropReason => "drop-reason",
+            Scenario::Reuse => "reuse",
+            Scenario::Clone => "clone",
         }
+    }
+
+    fn tracks(self) -> bool {
+        matches!(self, Scenario::Track | Scenario::Clone)
     }
 }
 
@@ -121,14 +151,24 @@ impl Case {
         if self.graph() {
             args.extend(["-t", "function_graph"]);
         }
+        if self.scenario.tracks() {
+            args.push("--track");
+        }
+        // The tunnel's judge reads which functions could not be attached.
+        if matches!(self.scenario, Scenario::Untracked | Scenario::Track) {
+            args.push("-v");
+        }
         let regex = match self.scenario {
             // There are only ~30 skb tracepoints: attach them all.
             Scenario::Loopback if self.backend == "tracepoint" => None,
             Scenario::Loopback | Scenario::Auto => Some(LOOPBACK_RE),
             Scenario::Graph | Scenario::AutoGraph => Some(GRAPH_RE),
             Scenario::Forward => Some(FORWARD_RE),
-            Scenario::Drop => Some(DROP_RE),
+            Scenario::Drop | Scenario::DropReason => Some(DROP_RE),
             Scenario::Scale => None,
+            Scenario::Untracked | Scenario::Track => Some(TUNNEL_RE),
+            Scenario::Reuse => Some(REUSE_RE),
+            Scenario::Clone => Some(CLONE_RE),
         };
         if let Some(re) = regex {
             args.extend(["-r", re]);
@@ -140,7 +180,14 @@ impl Case {
     pub fn steps(&self) -> [&'static str; 3] {
         match self.scenario {
             Scenario::Forward => ["forward_setup", "forward_ping", "forward_teardown"],
-            Scenario::Drop => ["drop_setup", "ping_lo_dropped", "drop_teardown"],
+            Scenario::Drop | Scenario::DropReason => {
+                ["drop_setup", "ping_lo_dropped", "drop_teardown"]
+            }
+            Scenario::Untracked | Scenario::Track => {
+                ["vxlan_setup", "vxlan_ping", "vxlan_teardown"]
+            }
+            Scenario::Reuse => ["none", "ping_lo_repeat", "none"],
+            Scenario::Clone => ["broadcast_setup", "broadcast_ping", "broadcast_teardown"],
             _ => ["none", "ping_lo", "none"],
         }
     }
@@ -254,6 +301,11 @@ pub fn judge(case: &Case, out: &CaseOutput, features: &Features, implemented: &[
         Scenario::Auto => auto(out, &groups, features, implemented, false),
         Scenario::AutoGraph => auto(out, &groups, features, implemented, true),
         Scenario::Scale => scale(out, &groups),
+        Scenario::Untracked => tunnel(&groups, false, &out.stderr),
+        Scenario::Track => tunnel(&groups, true, &out.stderr),
+        Scenario::DropReason => drop_reason(&groups),
+        Scenario::Reuse => reuse(&groups),
+        Scenario::Clone => clone_of(&groups, case.json),
     };
     if verdict.status == Status::Pass && case.scenario != Scenario::Scale {
         let ready = out.ready_ms.unwrap_or(0) as f64 / 1000.0;
@@ -560,6 +612,165 @@ fn drop(groups: &[Group]) -> Verdict {
     Verdict::pass(format!("ends nf_hook_slow → {}", names[n - 1]))
 }
 
+/// The VXLAN packet: iptunnel_xmit scrubs it (the mark is cleared: the
+/// tunnel crosses namespaces). Without `--track` nothing follows the scrub;
+/// with it, the same packet goes on through the underlay's IP output and is
+/// received as UDP on the other side. `stderr` is ipft's `-v` output: 6.1's
+/// fentry takes at most 6 arguments, iptunnel_xmit has 10.
+fn tunnel(groups: &[Group], tracked: bool, stderr: &str) -> Verdict {
+    let unattached = stderr.contains("cannot attach iptunnel_xmit ");
+    // The packet's first scrub is the tunnel's (crossing the veth comes later).
+    let scrubbed = groups.iter().find_map(|g| {
+        let rows = entries(g);
+        let start = match rows.iter().position(|r| r.function == "iptunnel_xmit") {
+            Some(i) => i,
+            None if unattached => rows.iter().position(|r| r.function == "__dev_queue_xmit")?,
+            None => return None,
+        };
+        let scrub = rows[start..]
+            .iter()
+            .position(|r| r.function == "skb_scrub_packet")?;
+        Some((g, rows, start + scrub))
+    });
+    let Some((g, rows, scrub)) = scrubbed else {
+        return Verdict::fail(format!(
+            "no packet went through iptunnel_xmit then skb_scrub_packet; {}",
+            summary(groups)
+        ));
+    };
+    let after: Vec<&str> = rows[scrub + 1..]
+        .iter()
+        .map(|r| r.function.as_str())
+        .collect();
+    let names = || {
+        let seen = shorten(&g.functions().join(","), 300);
+        match unattached {
+            true => format!("{seen} (iptunnel_xmit could not be attached)"),
+            false => seen,
+        }
+    };
+    if !tracked {
+        return match after.is_empty() {
+            true => Verdict::pass(format!("ends at skb_scrub_packet: {}", names())),
+            false => Verdict::fail(format!(
+                "rows after skb_scrub_packet without --track: {}",
+                names()
+            )),
+        };
+    }
+    let out = after
+        .iter()
+        .position(|f| matches!(*f, "ip_local_out" | "__ip_local_out"));
+    let received = out.and_then(|i| after[i..].iter().position(|f| *f == "udp_rcv"));
+    match received {
+        Some(_) => Verdict::pass(format!(
+            "past skb_scrub_packet into ip_local_out … udp_rcv: {}",
+            names()
+        )),
+        None => Verdict::fail(format!(
+            "no ip_local_out then udp_rcv after skb_scrub_packet: {}",
+            names()
+        )),
+    }
+}
+
+/// The drop names its reason: netfilter's verdict.
+fn drop_reason(groups: &[Group]) -> Verdict {
+    let dropped = groups
+        .iter()
+        .flat_map(|g| entries(g))
+        .find(|r| is_kfree(&r.function) && r.drop_reason.is_some());
+    match dropped {
+        Some(r) if r.drop_reason.as_deref() == Some("NETFILTER_DROP") => {
+            Verdict::pass(format!("{} (drop: NETFILTER_DROP)", r.function))
+        }
+        Some(r) => Verdict::fail(format!(
+            "{} dropped with reason {:?}, expected NETFILTER_DROP",
+            r.function, r.drop_reason
+        )),
+        None => Verdict::fail(format!(
+            "no kfree_skb-family row with a drop reason; {}",
+            summary(groups)
+        )),
+    }
+}
+
+/// Pings in sequence over loopback: one packet per echo request, each from
+/// the send path to its own kfree_skbmem, with distinct `packet` numbers
+/// although the kernel handed the same skb memory out again.
+fn reuse(groups: &[Group]) -> Verdict {
+    if groups.len() != REUSE_COUNT {
+        return Verdict::fail(format!(
+            "{} packets for {REUSE_COUNT} echo requests; {}",
+            groups.len(),
+            summary(groups)
+        ));
+    }
+    for g in groups {
+        let names = g.functions();
+        if names.first() != Some(&"ip_output") || names.last() != Some(&"kfree_skbmem") {
+            return Verdict::fail(format!(
+                "a packet does not run from ip_output to kfree_skbmem: {}",
+                shorten(&names.join(","), 300)
+            ));
+        }
+    }
+    let numbers: std::collections::BTreeSet<_> = groups.iter().map(|g| g.packet).collect();
+    if numbers.len() != groups.len() || numbers.contains(&None) {
+        return Verdict::fail(format!("packet numbers not distinct: {numbers:?}"));
+    }
+    let ids: std::collections::BTreeSet<_> = groups
+        .iter()
+        .map(|g| g.rows[0].packet_id.as_str())
+        .collect();
+    if ids.len() == groups.len() {
+        return Verdict::fail(format!(
+            "the kernel never reused an skb in {REUSE_COUNT} pings (all packet_id distinct): nothing shown"
+        ));
+    }
+    Verdict::pass(format!(
+        "{} packets ip_output→kfree_skbmem, distinct numbers on {} skb addresses",
+        groups.len(),
+        ids.len()
+    ))
+}
+
+/// `--track` on a broadcast: the looped-back clone is a packet of its own
+/// that names the original (aggregate: by its first timestamp; json: by
+/// its `packet` number).
+fn clone_of(groups: &[Group], json: bool) -> Verdict {
+    const CLONE_OF: &str = "(clone of the packet first seen at ";
+    let parent_of = |g: &Group| -> Option<&Group> {
+        if json {
+            let parent = g.parent?;
+            groups.iter().find(|p| p.packet == Some(parent))
+        } else {
+            let at = g.summary.as_deref()?.split_once(CLONE_OF)?.1;
+            let ts: u64 = at.strip_suffix(')')?.parse().ok()?;
+            groups
+                .iter()
+                .find(|p| p.rows.first().map(|r| r.tstamp) == Some(ts))
+        }
+    };
+    let found = groups.iter().find_map(|g| {
+        parent_of(g)
+            .filter(|p| !std::ptr::eq(*p, g))
+            .map(|p| (g, p))
+    });
+    let Some((clone, parent)) = found else {
+        let said: Vec<&str> = groups.iter().filter_map(|g| g.summary.as_deref()).collect();
+        return Verdict::fail(format!(
+            "no packet names another as its parent (summaries: {said:?}); {}",
+            summary(groups)
+        ));
+    };
+    Verdict::pass(format!(
+        "clone [{}] of [{}]",
+        shorten(&clone.functions().join(","), 120),
+        shorten(&parent.functions().join(","), 120)
+    ))
+}
+
 /// The backend `auto` announced on stderr.
 fn chosen_backend(stderr: &str) -> Option<&'static str> {
     let line = stderr
@@ -665,11 +876,12 @@ mod tests {
                 function: n.to_string(),
                 is_return: false,
                 indent: 0,
+                ..Row::default()
             })
             .collect();
         Group {
             rows,
-            summary: None,
+            ..Group::default()
         }
     }
 
@@ -724,6 +936,36 @@ mod tests {
     }
 
     #[test]
+    fn tunnel_needs_rows_past_the_scrub_only_when_tracked() {
+        let cut = ["__dev_queue_xmit", "iptunnel_xmit", "skb_scrub_packet"];
+        let mut on = cut.to_vec();
+        on.extend(["ip_local_out", "veth_xmit", "udp_rcv"]);
+        assert_eq!(tunnel(&[group(&cut)], false, "").status, Status::Pass);
+        assert_eq!(tunnel(&[group(&on)], false, "").status, Status::Fail);
+        assert_eq!(tunnel(&[group(&on)], true, "").status, Status::Pass);
+        assert_eq!(tunnel(&[group(&cut)], true, "").status, Status::Fail);
+        // Without iptunnel_xmit only if ipft said it could not attach it.
+        let fentry = ["__dev_queue_xmit", "skb_scrub_packet"];
+        assert_eq!(tunnel(&[group(&fentry)], false, "").status, Status::Fail);
+        let said = "cannot attach iptunnel_xmit (vmlinux): E2BIG\n";
+        assert_eq!(tunnel(&[group(&fentry)], false, said).status, Status::Pass);
+    }
+
+    #[test]
+    fn clone_names_its_parent_by_first_timestamp() {
+        let parent = group(&["ip_mc_output", "skb_clone"]);
+        let mut clone = group(&["skb_clone", "ip_rcv"]);
+        clone.summary =
+            Some("ICMP 10.0.6.1 -> 10.0.6.255 (clone of the packet first seen at 0)".into());
+        for r in &mut clone.rows {
+            r.tstamp += 5;
+        }
+        assert_eq!(clone_of(&[parent, clone], false).status, Status::Pass);
+        let alone = group(&["skb_clone", "ip_rcv"]);
+        assert_eq!(clone_of(&[alone], false).status, Status::Fail);
+    }
+
+    #[test]
     fn graph_pairs_entries_and_returns() {
         let row = |f: &str, ret, indent| Row {
             tstamp: 0,
@@ -732,6 +974,7 @@ mod tests {
             function: f.into(),
             is_return: ret,
             indent,
+            ..Row::default()
         };
         let ok = Group {
             rows: vec![
@@ -740,12 +983,12 @@ mod tests {
                 row("b", true, 2),
                 row("a", true, 0),
             ],
-            summary: None,
+            ..Group::default()
         };
         assert_eq!(graph(&[ok], false).status, Status::Pass);
         let open = Group {
             rows: vec![row("a", false, 0), row("b", false, 2), row("b", true, 2)],
-            summary: None,
+            ..Group::default()
         };
         assert_eq!(graph(&[open], false).status, Status::Fail);
     }

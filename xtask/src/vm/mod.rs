@@ -44,8 +44,9 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
 ];
 
 /// Modules the scenarios load: veth for the namespaces, nf_tables for the
-/// marking and drop rules (their dependencies are added).
-const MODULES: &[&str] = &["veth", "nf_tables"];
+/// marking and drop rules, vxlan for the tunnel (their dependencies are
+/// added).
+const MODULES: &[&str] = &["veth", "nf_tables", "vxlan"];
 
 /// The most one kernel's boot may take before it is stopped.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -169,6 +170,9 @@ fn plan(implemented: &[&str]) -> Vec<Case> {
         plan.push(Case::new(Scenario::Forward, backend, true));
         plan.push(Case::new(Scenario::Drop, backend, true));
     }
+    for &backend in &functions {
+        plan.extend(follow_cases(backend));
+    }
     plan.push(Case::new(Scenario::Auto, "auto", true));
     plan.push(Case::new(Scenario::AutoGraph, "auto", true));
     for backend in scale_backends(implemented) {
@@ -177,6 +181,21 @@ fn plan(implemented: &[&str]) -> Vec<Case> {
         plan.push(scale);
     }
     plan
+}
+
+/// The "follow the packet" runs of one backend: a VXLAN tunnel without and
+/// with `--track`, the drop reason, skb reuse and a clone.
+fn follow_cases(backend: &'static str) -> Vec<Case> {
+    vec![
+        Case::new(Scenario::Untracked, backend, true),
+        Case::new(Scenario::Track, backend, false),
+        Case::new(Scenario::Track, backend, true),
+        Case::new(Scenario::DropReason, backend, false),
+        Case::new(Scenario::DropReason, backend, true),
+        Case::new(Scenario::Reuse, backend, true),
+        Case::new(Scenario::Clone, backend, false),
+        Case::new(Scenario::Clone, backend, true),
+    ]
 }
 
 /// Backends of the scale run: kprobe, and kprobe-multi where ipft has it

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 /// One traced call (or return) of a packet.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Row {
     pub tstamp: u64,
     pub cpu: u32,
@@ -14,6 +14,10 @@ pub struct Row {
     pub is_return: bool,
     /// function_graph only: leading spaces of the function column.
     pub indent: usize,
+    /// `(drop: NAME)` after the row, json `drop_reason`.
+    pub drop_reason: Option<String>,
+    /// json only: the skb pointer (`packet_id`), which the kernel reuses.
+    pub packet_id: String,
 }
 
 /// The rows of one packet, in output order.
@@ -23,6 +27,10 @@ pub struct Group {
     /// ipft's one-line description after `===` (`ICMP 127.0.0.1 -> …`), an
     /// addition to ipftrace2's layout.
     pub summary: Option<String>,
+    /// json only: ipft's `packet` number, unique per run.
+    pub packet: Option<u64>,
+    /// json only: `parent_packet`, the packet a clone was made from.
+    pub parent: Option<u64>,
 }
 
 impl Group {
@@ -90,6 +98,10 @@ fn table_row(line: &str, graph: bool) -> Result<Row, String> {
     let cpu = cpu_text.parse().map_err(|_| bad())?;
     let module = line[25..49].trim_start().to_string();
     let column = &line[50..];
+    let (column, drop_reason) = match column.split_once(" (drop: ") {
+        Some((cell, rest)) => (cell, rest.split_once(')').map(|(r, _)| r.to_string())),
+        None => (column, None),
+    };
     let (function, is_return, indent) = if graph {
         graph_cell(column)
     } else {
@@ -105,6 +117,8 @@ fn table_row(line: &str, graph: bool) -> Result<Row, String> {
         function,
         is_return,
         indent,
+        drop_reason,
+        packet_id: String::new(),
     })
 }
 
@@ -119,8 +133,9 @@ fn graph_cell(cell: &str) -> (String, bool, usize) {
     }
 }
 
-/// `-o json`: one object per line, grouped by `packet_id` (groups ordered by
-/// their first row, rows by timestamp).
+/// `-o json`: one object per line, grouped by ipft's `packet` number (by
+/// `packet_id` where there is none: the kernel reuses skb pointers, the
+/// number is unique), groups ordered by their first row, rows by timestamp.
 pub fn json(stdout: &str) -> Result<Vec<Group>, String> {
     let mut by_packet: BTreeMap<String, Group> = BTreeMap::new();
     for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
@@ -153,8 +168,23 @@ pub fn json(stdout: &str) -> Result<Vec<Group>, String> {
                 .as_bool()
                 .ok_or("is_return is not a boolean")?,
             indent: 0,
+            drop_reason: v
+                .get("drop_reason")
+                .and_then(|x| x.as_str())
+                .map(str::to_string),
+            packet_id: id.clone(),
         };
-        by_packet.entry(id).or_default().rows.push(row);
+        let packet = v.get("packet").and_then(|x| x.as_u64());
+        let key = packet.map_or(id, |n| format!("#{n}"));
+        let group = by_packet.entry(key).or_default();
+        group.packet = packet;
+        group.parent = group
+            .parent
+            .or_else(|| v.get("parent_packet").and_then(|x| x.as_u64()));
+        if let Some(s) = v.get("summary").and_then(|x| x.as_str()) {
+            group.summary.get_or_insert_with(|| s.to_string());
+        }
+        group.rows.push(row);
     }
     let mut groups: Vec<Group> = by_packet.into_values().collect();
     for g in &mut groups {
@@ -227,6 +257,34 @@ mod tests {
         assert_eq!(groups[0].functions(), ["ip_rcv", "veth_xmit"]);
         assert_eq!(groups[0].rows[1].module, "veth");
         assert_eq!(groups[0].rows[0].cpu, 1);
+    }
+
+    #[test]
+    fn reads_the_drop_reason() {
+        let mut out = format!(
+            "{:<20} {:>3.3} {:>24.24} {:>32.32}\n===\n",
+            "Timestamp", "CPU", "Module", "Function"
+        );
+        out += &format!(
+            "{:<20} {:03} {:>24.24} {:>32.32} (drop: NETFILTER_DROP)\n",
+            1, 0, "vmlinux", "kfree_skb_reason"
+        );
+        let row = &aggregate(&out, false).unwrap()[0].rows[0];
+        assert_eq!(row.function, "kfree_skb_reason");
+        assert_eq!(row.drop_reason.as_deref(), Some("NETFILTER_DROP"));
+    }
+
+    #[test]
+    fn json_groups_by_packet_number() {
+        let line = |n, ts| {
+            format!(
+                r#"{{"packet_id":"0xffff1","timestamp":{ts},"processor_id":0,"module":"vmlinux","function":"ip_rcv","is_return":false,"packet":{n}}}"#
+            ) + "\n"
+        };
+        let groups = json(&(line(1, 10) + &line(2, 20) + &line(1, 15))).unwrap();
+        assert_eq!(groups.len(), 2);
+        assert_eq!((groups[0].packet, groups[0].rows.len()), (Some(1), 2));
+        assert_eq!(groups[1].rows[0].packet_id, "0xffff1");
     }
 
     #[test]
