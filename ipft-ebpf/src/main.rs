@@ -183,6 +183,18 @@ fn snapshot(o: &Offsets, skb: u64, event: &mut Event) {
     }
 }
 
+/// An event for a call of `func` on `skb`, stamped now, on this CPU.
+#[inline(always)]
+fn new_event(skb: u64, func: u64, flags: u32) -> Event {
+    let mut event = Event::zeroed();
+    event.skb = skb;
+    event.tstamp = unsafe { bpf_ktime_get_ns() };
+    event.func = func;
+    event.cpu = unsafe { bpf_get_smp_processor_id() };
+    event.flags = flags;
+    event
+}
+
 /// Traces one call: filter, then send the event; forget a tracked skb once
 /// a freeing function saw it.
 #[inline(always)]
@@ -193,12 +205,7 @@ fn trace<C: EbpfContext>(ctx: &C, skb: u64, func: impl FnOnce() -> u64, flags: u
     // Asked only now: the non-matching path makes no helper call but the
     // mark read.
     let func = func();
-    let mut event = Event::zeroed();
-    event.skb = skb;
-    event.tstamp = unsafe { bpf_ktime_get_ns() };
-    event.func = func;
-    event.cpu = unsafe { bpf_get_smp_processor_id() };
-    event.flags = flags;
+    let mut event = new_event(skb, func, flags);
     event.drop_reason = reason;
     let offsets = config!(offsets);
     snapshot(&offsets, skb, &mut event);
@@ -240,12 +247,7 @@ fn returned<C: EbpfContext>(ctx: &C, skb: u64) {
     if ENTERED.remove(&call).is_err() {
         return;
     }
-    let mut event = Event::zeroed();
-    event.skb = skb;
-    event.tstamp = unsafe { bpf_ktime_get_ns() };
-    event.func = func;
-    event.cpu = unsafe { bpf_get_smp_processor_id() };
-    event.flags = EVENT_RETURN;
+    let mut event = new_event(skb, func, EVENT_RETURN);
     event.network_header = 0xffff;
     send(ctx, &event);
 }
@@ -262,13 +264,8 @@ fn cloned<C: EbpfContext>(ctx: &C, parent: u64, child: u64, func: u64) {
             unsafe { *full += 1 };
         }
     }
-    let mut event = Event::zeroed();
-    event.skb = child;
+    let mut event = new_event(child, func, EVENT_CLONE | EVENT_RETURN);
     event.parent = parent;
-    event.tstamp = unsafe { bpf_ktime_get_ns() };
-    event.func = func;
-    event.cpu = unsafe { bpf_get_smp_processor_id() };
-    event.flags = EVENT_CLONE | EVENT_RETURN;
     let offsets = config!(offsets);
     snapshot(&offsets, child, &mut event);
     send(ctx, &event);

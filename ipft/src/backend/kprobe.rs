@@ -24,6 +24,14 @@ pub struct Kprobe {
     loaded: HashSet<String>,
 }
 
+/// kprobes read arguments from registers: the skb must be one of the six.
+pub fn register_argument(target: &Target) -> Result<(), &'static str> {
+    match usize::from(target.skb_pos) < KPROBE_POSITIONS {
+        true => Ok(()),
+        false => Err("the skb is not a register argument"),
+    }
+}
+
 /// The program for a function: `kprobe_skb_N` (skb at position N), or
 /// `kprobe_skb_N_reason_M` for the drop functions that also pass an
 /// `enum skb_drop_reason` at M (kfree_skb_reason, sk_skb_reason_drop).
@@ -47,10 +55,7 @@ impl Backend for Kprobe {
     }
 
     fn check(&self, target: &Target) -> Result<(), &'static str> {
-        if usize::from(target.skb_pos) >= KPROBE_POSITIONS {
-            return Err("the skb is not a register argument");
-        }
-        Ok(())
+        register_argument(target)
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, target: &Target, _slot: usize) -> Result<Vec<Link>> {

@@ -38,7 +38,7 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{maps::Map, Ebpf};
 use aya_obj::Object;
-use ipft_common::{kprobe_multi_cookie, KPROBE_POSITIONS};
+use ipft_common::kprobe_multi_cookie;
 
 use super::{Backend, Done, Link};
 use crate::{
@@ -95,10 +95,7 @@ impl Backend for KprobeMulti {
     }
 
     fn check(&self, target: &Target) -> Result<(), &'static str> {
-        if usize::from(target.skb_pos) >= KPROBE_POSITIONS {
-            return Err("the skb is not a register argument");
-        }
-        Ok(())
+        super::kprobe::register_argument(target)
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, target: &Target, _slot: usize) -> Result<Vec<Link>> {
