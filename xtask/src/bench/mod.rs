@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::{
     build, deps,
-    vm::{self, guest, image, kernel},
+    vm::{self, guest, kernel},
 };
 
 #[derive(clap::Args)]
@@ -156,19 +156,9 @@ fn guest_figures(run: &guest::Run, backend: &str) -> Value {
 
 /// The VM suite's init and image, with this benchmark as the only "cases".
 fn build_image(ipft: &Path, backends: &[&str], out: &Path) -> Result<()> {
-    let scripts = build::root().join("tests/vm");
-    let mut img = image::Image::default();
-    for d in [
-        "proc", "sys", "dev", "tmp", "run", "bin", "sbin", "usr/bin", "usr/sbin",
-    ] {
-        img.dir(d);
-    }
-    img.copy(&scripts.join("init"), "/init", 0o755)?;
-    for s in ["cases.sh", "scenarios.sh", "bench.sh"] {
-        img.copy(&scripts.join(s), &format!("/vm/{s}"), 0o644)?;
-    }
-    img.program(&vm::which("busybox")?, "/bin/busybox")?;
-    img.program(ipft, "/usr/bin/ipft")?;
+    let mut img = vm::base_image(ipft)?;
+    let bench = build::root().join("tests/vm/bench.sh");
+    img.copy(&bench, "/vm/bench.sh", 0o644)?;
     // This very program measures inside the guest (`xtask bench probe`).
     img.program(&std::env::current_exe()?, "/usr/bin/xtask")?;
     // No modules: loopback traffic only.

@@ -316,20 +316,7 @@ fn build_image(
     dir: &Path,
     out: &Path,
 ) -> Result<()> {
-    let scripts = build::root().join("tests/vm");
-    let mut img = image::Image::default();
-    for d in [
-        "proc", "sys", "dev", "tmp", "run", "bin", "sbin", "usr/bin", "usr/sbin",
-    ] {
-        img.dir(d);
-    }
-    img.copy(&scripts.join("init"), "/init", 0o755)?;
-    img.copy(&scripts.join("cases.sh"), "/vm/cases.sh", 0o644)?;
-    img.copy(&scripts.join("scenarios.sh"), "/vm/scenarios.sh", 0o644)?;
-    // busybox-static normally; a dynamic busybox brings its libraries.
-    img.program(&which("busybox")?, "/bin/busybox")?;
-    img.program(ipft, "/usr/bin/ipft")
-        .context("adding ipft to the guest image")?;
+    let mut img = base_image(ipft)?;
     for tool in ["ping", "ip", "nft"] {
         let path = which(tool)?;
         let guest = format!("/usr/{}bin/{tool}", if tool == "ping" { "" } else { "s" });
@@ -349,6 +336,26 @@ fn build_image(
     let cases: String = plan.iter().map(|c| c.shell() + "\n").collect();
     img.file("/vm/cases", 0o644, cases.into_bytes());
     img.write(out)
+}
+
+/// What every guest image holds: the directories, `init`, the case
+/// scripts, busybox and ipft. The suite and the benchmark add the rest.
+pub(crate) fn base_image(ipft: &Path) -> Result<image::Image> {
+    let scripts = build::root().join("tests/vm");
+    let mut img = image::Image::default();
+    for d in [
+        "proc", "sys", "dev", "tmp", "run", "bin", "sbin", "usr/bin", "usr/sbin",
+    ] {
+        img.dir(d);
+    }
+    img.copy(&scripts.join("init"), "/init", 0o755)?;
+    img.copy(&scripts.join("cases.sh"), "/vm/cases.sh", 0o644)?;
+    img.copy(&scripts.join("scenarios.sh"), "/vm/scenarios.sh", 0o644)?;
+    // busybox-static normally; a dynamic busybox brings its libraries.
+    img.program(&which("busybox")?, "/bin/busybox")?;
+    img.program(ipft, "/usr/bin/ipft")
+        .context("adding ipft to the guest image")?;
+    Ok(img)
 }
 
 pub(crate) fn which(tool: &str) -> Result<PathBuf> {
