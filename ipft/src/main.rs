@@ -3,6 +3,8 @@
 //! Data flows one way, one module per step:
 //! [`cli`] options → [`discover`] targets → [`attach`] (a [`backend`]) →
 //! [`stream`] events → [`group`] per packet → [`render`] table or JSON.
+//! [`session`] runs one trace through those steps (stop conditions,
+//! readiness, [`detach`]); [`collect`] hands each event to group and render.
 mod attach;
 mod backend;
 mod cli;
