@@ -416,6 +416,14 @@ mod tests {
         }
     }
 
+    /// The packet of each call on skb 0x100, calling targets `funcs` in turn.
+    fn packets_of(ids: &mut PacketIds, funcs: &[u32]) -> Vec<u32> {
+        funcs
+            .iter()
+            .map(|&f| ids.observe(&event(0x100), f).packet)
+            .collect()
+    }
+
     fn event(skb: u64) -> Event {
         Event {
             skb,
@@ -438,10 +446,7 @@ mod tests {
         let mut ids = PacketIds::new(roles(&targets));
         // ip_rcv, consume_skb, skb_release_data, kfree_skbmem, then the
         // pointer comes back in ip_output: a second packet.
-        let packets: Vec<u32> = [0, 1, 2, 3, 4]
-            .iter()
-            .map(|&f| ids.observe(&event(0x100), f).packet)
-            .collect();
+        let packets = packets_of(&mut ids, &[0, 1, 2, 3, 4]);
         assert_eq!(packets, [1, 1, 1, 1, 2]);
         assert_eq!(ids.observe(&event(0x200), 0).packet, 3);
         assert_eq!(ids.count(), 3);
@@ -452,10 +457,7 @@ mod tests {
         use TargetKind::Function;
         let targets = ["ip_rcv", "consume_skb", "skb_release_data"].map(|n| target(n, Function));
         let mut ids = PacketIds::new(roles(&targets));
-        let packets: Vec<u32> = [0, 1, 2, 0]
-            .iter()
-            .map(|&f| ids.observe(&event(0x100), f).packet)
-            .collect();
+        let packets = packets_of(&mut ids, &[0, 1, 2, 0]);
         assert_eq!(packets, [1, 1, 1, 2]);
     }
 
@@ -487,10 +489,7 @@ mod tests {
         ];
         assert_eq!(roles(&targets), [Role::Normal, Role::Frees]);
         let mut ids = PacketIds::new(roles(&targets));
-        let packets: Vec<u32> = [0, 1, 0, 1]
-            .iter()
-            .map(|&f| ids.observe(&event(0x100), f).packet)
-            .collect();
+        let packets = packets_of(&mut ids, &[0, 1, 0, 1]);
         assert_eq!(packets, [1, 1, 2, 2]);
     }
 
