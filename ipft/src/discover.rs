@@ -30,6 +30,9 @@ pub struct Target {
     /// 0-based position of an `enum skb_drop_reason` parameter, if any.
     pub reason_pos: Option<u8>,
     pub kind: TargetKind,
+    /// The function's BTF id in its object (vmlinux, or the module's split
+    /// BTF), which fentry programs are loaded against; 0 for tracepoints.
+    pub btf_id: u32,
 }
 
 use std::{
@@ -256,29 +259,39 @@ fn member_bit_offset(btf: &Btf, s: &btf_rs::Struct, name: &str, depth: usize) ->
 /// Every function in vmlinux and module BTF that takes a `struct sk_buff *`.
 pub fn functions(kernel: &KernelBtf) -> Vec<Candidate> {
     let mut out = Vec::new();
+    let vmlinux = kernel.vmlinux.base();
     scan_functions(
         &kernel.vmlinux,
-        kernel.vmlinux.type_iter(),
+        (vmlinux.type_id_range().0, vmlinux.type_iter()),
         "vmlinux",
         &mut out,
     );
     for (module, btf) in &kernel.modules {
         if let Some(split) = btf.split() {
-            scan_functions(btf, split.type_iter(), module, &mut out);
+            let types = (split.type_id_range().0, split.type_iter());
+            scan_functions(btf, types, module, &mut out);
         }
     }
     dedup(out)
 }
 
+/// Scans `types`, whose ids count up from the first, for functions taking an
+/// skb.
 fn scan_functions(
     btf: &Btf,
-    types: impl FallibleIterator<Item = Type, Error = btf_rs::Error>,
+    (first_id, types): (
+        u32,
+        impl FallibleIterator<Item = Type, Error = btf_rs::Error>,
+    ),
     module: &str,
     out: &mut Vec<Candidate>,
 ) {
     let mut skb_types = SkbTypes::default();
     let mut types = types;
+    let mut id = first_id;
     while let Ok(Some(t)) = types.next() {
+        let btf_id = id;
+        id += 1;
         let Type::Func(func) = t else { continue };
         let Some(Type::FuncProto(proto)) = func
             .get_type_id()
@@ -304,6 +317,7 @@ fn scan_functions(
                 nargs: proto.parameters.len() as u8,
                 reason_pos,
                 kind: TargetKind::Function,
+                btf_id,
             },
             exclusion: exclusion(btf, &proto.parameters),
         });
@@ -339,6 +353,7 @@ pub fn tracepoints(btf: &Btf) -> Vec<Candidate> {
                 nargs: params.len() as u8,
                 reason_pos: reason_position(btf, tp_name, params),
                 kind: TargetKind::Tracepoint,
+                btf_id: 0,
             },
             exclusion: None,
         });
@@ -566,6 +581,7 @@ ffffffffc0b01000 t veth_xmit\t[other]
                 nargs: 1,
                 reason_pos: None,
                 kind: TargetKind::Function,
+                btf_id: 0,
             },
             exclusion: None,
         }
@@ -662,6 +678,22 @@ ffffffffc0b01000 t veth_xmit\t[other]
             .iter()
             .all(|c| (c.target.skb_pos as usize) < c.target.nargs as usize));
         assert!(funcs.iter().all(|c| c.target.kind == TargetKind::Function));
+    }
+
+    #[test]
+    fn running_kernel_function_btf_ids_name_the_function() {
+        let kernel = running_kernel();
+        for c in functions(&kernel)
+            .iter()
+            .filter(|c| c.target.module == "vmlinux")
+            .step_by(97)
+        {
+            let id = c.target.btf_id;
+            let Ok(Type::Func(func)) = kernel.vmlinux.resolve_type_by_id(id) else {
+                panic!("{}: BTF id {id} is not a function", c.target.name);
+            };
+            assert_eq!(kernel.vmlinux.resolve_name(&func).unwrap(), c.target.name);
+        }
     }
 
     #[test]

@@ -413,6 +413,7 @@ mod tests {
             nargs: 1,
             reason_pos: None,
             kind,
+            btf_id: 0,
         }
     }
 

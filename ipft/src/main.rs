@@ -95,7 +95,7 @@ async fn run(opts: &Options) -> Result<ExitCode> {
 
     let mut fentry_probe = || {
         let ebpf = programs.get().map_err(|e| format!("{e}"))?;
-        backend::ftrace::probe(ebpf, &probe_target())
+        backend::ftrace::probe(ebpf, &kernel.vmlinux)
     };
     let (choice, why) = backend::choose(
         opts.backend,
@@ -242,19 +242,6 @@ fn generate(kind: Generate) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// A vmlinux function every kernel has, with the skb first, to probe fentry.
-fn probe_target() -> Target {
-    Target {
-        name: "consume_skb".into(),
-        module: "vmlinux".into(),
-        addr: 0,
-        skb_pos: 0,
-        nargs: 1,
-        reason_pos: None,
-        kind: TargetKind::Function,
-    }
-}
-
 fn what(backend: &dyn Backend) -> &'static str {
     match backend.target_kind() {
         TargetKind::Function => "function",
@@ -264,7 +251,10 @@ fn what(backend: &dyn Backend) -> &'static str {
 
 /// Loads the eBPF object with the filter baked in as read-only globals.
 fn load_programs(config: &Config) -> Result<Ebpf> {
+    // No kernel BTF for aya: ipft's programs have no CO-RE relocations, and
+    // parsing vmlinux's BTF a second time costs start-up.
     EbpfLoader::new()
+        .btf(None)
         .override_global("CONFIG", config, true)
         .load(EBPF_OBJECT)
         .context("cannot load ipft's eBPF programs into the kernel")

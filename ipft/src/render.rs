@@ -361,6 +361,7 @@ mod tests {
             reason_pos: None,
             nargs: skb_pos + 1,
             kind: TargetKind::Function,
+            btf_id: 0,
         }
     }
 

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 use aya::{
     maps::{HashMap as BpfHashMap, PerCpuArray},
-    programs::{FExit, KProbe},
-    Btf, Ebpf,
+    programs::KProbe,
+    Ebpf,
 };
 
 use crate::{
@@ -47,17 +47,8 @@ pub fn follow_clones(
     let mut failed = 0;
     match backend {
         BackendChoice::Ftrace => {
-            let btf = Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
-            let prog: &mut FExit = ebpf
-                .program_mut("fexit_clone")
-                .context("no fexit_clone program")?
-                .try_into()?;
-            for (_, target) in &cloning {
-                match ftrace::attach_fexit(prog, &target.name, &btf) {
-                    Ok(link) => links.push(Box::new(link)),
-                    Err(_) => failed += 1,
-                }
-            }
+            let cloning: Vec<Target> = cloning.iter().map(|(_, t)| (*t).clone()).collect();
+            (links, failed) = ftrace::attach_fexit(ebpf, "fexit_clone", &cloning)?;
         }
         BackendChoice::Kprobe | BackendChoice::KprobeMulti => {
             let ids: Vec<u64> = index

@@ -2,34 +2,41 @@
 //!
 //! Minimum kernel: 5.5 for fentry/fexit, 5.15 for `bpf_get_func_ip` (the
 //! function identity). The kernel binds a tracing program to its target when
-//! it loads, so every function costs one load (two with fexit). Functions
-//! with more than 12 arguments cannot be traced; module functions need the
-//! module's BTF object at load time, which aya 0.14 cannot pass, so they fail
-//! with that reason.
+//! it loads, so every function costs one load — a verifier pass and a JIT —
+//! plus one for fexit with `-t function_graph` (the function tracer loads no
+//! fexit). ipft loads them itself ([`super::object`]), from every CPU at
+//! once ([`super::parallel`]), against the function's BTF id found once at
+//! discovery; module functions are loaded against the module's BTF object.
+//! Functions with more than 12 arguments cannot be traced (6 before kernel
+//! 6.5 or so: the kernel answers ENOTSUPP).
 //!
 //! ```text
 //! sudo ipft -m 0x55555555 -b ftrace -t function_graph -r '^ip_'
 //! ```
-use anyhow::{Context, Result};
-use aya::{
-    programs::{FEntry, FExit},
-    Btf, Ebpf,
+use std::{
+    collections::{HashMap, HashSet},
+    io,
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
 };
+
+use anyhow::{anyhow, Context, Result};
+use aya::Ebpf;
 use ipft_common::FTRACE_POSITIONS;
 
-use super::{Backend, Link};
-use crate::discover::{Target, TargetKind};
+use super::{object::Programs, parallel, Backend, Done, Link};
+use crate::{
+    discover::{Target, TargetKind},
+    sys::bpf::{self, AttachType, ProgType},
+};
 
 pub struct Ftrace {
-    btf: Btf,
     /// function_graph: attach fexit too.
     graph: bool,
 }
 
 impl Ftrace {
-    pub fn new(graph: bool) -> Result<Self> {
-        let btf = Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
-        Ok(Ftrace { btf, graph })
+    pub fn new(graph: bool) -> Self {
+        Ftrace { graph }
     }
 }
 
@@ -43,85 +50,190 @@ impl Backend for Ftrace {
     }
 
     fn check(&self, target: &Target) -> Result<(), &'static str> {
-        if usize::from(target.nargs) > FTRACE_POSITIONS {
-            return Err("more than 12 arguments");
+        match usize::from(target.nargs) > FTRACE_POSITIONS {
+            true => Err("more than 12 arguments"),
+            false => Ok(()),
         }
-        if target.module != "vmlinux" {
-            return Err("fentry on module functions is not supported yet (aya 0.14)");
-        }
-        Ok(())
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, target: &Target, _slot: usize) -> Result<Vec<Link>> {
-        let pos = target.skb_pos;
-        let entry: &mut FEntry = ebpf
-            .program_mut(&super::kprobe::program_name("fentry", target))
-            .context("program missing from the eBPF object")?
-            .try_into()?;
-        let mut links: Vec<Link> = vec![Box::new(attach_fentry(entry, &target.name, &self.btf)?)];
+        Loader::new(ebpf, self.graph, std::slice::from_ref(target))?.attach(target)
+    }
+
+    fn attach_batch(&mut self, ebpf: &mut Ebpf, targets: Vec<Target>, done: &mut Done<'_>) {
+        match Loader::new(ebpf, self.graph, &targets) {
+            Ok(loader) => parallel::attach_all(targets, &|t| loader.attach(t), done),
+            Err(err) => {
+                let why = format!("{err:#}");
+                for target in targets {
+                    if !done(target, 0, Err(anyhow!("{why}"))) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What every load needs, prepared once.
+struct Loader {
+    programs: Programs,
+    /// Module name → its BTF object, for module functions.
+    modules: HashMap<String, OwnedFd>,
+    graph: bool,
+}
+
+impl Loader {
+    /// The loader for the skb programs (fentry, and fexit for `graph`).
+    fn new(ebpf: &Ebpf, graph: bool, targets: &[Target]) -> Result<Self> {
+        let programs = Programs::relocate(ebpf, |name| {
+            name.starts_with("fentry_skb_") || (graph && name.starts_with("fexit_skb_"))
+        })?;
+        Self::with_programs(programs, graph, targets)
+    }
+
+    fn with_programs(programs: Programs, graph: bool, targets: &[Target]) -> Result<Self> {
+        let wanted: HashSet<&str> = targets
+            .iter()
+            .map(|t| t.module.as_str())
+            .filter(|m| *m != "vmlinux")
+            .collect();
+        let modules = match wanted.is_empty() {
+            true => HashMap::new(),
+            false => module_btf_objects(&wanted)
+                .context("cannot list the kernel's module BTF objects")?,
+        };
+        Ok(Loader {
+            programs,
+            modules,
+            graph,
+        })
+    }
+
+    /// Loads and attaches fentry (and fexit) on `target`.
+    fn attach(&self, target: &Target) -> Result<Vec<Link>> {
+        let entry = super::kprobe::program_name("fentry", target);
+        let mut links = vec![self.attach_one(&entry, AttachType::TraceFentry, target)?];
         if self.graph {
-            let exit: &mut FExit = ebpf
-                .program_mut(&format!("fexit_skb_{pos}"))
-                .context("program missing from the eBPF object")?
-                .try_into()?;
-            links.push(Box::new(attach_fexit(exit, &target.name, &self.btf)?));
+            let exit = format!("fexit_skb_{}", target.skb_pos);
+            links.push(self.attach_one(&exit, AttachType::TraceFexit, target)?);
         }
         Ok(links)
     }
-}
 
-// One aya program object serves every function: load it for this target,
-// attach, take the link (which keeps the kernel program alive), then unload
-// our handle so the next target can load it again.
-fn attach_fentry(
-    prog: &mut FEntry,
-    name: &str,
-    btf: &Btf,
-) -> Result<aya::programs::fentry::FEntryLink> {
-    prog.load(name, btf).context("fentry load failed")?;
-    let link = prog.attach().and_then(|id| prog.take_link(id));
-    prog.unload().ok();
-    link.context("fentry attach failed")
-}
-
-pub fn attach_fexit(
-    prog: &mut FExit,
-    name: &str,
-    btf: &Btf,
-) -> Result<aya::programs::fexit::FExitLink> {
-    prog.load(name, btf).context("fexit load failed")?;
-    let link = prog.attach().and_then(|id| prog.take_link(id));
-    prog.unload().ok();
-    link.context("fexit attach failed")
-}
-
-/// Loads (without attaching) an fentry program on `target`, to learn whether
-/// this kernel allows fentry at all. Returns why not.
-pub fn probe(ebpf: &mut Ebpf, target: &Target) -> Result<(), String> {
-    let btf = Btf::from_sys_fs().map_err(|e| format!("cannot read the kernel's BTF ({e})"))?;
-    let prog: &mut FEntry = ebpf
-        .program_mut(&format!("fentry_skb_{}", target.skb_pos))
-        .ok_or("the eBPF object has no fentry program")?
-        .try_into()
-        .map_err(|e| format!("{e}"))?;
-    let result = prog.load(&target.name, &btf);
-    prog.unload().ok();
-    match result {
-        Ok(()) => Ok(()),
-        Err(aya::programs::ProgramError::LoadError { io_error, .. }) => {
-            Err(format!("fentry is refused ({})", io_name(&io_error)))
-        }
-        Err(e) => Err(format!("fentry is unavailable ({e})")),
+    /// Loads program `name` against `target` and attaches it.
+    fn attach_one(&self, name: &str, attach: AttachType, target: &Target) -> Result<Link> {
+        let module = self.btf_object(target)?;
+        let kind = match attach {
+            AttachType::TraceFexit => "fexit",
+            _ => "fentry",
+        };
+        let program = bpf::Program {
+            prog_type: ProgType::Tracing,
+            expected_attach_type: attach,
+            name,
+            insns: self.programs.insns(name)?,
+            license: &self.programs.license,
+            attach_btf_id: target.btf_id,
+            attach_btf_obj: module,
+        };
+        let prog = bpf::prog_load(&program, &mut [])
+            .map_err(|err| anyhow!("{kind} load failed: {}", io_name(&err)))?;
+        // The link holds the program: its fd can close.
+        let link = bpf::raw_tracepoint_open(prog.as_fd())
+            .map_err(|err| anyhow!("{kind} attach failed: {}", io_name(&err)))?;
+        Ok(Box::new(link))
     }
+}
+
+impl Loader {
+    /// The BTF object `target`'s BTF id is in: none for vmlinux.
+    fn btf_object(&self, target: &Target) -> Result<Option<BorrowedFd<'_>>> {
+        match target.module.as_str() {
+            "vmlinux" => Ok(None),
+            name => Ok(Some(
+                self.modules
+                    .get(name)
+                    .with_context(|| format!("the kernel has no BTF object for module {name}"))?
+                    .as_fd(),
+            )),
+        }
+    }
+}
+
+/// Attaches fexit program `prog` (e.g. `fexit_clone`) to every target.
+/// Returns the links and how many targets failed.
+pub fn attach_fexit(ebpf: &Ebpf, prog: &str, targets: &[Target]) -> Result<(Vec<Link>, usize)> {
+    let programs = Programs::relocate(ebpf, |name| name == prog)?;
+    let loader = Loader::with_programs(programs, false, targets)?;
+    let mut links = Vec::new();
+    for target in targets {
+        if let Ok(link) = loader.attach_one(prog, AttachType::TraceFexit, target) {
+            links.push(link);
+        }
+    }
+    let failed = targets.len() - links.len();
+    Ok((links, failed))
+}
+
+/// The BTF objects of the modules in `wanted`, by name.
+fn module_btf_objects(wanted: &HashSet<&str>) -> io::Result<HashMap<String, OwnedFd>> {
+    let mut found = HashMap::new();
+    let mut id = 0;
+    while let Some(next) = bpf::btf_get_next_id(id)? {
+        id = next;
+        // An object can go away between the two calls (a module unloaded).
+        let Ok(fd) = bpf::btf_get_fd_by_id(id) else {
+            continue;
+        };
+        let name = bpf::btf_name(fd.as_fd())?;
+        if wanted.contains(name.as_str()) {
+            found.insert(name, fd);
+        }
+    }
+    Ok(found)
+}
+
+/// Loads (without attaching) an fentry program on `consume_skb`, to learn
+/// whether this kernel allows fentry at all. Returns why not.
+pub fn probe(ebpf: &Ebpf, vmlinux: &btf_rs::Btf) -> Result<(), String> {
+    const NAME: &str = "fentry_skb_0";
+    let btf_id = function_id(vmlinux, "consume_skb")
+        .ok_or("the kernel's BTF has no consume_skb to try fentry on")?;
+    let programs = Programs::relocate(ebpf, |name| name == NAME).map_err(|e| format!("{e:#}"))?;
+    let program = bpf::Program {
+        prog_type: ProgType::Tracing,
+        expected_attach_type: AttachType::TraceFentry,
+        name: NAME,
+        insns: programs.insns(NAME).map_err(|e| format!("{e}"))?,
+        license: &programs.license,
+        attach_btf_id: btf_id,
+        attach_btf_obj: None,
+    };
+    match bpf::prog_load(&program, &mut []) {
+        Ok(_) => Ok(()),
+        Err(err) => Err(format!("fentry is refused ({})", io_name(&err))),
+    }
+}
+
+/// The BTF id of function `name` in `btf`.
+fn function_id(btf: &btf_rs::Btf, name: &str) -> Option<u32> {
+    btf.resolve_ids_by_name(name)
+        .ok()?
+        .into_iter()
+        .find(|&id| matches!(btf.resolve_type_by_id(id), Ok(btf_rs::Type::Func(_))))
 }
 
 /// The kernel-internal "not supported" errno that bpf() can return.
 const ENOTSUPP: i32 = 524;
 
-fn io_name(err: &std::io::Error) -> String {
+fn io_name(err: &io::Error) -> String {
     match err.raw_os_error() {
         Some(libc::EPERM) => "EPERM".into(),
-        Some(libc::EINVAL) | Some(ENOTSUPP) | Some(libc::EOPNOTSUPP) => {
+        Some(ENOTSUPP) => {
+            "the kernel cannot trace this function with fentry (ENOTSUPP: too many arguments, or no fentry support)".into()
+        }
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => {
             format!("{err}: this kernel does not support fentry")
         }
         _ => err.to_string(),

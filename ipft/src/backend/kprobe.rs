@@ -1,28 +1,41 @@
 //! kprobe backend: one kprobe per function.
 //!
-//! Minimum kernel: 4.17 for perf-based kprobe attach, 5.15 for
-//! `bpf_get_func_ip` in kprobes (the function identity). Needs
-//! `CONFIG_KPROBES`. Traces module functions. The skb must be one of the six
-//! register-passed arguments (positions 0..=5 on x86_64).
+//! Minimum kernel: 4.17 for perf-based kprobes, 5.15 for `bpf_get_func_ip`
+//! in kprobes (the function identity). Needs `CONFIG_KPROBES`. Traces module
+//! functions. The skb must be one of the six register-passed arguments
+//! (positions 0..=5 on x86_64).
+//!
+//! One program per argument layout is loaded once ([`super::object`]); each
+//! function then costs one perf kprobe at its address, created from every
+//! CPU at once ([`super::parallel`]). Most of that cost is the kernel's:
+//! each kprobe updates ftrace's call sites under one lock.
 //!
 //! ```text
 //! sudo ipft -m 0x55555555 -b kprobe -r '^ip_'
 //! ```
-use std::collections::HashSet;
+use std::{
+    collections::HashMap,
+    os::fd::{AsFd, OwnedFd},
+};
 
-use anyhow::{Context, Result};
-use aya::{programs::KProbe, Ebpf};
+use anyhow::{anyhow, Context, Result};
+use aya::Ebpf;
 use ipft_common::KPROBE_POSITIONS;
 
-use super::{Backend, Link};
-use crate::discover::{Target, TargetKind};
+use super::{
+    object::{self, Programs},
+    parallel, Backend, Done, Link,
+};
+use crate::{
+    discover::{Target, TargetKind},
+    sys::{
+        bpf::{self, AttachType, ProgType},
+        perf,
+    },
+};
 
 #[derive(Default)]
-pub struct Kprobe {
-    /// Programs already loaded: each is loaded once and attached to every
-    /// function with the same argument layout.
-    loaded: HashSet<String>,
-}
+pub struct Kprobe;
 
 /// kprobes read arguments from registers: the skb must be one of the six.
 pub fn register_argument(target: &Target) -> Result<(), &'static str> {
@@ -59,19 +72,74 @@ impl Backend for Kprobe {
     }
 
     fn attach(&mut self, ebpf: &mut Ebpf, target: &Target, _slot: usize) -> Result<Vec<Link>> {
-        let name = program_name("kprobe", target);
-        let prog: &mut KProbe = ebpf
-            .program_mut(&name)
-            .context("program missing from the eBPF object")?
-            .try_into()?;
-        if !self.loaded.contains(&name) {
-            prog.load()
-                .with_context(|| format!("loading {name} failed"))?;
-            self.loaded.insert(name);
-        }
-        let id = prog
-            .attach(&target.name, 0)
-            .context("kprobe attach failed")?;
-        Ok(vec![Box::new(prog.take_link(id)?)])
+        Probes::new(ebpf, std::slice::from_ref(target))?.attach(target)
     }
+
+    fn attach_batch(&mut self, ebpf: &mut Ebpf, targets: Vec<Target>, done: &mut Done<'_>) {
+        match Probes::new(ebpf, &targets) {
+            Ok(probes) => parallel::attach_all(targets, &|t| probes.attach(t), done),
+            Err(err) => {
+                let why = format!("{err:#}");
+                for target in targets {
+                    if !done(target, 0, Err(anyhow!("{why}"))) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The loaded programs, by name, and the kprobe PMU.
+struct Probes {
+    programs: HashMap<String, Result<OwnedFd, String>>,
+    pmu_type: u32,
+}
+
+impl Probes {
+    /// Loads each program `targets` need, once.
+    fn new(ebpf: &Ebpf, targets: &[Target]) -> Result<Self> {
+        let pmu_type = perf::kprobe_pmu_type()
+            .context("this kernel has no kprobe PMU (CONFIG_KPROBES is off): try -b tracepoint")?;
+        let mut names: Vec<String> = targets.iter().map(|t| program_name("kprobe", t)).collect();
+        names.sort_unstable();
+        names.dedup();
+        let relocated = Programs::relocate(ebpf, |name| names.iter().any(|n| n == name))?;
+        let programs = names
+            .into_iter()
+            .map(|name| {
+                let loaded = load(&relocated, &name);
+                (name, loaded)
+            })
+            .collect();
+        Ok(Probes { programs, pmu_type })
+    }
+
+    fn attach(&self, target: &Target) -> Result<Vec<Link>> {
+        let name = program_name("kprobe", target);
+        let prog = match self.programs.get(&name) {
+            Some(Ok(prog)) => prog,
+            Some(Err(why)) => return Err(anyhow!("{why}")),
+            None => return Err(anyhow!("{name} was not loaded")),
+        };
+        let link = perf::kprobe_open(self.pmu_type, target.addr, prog.as_fd())
+            .map_err(|err| anyhow!("kprobe attach failed: {err}"))?;
+        Ok(vec![Box::new(link)])
+    }
+}
+
+/// Loads kprobe program `name`; a refusal is kept as the reason every
+/// function using it fails with.
+fn load(programs: &Programs, name: &str) -> Result<OwnedFd, String> {
+    let program = bpf::Program {
+        prog_type: ProgType::Kprobe,
+        expected_attach_type: AttachType::None,
+        name,
+        insns: programs.insns(name).map_err(|e| e.to_string())?,
+        license: &programs.license,
+        attach_btf_id: 0,
+        attach_btf_obj: None,
+    };
+    object::load(&program)
+        .map_err(|(err, log)| format!("loading {name} failed ({err}); verifier log: {log}"))
 }

@@ -17,11 +17,7 @@
 //! under `-v`.
 //!
 //! aya 0.14 cannot load a kprobe program with an expected attach type, so
-//! this backend does the last step of aya's loading itself: it parses the
-//! embedded object again, points its map references at the maps aya already
-//! created (the perf array, the `.rodata` holding the filter, the `--track`
-//! maps), links its calls, and loads the instructions through
-//! [`crate::sys::bpf`].
+//! this backend loads it itself ([`super::object`]).
 //!
 //! ```text
 //! sudo ipft -m 0x55555555 -b kprobe-multi
@@ -31,16 +27,18 @@ use std::{
     ffi::{CStr, CString},
     io,
     ops::Range,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd},
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
     thread::{self, JoinHandle},
 };
 
-use anyhow::{anyhow, bail, Context, Result};
-use aya::{maps::Map, Ebpf};
-use aya_obj::Object;
+use anyhow::{anyhow, Context, Result};
+use aya::Ebpf;
 use ipft_common::kprobe_multi_cookie;
 
-use super::{Backend, Done, Link};
+use super::{
+    object::{self, Programs},
+    Backend, Done, Link,
+};
 use crate::{
     discover::{Target, TargetKind},
     sys::bpf::{self, AttachType, Insn, KprobeTargets, ProgType},
@@ -125,8 +123,7 @@ impl Backend for KprobeMulti {
 /// The program, loaded into `slot` the first time it is needed.
 fn load_once<'s>(slot: &'s mut Option<OwnedFd>, ebpf: &Ebpf) -> Result<BorrowedFd<'s>> {
     if slot.is_none() {
-        let object = relocated_object(ebpf)?;
-        *slot = Some(load(&object, PROGRAM)?);
+        *slot = Some(load(ebpf)?);
     }
     Ok(slot.as_ref().expect("loaded above").as_fd())
 }
@@ -136,93 +133,25 @@ fn cookie(target: &Target) -> u64 {
     kprobe_multi_cookie(target.skb_pos, target.reason_pos)
 }
 
-/// The embedded object, its kprobe-multi program ready to load: map
-/// references point at the maps aya created when ipft loaded the object (so
-/// all programs share the perf array, the read-only filter and the
-/// `--track` maps), and calls to shared functions are linked in.
-fn relocated_object(ebpf: &Ebpf) -> Result<Object> {
-    let mut object =
-        Object::parse(crate::EBPF_OBJECT).context("cannot parse ipft's embedded eBPF object")?;
-    // Only one program is loaded from here: skip linking the others.
-    object.programs.retain(|name, _| name == PROGRAM);
-    let maps = std::mem::take(&mut object.maps);
-    let with_fds = maps
-        .iter()
-        .map(|(name, map)| Ok((name.as_str(), map_fd(ebpf, name)?, map)))
-        .collect::<Result<Vec<_>>>()?;
-    // As aya does: every section holding a function counts as text.
-    let text_sections: HashSet<usize> = object.functions.keys().map(|(s, _)| *s).collect();
-    object
-        .relocate_maps(with_fds.into_iter(), &text_sections)
-        .context("cannot point the kprobe-multi program at its maps")?;
-    object
-        .relocate_calls(&text_sections)
-        .context("cannot link the kprobe-multi program's calls")?;
-    Ok(object)
-}
-
-/// The fd of the map aya created for `name` (aya keeps it open as long as
-/// `ebpf` lives).
-fn map_fd(ebpf: &Ebpf, name: &str) -> Result<RawFd> {
-    let data = match ebpf.map(name) {
-        Some(
-            Map::Array(data)
-            | Map::BloomFilter(data)
-            | Map::HashMap(data)
-            | Map::LpmTrie(data)
-            | Map::LruHashMap(data)
-            | Map::PerCpuArray(data)
-            | Map::PerCpuHashMap(data)
-            | Map::PerCpuLruHashMap(data)
-            | Map::PerfEventArray(data)
-            | Map::ProgramArray(data)
-            | Map::Queue(data)
-            | Map::RingBuf(data)
-            | Map::Stack(data)
-            | Map::StackTraceMap(data)
-            | Map::Unsupported(data),
-        ) => data,
-        Some(_) => bail!("the eBPF map {name} has a type the kprobe-multi backend does not handle"),
-        None => bail!("the eBPF map {name} was not created when the object was loaded"),
-    };
-    Ok(data.fd().as_fd().as_raw_fd())
-}
-
-/// Loads program `name` of `object` for kprobe-multi links.
-fn load(object: &Object, name: &str) -> Result<OwnedFd> {
-    let prog = object
-        .programs
-        .get(name)
-        .with_context(|| format!("{name} is missing from the eBPF object"))?;
-    let insns: Vec<Insn> = object.functions[&prog.function_key()]
-        .instructions
-        .iter()
-        .map(Insn::from)
-        .collect();
+/// Loads `kprobe_multi_skb` for kprobe-multi links.
+fn load(ebpf: &Ebpf) -> Result<OwnedFd> {
+    let programs = Programs::relocate(ebpf, |name| name == PROGRAM)?;
     let program = bpf::Program {
         prog_type: ProgType::Kprobe,
         expected_attach_type: AttachType::TraceKprobeMulti,
-        name,
-        insns: &insns,
-        license: &object.license,
+        name: PROGRAM,
+        insns: programs.insns(PROGRAM)?,
+        license: &programs.license,
+        attach_btf_id: 0,
+        attach_btf_obj: None,
     };
-    bpf::prog_load(&program, &mut []).map_err(|err| {
-        // Load again with the verifier's log, only to say why.
-        let mut log = vec![0u8; 1 << 16];
-        let _ = bpf::prog_load(&program, &mut log);
+    object::load(&program).map_err(|(err, log)| {
         anyhow::Error::new(err)
-            .context(format!("verifier log: {}", log_tail(&log)))
+            .context(format!("verifier log: {log}"))
             .context(format!(
-                "the kernel refused the {name} program (try -b kprobe)"
+                "the kernel refused the {PROGRAM} program (try -b kprobe)"
             ))
     })
-}
-
-/// The last lines of a verifier log: where it gave up, and why.
-fn log_tail(log: &[u8]) -> String {
-    let text = String::from_utf8_lossy(log.split(|&b| b == 0).next().unwrap_or_default());
-    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
-    lines[lines.len().saturating_sub(3)..].join(" / ")
 }
 
 /// What attaching the functions did.
@@ -443,6 +372,8 @@ pub fn probe() -> Result<(), String> {
         name: "ipft_probe",
         insns: &insns,
         license: &license,
+        attach_btf_id: 0,
+        attach_btf_obj: None,
     };
     let prog = bpf::prog_load(&program, &mut []).map_err(|err| match err.raw_os_error() {
         Some(libc::EPERM) => "loading a kprobe program is refused (EPERM)".to_string(),
@@ -568,6 +499,7 @@ mod tests {
             reason_pos: None,
             nargs: 1,
             kind: TargetKind::Function,
+            btf_id: 0,
         }
     }
 

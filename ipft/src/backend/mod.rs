@@ -9,6 +9,8 @@
 pub mod ftrace;
 pub mod kprobe;
 pub mod kprobe_multi;
+pub mod object;
+mod parallel;
 pub mod tracepoint;
 
 use std::{any::Any, path::Path};
@@ -147,9 +149,9 @@ fn auto_without_fprobe(
 /// Builds the backend for a choice made by [`choose`].
 pub fn build(choice: BackendChoice, tracer: Tracer) -> Result<Box<dyn Backend>> {
     Ok(match choice {
-        BackendChoice::Kprobe => Box::new(Kprobe::default()),
+        BackendChoice::Kprobe => Box::new(Kprobe),
         BackendChoice::KprobeMulti => Box::new(KprobeMulti::new()),
-        BackendChoice::Ftrace => Box::new(Ftrace::new(tracer == Tracer::FunctionGraph)?),
+        BackendChoice::Ftrace => Box::new(Ftrace::new(tracer == Tracer::FunctionGraph)),
         BackendChoice::Tracepoint => Box::new(Tracepoint::new()?),
         BackendChoice::Auto => unreachable!("choose() resolves auto"),
     })

@@ -1,7 +1,9 @@
-//! Typed wrappers for the two bpf(2) commands the kprobe-multi backend needs
-//! and aya 0.14 does not offer: loading a kprobe program with an expected
-//! attach type ([`prog_load`]), and creating a kprobe-multi link
-//! ([`link_create_kprobe_multi`]).
+//! Typed wrappers for the bpf(2) commands that aya 0.14 does not offer, or
+//! offers only one program at a time: loading a program with an expected
+//! attach type and BTF target ([`prog_load`]), creating a kprobe-multi link
+//! ([`link_create_kprobe_multi`]), attaching a tracing program
+//! ([`raw_tracepoint_open`]), and finding the kernel's module BTF objects
+//! ([`btf_get_next_id`], [`btf_get_fd_by_id`], [`btf_name`]).
 //!
 //! Each command has its own `#[repr(C)]` attr struct: that command's member
 //! of the kernel's `union bpf_attr` (include/uapi/linux/bpf.h), cut after
@@ -19,6 +21,10 @@ use std::{
 /// `enum bpf_cmd` values.
 const BPF_MAP_UPDATE_ELEM: u32 = 2;
 const BPF_PROG_LOAD: u32 = 5;
+const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
+const BPF_RAW_TRACEPOINT_OPEN: u32 = 17;
+const BPF_BTF_GET_FD_BY_ID: u32 = 19;
+const BPF_BTF_GET_NEXT_ID: u32 = 23;
 const BPF_LINK_CREATE: u32 = 28;
 
 /// `BPF_OBJ_NAME_LEN`: program names are cut to 15 bytes plus a NUL.
@@ -29,12 +35,17 @@ const OBJ_NAME_LEN: usize = 16;
 #[repr(u32)]
 pub enum ProgType {
     Kprobe = 2,
+    Tracing = 26,
 }
 
 /// `enum bpf_attach_type`: the attach types ipft uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum AttachType {
+    /// None expected (kprobes attached through perf events).
+    None = 0,
+    TraceFentry = 24,
+    TraceFexit = 25,
     TraceKprobeMulti = 42,
 }
 
@@ -90,10 +101,14 @@ pub struct Program<'a> {
     pub name: &'a str,
     pub insns: &'a [Insn],
     pub license: &'a CStr,
+    /// Tracing programs: the BTF id of the function they attach to, in
+    /// vmlinux or in a module's BTF object (`attach_btf_obj`).
+    pub attach_btf_id: u32,
+    pub attach_btf_obj: Option<BorrowedFd<'a>>,
 }
 
 /// The `BPF_PROG_LOAD` member of `union bpf_attr`, up to
-/// `expected_attach_type` (no BTF, func_info or line_info).
+/// `attach_btf_obj_fd` (no program BTF, func_info or line_info).
 #[repr(C)]
 #[derive(Default)]
 struct ProgLoadAttr {
@@ -109,6 +124,15 @@ struct ProgLoadAttr {
     prog_name: [u8; OBJ_NAME_LEN],
     prog_ifindex: u32,
     expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    attach_btf_id: u32,
+    attach_btf_obj_fd: u32,
 }
 
 /// `BPF_PROG_LOAD`: loads `prog` and returns its fd. With a non-empty `log`
@@ -122,6 +146,8 @@ pub fn prog_load(prog: &Program<'_>, log: &mut [u8]) -> io::Result<OwnedFd> {
         license: prog.license.as_ptr() as u64,
         prog_name: obj_name(prog.name),
         expected_attach_type: prog.expected_attach_type as u32,
+        attach_btf_id: prog.attach_btf_id,
+        attach_btf_obj_fd: prog.attach_btf_obj.map_or(0, |fd| fd.as_raw_fd() as u32),
         ..ProgLoadAttr::default()
     };
     if !log.is_empty() {
@@ -239,6 +265,116 @@ pub fn map_update_elem(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Res
         )
     }
     .map(drop)
+}
+
+/// The `BPF_RAW_TRACEPOINT_OPEN` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct RawTracepointOpenAttr {
+    name: u64,
+    prog_fd: u32,
+}
+
+/// `BPF_RAW_TRACEPOINT_OPEN` without a name: attaches a tracing program
+/// (fentry, fexit) to the function it was loaded for. Closing the returned
+/// link fd detaches. (Kernel 5.5; `BPF_LINK_CREATE` does the same from 5.11.)
+pub fn raw_tracepoint_open(prog: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let mut attr = RawTracepointOpenAttr {
+        name: 0,
+        prog_fd: prog.as_raw_fd() as u32,
+    };
+    // SAFETY: no pointers; on success the command returns a new link fd.
+    unsafe { bpf_fd(BPF_RAW_TRACEPOINT_OPEN, &mut attr) }
+}
+
+/// The `BPF_*_GET_NEXT_ID` / `BPF_*_GET_FD_BY_ID` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct GetIdAttr {
+    /// `start_id`, or the id to open.
+    id: u32,
+    next_id: u32,
+    open_flags: u32,
+}
+
+/// `BPF_BTF_GET_NEXT_ID`: the id of the next BTF object the kernel holds
+/// after `start` (vmlinux, modules, programs'), or `None` after the last.
+pub fn btf_get_next_id(start: u32) -> io::Result<Option<u32>> {
+    let mut attr = GetIdAttr {
+        id: start,
+        ..GetIdAttr::default()
+    };
+    let size = std::mem::size_of::<GetIdAttr>();
+    // SAFETY: no pointers; the kernel writes next_id into attr.
+    match unsafe {
+        syscall(
+            BPF_BTF_GET_NEXT_ID,
+            (&mut attr as *mut GetIdAttr).cast(),
+            size,
+        )
+    } {
+        Ok(_) => Ok(Some(attr.next_id)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `BPF_BTF_GET_FD_BY_ID`: opens BTF object `id`.
+pub fn btf_get_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+    let mut attr = GetIdAttr {
+        id,
+        ..GetIdAttr::default()
+    };
+    // SAFETY: no pointers; on success the command returns a new fd.
+    unsafe { bpf_fd(BPF_BTF_GET_FD_BY_ID, &mut attr) }
+}
+
+/// The `BPF_OBJ_GET_INFO_BY_FD` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// `struct bpf_btf_info`.
+#[repr(C)]
+#[derive(Default)]
+struct BtfInfo {
+    btf: u64,
+    btf_size: u32,
+    id: u32,
+    name: u64,
+    name_len: u32,
+    kernel_btf: u32,
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` on a BTF object: its name (`vmlinux`, a
+/// module's name, or empty for a program's BTF).
+pub fn btf_name(btf: BorrowedFd<'_>) -> io::Result<String> {
+    let mut name = [0u8; 64];
+    let mut info = BtfInfo {
+        name: name.as_mut_ptr() as u64,
+        name_len: name.len() as u32,
+        ..BtfInfo::default()
+    };
+    let mut attr = InfoAttr {
+        bpf_fd: btf.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<BtfInfo>() as u32,
+        info: (&mut info as *mut BtfInfo) as u64,
+    };
+    let size = std::mem::size_of::<InfoAttr>();
+    // SAFETY: info and name outlive the call, with the sizes stated.
+    unsafe {
+        syscall(
+            BPF_OBJ_GET_INFO_BY_FD,
+            (&mut attr as *mut InfoAttr).cast(),
+            size,
+        )
+    }?;
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Ok(String::from_utf8_lossy(&name[..end]).into_owned())
 }
 
 fn len_u32(len: usize) -> io::Result<u32> {
@@ -367,6 +503,63 @@ mod tests {
             AttachType::TraceKprobeMulti as u32,
             uapi::bpf_attach_type::BPF_TRACE_KPROBE_MULTI as u32
         );
+        assert_eq!(
+            ProgType::Tracing as u32,
+            uapi::bpf_prog_type::BPF_PROG_TYPE_TRACING as u32
+        );
+        assert_eq!(
+            AttachType::TraceFentry as u32,
+            uapi::bpf_attach_type::BPF_TRACE_FENTRY as u32
+        );
+        assert_eq!(
+            AttachType::TraceFexit as u32,
+            uapi::bpf_attach_type::BPF_TRACE_FEXIT as u32
+        );
+        use uapi::bpf_cmd as cmd;
+        assert_eq!(BPF_OBJ_GET_INFO_BY_FD, cmd::BPF_OBJ_GET_INFO_BY_FD as u32);
+        assert_eq!(BPF_RAW_TRACEPOINT_OPEN, cmd::BPF_RAW_TRACEPOINT_OPEN as u32);
+        assert_eq!(BPF_BTF_GET_FD_BY_ID, cmd::BPF_BTF_GET_FD_BY_ID as u32);
+        assert_eq!(BPF_BTF_GET_NEXT_ID, cmd::BPF_BTF_GET_NEXT_ID as u32);
+        assert_eq!(
+            std::mem::size_of::<BtfInfo>(),
+            std::mem::size_of::<uapi::bpf_btf_info>()
+        );
+    }
+
+    #[test]
+    fn tracing_load_sets_the_btf_target() {
+        let license = CString::new("GPL").unwrap();
+        let insns = [Insn::mov64_imm(0, 0), Insn::exit()];
+        let obj = File::open("/dev/null").unwrap();
+        answer(|_, _| Ok(()));
+        let prog = Program {
+            prog_type: ProgType::Tracing,
+            expected_attach_type: AttachType::TraceFentry,
+            name: "fentry_skb_0",
+            insns: &insns,
+            license: &license,
+            attach_btf_id: 4242,
+            attach_btf_obj: Some(obj.as_fd()),
+        };
+        prog_load(&prog, &mut []).unwrap();
+        let call = &calls()[0];
+        assert_eq!(call.cmd, BPF_PROG_LOAD);
+        assert_eq!(u32_at(&call.attr, 0), ProgType::Tracing as u32);
+        assert_eq!(u32_at(&call.attr, 68), AttachType::TraceFentry as u32);
+        assert_eq!(u32_at(&call.attr, 108), 4242);
+        assert_eq!(u32_at(&call.attr, 112), obj.as_raw_fd() as u32);
+    }
+
+    #[test]
+    fn btf_next_id_ends_at_enoent() {
+        answer(|_, attr| match u32_at(attr, 0) {
+            0 => Ok(()),
+            _ => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+        });
+        // The fake does not write next_id: the kernel would.
+        assert_eq!(btf_get_next_id(0).unwrap(), Some(0));
+        assert_eq!(btf_get_next_id(7).unwrap(), None);
+        assert_eq!(calls()[1].cmd, BPF_BTF_GET_NEXT_ID);
     }
 
     /// Offsets from include/uapi/linux/bpf.h (`union bpf_attr`, x86_64).
@@ -384,7 +577,12 @@ mod tests {
         assert_eq!(offset_of!(ProgLoadAttr, prog_name), 48);
         assert_eq!(offset_of!(ProgLoadAttr, prog_ifindex), 64);
         assert_eq!(offset_of!(ProgLoadAttr, expected_attach_type), 68);
-        assert_eq!(std::mem::size_of::<ProgLoadAttr>(), 72);
+        assert_eq!(offset_of!(ProgLoadAttr, prog_btf_fd), 72);
+        assert_eq!(offset_of!(ProgLoadAttr, func_info), 80);
+        assert_eq!(offset_of!(ProgLoadAttr, line_info), 96);
+        assert_eq!(offset_of!(ProgLoadAttr, attach_btf_id), 108);
+        assert_eq!(offset_of!(ProgLoadAttr, attach_btf_obj_fd), 112);
+        assert_eq!(std::mem::size_of::<ProgLoadAttr>(), 120);
     }
 
     #[test]
@@ -448,12 +646,14 @@ mod tests {
             name: "a_name_longer_than_fifteen",
             insns: &insns,
             license: &license,
+            attach_btf_id: 0,
+            attach_btf_obj: None,
         };
         prog_load(&prog, &mut []).unwrap();
         let calls = calls();
         let attr = &calls[0].attr;
         assert_eq!(calls[0].cmd, 5);
-        assert_eq!(attr.len(), 72);
+        assert_eq!(attr.len(), 120);
         assert_eq!(u32_at(attr, 0), 2);
         assert_eq!(u32_at(attr, 4), 2);
         assert_eq!(u64_at(attr, 8), insns.as_ptr() as u64);
@@ -477,6 +677,8 @@ mod tests {
             name: "p",
             insns: &[Insn::exit()],
             license: &license,
+            attach_btf_id: 0,
+            attach_btf_obj: None,
         };
         let err = prog_load(&prog, &mut log).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EACCES));

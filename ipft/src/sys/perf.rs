@@ -1,6 +1,7 @@
 //! The perf ring buffer the programs write events into: `perf_event_open`
 //! of a `PERF_COUNT_SW_BPF_OUTPUT` event per CPU, its mmap'ed ring, and a
-//! reader for the records in it.
+//! reader for the records in it. Also the kprobes of the kprobe backend
+//! ([`kprobe_open`]), which are perf events too.
 //!
 //! ipft opens these itself (rather than with aya's `PerfEventArray::open`)
 //! to choose how often the kernel wakes the reader: waking on every event
@@ -9,7 +10,7 @@
 //! quiet times, does not.
 use std::{
     io,
-    os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
     ptr,
     sync::atomic::{AtomicU64, Ordering},
 };
@@ -38,6 +39,67 @@ struct PerfEventAttr {
     wakeup_events: u32,
     bp_type: u32,
     config1: u64,
+    config2: u64,
+}
+
+/// `PERF_ATTR_SIZE_VER1`: up to `config2`, which kprobes use.
+const ATTR_SIZE_VER1: u32 = 72;
+/// `_IO('$', 0)`, `_IOW('$', 8, __u32)`.
+const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
+const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
+/// The `disabled` bit of `PerfEventAttr::flags`.
+const ATTR_DISABLED: u64 = 1;
+
+/// The perf PMU type of kprobes (`/sys/bus/event_source/devices/kprobe/type`).
+pub fn kprobe_pmu_type() -> io::Result<u32> {
+    let text = std::fs::read_to_string("/sys/bus/event_source/devices/kprobe/type")?;
+    text.trim()
+        .parse()
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+}
+
+/// Creates a kprobe on the function at kernel address `addr` that runs BPF
+/// program `prog` (a kprobe program) on every call, and enables it. Closing
+/// the returned fd removes the kprobe. (Kernel 4.17: perf kprobe PMU.)
+pub fn kprobe_open(pmu_type: u32, addr: u64, prog: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let attr = PerfEventAttr {
+        type_: pmu_type,
+        size: ATTR_SIZE_VER1,
+        sample_period: 1,
+        flags: ATTR_DISABLED,
+        // No function name: the probe is at kprobe_addr (config2) + 0.
+        config1: 0,
+        config2: addr,
+        ..PerfEventAttr::default()
+    };
+    // SAFETY: attr is a valid perf_event_attr of the size it declares; a
+    // kprobe event is per CPU in form only (cpu 0, any task): it fires on
+    // every CPU.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            -1,
+            0,
+            -1,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: perf_event_open returned a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: both ioctls take an int argument on a perf event fd.
+    let ioctl = |request, arg: libc::c_int| unsafe {
+        match libc::ioctl(fd.as_raw_fd(), request, arg) {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    };
+    ioctl(PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd())?;
+    ioctl(PERF_EVENT_IOC_ENABLE, 0)?;
+    Ok(fd)
 }
 
 /// Offsets in `struct perf_event_mmap_page`.
