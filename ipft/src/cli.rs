@@ -59,10 +59,10 @@ pub struct Options {
     #[arg(short, long)]
     pub verbose: bool,
 
-    /// Pages (a power of two) of each CPU's perf buffer: 256 (1 MiB) absorbs
-    /// bursts that ipftrace2's 8 lose.
-    #[arg(long, default_value_t = 256, value_parser = parse_page_count)]
-    pub perf_page_count: usize,
+    /// Pages (a power of two) of each CPU's perf buffer [default: 64 MiB
+    /// shared by the CPUs, 1 to 8 MiB each: a 10,000-packet burst fits].
+    #[arg(long, value_parser = parse_page_count)]
+    pub perf_page_count: Option<usize>,
 
     /// Wake ipft after this many events per CPU (it also reads every 100 ms):
     /// 1 shows each event at once but costs a wake-up per event.

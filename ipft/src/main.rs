@@ -75,9 +75,12 @@ fn main() -> ExitCode {
 
 async fn run(opts: &Options) -> Result<ExitCode> {
     // First of all: a Ctrl-C during start-up must stop ipft, not be lost.
+    progress::start_clock();
     let signals = session::Signals::new()?;
     check_privileges()?;
+    let verbose = opts.verbose;
     let kernel = KernelBtf::load(&opts.btf_dir, false)?;
+    progress::step(verbose, "vmlinux BTF opened");
     let config = Config {
         mark: opts.masked_mark(),
         mask: opts.mask,
@@ -87,10 +90,18 @@ async fn run(opts: &Options) -> Result<ExitCode> {
     // Start-up work that does not depend on what follows runs on other
     // cores meanwhile: loading the programs (aya parses the kernel's BTF
     // again) and reading /proc/kallsyms (slow for the kernel to produce).
-    let mut programs = Background::start(move || load_programs(&config));
+    let mut programs = Background::start(move || {
+        let loaded = load_programs(&config);
+        progress::step(verbose, "eBPF object loaded (maps created)");
+        loaded
+    });
     let kallsyms = match opts.backend {
         BackendChoice::Tracepoint => None,
-        _ => Some(Background::start(discover::read_kallsyms)),
+        _ => Some(Background::start(move || {
+            let read = discover::read_kallsyms();
+            progress::step(verbose, "/proc/kallsyms read");
+            read
+        })),
     };
 
     let mut fentry_probe = || {
@@ -104,6 +115,7 @@ async fn run(opts: &Options) -> Result<ExitCode> {
         &mut backend::kprobe_multi::probe,
     )?;
     let backend = backend::build(choice, opts.tracer)?;
+    progress::step(verbose, "backend chosen");
     if opts.backend == BackendChoice::Auto {
         eprintln!("Using the {} backend: {why}", backend.name());
     }
@@ -116,6 +128,7 @@ async fn run(opts: &Options) -> Result<ExitCode> {
     };
     let (targets, filtered): (Vec<Target>, Vec<Target>) =
         candidates.into_iter().partition(|t| filter.allows(t));
+    progress::step(verbose, &format!("{} targets found", targets.len()));
     if opts.list {
         return list(&targets, opts.output == Output::Json).map(|()| ExitCode::SUCCESS);
     }

@@ -2,6 +2,7 @@
 //! one plain line per state otherwise so logs stay readable.
 use std::{
     io::{IsTerminal, Write},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -10,6 +11,22 @@ use crate::attach::Counts;
 /// How often in-place lines are redrawn: often enough to look live, rarely
 /// enough to cost nothing under a flood.
 const REDRAW: Duration = Duration::from_millis(100);
+
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// Starts the clock [`step`] reads: call first thing.
+pub fn start_clock() {
+    STARTED.get_or_init(Instant::now);
+}
+
+/// Under `-v`: one line saying how long after start-up `what` was done, so
+/// slow start-ups show where their time went.
+pub fn step(verbose: bool, what: &str) {
+    if verbose {
+        let secs = STARTED.get().map_or(0.0, |t| t.elapsed().as_secs_f64());
+        eprintln!("ipft: {secs:7.3} s  {what}");
+    }
+}
 
 pub struct Progress {
     tty: bool,

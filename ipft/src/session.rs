@@ -23,7 +23,7 @@ use crate::{
     discover::Target,
     group::{self, PacketIds, Packets},
     output::Sink,
-    progress::Progress,
+    progress::{self, Progress},
     ready,
     stream::{self, Stream},
     track,
@@ -78,6 +78,7 @@ pub async fn trace(
         }
         links.extend(clone_links);
     }
+    progress::step(opts.verbose, "attached");
     let mut stream = Stream::open(&ebpf, opts.perf_page_count, opts.perf_wakeup_events, index)?;
     let probe_server = opts.enable_probe_server.then_some(opts.probe_server_port);
     let ready = ready::signal(opts.ready_file.as_deref(), probe_server).await?;
@@ -140,8 +141,10 @@ pub async fn trace(
         let written = collector.finish();
         report(&tally, stored, track_full, verbose);
         drop(ready);
+        progress::step(verbose, "output written; detaching");
         detach::detach_all(links);
         drop(ebpf);
+        progress::step(verbose, "detached");
         written
     });
     tokio::select! {

@@ -74,11 +74,29 @@ pub struct Stream {
 /// How often rings are drained when the kernel has not woken the reader.
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
 
+/// The perf buffer pages per CPU when the user does not say: 64 MiB shared
+/// by the CPUs, at least 1 and at most 8 MiB each. A burst lands on the few
+/// CPUs that send and receive it, so each needs room for most of it; the
+/// total stays bounded on machines with many CPUs.
+pub fn default_page_count(cpus: usize, page: usize) -> usize {
+    const TOTAL: usize = 64 << 20;
+    let per_cpu = (TOTAL / cpus.max(1)).clamp(1 << 20, 8 << 20);
+    1 << (per_cpu / page.max(1)).max(1).ilog2()
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory effects.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    }
+}
+
 impl Stream {
     /// Opens a ring per online CPU and plugs it into the `EVENTS` map.
     pub fn open(
         ebpf: &Ebpf,
-        page_count: usize,
+        page_count: Option<usize>,
         wakeup_events: u32,
         index: HashMap<u64, u32>,
     ) -> Result<Self> {
@@ -89,6 +107,7 @@ impl Stream {
             .map_err(|(_, e)| e)
             .context("cannot list online CPUs")?;
         let mut rings = Vec::with_capacity(cpus.len());
+        let page_count = page_count.unwrap_or_else(|| default_page_count(cpus.len(), page_size()));
         for cpu in cpus {
             let ring = PerfRing::open(cpu, page_count, wakeup_events)
                 .with_context(|| format!("cannot open the perf buffer of CPU {cpu}"))?;
@@ -215,6 +234,20 @@ mod tests {
     fn bytes(e: &Event) -> Vec<u8> {
         // SAFETY: reading the bytes of a repr(C) value of integers.
         unsafe { std::slice::from_raw_parts((e as *const Event).cast::<u8>(), EVENT_SIZE) }.to_vec()
+    }
+
+    #[test]
+    fn default_buffer_is_64_mib_shared_within_bounds() {
+        let page = 4096;
+        assert_eq!(default_page_count(1, page), 2048); // 8 MiB: the cap
+        assert_eq!(default_page_count(2, page), 2048);
+        assert_eq!(default_page_count(16, page), 1024); // 4 MiB
+        assert_eq!(default_page_count(24, page), 512); // 2.67 MiB, rounded down
+        assert_eq!(default_page_count(256, page), 256); // 1 MiB: the floor
+        assert_eq!(default_page_count(2, 65536), 128);
+        for cpus in 1..300 {
+            assert!(default_page_count(cpus, page).is_power_of_two());
+        }
     }
 
     #[test]

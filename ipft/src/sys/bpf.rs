@@ -133,6 +133,9 @@ struct ProgLoadAttr {
     line_info_cnt: u32,
     attach_btf_id: u32,
     attach_btf_obj_fd: u32,
+    /// Named, so that it is zero: Rust leaves padding bytes undefined, and
+    /// the kernel refuses non-zero bytes it does not know.
+    core_relo_cnt: u32,
 }
 
 /// `BPF_PROG_LOAD`: loads `prog` and returns its fd. With a non-empty `log`
@@ -273,6 +276,8 @@ pub fn map_update_elem(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Res
 struct RawTracepointOpenAttr {
     name: u64,
     prog_fd: u32,
+    /// Zero padding: kernels before 6.10 refuse a non-zero tail.
+    _pad: u32,
 }
 
 /// `BPF_RAW_TRACEPOINT_OPEN` without a name: attaches a tracing program
@@ -280,8 +285,8 @@ struct RawTracepointOpenAttr {
 /// link fd detaches. (Kernel 5.5; `BPF_LINK_CREATE` does the same from 5.11.)
 pub fn raw_tracepoint_open(prog: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let mut attr = RawTracepointOpenAttr {
-        name: 0,
         prog_fd: prog.as_raw_fd() as u32,
+        ..RawTracepointOpenAttr::default()
     };
     // SAFETY: no pointers; on success the command returns a new link fd.
     unsafe { bpf_fd(BPF_RAW_TRACEPOINT_OPEN, &mut attr) }
