@@ -102,10 +102,12 @@ pub fn aggregate(
     graph: bool,
     extras: &Extras,
 ) -> io::Result<()> {
-    let mut out = BufWriter::new(out);
+    // Large writes: a burst's table is tens of MB.
+    let mut out = BufWriter::with_capacity(1 << 18, out);
     out.write_all(aggregate_header(graph).as_bytes())?;
     // One buffer for the function_graph column, reused for every row.
     let mut call = String::new();
+    let columns = Columns::new(targets);
     let first_seen = first_timestamps(groups, extras);
     for group in groups {
         out.write_all(b"===\n")?;
@@ -117,7 +119,7 @@ pub fn aggregate(
             }
         } else {
             for r in group {
-                row(&mut out, r, targets)?;
+                columns.row(&mut out, r)?;
                 end_row(&mut out, r, extras)?;
             }
         }
@@ -188,14 +190,28 @@ fn aggregate_header(graph: bool) -> String {
     }
 }
 
-/// A function tracer row: `%-20zu %03u %24.24s %32.32s`.
-fn row(out: &mut dyn Write, r: &Record, targets: &[Target]) -> io::Result<()> {
-    let (module, name) = names(targets, r.func);
-    write!(
-        out,
-        "{:<20} {:03} {:>24.24} {:>32.32}",
-        r.tstamp, r.cpu, module, name
-    )
+/// The function tracer's rows, `%-20zu %03u %24.24s %32.32s`, with the
+/// last two columns formatted once per function rather than once per row.
+struct Columns {
+    /// Per target: ` %24.24s %32.32s` of its module and name.
+    functions: Vec<String>,
+    unknown: String,
+}
+
+impl Columns {
+    fn new(targets: &[Target]) -> Self {
+        let cols = |module: &str, name: &str| format!(" {module:>24.24} {name:>32.32}");
+        Columns {
+            functions: targets.iter().map(|t| cols(&t.module, &t.name)).collect(),
+            unknown: cols(UNKNOWN, UNKNOWN),
+        }
+    }
+
+    fn row(&self, out: &mut dyn Write, r: &Record) -> io::Result<()> {
+        let functions = self.functions.get(r.func as usize).unwrap_or(&self.unknown);
+        write!(out, "{:<20} {:03}", r.tstamp, r.cpu)?;
+        out.write_all(functions.as_bytes())
+    }
 }
 
 /// A function_graph row: `%-20zu %03u %24.24s %-64.64s`, the last column

@@ -142,7 +142,13 @@ pub async fn trace(
         report(&tally, stored, track_full, verbose);
         drop(ready);
         progress::step(verbose, "output written; detaching");
-        detach::detach_all(links);
+        let count = links.len();
+        match detach::background_wanted(count).then(detach::to_background) {
+            Some(Some(pid)) => eprintln!(
+                "ipft: removing {count} probes in the background (pid {pid}): the kernel takes a while"
+            ),
+            _ => detach::detach_all(links),
+        }
         drop(ebpf);
         progress::step(verbose, "detached");
         written

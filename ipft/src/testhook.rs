@@ -24,3 +24,16 @@ pub fn panic_on_event(seen: u64) {
 pub fn attach_pause() -> Option<Duration> {
     active("slow-attach").then_some(Duration::from_millis(200))
 }
+
+/// `empty-program`: the kprobe-multi backend attaches a program that
+/// returns at once, so the benchmark can measure what the kernel's hooks
+/// cost before ipft's filter runs.
+pub fn empty_program() -> bool {
+    active("empty-program")
+}
+
+/// `background-detach`: hand the probes to a background process even
+/// without a terminal or many links, so the tests can see it work.
+pub fn background_detach() -> bool {
+    active("background-detach")
+}

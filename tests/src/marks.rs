@@ -64,7 +64,8 @@ pub const NEXT_RUN: u32 = 0x30006;
 pub const TWO_A: u32 = 0x30007;
 pub const TWO_B: u32 = 0x30008;
 pub const FLOOD: u32 = 0x30009;
-pub const ROBUST: [u32; 9] = [
+pub const BACKGROUND: u32 = 0x3000a;
+pub const ROBUST: [u32; 10] = [
     ATTACH_INTERRUPTED,
     ATTACH_INTERRUPTED_TTY,
     PANIC,
@@ -74,6 +75,7 @@ pub const ROBUST: [u32; 9] = [
     TWO_A,
     TWO_B,
     FLOOD,
+    BACKGROUND,
 ];
 
 #[cfg(test)]

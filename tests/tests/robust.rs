@@ -8,6 +8,7 @@ use std::{fs, path::PathBuf};
 use ipft_tests::{
     kernel, marks,
     packets::{self, UDP_PATH},
+    parse::parse_table,
     run, teardown, Ipft, Output, Setup,
 };
 
@@ -399,6 +400,32 @@ fn the_run_after_sigint_and_sigterm_works() {
         teardown::assert_released(&held, &out);
         teardown::assert_next_run_works(mark);
     }
+}
+
+/// At a terminal, with many probes, a background process removes them so
+/// the prompt comes back when the output ends (here forced by a test hook:
+/// this kernel's tracepoints are few). The output is complete, nothing of
+/// the user's stays open, and the probes are then gone.
+#[test]
+fn probes_handed_to_the_background_are_removed() {
+    let mark = marks::BACKGROUND;
+    let setup = Setup {
+        hook: Some("background-detach"),
+        stderr_tty: true,
+        ..Setup::default()
+    };
+    let mut ipft = Ipft::spawn_with(&["-m", &hex(mark)], setup);
+    ipft.wait_ready();
+    let held = kernel::programs_held_by(ipft.pid());
+    let _sinks = packets::send_datagrams(&packets::sender(Some(mark)), 1);
+    let out = ipft.stop(libc::SIGINT);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert_eq!(parse_table(&out.stdout).len(), 1, "{out}");
+    let said =
+        regex::Regex::new(r"ipft: removing \d+ probes in the background \(pid \d+\)").unwrap();
+    assert!(said.is_match(&out.stderr), "{out}");
+    teardown::assert_released(&held, &out);
+    teardown::assert_next_run_works(mark);
 }
 
 /// Two tracers at once, on different marks: each reports only its own

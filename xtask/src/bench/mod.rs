@@ -326,6 +326,13 @@ const METRICS: &[Metric] = &[
         reference: |_| None,
     },
     Metric {
+        name: "UDP, empty-program floor",
+        key: "udp_ratio_empty_program",
+        unit: Unit::Ratio,
+        target: |_| None,
+        reference: |_| None,
+    },
+    Metric {
         name: "TCP bulk, with/without",
         key: "tcp_ratio",
         unit: Unit::Ratio,

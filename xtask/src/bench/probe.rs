@@ -91,19 +91,48 @@ pub fn measure(opts: &Options) -> Result<Value> {
     figures["table_bytes"] = json!(out_bytes);
     let err = stderr.join().unwrap_or_default();
     stderr_figures(&err, &mut figures);
-    if let Err(e) = ready {
+    if let Err(e) = &ready {
         figures["error"] = json!(format!("{e:#}; stderr: {}", tail(&err, 10)));
     }
     let _ = fs::remove_file(&ready_file);
+    if opts.backend == "kprobe-multi" && ready.is_ok() {
+        figures["udp_ratio_empty_program"] =
+            json!(empty_program_udp(opts, &ready_file)? / udp_without);
+    }
     Ok(figures)
 }
 
-fn spawn(opts: &Options, ready_file: &Path) -> Result<Child> {
-    Command::new(&opts.ipft)
-        .args(["-m", &format!("{MARK:#x}"), "-b", &opts.backend, "-v"])
+/// Unmarked UDP throughput with ipft attached to the same functions but
+/// running a program that returns at once (`IPFT_TEST_HOOK=empty-program`):
+/// what the kernel's hooks cost before ipft's filter runs, the floor for
+/// `udp_ratio`.
+fn empty_program_udp(opts: &Options, ready_file: &Path) -> Result<f64> {
+    let mut ipft = command(opts, ready_file)
+        .env("IPFT_TEST_HOOK", "empty-program")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting ipft with an empty program")?;
+    wait_ready(&mut ipft, ready_file, opts.timeout)?;
+    let udp = traffic::udp_rate(opts.seconds);
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(ipft.id() as i32, libc::SIGINT) };
+    wait_exit(&mut ipft, opts.timeout);
+    let _ = fs::remove_file(ready_file);
+    udp
+}
+
+fn command(opts: &Options, ready_file: &Path) -> Command {
+    let mut cmd = Command::new(&opts.ipft);
+    cmd.args(["-m", &format!("{MARK:#x}"), "-b", &opts.backend, "-v"])
         .arg("--ready-file")
         .arg(ready_file)
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn spawn(opts: &Options, ready_file: &Path) -> Result<Child> {
+    command(opts, ready_file)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -218,6 +247,12 @@ fn stderr_figures(err: &str, figures: &mut Value) {
             figures["packets_traced"] = json!(n.get(1));
         } else if line.ends_with(" bytes per stored event") {
             figures["bytes_per_event"] = json!(numbers(line).first());
+        } else if let Some((secs, step)) = start_up_step(line) {
+            // `-v`: where start-up and the exit spent their time.
+            if !figures["steps"].is_object() {
+                figures["steps"] = json!({});
+            }
+            figures["steps"][step] = json!(secs);
         }
     }
     if figures["events_lost"].is_null() && !figures["events_received"].is_null() {
@@ -231,6 +266,13 @@ fn stderr_figures(err: &str, figures: &mut Value) {
             figures["rss_bytes_per_event"] = json!(rss as f64 / events as f64);
         }
     }
+}
+
+/// `ipft:   1.234 s  eBPF object loaded` → (1.234, "eBPF object loaded").
+fn start_up_step(line: &str) -> Option<(f64, &str)> {
+    let rest = line.strip_prefix("ipft:")?.trim_start();
+    let (secs, step) = rest.split_once(" s  ")?;
+    Some((secs.parse().ok()?, step))
 }
 
 fn numbers(text: &str) -> Vec<u64> {
@@ -255,9 +297,13 @@ mod tests {
             "Attaching program (total 1456, succeeded 1450, failed 6, filtered: 0)\n\
              Trace ready!\nLost 12 events (the perf buffer was full)\n\
              100 events of 10 packets; ignored 0 malformed or unknown events\n\
-             40 bytes per stored event\n",
+             40 bytes per stored event\n\
+             ipft:   0.052 s  vmlinux BTF opened\n\
+             ipft:   1.250 s  attached\n",
             &mut f,
         );
+        assert_eq!(f["steps"]["vmlinux BTF opened"], 0.052);
+        assert_eq!(f["steps"]["attached"], 1.25);
         assert_eq!(f["functions"], 1456);
         assert_eq!(f["attached"], 1450);
         assert_eq!(f["events_lost"], 12);

@@ -296,7 +296,7 @@ pub fn judge(case: &Case, out: &CaseOutput, features: &Features, implemented: &[
         Scenario::Loopback if case.backend == "tracepoint" => tracepoints(&groups, !case.json),
         Scenario::Loopback => loopback(&groups, !case.json),
         Scenario::Graph => graph(&groups, case.json),
-        Scenario::Forward => forward(&groups, case.backend, &out.log),
+        Scenario::Forward => forward(&groups),
         Scenario::Drop => drop(&groups),
         Scenario::Auto => auto(out, &groups, features, implemented, false),
         Scenario::AutoGraph => auto(out, &groups, features, implemented, true),
@@ -531,13 +531,7 @@ fn display(r: &output::Row) -> String {
     }
 }
 
-/// Whether the setup's `ipft -l -r ^veth_xmit$` listed the function.
-fn lists_veth_xmit(log: &str) -> bool {
-    log.lines()
-        .any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["veth_xmit", "veth"])
-}
-
-fn forward(groups: &[Group], backend: &str, log: &str) -> Verdict {
+fn forward(groups: &[Group]) -> Verdict {
     let Some(g) = groups
         .iter()
         .find(|g| g.rows.iter().any(|r| r.function == "ip_forward"))
@@ -553,13 +547,6 @@ fn forward(groups: &[Group], backend: &str, log: &str) -> Verdict {
         .position(|r| r.function == "ip_forward")
         .unwrap_or(0);
     let Some(veth) = rows[fwd..].iter().find(|r| r.function == "veth_xmit") else {
-        // fentry can attach to module functions, but ipft's ftrace backend
-        // may not offer them yet; kprobes must.
-        if backend == "ftrace" && !lists_veth_xmit(log) {
-            return Verdict::na(
-                "ip_forward traced; ipft's ftrace backend offers no module functions (`-l` lacks veth_xmit), though the kernel has module BTF",
-            );
-        }
         return Verdict::fail(format!(
             "no veth_xmit after ip_forward: {}",
             shorten(&g.functions().join(","), 300)
@@ -912,15 +899,6 @@ mod tests {
             "consume_skb",
         ]);
         assert_eq!(tracepoints(&[g], true).status, Status::Pass);
-    }
-
-    #[test]
-    fn reads_the_veth_listing() {
-        let log = "ipft -l -b ftrace -r '^veth_xmit$':\n    NAME\tMODULE\tADDRESS\tSKB_POSITION\n";
-        assert!(!lists_veth_xmit(log));
-        assert!(lists_veth_xmit(
-            "   veth_xmit\t   veth\t0xffffffffc0a01234\t0\n"
-        ));
     }
 
     #[test]
