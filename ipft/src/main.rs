@@ -266,9 +266,18 @@ fn what(backend: &dyn Backend) -> &'static str {
 fn load_programs(config: &Config) -> Result<Ebpf> {
     // No kernel BTF for aya: ipft's programs have no CO-RE relocations, and
     // parsing vmlinux's BTF a second time costs start-up.
-    EbpfLoader::new()
-        .btf(None)
-        .override_global("CONFIG", config, true)
+    let mut loader = EbpfLoader::new();
+    loader.btf(None).override_global("CONFIG", config, true);
+    // The kernel allocates a hash map's every entry up front: maps this run
+    // does not use get one entry, which costs nothing to create.
+    if config.flags & ipft_common::CONFIG_TRACK == 0 {
+        loader.map_max_entries("TRACKED", 1);
+        loader.map_max_entries("CLONING", 1);
+    }
+    if config.flags & ipft_common::CONFIG_GRAPH == 0 {
+        loader.map_max_entries("ENTERED", 1);
+    }
+    loader
         .load(EBPF_OBJECT)
         .context("cannot load ipft's eBPF programs into the kernel")
 }
@@ -288,12 +297,13 @@ fn candidates(
                 modules: KernelBtf::load_modules(&opts.btf_dir, &kernel.vmlinux),
                 ..kernel
             };
+            // BTF first: /proc/kallsyms is still being read meanwhile.
+            let functions = discover::functions(&kernel);
             let kallsyms = match kallsyms {
                 Some(reading) => reading.take()?,
                 None => discover::read_kallsyms()?,
             };
-            let (found, missing) =
-                discover::resolve_addresses(discover::functions(&kernel), &kallsyms);
+            let (found, missing) = discover::resolve_addresses(functions, &kallsyms);
             if verbose {
                 eprintln!("{missing} functions with an skb parameter are not in /proc/kallsyms (inlined): skipped");
             }
