@@ -63,14 +63,7 @@ impl Backend for Ftrace {
     fn attach_batch(&mut self, ebpf: &mut Ebpf, targets: Vec<Target>, done: &mut Done<'_>) {
         match Loader::new(ebpf, self.graph, &targets) {
             Ok(loader) => parallel::attach_all(targets, &|t| loader.attach(t), done),
-            Err(err) => {
-                let why = format!("{err:#}");
-                for target in targets {
-                    if !done(target, 0, Err(anyhow!("{why}"))) {
-                        return;
-                    }
-                }
-            }
+            Err(err) => parallel::fail_all(targets, &err, done),
         }
     }
 }

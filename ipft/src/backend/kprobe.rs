@@ -78,14 +78,7 @@ impl Backend for Kprobe {
     fn attach_batch(&mut self, ebpf: &mut Ebpf, targets: Vec<Target>, done: &mut Done<'_>) {
         match Probes::new(ebpf, &targets) {
             Ok(probes) => parallel::attach_all(targets, &|t| probes.attach(t), done),
-            Err(err) => {
-                let why = format!("{err:#}");
-                for target in targets {
-                    if !done(target, 0, Err(anyhow!("{why}"))) {
-                        return;
-                    }
-                }
-            }
+            Err(err) => parallel::fail_all(targets, &err, done),
         }
     }
 }

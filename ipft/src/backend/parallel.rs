@@ -60,6 +60,17 @@ pub fn attach_all(
     });
 }
 
+/// Tells `done` that every target failed for the same reason (what they
+/// all needed could not be prepared).
+pub fn fail_all(targets: Vec<Target>, err: &anyhow::Error, done: &mut Done<'_>) {
+    let why = format!("{err:#}");
+    for target in targets {
+        if !done(target, 0, Err(anyhow::anyhow!("{why}"))) {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{atomic::AtomicUsize, Arc};

@@ -50,6 +50,26 @@ const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
 /// The `disabled` bit of `PerfEventAttr::flags`.
 const ATTR_DISABLED: u64 = 1;
 
+/// `perf_event_open(attr, any task, cpu)`, close-on-exec.
+fn perf_event_open(attr: &PerfEventAttr, cpu: u32) -> io::Result<OwnedFd> {
+    // SAFETY: attr is a valid perf_event_attr of the size it declares.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr as *const PerfEventAttr,
+            -1,
+            cpu as i32,
+            -1,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: perf_event_open returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// The perf PMU type of kprobes (`/sys/bus/event_source/devices/kprobe/type`).
 pub fn kprobe_pmu_type() -> io::Result<u32> {
     let text = std::fs::read_to_string("/sys/bus/event_source/devices/kprobe/type")?;
@@ -72,24 +92,9 @@ pub fn kprobe_open(pmu_type: u32, addr: u64, prog: BorrowedFd<'_>) -> io::Result
         config2: addr,
         ..PerfEventAttr::default()
     };
-    // SAFETY: attr is a valid perf_event_attr of the size it declares; a
-    // kprobe event is per CPU in form only (cpu 0, any task): it fires on
-    // every CPU.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
-            -1,
-            0,
-            -1,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: perf_event_open returned a new fd that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // A kprobe event is per CPU in form only (cpu 0, any task): it fires
+    // on every CPU.
+    let fd = perf_event_open(&attr, 0)?;
     // SAFETY: both ioctls take an int argument on a perf event fd.
     let ioctl = |request, arg: libc::c_int| unsafe {
         match libc::ioctl(fd.as_raw_fd(), request, arg) {
@@ -150,22 +155,7 @@ impl PerfRing {
             wakeup_events: wakeup_events.max(1),
             ..PerfEventAttr::default()
         };
-        // SAFETY: attr is a valid perf_event_attr of the size it declares.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_perf_event_open,
-                &attr as *const PerfEventAttr,
-                -1,
-                cpu as i32,
-                -1,
-                PERF_FLAG_FD_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: perf_event_open returned a new fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let fd = perf_event_open(&attr, cpu)?;
         let page = page_size();
         let mmap_len = page * (pages + 1);
         // SAFETY: mapping a perf event fd as the kernel documents: one
