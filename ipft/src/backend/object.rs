@@ -112,7 +112,7 @@ pub fn load(program: &bpf::Program<'_>) -> Result<OwnedFd, (io::Error, String)> 
 }
 
 /// The last lines of a verifier log: where it gave up, and why.
-pub fn log_tail(log: &[u8]) -> String {
+fn log_tail(log: &[u8]) -> String {
     let text = String::from_utf8_lossy(log.split(|&b| b == 0).next().unwrap_or_default());
     let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     lines[lines.len().saturating_sub(3)..].join(" / ")

@@ -260,14 +260,7 @@ pub fn map_update_elem(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Res
         ..MapElemAttr::default()
     };
     // SAFETY: key and value outlive the call; the command returns 0, no fd.
-    unsafe {
-        syscall(
-            BPF_MAP_UPDATE_ELEM,
-            (&mut attr as *mut MapElemAttr).cast(),
-            std::mem::size_of::<MapElemAttr>(),
-        )
-    }
-    .map(drop)
+    unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }.map(drop)
 }
 
 /// The `BPF_RAW_TRACEPOINT_OPEN` member of `union bpf_attr`.
@@ -309,15 +302,8 @@ pub fn btf_get_next_id(start: u32) -> io::Result<Option<u32>> {
         id: start,
         ..GetIdAttr::default()
     };
-    let size = std::mem::size_of::<GetIdAttr>();
     // SAFETY: no pointers; the kernel writes next_id into attr.
-    match unsafe {
-        syscall(
-            BPF_BTF_GET_NEXT_ID,
-            (&mut attr as *mut GetIdAttr).cast(),
-            size,
-        )
-    } {
+    match unsafe { bpf(BPF_BTF_GET_NEXT_ID, &mut attr) } {
         Ok(_) => Ok(Some(attr.next_id)),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
@@ -369,15 +355,8 @@ pub fn btf_name(btf: BorrowedFd<'_>) -> io::Result<String> {
         info_len: std::mem::size_of::<BtfInfo>() as u32,
         info: (&mut info as *mut BtfInfo) as u64,
     };
-    let size = std::mem::size_of::<InfoAttr>();
     // SAFETY: info and name outlive the call, with the sizes stated.
-    unsafe {
-        syscall(
-            BPF_OBJ_GET_INFO_BY_FD,
-            (&mut attr as *mut InfoAttr).cast(),
-            size,
-        )
-    }?;
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
     let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
     Ok(String::from_utf8_lossy(&name[..end]).into_owned())
 }
@@ -394,14 +373,20 @@ fn obj_name(name: &str) -> [u8; OBJ_NAME_LEN] {
     out
 }
 
+/// Calls bpf(2) with `attr`, whose size is the attr size the kernel reads.
+///
+/// # Safety
+/// Every pointer in `attr` must be valid for the call.
+unsafe fn bpf<A>(cmd: u32, attr: &mut A) -> io::Result<RawFd> {
+    syscall(cmd, (attr as *mut A).cast(), std::mem::size_of::<A>())
+}
+
 /// Calls bpf(2) with `attr` and takes ownership of the returned fd.
 ///
 /// # Safety
-/// Every pointer in `attr` must be valid for the call, and `cmd` must return
-/// a new file descriptor on success.
+/// As [`bpf`], and `cmd` must return a new file descriptor on success.
 unsafe fn bpf_fd<A>(cmd: u32, attr: &mut A) -> io::Result<OwnedFd> {
-    let fd = syscall(cmd, (attr as *mut A).cast(), std::mem::size_of::<A>())?;
-    Ok(OwnedFd::from_raw_fd(fd))
+    Ok(OwnedFd::from_raw_fd(bpf(cmd, attr)?))
 }
 
 #[cfg(not(test))]
