@@ -5,7 +5,7 @@ use std::{
     sync::atomic::{AtomicBool, Ordering},
 };
 
-use aya::Ebpf;
+use crate::backend::object::Loaded;
 use ipft_common::tracepoint_id;
 
 use crate::{
@@ -41,7 +41,7 @@ pub struct Attached {
 /// `filtered` ones as such. Checks `cancel` after each target.
 pub fn attach_all(
     backend: &mut dyn Backend,
-    ebpf: &mut Ebpf,
+    ebpf: &mut Loaded,
     targets: Vec<Target>,
     filtered: usize,
     cancel: &AtomicBool,

@@ -31,7 +31,8 @@ pub struct Target {
     pub reason_pos: Option<u8>,
     pub kind: TargetKind,
     /// The function's BTF id in its object (vmlinux, or the module's split
-    /// BTF), which fentry programs are loaded against; 0 for tracepoints.
+    /// BTF), which fentry programs are loaded against; for a tracepoint,
+    /// its `btf_trace_<name>` type, which tp_btf programs are loaded against.
     pub btf_id: u32,
 }
 
@@ -330,8 +331,11 @@ fn scan_functions(
 pub fn tracepoints(btf: &Btf) -> Vec<Candidate> {
     let mut out = Vec::new();
     let mut skb_types = SkbTypes::default();
-    let mut types = btf.type_iter();
+    let base = btf.base();
+    let (mut types, mut id) = (base.type_iter(), base.type_id_range().0);
     while let Ok(Some(t)) = types.next() {
+        let btf_id = id;
+        id += 1;
         let Type::Typedef(typedef) = t else { continue };
         let name = btf.resolve_name(&typedef).unwrap_or_default();
         let Some(tp_name) = name.strip_prefix("btf_trace_") else {
@@ -353,7 +357,7 @@ pub fn tracepoints(btf: &Btf) -> Vec<Candidate> {
                 nargs: params.len() as u8,
                 reason_pos: reason_position(btf, tp_name, params),
                 kind: TargetKind::Tracepoint,
-                btf_id: 0,
+                btf_id,
             },
             exclusion: None,
         });

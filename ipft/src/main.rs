@@ -32,12 +32,11 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use aya::{Ebpf, EbpfLoader};
 use clap::{CommandFactory, Parser};
 use ipft_common::Config;
 
 use crate::{
-    backend::Backend,
+    backend::{object::Loaded, Backend},
     cli::{BackendChoice, Generate, Options, Output},
     discover::{Candidate, Filter, KernelBtf, Target, TargetKind},
 };
@@ -79,22 +78,9 @@ async fn run(opts: &Options) -> Result<ExitCode> {
     let signals = session::Signals::new()?;
     check_privileges()?;
     let verbose = opts.verbose;
-    let kernel = KernelBtf::load(&opts.btf_dir, false)?;
-    progress::step(verbose, "vmlinux BTF opened");
-    let config = Config {
-        mark: opts.masked_mark(),
-        mask: opts.mask,
-        flags: config_flags(opts),
-        offsets: discover::offsets(&kernel.vmlinux)?,
-    };
     // Start-up work that does not depend on what follows runs on other
-    // cores meanwhile: loading the programs (aya parses the kernel's BTF
-    // again) and reading /proc/kallsyms (slow for the kernel to produce).
-    let mut programs = Background::start(move || {
-        let loaded = load_programs(&config);
-        progress::step(verbose, "eBPF object loaded (maps created)");
-        loaded
-    });
+    // cores meanwhile: reading /proc/kallsyms (slow for the kernel to
+    // produce), and creating the maps once the filter is known.
     let kallsyms = match opts.backend {
         BackendChoice::Tracepoint => None,
         _ => Some(Background::start(move || {
@@ -103,6 +89,19 @@ async fn run(opts: &Options) -> Result<ExitCode> {
             read
         })),
     };
+    let kernel = KernelBtf::load(&opts.btf_dir, false)?;
+    progress::step(verbose, "vmlinux BTF opened");
+    let config = Config {
+        mark: opts.masked_mark(),
+        mask: opts.mask,
+        flags: config_flags(opts),
+        offsets: discover::offsets(&kernel.vmlinux)?,
+    };
+    let mut programs = Background::start(move || {
+        let loaded = Loaded::load(&config);
+        progress::step(verbose, "eBPF maps created");
+        loaded
+    });
 
     let mut fentry_probe = || {
         let ebpf = programs.get().map_err(|e| format!("{e}"))?;
@@ -260,26 +259,6 @@ fn what(backend: &dyn Backend) -> &'static str {
         TargetKind::Function => "function",
         TargetKind::Tracepoint => "tracepoint",
     }
-}
-
-/// Loads the eBPF object with the filter baked in as read-only globals.
-fn load_programs(config: &Config) -> Result<Ebpf> {
-    // No kernel BTF for aya: ipft's programs have no CO-RE relocations, and
-    // parsing vmlinux's BTF a second time costs start-up.
-    let mut loader = EbpfLoader::new();
-    loader.btf(None).override_global("CONFIG", config, true);
-    // The kernel allocates a hash map's every entry up front: maps this run
-    // does not use get one entry, which costs nothing to create.
-    if config.flags & ipft_common::CONFIG_TRACK == 0 {
-        loader.map_max_entries("TRACKED", 1);
-        loader.map_max_entries("CLONING", 1);
-    }
-    if config.flags & ipft_common::CONFIG_GRAPH == 0 {
-        loader.map_max_entries("ENTERED", 1);
-    }
-    loader
-        .load(EBPF_OBJECT)
-        .context("cannot load ipft's eBPF programs into the kernel")
 }
 
 /// Every target the backend can trace, with addresses for functions.

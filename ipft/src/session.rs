@@ -10,8 +10,8 @@ use std::{
     },
 };
 
+use crate::backend::object::Loaded;
 use anyhow::{bail, Context, Result};
-use aya::Ebpf;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
@@ -41,7 +41,7 @@ pub enum Stop {
 pub async fn trace(
     opts: &Options,
     (backend_choice, backend): (BackendChoice, Box<dyn Backend>),
-    ebpf: Ebpf,
+    ebpf: Loaded,
     targets: Vec<Target>,
     filtered: usize,
     reasons: HashMap<u32, String>,
@@ -168,11 +168,11 @@ pub async fn trace(
 async fn attach_cancellable(
     opts: &Options,
     backend: Box<dyn Backend>,
-    ebpf: Ebpf,
+    ebpf: Loaded,
     targets: Vec<Target>,
     filtered: usize,
     signals: &mut Signals,
-) -> Result<Option<(Ebpf, Attached)>> {
+) -> Result<Option<(Loaded, Attached)>> {
     let cancel = Arc::new(AtomicBool::new(false));
     let worker_cancel = Arc::clone(&cancel);
     let verbose = opts.verbose;

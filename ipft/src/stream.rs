@@ -30,8 +30,9 @@ use std::{collections::HashMap, io, task::Poll};
 use anyhow::{Context, Result};
 use std::{os::fd::AsFd, os::fd::AsRawFd, time::Duration};
 
+use crate::backend::object::Loaded;
 use anyhow::bail;
-use aya::{maps::Map, util::online_cpus, Ebpf};
+use aya::{maps::Map, util::online_cpus};
 use ipft_common::{Event, EVENT_SIZE};
 use tokio::io::{unix::AsyncFd, Interest};
 
@@ -95,7 +96,7 @@ fn page_size() -> usize {
 impl Stream {
     /// Opens a ring per online CPU and plugs it into the `EVENTS` map.
     pub fn open(
-        ebpf: &Ebpf,
+        ebpf: &Loaded,
         page_count: Option<usize>,
         wakeup_events: u32,
         index: HashMap<u64, u32>,
@@ -183,7 +184,7 @@ async fn any_ready(rings: &mut [AsyncFd<PerfRing>]) {
 /// they counted them. Read at the end: the kernel's own lost-records reach
 /// userspace only when a later event fits, so they miss a loss at the end of
 /// a burst.
-pub fn lost_in_kernel(ebpf: &Ebpf) -> u64 {
+pub fn lost_in_kernel(ebpf: &Loaded) -> u64 {
     let Some(map) = ebpf.map("LOST") else {
         return 0;
     };

@@ -10,14 +10,10 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
-use aya::{
-    maps::{HashMap as BpfHashMap, PerCpuArray},
-    programs::KProbe,
-    Ebpf,
-};
+use aya::maps::{HashMap as BpfHashMap, PerCpuArray};
 
 use crate::{
-    backend::{ftrace, Link},
+    backend::{ftrace, kprobe, object::Loaded, Link},
     cli::BackendChoice,
     discover::Target,
     group::Role,
@@ -34,7 +30,7 @@ pub const CLONING: &[&str] = &[
 /// Hooks the returns of the attached cloning functions. Returns the links
 /// and how many could not be hooked.
 pub fn follow_clones(
-    ebpf: &mut Ebpf,
+    ebpf: &mut Loaded,
     backend: BackendChoice,
     targets: &[Target],
     index: &HashMap<u64, u32>,
@@ -65,20 +61,8 @@ pub fn follow_clones(
                     .insert(id, 1, 0)
                     .context("cannot fill the CLONERS map")?;
             }
-            let prog: &mut KProbe = ebpf
-                .program_mut("kretprobe_clone")
-                .context("no kretprobe_clone program")?
-                .try_into()?;
-            prog.load().context("cannot load the clone return probe")?;
-            for (_, target) in &cloning {
-                match prog
-                    .attach(&target.name, 0)
-                    .and_then(|id| prog.take_link(id))
-                {
-                    Ok(link) => links.push(Box::new(link)),
-                    Err(_) => failed += 1,
-                }
-            }
+            let cloning: Vec<Target> = cloning.iter().map(|(_, t)| (*t).clone()).collect();
+            (links, failed) = kprobe::attach_returns(ebpf, "kretprobe_clone", &cloning)?;
         }
         _ => {}
     }
@@ -86,7 +70,7 @@ pub fn follow_clones(
 }
 
 /// Puts the identity of every freeing target in the `FREES` map.
-pub fn mark_frees(ebpf: &mut Ebpf, index: &HashMap<u64, u32>, roles: &[Role]) -> Result<()> {
+pub fn mark_frees(ebpf: &mut Loaded, index: &HashMap<u64, u32>, roles: &[Role]) -> Result<()> {
     let map = ebpf
         .map_mut("FREES")
         .context("the eBPF object has no FREES map")?;
@@ -102,7 +86,7 @@ pub fn mark_frees(ebpf: &mut Ebpf, index: &HashMap<u64, u32>, roles: &[Role]) ->
 }
 
 /// How many skbs could not be tracked because the map was full.
-pub fn full_count(ebpf: &Ebpf) -> u64 {
+pub fn full_count(ebpf: &Loaded) -> u64 {
     let Some(map) = ebpf.map("TRACK_FULL") else {
         return 0;
     };

@@ -19,8 +19,8 @@ use std::{
     os::fd::{AsFd, BorrowedFd, OwnedFd},
 };
 
+use super::object::Loaded;
 use anyhow::{anyhow, Context, Result};
-use aya::Ebpf;
 use ipft_common::FTRACE_POSITIONS;
 
 use super::{object::Programs, parallel, Backend, Done, Link};
@@ -56,11 +56,11 @@ impl Backend for Ftrace {
         }
     }
 
-    fn attach(&mut self, ebpf: &mut Ebpf, target: &Target, _slot: usize) -> Result<Vec<Link>> {
+    fn attach(&mut self, ebpf: &mut Loaded, target: &Target, _slot: usize) -> Result<Vec<Link>> {
         Loader::new(ebpf, self.graph, std::slice::from_ref(target))?.attach(target)
     }
 
-    fn attach_batch(&mut self, ebpf: &mut Ebpf, targets: Vec<Target>, done: &mut Done<'_>) {
+    fn attach_batch(&mut self, ebpf: &mut Loaded, targets: Vec<Target>, done: &mut Done<'_>) {
         match Loader::new(ebpf, self.graph, &targets) {
             Ok(loader) => parallel::attach_all(targets, &|t| loader.attach(t), done),
             Err(err) => parallel::fail_all(targets, &err, done),
@@ -78,7 +78,7 @@ struct Loader {
 
 impl Loader {
     /// The loader for the skb programs (fentry, and fexit for `graph`).
-    fn new(ebpf: &Ebpf, graph: bool, targets: &[Target]) -> Result<Self> {
+    fn new(ebpf: &Loaded, graph: bool, targets: &[Target]) -> Result<Self> {
         let programs = Programs::relocate(ebpf, |name| {
             name.starts_with("fentry_skb_") || (graph && name.starts_with("fexit_skb_"))
         })?;
@@ -156,7 +156,7 @@ impl Loader {
 
 /// Attaches fexit program `prog` (e.g. `fexit_clone`) to every target.
 /// Returns the links and how many targets failed.
-pub fn attach_fexit(ebpf: &Ebpf, prog: &str, targets: &[Target]) -> Result<(Vec<Link>, usize)> {
+pub fn attach_fexit(ebpf: &Loaded, prog: &str, targets: &[Target]) -> Result<(Vec<Link>, usize)> {
     let programs = Programs::relocate(ebpf, |name| name == prog)?;
     let loader = Loader::with_programs(programs, false, targets)?;
     let mut links = Vec::new();
@@ -189,7 +189,7 @@ fn module_btf_objects(wanted: &HashSet<&str>) -> io::Result<HashMap<String, Owne
 
 /// Loads (without attaching) an fentry program on `consume_skb`, to learn
 /// whether this kernel allows fentry at all. Returns why not.
-pub fn probe(ebpf: &Ebpf, vmlinux: &btf_rs::Btf) -> Result<(), String> {
+pub fn probe(ebpf: &Loaded, vmlinux: &btf_rs::Btf) -> Result<(), String> {
     const NAME: &str = "fentry_skb_0";
     let btf_id = function_id(vmlinux, "consume_skb")
         .ok_or("the kernel's BTF has no consume_skb to try fentry on")?;

@@ -19,18 +19,17 @@ use std::{
 };
 
 use anyhow::{anyhow, Context, Result};
-use aya::Ebpf;
 use ipft_common::KPROBE_POSITIONS;
 
 use super::{
-    object::{self, Programs},
+    object::{self, Loaded, Programs},
     parallel, Backend, Done, Link,
 };
 use crate::{
     discover::{Target, TargetKind},
     sys::{
         bpf::{self, AttachType, ProgType},
-        perf,
+        perf::{self, Probe},
     },
 };
 
@@ -71,11 +70,11 @@ impl Backend for Kprobe {
         register_argument(target)
     }
 
-    fn attach(&mut self, ebpf: &mut Ebpf, target: &Target, _slot: usize) -> Result<Vec<Link>> {
+    fn attach(&mut self, ebpf: &mut Loaded, target: &Target, _slot: usize) -> Result<Vec<Link>> {
         Probes::new(ebpf, std::slice::from_ref(target))?.attach(target)
     }
 
-    fn attach_batch(&mut self, ebpf: &mut Ebpf, targets: Vec<Target>, done: &mut Done<'_>) {
+    fn attach_batch(&mut self, ebpf: &mut Loaded, targets: Vec<Target>, done: &mut Done<'_>) {
         match Probes::new(ebpf, &targets) {
             Ok(probes) => parallel::attach_all(targets, &|t| probes.attach(t), done),
             Err(err) => parallel::fail_all(targets, &err, done),
@@ -91,7 +90,7 @@ struct Probes {
 
 impl Probes {
     /// Loads each program `targets` need, once.
-    fn new(ebpf: &Ebpf, targets: &[Target]) -> Result<Self> {
+    fn new(ebpf: &Loaded, targets: &[Target]) -> Result<Self> {
         let pmu_type = perf::kprobe_pmu_type()
             .context("this kernel has no kprobe PMU (CONFIG_KPROBES is off): try -b tracepoint")?;
         let mut names: Vec<String> = targets.iter().map(|t| program_name("kprobe", t)).collect();
@@ -115,10 +114,29 @@ impl Probes {
             Some(Err(why)) => return Err(anyhow!("{why}")),
             None => return Err(anyhow!("{name} was not loaded")),
         };
-        let link = perf::kprobe_open(self.pmu_type, target.addr, prog.as_fd())
+        let link = perf::kprobe_open(self.pmu_type, Probe::Entry, target.addr, prog.as_fd())
             .map_err(|err| anyhow!("kprobe attach failed: {err}"))?;
         Ok(vec![Box::new(link)])
     }
+}
+
+/// Attaches kprobe program `prog` (e.g. `kretprobe_clone`) to the return
+/// of every target. Returns the links and how many targets failed.
+pub fn attach_returns(
+    loaded: &Loaded,
+    prog: &str,
+    targets: &[Target],
+) -> Result<(Vec<Link>, usize)> {
+    let pmu_type = perf::kprobe_pmu_type().context("this kernel has no kprobe PMU")?;
+    let programs = Programs::relocate(loaded, |name| name == prog)?;
+    let fd = load(&programs, prog).map_err(|why| anyhow!("{why}"))?;
+    let links: Vec<Link> = targets
+        .iter()
+        .filter_map(|t| perf::kprobe_open(pmu_type, Probe::Return, t.addr, fd.as_fd()).ok())
+        .map(|link| Box::new(link) as Link)
+        .collect();
+    let failed = targets.len() - links.len();
+    Ok((links, failed))
 }
 
 /// Loads kprobe program `name`; a refusal is kept as the reason every

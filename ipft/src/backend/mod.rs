@@ -16,7 +16,7 @@ pub mod tracepoint;
 use std::{any::Any, path::Path};
 
 use anyhow::{bail, Result};
-use aya::Ebpf;
+use object::Loaded;
 
 pub use ftrace::Ftrace;
 pub use kprobe::Kprobe;
@@ -45,12 +45,12 @@ pub trait Backend: Send {
     /// Why this backend cannot trace `target`, if it cannot.
     fn check(&self, target: &Target) -> Result<(), &'static str>;
     /// Attaches the programs `target` needs (one, or two for function_graph).
-    fn attach(&mut self, ebpf: &mut Ebpf, target: &Target, slot: usize) -> Result<Vec<Link>>;
+    fn attach(&mut self, ebpf: &mut Loaded, target: &Target, slot: usize) -> Result<Vec<Link>>;
 
     /// Attaches every target, telling `done` about each in turn. The default
     /// calls [`Backend::attach`] per target, giving each tracepoint the next
     /// free program slot of its skb position.
-    fn attach_batch(&mut self, ebpf: &mut Ebpf, targets: Vec<Target>, done: &mut Done<'_>) {
+    fn attach_batch(&mut self, ebpf: &mut Loaded, targets: Vec<Target>, done: &mut Done<'_>) {
         let mut slots = [0usize; ipft_common::FTRACE_POSITIONS];
         for target in targets {
             let pos = usize::from(target.skb_pos);
@@ -152,7 +152,7 @@ pub fn build(choice: BackendChoice, tracer: Tracer) -> Result<Box<dyn Backend>> 
         BackendChoice::Kprobe => Box::new(Kprobe),
         BackendChoice::KprobeMulti => Box::new(KprobeMulti::new()),
         BackendChoice::Ftrace => Box::new(Ftrace::new(tracer == Tracer::FunctionGraph)),
-        BackendChoice::Tracepoint => Box::new(Tracepoint::new()?),
+        BackendChoice::Tracepoint => Box::new(Tracepoint::default()),
         BackendChoice::Auto => unreachable!("choose() resolves auto"),
     })
 }

@@ -1,13 +1,16 @@
-//! ipft's embedded eBPF object, made ready for loads ipft does itself.
+//! ipft's embedded eBPF object: its maps created once, its programs loaded
+//! by the backends themselves.
 //!
-//! aya 0.14 loads each program once, one at a time, and cannot load a
-//! kprobe with an expected attach type or a tracing program against a
-//! module's BTF. The kprobe-multi and ftrace backends therefore do the last
-//! step of aya's loading themselves: they parse the embedded object again,
-//! point its map references at the maps aya already created (so every
-//! program shares the perf array, the read-only filter and the `--track`
-//! maps), link its calls, and load the instructions through
-//! [`crate::sys::bpf`] — as often, and from as many threads, as they need.
+//! aya's loader parses the whole vmlinux BTF whenever it is created (a
+//! quarter of a second under emulation, the largest start-up cost after
+//! /proc/kallsyms) though ipft's programs need no CO-RE, and aya 0.14 loads
+//! each program once, one at a time, and cannot load a kprobe with an
+//! expected attach type or a tracing program against a module's BTF. So
+//! ipft creates the maps with aya's map types ([`Loaded::load`]), points
+//! each program's map references at them and links its calls
+//! ([`Programs::relocate`]), and loads the instructions through
+//! [`crate::sys::bpf`] — as often, and from as many threads, as a backend
+//! needs.
 use std::{
     collections::{HashMap, HashSet},
     ffi::CString,
@@ -15,11 +18,100 @@ use std::{
     os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
 };
 
-use anyhow::{bail, Context, Result};
-use aya::{maps::Map, Ebpf};
-use aya_obj::Object;
+use anyhow::{Context, Result};
+use aya::maps::{Map, MapData};
+use aya_obj::{EbpfSectionKind, Object};
+use ipft_common::Config;
 
 use crate::sys::bpf::{self, Insn};
+
+/// The object's maps, created: programs are relocated against them, and
+/// userspace reads them (events, losses, `--track`).
+pub struct Loaded {
+    maps: HashMap<String, Map>,
+    /// What the object says about each map, for relocating programs.
+    defs: HashMap<String, aya_obj::Map>,
+    /// The maps' fds, by name (the maps own them).
+    fds: HashMap<String, RawFd>,
+}
+
+impl Loaded {
+    /// Creates the object's maps, with `config` as the read-only global
+    /// `CONFIG` (the verifier sees it as constants: the map is frozen).
+    pub fn load(config: &Config) -> Result<Self> {
+        let mut object = parse()?;
+        let globals = HashMap::from([("CONFIG", (bytes_of(config), true))]);
+        object
+            .patch_map_data(globals)
+            .context("cannot set the filter in ipft's eBPF object")?;
+        let mut loaded = Loaded {
+            maps: HashMap::new(),
+            defs: HashMap::new(),
+            fds: HashMap::new(),
+        };
+        for (name, mut def) in object.maps.drain() {
+            if let Some(entries) = unused_map_entries(config, &name) {
+                def.set_max_entries(entries);
+            }
+            let data = create_map(&name, &def)
+                .with_context(|| format!("cannot create the eBPF map {name}"))?;
+            loaded
+                .fds
+                .insert(name.clone(), data.fd().as_fd().as_raw_fd());
+            let map = Map::from_map_data(data)
+                .with_context(|| format!("the eBPF map {name} has a type aya does not know"))?;
+            loaded.maps.insert(name.clone(), map);
+            loaded.defs.insert(name, def);
+        }
+        Ok(loaded)
+    }
+
+    pub fn map(&self, name: &str) -> Option<&Map> {
+        self.maps.get(name)
+    }
+
+    pub fn map_mut(&mut self, name: &str) -> Option<&mut Map> {
+        self.maps.get_mut(name)
+    }
+}
+
+fn parse() -> Result<Object> {
+    Object::parse(crate::EBPF_OBJECT).context("cannot parse ipft's embedded eBPF object")
+}
+
+/// A run's unused hash maps get one entry: the kernel allocates a hash
+/// map's every entry up front, and one entry costs nothing to create.
+fn unused_map_entries(config: &Config, name: &str) -> Option<u32> {
+    let track = config.flags & ipft_common::CONFIG_TRACK != 0;
+    let graph = config.flags & ipft_common::CONFIG_GRAPH != 0;
+    match name {
+        "TRACKED" | "CLONING" if !track => Some(1),
+        "ENTERED" if !graph => Some(1),
+        _ => None,
+    }
+}
+
+/// Creates one map; a global-data map (`.rodata`, `.data`, `.bss`) gets
+/// its initial bytes, and `.rodata` is frozen so the verifier can trust it.
+fn create_map(name: &str, def: &aya_obj::Map) -> Result<MapData> {
+    let data = MapData::create(def.clone(), name, None)?;
+    let fd = data.fd().as_fd();
+    if !def.data().is_empty() {
+        bpf::map_update_elem(fd, &0u32.to_ne_bytes(), def.data())
+            .context("cannot write its initial data")?;
+    }
+    if def.section_kind() == EbpfSectionKind::Rodata {
+        bpf::map_freeze(fd).context("cannot freeze it")?;
+    }
+    Ok(data)
+}
+
+/// The bytes of a plain-data value.
+fn bytes_of<T: aya::Pod>(value: &T) -> &[u8] {
+    // SAFETY: Pod types are plain data without padding: every byte of the
+    // value is initialised, and the slice borrows it.
+    unsafe { std::slice::from_raw_parts((value as *const T).cast(), std::mem::size_of::<T>()) }
+}
 
 /// The instructions of some of the object's programs, relocated.
 pub struct Programs {
@@ -29,21 +121,20 @@ pub struct Programs {
 
 impl Programs {
     /// Relocates the programs whose names `wanted` accepts against the maps
-    /// of `ebpf` (which must stay alive while they are loaded).
-    pub fn relocate(ebpf: &Ebpf, wanted: impl Fn(&str) -> bool) -> Result<Self> {
-        let mut object = Object::parse(crate::EBPF_OBJECT)
-            .context("cannot parse ipft's embedded eBPF object")?;
+    /// of `loaded` (which must stay alive while they are loaded).
+    pub fn relocate(loaded: &Loaded, wanted: impl Fn(&str) -> bool) -> Result<Self> {
+        let mut object = parse()?;
         // Linking programs nobody loads is wasted start-up.
         object.programs.retain(|name, _| wanted(name));
-        let maps = std::mem::take(&mut object.maps);
-        let with_fds = maps
+        object.maps.clear();
+        let with_fds = loaded
+            .defs
             .iter()
-            .map(|(name, map)| Ok((name.as_str(), map_fd(ebpf, name)?, map)))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|(name, def)| (name.as_str(), loaded.fds[name], def));
         // As aya does: every section holding a function counts as text.
         let text_sections: HashSet<usize> = object.functions.keys().map(|(s, _)| *s).collect();
         object
-            .relocate_maps(with_fds.into_iter(), &text_sections)
+            .relocate_maps(with_fds, &text_sections)
             .context("cannot point ipft's eBPF programs at their maps")?;
         object
             .relocate_calls(&text_sections)
@@ -72,33 +163,6 @@ impl Programs {
             .map(Vec::as_slice)
             .with_context(|| format!("{name} is missing from the eBPF object"))
     }
-}
-
-/// The fd of the map aya created for `name` (aya keeps it open as long as
-/// `ebpf` lives).
-fn map_fd(ebpf: &Ebpf, name: &str) -> Result<RawFd> {
-    let data = match ebpf.map(name) {
-        Some(
-            Map::Array(data)
-            | Map::BloomFilter(data)
-            | Map::HashMap(data)
-            | Map::LpmTrie(data)
-            | Map::LruHashMap(data)
-            | Map::PerCpuArray(data)
-            | Map::PerCpuHashMap(data)
-            | Map::PerCpuLruHashMap(data)
-            | Map::PerfEventArray(data)
-            | Map::ProgramArray(data)
-            | Map::Queue(data)
-            | Map::RingBuf(data)
-            | Map::Stack(data)
-            | Map::StackTraceMap(data)
-            | Map::Unsupported(data),
-        ) => data,
-        Some(_) => bail!("the eBPF map {name} has a type ipft cannot load programs against"),
-        None => bail!("the eBPF map {name} was not created when the object was loaded"),
-    };
-    Ok(data.fd().as_fd().as_raw_fd())
 }
 
 /// Loads `program`; when the kernel refuses it, loads it again with the

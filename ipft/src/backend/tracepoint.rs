@@ -5,17 +5,25 @@
 //! netif_receive_skb, kfree_skb, consume_skb, …), named by the tracepoint.
 //! A tracepoint program cannot ask which tracepoint it runs on, so each
 //! attached tracepoint gets its own program copy `tp_p{pos}_s{slot}`, whose
-//! slot id identifies it.
+//! slot id identifies it. ipft loads them itself ([`super::object`]),
+//! against the `btf_trace_<name>` type found at discovery.
 //!
 //! ```text
 //! sudo ipft -m 0x55555555 -b tracepoint
 //! ```
-use anyhow::{Context, Result};
-use aya::{programs::BtfTracePoint, Btf, Ebpf};
+use std::os::fd::AsFd;
+
+use anyhow::{anyhow, Result};
 use ipft_common::{TP_POSITIONS, TP_SLOTS};
 
-use super::{Backend, Link};
-use crate::discover::{Target, TargetKind};
+use super::{
+    object::{self, Loaded, Programs},
+    Backend, Link,
+};
+use crate::{
+    discover::{Target, TargetKind},
+    sys::bpf::{self, AttachType, ProgType},
+};
 
 /// The `kfree_skb` tracepoint gets a program of its own that also reads
 /// the drop reason (kernels 5.17+, where the reason is its third argument).
@@ -23,15 +31,10 @@ pub fn reads_drop_reason(target: &Target) -> bool {
     target.name == "kfree_skb" && target.skb_pos == 0 && target.reason_pos == Some(2)
 }
 
+#[derive(Default)]
 pub struct Tracepoint {
-    btf: Btf,
-}
-
-impl Tracepoint {
-    pub fn new() -> Result<Self> {
-        let btf = Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
-        Ok(Tracepoint { btf })
-    }
+    /// The `tp_*` programs, relocated on first use.
+    programs: Option<Programs>,
 }
 
 impl Backend for Tracepoint {
@@ -50,7 +53,7 @@ impl Backend for Tracepoint {
         Ok(())
     }
 
-    fn attach(&mut self, ebpf: &mut Ebpf, target: &Target, slot: usize) -> Result<Vec<Link>> {
+    fn attach(&mut self, ebpf: &mut Loaded, target: &Target, slot: usize) -> Result<Vec<Link>> {
         anyhow::ensure!(
             slot < TP_SLOTS,
             "all {TP_SLOTS} program slots for this position are in use"
@@ -59,13 +62,24 @@ impl Backend for Tracepoint {
             true => "tp_kfree_skb".to_string(),
             false => format!("tp_p{}_s{slot}", target.skb_pos),
         };
-        let prog: &mut BtfTracePoint = ebpf
-            .program_mut(&name)
-            .context("program missing from the eBPF object")?
-            .try_into()?;
-        prog.load(&target.name, &self.btf)
-            .context("tp_btf load failed")?;
-        let id = prog.attach().context("tp_btf attach failed")?;
-        Ok(vec![Box::new(prog.take_link(id)?)])
+        if self.programs.is_none() {
+            self.programs = Some(Programs::relocate(ebpf, |n| n.starts_with("tp_"))?);
+        }
+        let programs = self.programs.as_ref().expect("relocated above");
+        let program = bpf::Program {
+            prog_type: ProgType::Tracing,
+            expected_attach_type: AttachType::TraceRawTp,
+            name: &name,
+            insns: programs.insns(&name)?,
+            license: &programs.license,
+            attach_btf_id: target.btf_id,
+            attach_btf_obj: None,
+        };
+        let prog = object::load(&program)
+            .map_err(|(err, log)| anyhow!("tp_btf load failed ({err}); verifier log: {log}"))?;
+        // The link holds the program: its fd can close.
+        let link = bpf::raw_tracepoint_open(prog.as_fd())
+            .map_err(|err| anyhow!("tp_btf attach failed: {err}"))?;
+        Ok(vec![Box::new(link)])
     }
 }

@@ -24,6 +24,7 @@ const BPF_PROG_LOAD: u32 = 5;
 const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
 const BPF_RAW_TRACEPOINT_OPEN: u32 = 17;
 const BPF_BTF_GET_FD_BY_ID: u32 = 19;
+const BPF_MAP_FREEZE: u32 = 22;
 const BPF_BTF_GET_NEXT_ID: u32 = 23;
 const BPF_LINK_CREATE: u32 = 28;
 
@@ -44,6 +45,8 @@ pub enum ProgType {
 pub enum AttachType {
     /// None expected (kprobes attached through perf events).
     None = 0,
+    /// A BTF tracepoint (`tp_btf`).
+    TraceRawTp = 23,
     TraceFentry = 24,
     TraceFexit = 25,
     TraceKprobeMulti = 42,
@@ -163,16 +166,6 @@ pub fn prog_load(prog: &Program<'_>, log: &mut [u8]) -> io::Result<OwnedFd> {
     unsafe { bpf_fd(BPF_PROG_LOAD, &mut attr) }
 }
 
-/// The functions one kprobe-multi link attaches to.
-#[derive(Clone, Copy, Debug)]
-pub enum KprobeTargets<'a> {
-    /// Function addresses, e.g. from `/proc/kallsyms`: the kernel uses
-    /// them as they are.
-    Addrs(&'a [u64]),
-    /// Function names, which the kernel looks up in kallsyms.
-    Syms(&'a [&'a CStr]),
-}
-
 /// The `BPF_LINK_CREATE` member of `union bpf_attr`, with its
 /// `kprobe_multi` arm.
 #[repr(C)]
@@ -197,13 +190,13 @@ struct KprobeMultiAttr {
 }
 
 /// `BPF_LINK_CREATE` with `BPF_TRACE_KPROBE_MULTI`: attaches `prog` (loaded
-/// with [`AttachType::TraceKprobeMulti`]) to every function in `targets` at
-/// once. `cookies`, if not empty, has one value per function, which the
+/// with [`AttachType::TraceKprobeMulti`]) to the function at every address
+/// in `addrs` (from `/proc/kallsyms`) at once. `cookies`, if not empty, has one value per function, which the
 /// program reads with `bpf_get_attach_cookie`. One function the kernel
 /// cannot trace fails the whole call. Closing the returned fd detaches.
 pub fn link_create_kprobe_multi(
     prog: BorrowedFd<'_>,
-    targets: KprobeTargets<'_>,
+    addrs: &[u64],
     cookies: &[u64],
 ) -> io::Result<OwnedFd> {
     let mut attr = LinkCreateKprobeMultiAttr {
@@ -211,19 +204,8 @@ pub fn link_create_kprobe_multi(
         attach_type: AttachType::TraceKprobeMulti as u32,
         ..LinkCreateKprobeMultiAttr::default()
     };
-    // The kernel reads an array of pointers to C strings.
-    let sym_ptrs: Vec<u64>;
-    let count = match targets {
-        KprobeTargets::Addrs(addrs) => {
-            attr.kprobe_multi.addrs = addrs.as_ptr() as u64;
-            addrs.len()
-        }
-        KprobeTargets::Syms(syms) => {
-            sym_ptrs = syms.iter().map(|s| s.as_ptr() as u64).collect();
-            attr.kprobe_multi.syms = sym_ptrs.as_ptr() as u64;
-            sym_ptrs.len()
-        }
-    };
+    attr.kprobe_multi.addrs = addrs.as_ptr() as u64;
+    let count = addrs.len();
     attr.kprobe_multi.cnt = len_u32(count)?;
     if !cookies.is_empty() {
         if cookies.len() != count {
@@ -234,10 +216,34 @@ pub fn link_create_kprobe_multi(
         }
         attr.kprobe_multi.cookies = cookies.as_ptr() as u64;
     }
-    // SAFETY: addrs, or sym_ptrs and the strings they point to, and cookies
-    // live until the call returns; on success BPF_LINK_CREATE returns a new fd.
+    // SAFETY: addrs and cookies live until the call returns; on success
+    // BPF_LINK_CREATE returns a new fd.
     unsafe { bpf_fd(BPF_LINK_CREATE, &mut attr) }
 }
+
+/// `BPF_LINK_CREATE` with `BPF_TRACE_KPROBE_MULTI` and one address the
+/// kernel cannot read (it lies in the kernel's half), to learn cheaply
+/// whether kprobe-multi links exist: a kernel that has them (5.18+ with
+/// fprobe) copies the address first and answers EFAULT, having looked up
+/// and attached nothing. Returns the kernel's answer: never a link.
+pub fn link_create_kprobe_multi_unreadable(prog: BorrowedFd<'_>) -> io::Error {
+    let mut attr = LinkCreateKprobeMultiAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        attach_type: AttachType::TraceKprobeMulti as u32,
+        ..LinkCreateKprobeMultiAttr::default()
+    };
+    attr.kprobe_multi.cnt = 1;
+    attr.kprobe_multi.addrs = UNREADABLE;
+    // SAFETY: the kernel only tries to read the unreadable address (and
+    // fails); a link it might still return is closed at once.
+    match unsafe { bpf_fd(BPF_LINK_CREATE, &mut attr) } {
+        Ok(_link) => io::Error::other("the kernel read an unreadable address"),
+        Err(err) => err,
+    }
+}
+
+/// An address no process can read: the top of the kernel's half.
+const UNREADABLE: u64 = !7;
 
 /// The `BPF_MAP_*_ELEM` member of `union bpf_attr`.
 #[repr(C)]
@@ -261,6 +267,23 @@ pub fn map_update_elem(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Res
     };
     // SAFETY: key and value outlive the call; the command returns 0, no fd.
     unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }.map(drop)
+}
+
+/// The `BPF_MAP_FREEZE` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct MapFdAttr {
+    map_fd: u32,
+}
+
+/// `BPF_MAP_FREEZE`: no more writes from userspace. A frozen read-only map
+/// lets the verifier treat its values as constants. (Kernel 5.2.)
+pub fn map_freeze(map: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = MapFdAttr {
+        map_fd: map.as_raw_fd() as u32,
+    };
+    // SAFETY: the attr holds no pointers; the command returns 0, no fd.
+    unsafe { bpf(BPF_MAP_FREEZE, &mut attr) }.map(drop)
 }
 
 /// The `BPF_RAW_TRACEPOINT_OPEN` member of `union bpf_attr`.
@@ -505,7 +528,13 @@ mod tests {
             AttachType::TraceFexit as u32,
             uapi::bpf_attach_type::BPF_TRACE_FEXIT as u32
         );
+        assert_eq!(
+            AttachType::TraceRawTp as u32,
+            uapi::bpf_attach_type::BPF_TRACE_RAW_TP as u32
+        );
         use uapi::bpf_cmd as cmd;
+        assert_eq!(BPF_MAP_UPDATE_ELEM, cmd::BPF_MAP_UPDATE_ELEM as u32);
+        assert_eq!(BPF_MAP_FREEZE, cmd::BPF_MAP_FREEZE as u32);
         assert_eq!(BPF_OBJ_GET_INFO_BY_FD, cmd::BPF_OBJ_GET_INFO_BY_FD as u32);
         assert_eq!(BPF_RAW_TRACEPOINT_OPEN, cmd::BPF_RAW_TRACEPOINT_OPEN as u32);
         assert_eq!(BPF_BTF_GET_FD_BY_ID, cmd::BPF_BTF_GET_FD_BY_ID as u32);
@@ -514,6 +543,30 @@ mod tests {
             std::mem::size_of::<BtfInfo>(),
             std::mem::size_of::<uapi::bpf_btf_info>()
         );
+    }
+
+    #[test]
+    fn kprobe_multi_probe_reads_one_unreadable_address() {
+        let prog = File::open("/dev/null").unwrap();
+        answer(|_, _| Err(io::Error::from_raw_os_error(libc::EFAULT)));
+        let err = link_create_kprobe_multi_unreadable(prog.as_fd());
+        assert_eq!(err.raw_os_error(), Some(libc::EFAULT));
+        let call = &calls()[0];
+        assert_eq!(call.cmd, BPF_LINK_CREATE);
+        assert_eq!(u32_at(&call.attr, 8), AttachType::TraceKprobeMulti as u32);
+        assert_eq!(u32_at(&call.attr, 20), 1);
+        assert_eq!(u64_at(&call.attr, 24), 0, "no symbols");
+        assert_eq!(u64_at(&call.attr, 32), UNREADABLE);
+    }
+
+    #[test]
+    fn freeze_names_the_map() {
+        let map = File::open("/dev/null").unwrap();
+        answer(|_, _| Ok(()));
+        map_freeze(map.as_fd()).unwrap();
+        let call = &calls()[0];
+        assert_eq!(call.cmd, BPF_MAP_FREEZE);
+        assert_eq!(u32_at(&call.attr, 0), map.as_raw_fd() as u32);
     }
 
     #[test]
@@ -689,7 +742,7 @@ mod tests {
         });
         let prog = File::open("/dev/null").unwrap();
         let addrs = [0xffff_ffff_8100_0000, 0xffff_ffff_8100_0040];
-        link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Addrs(&addrs), &[]).unwrap();
+        link_create_kprobe_multi(prog.as_fd(), &addrs, &[]).unwrap();
         let attr = &calls()[0].attr;
         assert_eq!(calls()[0].cmd, 28);
         assert_eq!(attr.len(), 48);
@@ -704,35 +757,10 @@ mod tests {
     }
 
     #[test]
-    fn link_create_encodes_symbols() {
-        let seen = Rc::new(RefCell::new(Vec::new()));
-        let record = Rc::clone(&seen);
-        answer(move |_, attr| {
-            let (cnt, syms) = (u32_at(attr, 20) as usize, u64_at(attr, 24));
-            // SAFETY: the handler runs during the call, while the pointer
-            // array and the strings are alive.
-            let names =
-                unsafe { std::slice::from_raw_parts(syms as *const *const libc::c_char, cnt) }
-                    .iter()
-                    .map(|p| unsafe { CStr::from_ptr(*p) }.to_str().unwrap().to_owned())
-                    .collect();
-            *record.borrow_mut() = names;
-            Ok(())
-        });
-        let prog = File::open("/dev/null").unwrap();
-        let (a, b) = (c"consume_skb", c"ip_rcv");
-        link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Syms(&[a, b]), &[]).unwrap();
-        let attr = &calls()[0].attr;
-        assert_eq!(u64_at(attr, 32), 0);
-        assert_eq!(*seen.borrow(), ["consume_skb", "ip_rcv"]);
-    }
-
-    #[test]
     fn kernel_errors_come_back_as_io_errors() {
         answer(|_, _| Err(io::Error::from_raw_os_error(libc::EINVAL)));
         let prog = File::open("/dev/null").unwrap();
-        let err =
-            link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Addrs(&[1]), &[]).unwrap_err();
+        let err = link_create_kprobe_multi(prog.as_fd(), &[1], &[]).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
     }
 
@@ -749,10 +777,9 @@ mod tests {
         });
         let prog = File::open("/dev/null").unwrap();
         let addrs = [0x10, 0x20];
-        link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Addrs(&addrs), &[7, 0x102]).unwrap();
+        link_create_kprobe_multi(prog.as_fd(), &addrs, &[7, 0x102]).unwrap();
         assert_eq!(*seen.borrow(), [7, 0x102]);
-        let err =
-            link_create_kprobe_multi(prog.as_fd(), KprobeTargets::Addrs(&addrs), &[7]).unwrap_err();
+        let err = link_create_kprobe_multi(prog.as_fd(), &addrs, &[7]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert_eq!(
             calls().len(),

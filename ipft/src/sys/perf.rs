@@ -79,12 +79,23 @@ pub fn kprobe_pmu_type() -> io::Result<u32> {
 }
 
 /// Creates a kprobe on the function at kernel address `addr` that runs BPF
-/// program `prog` (a kprobe program) on every call, and enables it. Closing
-/// the returned fd removes the kprobe. (Kernel 4.17: perf kprobe PMU.)
-pub fn kprobe_open(pmu_type: u32, addr: u64, prog: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+/// program `prog` (a kprobe program) on every call, or on every return for
+/// a [`Probe::Return`], and enables it. Closing the returned fd removes the
+/// kprobe. (Kernel 4.17: perf kprobe PMU.)
+pub fn kprobe_open(
+    pmu_type: u32,
+    probe: Probe,
+    addr: u64,
+    prog: BorrowedFd<'_>,
+) -> io::Result<OwnedFd> {
     let attr = PerfEventAttr {
         type_: pmu_type,
         size: ATTR_SIZE_VER1,
+        // The PMU's `retprobe` format bit (config:0, fixed since 4.17).
+        config: match probe {
+            Probe::Entry => 0,
+            Probe::Return => 1,
+        },
         sample_period: 1,
         flags: ATTR_DISABLED,
         // No function name: the probe is at kprobe_addr (config2) + 0.
@@ -105,6 +116,13 @@ pub fn kprobe_open(pmu_type: u32, addr: u64, prog: BorrowedFd<'_>) -> io::Result
     ioctl(PERF_EVENT_IOC_SET_BPF, prog.as_raw_fd())?;
     ioctl(PERF_EVENT_IOC_ENABLE, 0)?;
     Ok(fd)
+}
+
+/// Where a kprobe fires: on a function's entry or its return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    Entry,
+    Return,
 }
 
 /// Offsets in `struct perf_event_mmap_page`.
