@@ -12,6 +12,7 @@ use crate::{
     discover::Target,
     group::{self, PacketIds, Packets},
     output::Sink,
+    progress,
     render::{self, Extras},
     session::{ok_unless_closed, Stop},
     stream,
@@ -97,16 +98,23 @@ impl Collector {
     }
 
     /// Prints the table (aggregate mode) and closes the output.
-    pub fn finish(mut self) -> io::Result<()> {
+    pub fn finish(mut self, verbose: bool) -> io::Result<()> {
         if self.opts.output == Output::Aggregate {
             let (groups, details) = std::mem::take(&mut self.packets).into_groups();
+            progress::step(verbose, "events grouped per packet");
             let extras = Extras {
                 reasons: Some(&self.reasons),
                 fields: &self.opts.field,
                 details: Some(&details),
             };
             let graph = self.opts.tracer == Tracer::FunctionGraph;
-            render::aggregate(&mut self.sink, &groups, &self.targets, graph, &extras)?;
+            render::aggregate(
+                &mut self.sink,
+                &groups.slices(),
+                &self.targets,
+                graph,
+                &extras,
+            )?;
         }
         self.sink.finish()
     }

@@ -13,7 +13,7 @@
 //! bursts of 16 events from 4 CPUs, push 12-35 ms against 33-60 ms for a map
 //! of vectors; the same events shuffled, 23-43 ms against 170-200 ms. The map
 //! is quicker only at the end when packets are few and long, which runs once.
-use std::collections::HashMap;
+use std::{collections::HashMap, ops::Range};
 
 use ipft_common::Event;
 
@@ -231,17 +231,81 @@ impl Packets {
     /// rows are sorted by timestamp; equal timestamps keep arrival order.
     /// Groups are ordered by their first timestamp (ipftrace2 printed
     /// hash-table order), ties by packet number.
-    pub fn into_groups(self) -> (Vec<Vec<Record>>, Details) {
-        let mut records = self.records;
-        // Stable: equal (packet, tstamp) keys keep arrival order.
-        records.sort_by_key(|r| (r.packet, r.tstamp));
-        let mut groups: Vec<Vec<Record>> = records
-            .chunk_by(|a, b| a.packet == b.packet)
-            .map(<[Record]>::to_vec)
-            .collect();
-        // Stable too, so that equal first timestamps stay in packet order.
-        groups.sort_by_key(|g| g[0].tstamp);
-        (groups, self.details)
+    pub fn into_groups(self) -> (Groups, Details) {
+        (Groups::new(self.records), self.details)
+    }
+}
+
+/// The stored records grouped per packet: one vector, one range per packet.
+pub struct Groups {
+    records: Vec<Record>,
+    ranges: Vec<Range<usize>>,
+}
+
+impl Groups {
+    /// Groups `records` by packet in linear time: packet numbers are small
+    /// and dense, so a counting sort (stable: arrival order) places every
+    /// record at once, where a comparison sort of a burst's half a million
+    /// records would make the user wait after Ctrl-C. Records arrive in
+    /// time order but for the odd late batch, so few groups need a sort.
+    fn new(records: Vec<Record>) -> Self {
+        let packets = records.iter().map(|r| r.packet as usize + 1).max();
+        let packets = packets.unwrap_or(0);
+        if packets > 2 * records.len() + 1024 {
+            // Not dense (never from PacketIds): compare instead.
+            let mut records = records;
+            records.sort_by_key(|r| r.packet);
+            return Self::ordered(records);
+        }
+        // starts[p]..starts[p + 1] will hold packet p's records.
+        let mut starts = vec![0usize; packets + 1];
+        for r in &records {
+            starts[r.packet as usize + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut next = starts.clone();
+        let mut sorted = records.clone();
+        for r in &records {
+            let at = &mut next[r.packet as usize];
+            sorted[*at] = *r;
+            *at += 1;
+        }
+        Self::ordered(sorted)
+    }
+
+    /// Finishes records already grouped by packet: each group sorted by
+    /// timestamp (stable), groups ordered by their first timestamp (stable
+    /// too, so that equal first timestamps stay in packet order).
+    fn ordered(mut records: Vec<Record>) -> Self {
+        let mut ranges: Vec<Range<usize>> = Vec::new();
+        let mut start = 0;
+        for (i, pair) in records.windows(2).enumerate() {
+            if pair[0].packet != pair[1].packet {
+                ranges.push(start..i + 1);
+                start = i + 1;
+            }
+        }
+        if start < records.len() {
+            ranges.push(start..records.len());
+        }
+        for range in &ranges {
+            let group = &mut records[range.clone()];
+            if !group.is_sorted_by_key(|r| r.tstamp) {
+                group.sort_by_key(|r| r.tstamp);
+            }
+        }
+        ranges.sort_by_key(|r| records[r.start].tstamp);
+        Groups { records, ranges }
+    }
+
+    /// Each packet's records, in table order.
+    pub fn slices(&self) -> Vec<&[Record]> {
+        self.ranges
+            .iter()
+            .map(|r| &self.records[r.clone()])
+            .collect()
     }
 }
 
@@ -320,7 +384,7 @@ mod tests {
     }
 
     /// (skb, tstamp, func) of every row, group by group.
-    fn keys(groups: &[Vec<Record>]) -> Vec<Vec<(u64, u64, u32)>> {
+    fn keys(groups: &[&[Record]]) -> Vec<Vec<(u64, u64, u32)>> {
         groups
             .iter()
             .map(|g| g.iter().map(|r| (r.skb, r.tstamp, r.func)).collect())
@@ -338,7 +402,7 @@ mod tests {
     fn empty() {
         let packets = Packets::new();
         assert_eq!(packets.events(), 0);
-        assert!(packets.into_groups().0.is_empty());
+        assert!(packets.into_groups().0.slices().is_empty());
     }
 
     #[test]
@@ -367,11 +431,32 @@ mod tests {
             packets.push(r);
         }
         assert_eq!(
-            keys(&packets.into_groups().0),
+            keys(&packets.into_groups().0.slices()),
             [
                 vec![(0x30, 50, 5), (0x30, 150, 2)],
                 vec![(0x20, 100, 3), (0x20, 200, 1)],
                 vec![(0x10, 300, 0), (0x10, 400, 4)],
+            ]
+        );
+    }
+
+    #[test]
+    fn sparse_packet_numbers_group_the_same() {
+        // Far apart packet numbers take the comparison sort: same groups.
+        let mut packets = Packets::new();
+        for r in [
+            rec(1 << 30, 20, 0),
+            rec(5, 10, 1),
+            rec(1 << 30, 5, 2),
+            rec(5, 30, 3),
+        ] {
+            packets.push(r);
+        }
+        assert_eq!(
+            keys(&packets.into_groups().0.slices()),
+            [
+                vec![(1 << 30, 5, 2), (1 << 30, 20, 0)],
+                vec![(5, 10, 1), (5, 30, 3)],
             ]
         );
     }
@@ -383,7 +468,7 @@ mod tests {
             packets.push(r);
         }
         assert_eq!(
-            keys(&packets.into_groups().0),
+            keys(&packets.into_groups().0.slices()),
             [vec![(7, 10, 9), (7, 20, 3), (7, 20, 1), (7, 20, 2)]]
         );
     }
@@ -396,7 +481,7 @@ mod tests {
         for i in 0..1000u32 {
             packets.push(rec(u64::from(i % 3), u64::from(i % 5), i));
         }
-        for group in packets.into_groups().0 {
+        for group in packets.into_groups().0.slices() {
             let order: Vec<(u64, u32)> = group.iter().map(|r| (r.tstamp, r.func)).collect();
             let mut sorted = order.clone();
             sorted.sort_unstable();
@@ -546,7 +631,7 @@ mod tests {
             packets.push(r);
         }
         assert_eq!(
-            keys(&packets.into_groups().0),
+            keys(&packets.into_groups().0.slices()),
             [vec![(3, 10, 1)], vec![(9, 10, 0)]]
         );
     }

@@ -12,8 +12,12 @@
 //! agree.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     io::{self, BufWriter, Write},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
 };
 
 use ipft_common::Event;
@@ -94,48 +98,117 @@ fn names(targets: &[Target], func: u32) -> (&str, &str) {
 /// in this mode; rows are unchanged, only that header word moves). `groups` come from
 /// [`crate::group::Packets::into_groups`] (each sorted by timestamp).
 ///
-/// Output is buffered here, so an unbuffered `out` is fine.
-pub fn aggregate(
+/// Rows are formatted on every core, a chunk of groups at a time, and
+/// written in order as soon as each chunk is ready: a burst's table is tens
+/// of MB, and the first rows reach `out` while the rest are formatted.
+/// Written in large pieces, so an unbuffered `out` is fine.
+pub fn aggregate<G: AsRef<[Record]> + Sync>(
     out: &mut dyn Write,
-    groups: &[Vec<Record>],
+    groups: &[G],
     targets: &[Target],
     graph: bool,
     extras: &Extras,
 ) -> io::Result<()> {
-    // Large writes: a burst's table is tens of MB.
-    let mut out = BufWriter::with_capacity(1 << 18, out);
     out.write_all(aggregate_header(graph).as_bytes())?;
-    // One buffer for the function_graph column, reused for every row.
-    let mut call = String::new();
     let columns = Columns::new(targets);
     let first_seen = first_timestamps(groups, extras);
-    for group in groups {
-        out.write_all(b"===\n")?;
-        summary_line(&mut out, group[0].packet, extras, &first_seen)?;
-        if graph {
-            for (r, depth) in group.iter().zip(depths(group)) {
-                graph_row(&mut out, r, targets, depth, &mut call)?;
-                end_row(&mut out, r, extras)?;
-            }
-        } else {
-            for r in group {
-                columns.row(&mut out, r)?;
-                end_row(&mut out, r, extras)?;
+    let render = |chunk: &&[G], buf: &mut Vec<u8>| -> io::Result<()> {
+        // One buffer for the function_graph column, reused for every row.
+        let mut call = String::new();
+        for group in *chunk {
+            let group = group.as_ref();
+            buf.write_all(b"===\n")?;
+            summary_line(buf, group[0].packet, extras, &first_seen)?;
+            if graph {
+                for (r, depth) in group.iter().zip(depths(group)) {
+                    graph_row(buf, r, targets, depth, &mut call)?;
+                    end_row(buf, r, extras)?;
+                }
+            } else {
+                for r in group {
+                    columns.row(buf, r)?;
+                    end_row(buf, r, extras)?;
+                }
             }
         }
-    }
+        Ok(())
+    };
+    let chunks = chunks(groups);
+    in_order(&chunks, &render, &mut |bytes| out.write_all(bytes))?;
     out.flush()
+}
+
+/// Rows in the first chunk: few, so that output starts at once.
+const FIRST_CHUNK_ROWS: usize = 1024;
+/// Rows in each later chunk (about 700 KB of table).
+const CHUNK_ROWS: usize = 8192;
+
+/// `groups` cut into runs of whole groups of about [`CHUNK_ROWS`] rows.
+fn chunks<G: AsRef<[Record]>>(groups: &[G]) -> Vec<&[G]> {
+    let mut out = Vec::new();
+    let (mut start, mut rows, mut limit) = (0, 0, FIRST_CHUNK_ROWS);
+    for (i, group) in groups.iter().enumerate() {
+        rows += group.as_ref().len();
+        if rows >= limit {
+            out.push(&groups[start..=i]);
+            (start, rows, limit) = (i + 1, 0, CHUNK_ROWS);
+        }
+    }
+    if start < groups.len() {
+        out.push(&groups[start..]);
+    }
+    out
+}
+
+/// Renders every chunk into a buffer, on as many threads as there are
+/// cores, and hands the buffers to `write` in chunk order.
+fn in_order<C: Sync>(
+    chunks: &[C],
+    render: &(dyn Fn(&C, &mut Vec<u8>) -> io::Result<()> + Sync),
+    write: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let (done, finished) = mpsc::channel::<(usize, io::Result<Vec<u8>>)>();
+        for _ in 0..threads.min(chunks.len()) {
+            let done = done.clone();
+            let next = &next;
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(chunk) = chunks.get(i) else { break };
+                let mut buf = Vec::with_capacity(1 << 20);
+                let rendered = render(chunk, &mut buf).map(|()| buf);
+                // The writer gave up (an error): stop too.
+                if done.send((i, rendered)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(done);
+        let mut ready = BTreeMap::new();
+        let mut wanted = 0;
+        for (i, rendered) in finished {
+            ready.insert(i, rendered);
+            while let Some(rendered) = ready.remove(&wanted) {
+                write(&rendered?)?;
+                wanted += 1;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// When each packet that has clones was first seen: a clone's summary line
 /// names its parent by that timestamp, which the table shows.
-fn first_timestamps(groups: &[Vec<Record>], extras: &Extras) -> HashMap<u32, u64> {
+fn first_timestamps<G: AsRef<[Record]>>(groups: &[G], extras: &Extras) -> HashMap<u32, u64> {
     let Some(details) = extras.details.filter(|d| !d.parents.is_empty()) else {
         return HashMap::new();
     };
     let parents: std::collections::HashSet<u32> = details.parents.values().copied().collect();
     groups
         .iter()
+        .map(AsRef::as_ref)
         .filter(|g| parents.contains(&g[0].packet))
         .map(|g| (g[0].packet, g[0].tstamp))
         .collect()
@@ -460,7 +533,12 @@ mod tests {
         for r in records {
             packets.push(*r);
         }
-        packets.into_groups().0
+        let groups = packets.into_groups().0;
+        groups
+            .slices()
+            .into_iter()
+            .map(<[Record]>::to_vec)
+            .collect()
     }
 
     fn render(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
@@ -562,8 +640,51 @@ mod tests {
     }
 
     #[test]
+    fn aggregate_of_many_chunks_keeps_group_order() {
+        // 6,000 packets of 3 rows: the first chunk and a dozen more, formatted
+        // on several threads, must come out as if formatted one by one.
+        let groups: Vec<Vec<Record>> = (0..6000u64)
+            .map(|p| {
+                (0..3)
+                    .map(|i| rec(p + 1, p * 10 + i, (p % 3) as u32, 1, false))
+                    .collect()
+            })
+            .collect();
+        assert!(chunks(&groups).len() > 2);
+        let whole = render(|out| aggregate(out, &groups, &targets(), false, &Extras::default()));
+        let header =
+            render(|out| aggregate::<Vec<Record>>(out, &[], &targets(), false, &Extras::default()));
+        let mut one_by_one = header.clone();
+        for group in &groups {
+            let alone = render(|out| {
+                aggregate(
+                    out,
+                    std::slice::from_ref(group),
+                    &targets(),
+                    false,
+                    &Extras::default(),
+                )
+            });
+            one_by_one += &alone[header.len()..];
+        }
+        assert_eq!(whole, one_by_one);
+    }
+
+    #[test]
+    fn chunks_hold_whole_groups() {
+        let groups: Vec<Vec<Record>> = (0..100u64)
+            .map(|p| vec![rec(p + 1, p, 0, 0, false); 100])
+            .collect();
+        let chunks = chunks(&groups);
+        // A small first chunk, so that output starts at once.
+        assert_eq!(chunks[0].len(), FIRST_CHUNK_ROWS.div_ceil(100));
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 100);
+    }
+
+    #[test]
     fn aggregate_empty() {
-        let text = render(|out| aggregate(out, &[], &targets(), false, &Extras::default()));
+        let text =
+            render(|out| aggregate::<Vec<Record>>(out, &[], &targets(), false, &Extras::default()));
         assert_eq!(
             text,
             "\nTimestamp            CPU                   Module                         Function\n"

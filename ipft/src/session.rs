@@ -114,6 +114,7 @@ pub async fn trace(
         crate::testhook::panic_on_event(collector.tally.seen);
         progress.traces(collector.tally.seen);
     };
+    progress::step(opts.verbose, "tracing stopped");
     // ipft stopped on its own (signal, --duration, --max-traces, closed
     // output): the command must not outlive it.
     if let Some(child) = child.as_mut().filter(|_| !matches!(stop, Stop::Command(_))) {
@@ -124,6 +125,7 @@ pub async fn trace(
         collector.consume(stream.drain_all())?;
     }
     drop(stream);
+    progress::step(opts.verbose, "last events read");
     progress.done(collector.tally.seen);
     collector.tally.lost = collector.tally.lost.max(stream::lost_in_kernel(&ebpf));
     let track_full = if opts.track {
@@ -138,7 +140,7 @@ pub async fn trace(
     let finish = tokio::task::spawn_blocking(move || {
         let stored = (collector.packets.events(), collector.ids.count());
         let tally = std::mem::take(&mut collector.tally);
-        let written = collector.finish();
+        let written = collector.finish(verbose);
         report(&tally, stored, track_full, verbose);
         drop(ready);
         progress::step(verbose, "output written; detaching");
