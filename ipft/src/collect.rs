@@ -108,13 +108,7 @@ impl Collector {
                 details: Some(&details),
             };
             let graph = self.opts.tracer == Tracer::FunctionGraph;
-            render::aggregate(
-                &mut self.sink,
-                &groups.slices(),
-                &self.targets,
-                graph,
-                &extras,
-            )?;
+            render::aggregate(&mut self.sink, &groups, &self.targets, graph, &extras)?;
         }
         self.sink.finish()
     }

@@ -13,7 +13,7 @@
 //! bursts of 16 events from 4 CPUs, push 12-35 ms against 33-60 ms for a map
 //! of vectors; the same events shuffled, 23-43 ms against 170-200 ms. The map
 //! is quicker only at the end when packets are few and long, which runs once.
-use std::{collections::HashMap, ops::Range};
+use std::collections::HashMap;
 
 use ipft_common::Event;
 
@@ -188,11 +188,60 @@ pub struct Details {
     pub parents: HashMap<u32, u32>,
 }
 
-/// Events collected during a trace, grouped per packet on demand.
+/// Events collected during a trace, grouped per packet as they come: each
+/// record links to the next record of its packet, so that Ctrl-C finds the
+/// groups made, with nothing to sort but one entry per packet.
 #[derive(Debug, Default)]
 pub struct Packets {
+    /// In arrival order.
     records: Vec<Record>,
+    /// Per packet number (dense, from [`PacketIds`]): its chain of records.
+    chains: Vec<Chain>,
+    /// Chains of packet numbers far past the others (never from
+    /// [`PacketIds`]), which would make `chains` huge.
+    far: HashMap<u32, Chain>,
     details: Details,
+}
+
+/// How far past the known packet numbers `chains` grows.
+const DENSE_SLACK: usize = 4096;
+
+/// The chain of `packet`, made empty the first time.
+fn chain_of<'c>(
+    chains: &'c mut Vec<Chain>,
+    far: &'c mut HashMap<u32, Chain>,
+    packet: u32,
+) -> &'c mut Chain {
+    let index = packet as usize;
+    if index >= chains.len() + DENSE_SLACK {
+        return far.entry(packet).or_insert(Chain::EMPTY);
+    }
+    if index >= chains.len() {
+        chains.resize(index + 1, Chain::EMPTY);
+    }
+    &mut chains[index]
+}
+
+/// One packet's records: indexes into [`Packets::records`].
+#[derive(Clone, Copy, Debug)]
+struct Chain {
+    first: u32,
+    last: u32,
+    rows: u32,
+    /// The earliest timestamp, which orders the groups.
+    earliest: u64,
+    /// Arrived in timestamp order (all but the odd late batch).
+    sorted: bool,
+}
+
+impl Chain {
+    const EMPTY: Chain = Chain {
+        first: NONE,
+        last: NONE,
+        rows: 0,
+        earliest: u64::MAX,
+        sorted: true,
+    };
 }
 
 impl Packets {
@@ -201,8 +250,21 @@ impl Packets {
         Self::default()
     }
 
-    /// Stores one event. Amortised O(1): a vector push.
-    pub fn push(&mut self, record: Record) {
+    /// Stores one event. Amortised O(1): a vector push and a link.
+    pub fn push(&mut self, mut record: Record) {
+        let at = self.records.len() as u32;
+        record.next = NONE;
+        let chain = chain_of(&mut self.chains, &mut self.far, record.packet);
+        if chain.first == NONE {
+            chain.first = at;
+        } else {
+            let last = &mut self.records[chain.last as usize];
+            last.next = at;
+            chain.sorted &= last.tstamp <= record.tstamp;
+        }
+        chain.last = at;
+        chain.rows += 1;
+        chain.earliest = chain.earliest.min(record.tstamp);
         self.records.push(record);
     }
 
@@ -232,80 +294,74 @@ impl Packets {
     /// Groups are ordered by their first timestamp (ipftrace2 printed
     /// hash-table order), ties by packet number.
     pub fn into_groups(self) -> (Groups, Details) {
-        (Groups::new(self.records), self.details)
+        let mut far: Vec<(u32, Chain)> = self.far.into_iter().collect();
+        far.sort_unstable_by_key(|(packet, _)| *packet);
+        let mut chains: Vec<Chain> = self.chains.into_iter().filter(|c| c.rows > 0).collect();
+        chains.extend(far.into_iter().map(|(_, chain)| chain));
+        // Stable: equal first timestamps stay in packet order.
+        chains.sort_by_key(|c| c.earliest);
+        let groups = Groups {
+            records: self.records,
+            chains,
+        };
+        (groups, self.details)
     }
 }
 
-/// The stored records grouped per packet: one vector, one range per packet.
+/// Packets' records in table order, one group at a time.
+pub trait GroupList: Sync {
+    /// How many groups.
+    fn len(&self) -> usize;
+    /// How many rows group `i` has.
+    fn rows(&self, i: usize) -> usize;
+    /// Group `i`'s records, sorted by timestamp, into `out` (emptied first).
+    fn group(&self, i: usize, out: &mut Vec<Record>);
+}
+
+/// The stored records, grouped: [`Packets::into_groups`].
 pub struct Groups {
     records: Vec<Record>,
-    ranges: Vec<Range<usize>>,
+    /// In table order.
+    chains: Vec<Chain>,
 }
 
-impl Groups {
-    /// Groups `records` by packet in linear time: packet numbers are small
-    /// and dense, so a counting sort (stable: arrival order) places every
-    /// record at once, where a comparison sort of a burst's half a million
-    /// records would make the user wait after Ctrl-C. Records arrive in
-    /// time order but for the odd late batch, so few groups need a sort.
-    fn new(records: Vec<Record>) -> Self {
-        let packets = records.iter().map(|r| r.packet as usize + 1).max();
-        let packets = packets.unwrap_or(0);
-        if packets > 2 * records.len() + 1024 {
-            // Not dense (never from PacketIds): compare instead.
-            let mut records = records;
-            records.sort_by_key(|r| r.packet);
-            return Self::ordered(records);
-        }
-        // starts[p]..starts[p + 1] will hold packet p's records.
-        let mut starts = vec![0usize; packets + 1];
-        for r in &records {
-            starts[r.packet as usize + 1] += 1;
-        }
-        for i in 1..starts.len() {
-            starts[i] += starts[i - 1];
-        }
-        let mut next = starts.clone();
-        let mut sorted = records.clone();
-        for r in &records {
-            let at = &mut next[r.packet as usize];
-            sorted[*at] = *r;
-            *at += 1;
-        }
-        Self::ordered(sorted)
+impl GroupList for Groups {
+    fn len(&self) -> usize {
+        self.chains.len()
     }
 
-    /// Finishes records already grouped by packet: each group sorted by
-    /// timestamp (stable), groups ordered by their first timestamp (stable
-    /// too, so that equal first timestamps stay in packet order).
-    fn ordered(mut records: Vec<Record>) -> Self {
-        let mut ranges: Vec<Range<usize>> = Vec::new();
-        let mut start = 0;
-        for (i, pair) in records.windows(2).enumerate() {
-            if pair[0].packet != pair[1].packet {
-                ranges.push(start..i + 1);
-                start = i + 1;
-            }
-        }
-        if start < records.len() {
-            ranges.push(start..records.len());
-        }
-        for range in &ranges {
-            let group = &mut records[range.clone()];
-            if !group.is_sorted_by_key(|r| r.tstamp) {
-                group.sort_by_key(|r| r.tstamp);
-            }
-        }
-        ranges.sort_by_key(|r| records[r.start].tstamp);
-        Groups { records, ranges }
+    fn rows(&self, i: usize) -> usize {
+        self.chains[i].rows as usize
     }
 
-    /// Each packet's records, in table order.
-    pub fn slices(&self) -> Vec<&[Record]> {
-        self.ranges
-            .iter()
-            .map(|r| &self.records[r.clone()])
-            .collect()
+    fn group(&self, i: usize, out: &mut Vec<Record>) {
+        out.clear();
+        let chain = &self.chains[i];
+        let mut at = chain.first;
+        while let Some(record) = self.records.get(at as usize) {
+            out.push(*record);
+            at = record.next;
+        }
+        if !chain.sorted {
+            // Stable: equal timestamps keep arrival order.
+            out.sort_by_key(|r| r.tstamp);
+        }
+    }
+}
+
+/// Groups given whole, each already in row order (tests, small tables).
+impl GroupList for [Vec<Record>] {
+    fn len(&self) -> usize {
+        <[Vec<Record>]>::len(self)
+    }
+
+    fn rows(&self, i: usize) -> usize {
+        self[i].len()
+    }
+
+    fn group(&self, i: usize, out: &mut Vec<Record>) {
+        out.clear();
+        out.extend_from_slice(&self[i]);
     }
 }
 
@@ -313,9 +369,10 @@ impl Groups {
 const STORE_BYTES: u64 = 1 << 30;
 
 /// How many events fit in [`STORE_BYTES`] at the end of a run, when storage
-/// peaks: each event's record twice over (a vector grows by doubling), its
-/// copy in its group, and a share of its packet's summary; with `--field`
-/// its snapshot too, with the same growth slack.
+/// peaks: each event's record twice over (a vector grows by doubling), and
+/// as much again for a share of its packet's chain and summary and the
+/// rendering threads' buffers; with `--field` its snapshot too, with the
+/// same growth slack.
 pub fn default_max_events(with_fields: bool) -> u64 {
     let record = std::mem::size_of::<Record>() as u64;
     let snapshot = std::mem::size_of::<Event>() as u64;
@@ -335,7 +392,9 @@ pub fn record(event: &Event, func: u32, packet: u32) -> Record {
             _ => event.drop_reason,
         },
         fields: NONE,
-        cpu: event.cpu,
+        next: NONE,
+        // CPU numbers fit 16 bits (the kernel allows at most 8192).
+        cpu: event.cpu as u16,
         is_return: event.flags & ipft_common::EVENT_RETURN != 0,
     }
 }
@@ -371,6 +430,7 @@ mod tests {
             packet: skb as u32,
             drop_reason: NONE,
             fields: NONE,
+            next: NONE,
             cpu: 0,
             is_return: false,
         }
@@ -383,9 +443,20 @@ mod tests {
         }
     }
 
+    /// Every group's records, in table order.
+    fn all(groups: &Groups) -> Vec<Vec<Record>> {
+        (0..groups.len())
+            .map(|i| {
+                let mut out = Vec::new();
+                groups.group(i, &mut out);
+                out
+            })
+            .collect()
+    }
+
     /// (skb, tstamp, func) of every row, group by group.
-    fn keys(groups: &[&[Record]]) -> Vec<Vec<(u64, u64, u32)>> {
-        groups
+    fn keys(groups: &Groups) -> Vec<Vec<(u64, u64, u32)>> {
+        all(groups)
             .iter()
             .map(|g| g.iter().map(|r| (r.skb, r.tstamp, r.func)).collect())
             .collect()
@@ -402,7 +473,7 @@ mod tests {
     fn empty() {
         let packets = Packets::new();
         assert_eq!(packets.events(), 0);
-        assert!(packets.into_groups().0.slices().is_empty());
+        assert!(packets.into_groups().0.len() == 0);
     }
 
     #[test]
@@ -431,7 +502,7 @@ mod tests {
             packets.push(r);
         }
         assert_eq!(
-            keys(&packets.into_groups().0.slices()),
+            keys(&packets.into_groups().0),
             [
                 vec![(0x30, 50, 5), (0x30, 150, 2)],
                 vec![(0x20, 100, 3), (0x20, 200, 1)],
@@ -441,8 +512,8 @@ mod tests {
     }
 
     #[test]
-    fn sparse_packet_numbers_group_the_same() {
-        // Far apart packet numbers take the comparison sort: same groups.
+    fn far_packet_numbers_group_the_same() {
+        // Packet numbers far apart (not from PacketIds) get the same groups.
         let mut packets = Packets::new();
         for r in [
             rec(1 << 30, 20, 0),
@@ -452,8 +523,9 @@ mod tests {
         ] {
             packets.push(r);
         }
+        assert!(packets.chains.len() < 10);
         assert_eq!(
-            keys(&packets.into_groups().0.slices()),
+            keys(&packets.into_groups().0),
             [
                 vec![(1 << 30, 5, 2), (1 << 30, 20, 0)],
                 vec![(5, 10, 1), (5, 30, 3)],
@@ -468,7 +540,7 @@ mod tests {
             packets.push(r);
         }
         assert_eq!(
-            keys(&packets.into_groups().0.slices()),
+            keys(&packets.into_groups().0),
             [vec![(7, 10, 9), (7, 20, 3), (7, 20, 1), (7, 20, 2)]]
         );
     }
@@ -481,7 +553,7 @@ mod tests {
         for i in 0..1000u32 {
             packets.push(rec(u64::from(i % 3), u64::from(i % 5), i));
         }
-        for group in packets.into_groups().0.slices() {
+        for group in all(&packets.into_groups().0) {
             let order: Vec<(u64, u32)> = group.iter().map(|r| (r.tstamp, r.func)).collect();
             let mut sorted = order.clone();
             sorted.sort_unstable();
@@ -631,7 +703,7 @@ mod tests {
             packets.push(r);
         }
         assert_eq!(
-            keys(&packets.into_groups().0.slices()),
+            keys(&packets.into_groups().0),
             [vec![(3, 10, 1)], vec![(9, 10, 0)]]
         );
     }

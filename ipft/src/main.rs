@@ -97,14 +97,19 @@ async fn run(opts: &Options) -> Result<ExitCode> {
         flags: config_flags(opts),
         offsets: discover::offsets(&kernel.vmlinux)?,
     };
+    let (listing, pages, wakeup) = (opts.list, opts.perf_page_count, opts.perf_wakeup_events);
     let mut programs = Background::start(move || {
-        let loaded = Loaded::load(&config);
+        let loaded = Loaded::load(&config)?;
         progress::step(verbose, "eBPF maps created");
-        loaded
+        let rings = match listing {
+            true => Vec::new(),
+            false => stream::open_rings(&loaded, pages, wakeup)?,
+        };
+        Ok((loaded, rings))
     });
 
     let mut fentry_probe = || {
-        let ebpf = programs.get().map_err(|e| format!("{e}"))?;
+        let (ebpf, _) = programs.get().map_err(|e| format!("{e}"))?;
         backend::ftrace::probe(ebpf, &kernel.vmlinux)
     };
     let (choice, why) = backend::choose(

@@ -14,6 +14,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     io::{self, BufWriter, Write},
+    ops::Range,
     sync::{
         atomic::{AtomicUsize, Ordering},
         mpsc,
@@ -24,7 +25,7 @@ use ipft_common::Event;
 
 use crate::{
     discover::Target,
-    group::{depths, Details},
+    group::{depths, Details, GroupList},
     stream::{Record, NONE},
     summary::Field,
 };
@@ -102,9 +103,9 @@ fn names(targets: &[Target], func: u32) -> (&str, &str) {
 /// written in order as soon as each chunk is ready: a burst's table is tens
 /// of MB, and the first rows reach `out` while the rest are formatted.
 /// Written in large pieces, so an unbuffered `out` is fine.
-pub fn aggregate<G: AsRef<[Record]> + Sync>(
+pub fn aggregate<G: GroupList + ?Sized>(
     out: &mut dyn Write,
-    groups: &[G],
+    groups: &G,
     targets: &[Target],
     graph: bool,
     extras: &Extras,
@@ -112,11 +113,13 @@ pub fn aggregate<G: AsRef<[Record]> + Sync>(
     out.write_all(aggregate_header(graph).as_bytes())?;
     let columns = Columns::new(targets);
     let first_seen = first_timestamps(groups, extras);
-    let render = |chunk: &&[G], buf: &mut Vec<u8>| -> io::Result<()> {
+    let render = |chunk: &Range<usize>, buf: &mut Vec<u8>| -> io::Result<()> {
         // One buffer for the function_graph column, reused for every row.
         let mut call = String::new();
-        for group in *chunk {
-            let group = group.as_ref();
+        let mut group = Vec::new();
+        for i in chunk.clone() {
+            groups.group(i, &mut group);
+            let group = group.as_slice();
             buf.write_all(b"===\n")?;
             summary_line(buf, group[0].packet, extras, &first_seen)?;
             if graph {
@@ -144,18 +147,18 @@ const FIRST_CHUNK_ROWS: usize = 1024;
 const CHUNK_ROWS: usize = 8192;
 
 /// `groups` cut into runs of whole groups of about [`CHUNK_ROWS`] rows.
-fn chunks<G: AsRef<[Record]>>(groups: &[G]) -> Vec<&[G]> {
+fn chunks<G: GroupList + ?Sized>(groups: &G) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut rows, mut limit) = (0, 0, FIRST_CHUNK_ROWS);
-    for (i, group) in groups.iter().enumerate() {
-        rows += group.as_ref().len();
+    for i in 0..groups.len() {
+        rows += groups.rows(i);
         if rows >= limit {
-            out.push(&groups[start..=i]);
+            out.push(start..i + 1);
             (start, rows, limit) = (i + 1, 0, CHUNK_ROWS);
         }
     }
     if start < groups.len() {
-        out.push(&groups[start..]);
+        out.push(start..groups.len());
     }
     out
 }
@@ -201,16 +204,20 @@ fn in_order<C: Sync>(
 
 /// When each packet that has clones was first seen: a clone's summary line
 /// names its parent by that timestamp, which the table shows.
-fn first_timestamps<G: AsRef<[Record]>>(groups: &[G], extras: &Extras) -> HashMap<u32, u64> {
+fn first_timestamps<G: GroupList + ?Sized>(groups: &G, extras: &Extras) -> HashMap<u32, u64> {
     let Some(details) = extras.details.filter(|d| !d.parents.is_empty()) else {
         return HashMap::new();
     };
     let parents: std::collections::HashSet<u32> = details.parents.values().copied().collect();
-    groups
-        .iter()
-        .map(AsRef::as_ref)
-        .filter(|g| parents.contains(&g[0].packet))
-        .map(|g| (g[0].packet, g[0].tstamp))
+    let mut group = Vec::new();
+    (0..groups.len())
+        .filter_map(|i| {
+            groups.group(i, &mut group);
+            let first = group[0];
+            parents
+                .contains(&first.packet)
+                .then_some((first.packet, first.tstamp))
+        })
         .collect()
 }
 
@@ -283,7 +290,7 @@ impl Columns {
     fn row(&self, out: &mut dyn Write, r: &Record) -> io::Result<()> {
         let functions = self.functions.get(r.func as usize).unwrap_or(&self.unknown);
         let mut line = [0u8; 64];
-        let len = time_and_cpu(&mut line, r.tstamp, r.cpu);
+        let len = time_and_cpu(&mut line, r.tstamp, u32::from(r.cpu));
         out.write_all(&line[..len])?;
         out.write_all(functions.as_bytes())
     }
@@ -470,7 +477,7 @@ mod tests {
     //! check the layout against C's printf, not against this code.
     use super::*;
     use crate::discover::TargetKind;
-    use crate::group::Packets;
+    use crate::group::{Groups, Packets};
 
     fn target(name: &str, module: &str, addr: u64, skb_pos: u8) -> Target {
         Target {
@@ -514,7 +521,7 @@ mod tests {
         ]
     }
 
-    fn rec(skb: u64, tstamp: u64, func: u32, cpu: u32, is_return: bool) -> Record {
+    fn rec(skb: u64, tstamp: u64, func: u32, cpu: u16, is_return: bool) -> Record {
         Record {
             skb,
             tstamp,
@@ -522,23 +529,19 @@ mod tests {
             packet: skb as u32,
             drop_reason: NONE,
             fields: NONE,
+            next: NONE,
             cpu,
             is_return,
         }
     }
 
     /// Groups `records` (given in arrival order) as the aggregate output does.
-    fn groups(records: &[Record]) -> Vec<Vec<Record>> {
+    fn groups(records: &[Record]) -> Groups {
         let mut packets = Packets::new();
         for r in records {
             packets.push(*r);
         }
-        let groups = packets.into_groups().0;
-        groups
-            .slices()
-            .into_iter()
-            .map(<[Record]>::to_vec)
-            .collect()
+        packets.into_groups().0
     }
 
     fn render(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
@@ -634,7 +637,8 @@ mod tests {
     fn aggregate_deep_graph_is_all_indent() {
         // 40 nested entries: from depth 32 on, the 64 columns are all indent.
         let records: Vec<Record> = (0..40).map(|t| rec(A, t, 0, 0, false)).collect();
-        let text = render(|out| aggregate(out, &[records], &targets(), true, &Extras::default()));
+        let text =
+            render(|out| aggregate(out, &[records][..], &targets(), true, &Extras::default()));
         let last = text.lines().last().unwrap();
         assert_eq!(last, format!("39{:18} 000 {:>24} {:64}", "", "vmlinux", ""));
     }
@@ -650,10 +654,19 @@ mod tests {
                     .collect()
             })
             .collect();
-        assert!(chunks(&groups).len() > 2);
-        let whole = render(|out| aggregate(out, &groups, &targets(), false, &Extras::default()));
-        let header =
-            render(|out| aggregate::<Vec<Record>>(out, &[], &targets(), false, &Extras::default()));
+        assert!(chunks(groups.as_slice()).len() > 2);
+        let whole = render(|out| {
+            aggregate(
+                out,
+                groups.as_slice(),
+                &targets(),
+                false,
+                &Extras::default(),
+            )
+        });
+        let header = render(|out| {
+            aggregate::<[Vec<Record>]>(out, &[], &targets(), false, &Extras::default())
+        });
         let mut one_by_one = header.clone();
         for group in &groups {
             let alone = render(|out| {
@@ -675,7 +688,7 @@ mod tests {
         let groups: Vec<Vec<Record>> = (0..100u64)
             .map(|p| vec![rec(p + 1, p, 0, 0, false); 100])
             .collect();
-        let chunks = chunks(&groups);
+        let chunks = chunks(groups.as_slice());
         // A small first chunk, so that output starts at once.
         assert_eq!(chunks[0].len(), FIRST_CHUNK_ROWS.div_ceil(100));
         assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 100);
@@ -683,8 +696,9 @@ mod tests {
 
     #[test]
     fn aggregate_empty() {
-        let text =
-            render(|out| aggregate::<Vec<Record>>(out, &[], &targets(), false, &Extras::default()));
+        let text = render(|out| {
+            aggregate::<[Vec<Record>]>(out, &[], &targets(), false, &Extras::default())
+        });
         assert_eq!(
             text,
             "\nTimestamp            CPU                   Module                         Function\n"
@@ -707,7 +721,8 @@ mod tests {
             target("ümlaut", "ümlaut", 0, 0),
         ];
         let records = vec![rec(A, 1, 0, 0, false), rec(A, 2, 1, 0, false)];
-        let text = render(|out| aggregate(out, &[records], &targets, false, &Extras::default()));
+        let text =
+            render(|out| aggregate(out, &[records][..], &targets, false, &Extras::default()));
         let rows: Vec<&str> = text.lines().skip(3).collect();
         assert_eq!(
             rows,
@@ -811,7 +826,7 @@ mod tests {
         dropped.fields = 0;
         let plain = rec(A, 1, 0, 1, false);
         let text =
-            render(|out| aggregate(out, &[vec![plain, dropped]], &targets(), false, &extras));
+            render(|out| aggregate(out, &[vec![plain, dropped]][..], &targets(), false, &extras));
         assert_eq!(
             text.lines().skip(2).collect::<Vec<_>>(),
             [

@@ -26,6 +26,7 @@ use crate::{
     progress::{self, Progress},
     ready,
     stream::{self, Stream},
+    sys::perf::PerfRing,
     track,
 };
 
@@ -41,7 +42,7 @@ pub enum Stop {
 pub async fn trace(
     opts: &Options,
     (backend_choice, backend): (BackendChoice, Box<dyn Backend>),
-    ebpf: Loaded,
+    (ebpf, rings): (Loaded, Vec<PerfRing>),
     targets: Vec<Target>,
     filtered: usize,
     reasons: HashMap<u32, String>,
@@ -79,7 +80,7 @@ pub async fn trace(
         links.extend(clone_links);
     }
     progress::step(opts.verbose, "attached");
-    let mut stream = Stream::open(&ebpf, opts.perf_page_count, opts.perf_wakeup_events, index)?;
+    let mut stream = Stream::new(rings, index)?;
     let probe_server = opts.enable_probe_server.then_some(opts.probe_server_port);
     let ready = ready::signal(opts.ready_file.as_deref(), probe_server).await?;
     progress.ready();

@@ -17,7 +17,9 @@ pub struct Record {
     pub drop_reason: u32,
     /// Index of this row's `--field` snapshot, or [`NONE`].
     pub fields: u32,
-    pub cpu: u32,
+    /// The next record of the same packet (`group::Packets`), or [`NONE`].
+    pub next: u32,
+    pub cpu: u16,
     /// A function return (fexit, function_graph tracer), not an entry.
     pub is_return: bool,
 }
@@ -93,35 +95,48 @@ fn page_size() -> usize {
     }
 }
 
+/// Opens a ring per online CPU and plugs it into the `EVENTS` map. Done
+/// while start-up waits for other work, before anything is attached: the
+/// first events then have somewhere to go.
+pub fn open_rings(
+    ebpf: &Loaded,
+    page_count: Option<usize>,
+    wakeup_events: u32,
+) -> Result<Vec<PerfRing>> {
+    let Some(Map::PerfEventArray(map)) = ebpf.map("EVENTS") else {
+        bail!("the eBPF object has no EVENTS perf event array");
+    };
+    let cpus = online_cpus()
+        .map_err(|(_, e)| e)
+        .context("cannot list online CPUs")?;
+    let mut rings = Vec::with_capacity(cpus.len());
+    let page_count = page_count.unwrap_or_else(|| default_page_count(cpus.len(), page_size()));
+    for cpu in cpus {
+        let ring = PerfRing::open(cpu, page_count, wakeup_events)
+            .with_context(|| format!("cannot open the perf buffer of CPU {cpu}"))?;
+        let fd = ring.as_raw_fd();
+        bpf::map_update_elem(map.fd().as_fd(), &cpu.to_ne_bytes(), &fd.to_ne_bytes())
+            .with_context(|| format!("cannot connect the perf buffer of CPU {cpu}"))?;
+        rings.push(ring);
+    }
+    Ok(rings)
+}
+
 impl Stream {
-    /// Opens a ring per online CPU and plugs it into the `EVENTS` map.
-    pub fn open(
-        ebpf: &Loaded,
-        page_count: Option<usize>,
-        wakeup_events: u32,
-        index: HashMap<u64, u32>,
-    ) -> Result<Self> {
-        let Some(Map::PerfEventArray(map)) = ebpf.map("EVENTS") else {
-            bail!("the eBPF object has no EVENTS perf event array");
-        };
-        let cpus = online_cpus()
-            .map_err(|(_, e)| e)
-            .context("cannot list online CPUs")?;
-        let mut rings = Vec::with_capacity(cpus.len());
-        let page_count = page_count.unwrap_or_else(|| default_page_count(cpus.len(), page_size()));
-        for cpu in cpus {
-            let ring = PerfRing::open(cpu, page_count, wakeup_events)
-                .with_context(|| format!("cannot open the perf buffer of CPU {cpu}"))?;
-            let fd = ring.as_raw_fd();
-            bpf::map_update_elem(map.fd().as_fd(), &cpu.to_ne_bytes(), &fd.to_ne_bytes())
-                .with_context(|| format!("cannot connect the perf buffer of CPU {cpu}"))?;
-            // SAFETY: the ring owns its perf event fd and keeps it open, the
-            // same fd, until the AsyncFd (which owns the ring) is dropped.
-            let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-                .map_err(io::Error::from)
-                .context("cannot poll a perf buffer")?;
-            rings.push(ring);
-        }
+    /// Reads `rings` (from [`open_rings`]) on the runtime; `index` maps an
+    /// event's function identity to its target.
+    pub fn new(rings: Vec<PerfRing>, index: HashMap<u64, u32>) -> Result<Self> {
+        let rings = rings
+            .into_iter()
+            .map(|ring| {
+                // SAFETY: the ring owns its perf event fd and keeps it open,
+                // the same fd, until the AsyncFd (which owns the ring) is
+                // dropped.
+                unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+                    .map_err(io::Error::from)
+                    .context("cannot poll a perf buffer")
+            })
+            .collect::<Result<_>>()?;
         let mut tick = tokio::time::interval(DRAIN_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(Stream { rings, index, tick })
