@@ -104,12 +104,15 @@ impl KernelBtf {
 /// Opens vmlinux BTF without parsing all of it: btf-rs's mmap backend reads
 /// types where they lie, which makes start-up several times quicker than
 /// parsing ~150,000 types up front (measured on 6.18: 19 ms against 126 ms).
-/// Kernels before 6.15 cannot mmap the sysfs file, so its bytes go to an
-/// in-memory file first. A file shorter than its header says is refused
-/// before anything reads past its end.
+/// Kernels before 6.15 cannot mmap the sysfs file, so its bytes are copied
+/// to an in-memory file first (read once: 6 MB in 4 KiB pieces costs under
+/// emulation). A file shorter than its header says is refused before
+/// anything reads past its end.
 fn open_vmlinux(path: &Path) -> btf_rs::Result<Btf> {
-    let bytes = fs::read(path)?;
-    if is_short(&bytes) {
+    let mut file = fs::File::open(path)?;
+    let mut header = Vec::with_capacity(24);
+    io::Read::read_to_end(&mut io::Read::take(&mut file, 24), &mut header)?;
+    if is_short(&header, file.metadata()?.len()) {
         return Err(btf_rs::Error::IO(io::Error::from(
             io::ErrorKind::UnexpectedEof,
         )));
@@ -117,14 +120,15 @@ fn open_vmlinux(path: &Path) -> btf_rs::Result<Btf> {
     if let Ok(btf) = Btf::from_file_with_backend(path, btf_rs::Backend::Mmap) {
         return Ok(btf);
     }
-    let copy = memory_file(&bytes)?;
+    io::Seek::rewind(&mut file)?;
+    let copy = memory_file(&mut file)?;
     let by_fd = PathBuf::from(format!("/proc/self/fd/{}", copy.as_raw_fd()));
     // The mapping outlives the fd: closing `copy` afterwards is fine.
     Btf::from_file_with_backend(by_fd, btf_rs::Backend::Mmap)
 }
 
-/// An anonymous in-memory file holding `bytes`.
-fn memory_file(bytes: &[u8]) -> io::Result<fs::File> {
+/// An anonymous in-memory file holding what `from` reads.
+fn memory_file(from: &mut impl io::Read) -> io::Result<fs::File> {
     // SAFETY: memfd_create with a valid NUL-terminated name.
     let fd = unsafe { libc::memfd_create(c"ipft-btf".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
@@ -132,7 +136,7 @@ fn memory_file(bytes: &[u8]) -> io::Result<fs::File> {
     }
     // SAFETY: a new fd nothing else owns.
     let mut file = unsafe { fs::File::from_raw_fd(fd) };
-    io::Write::write_all(&mut file, bytes)?;
+    io::copy(from, &mut file)?;
     Ok(file)
 }
 
@@ -154,11 +158,12 @@ fn btf_error(path: &Path, err: btf_rs::Error) -> anyhow::Error {
 
 /// Whether the file is shorter than its BTF header says (or than a header).
 fn is_truncated(path: &Path) -> bool {
-    fs::read(path).is_ok_and(|bytes| is_short(&bytes))
+    fs::read(path).is_ok_and(|bytes| is_short(&bytes, bytes.len() as u64))
 }
 
-/// Whether `bytes` are shorter than their BTF header says (or than a header).
-fn is_short(bytes: &[u8]) -> bool {
+/// Whether a file of `len` bytes that starts with `bytes` is shorter than
+/// its BTF header says (or than a header).
+fn is_short(bytes: &[u8], len: u64) -> bool {
     let Some(header) = bytes.get(..24) else {
         return true;
     };
@@ -176,7 +181,7 @@ fn is_short(bytes: &[u8]) -> bool {
     };
     // hdr_len, then type_off/type_len and str_off/str_len, after the header.
     let end = word(4) + (word(8) + word(12)).max(word(16) + word(20));
-    (bytes.len() as u64) < end
+    len < end
 }
 
 fn module_btf_paths(dir: &Path) -> Vec<PathBuf> {
@@ -193,28 +198,35 @@ fn module_btf_paths(dir: &Path) -> Vec<PathBuf> {
 
 /// Where the fields the programs read live in this kernel's structs.
 pub fn offsets(btf: &Btf) -> Result<Offsets> {
-    let skb = |field: &str| field_offset(btf, "sk_buff", field);
-    let shinfo = |field: &str| field_offset(btf, "skb_shared_info", field);
+    // Each struct is looked up by name once: a lookup scans the types.
+    let skb = find_struct(btf, "sk_buff")?;
+    let skb = |field| field_offset(btf, &skb, field);
+    let (skb_mark, skb_len, skb_data_len) = (skb("mark")?, skb("len")?, skb("data_len")?);
+    let (skb_protocol, skb_head) = (skb("protocol")?, skb("head")?);
+    let (skb_network_header, skb_end) = (skb("network_header")?, skb("end")?);
+    let skb_dev = skb("dev")?;
+    let dev_name = field_offset(btf, &find_struct(btf, "net_device")?, "name")?;
+    let shinfo = find_struct(btf, "skb_shared_info")?;
+    let shinfo = |field| field_offset(btf, &shinfo, field);
     Ok(Offsets {
-        skb_mark: skb("mark")?,
-        skb_len: skb("len")?,
-        skb_data_len: skb("data_len")?,
-        skb_protocol: skb("protocol")?,
-        skb_head: skb("head")?,
-        skb_network_header: skb("network_header")?,
-        skb_end: skb("end")?,
-        skb_dev: skb("dev")?,
-        dev_name: field_offset(btf, "net_device", "name")?,
+        skb_mark,
+        skb_len,
+        skb_data_len,
+        skb_protocol,
+        skb_head,
+        skb_network_header,
+        skb_end,
+        skb_dev,
+        dev_name,
         shinfo_gso_size: shinfo("gso_size")?,
         shinfo_gso_segs: shinfo("gso_segs")?,
         shinfo_gso_type: shinfo("gso_type")?,
     })
 }
 
-/// Byte offset of `field` in `struct name`, looking into anonymous members.
-fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u32> {
-    let found = btf
-        .resolve_types_by_name(name)
+/// The (non-empty) struct called `name`, with that name.
+fn find_struct(btf: &Btf, name: &'static str) -> Result<(btf_rs::Struct, &'static str)> {
+    btf.resolve_types_by_name(name)
         .ok()
         .and_then(|types| {
             types.into_iter().find_map(|t| match t {
@@ -222,8 +234,13 @@ fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u32> {
                 _ => None,
             })
         })
-        .with_context(|| format!("the kernel's BTF has no struct {name}"))?;
-    member_bit_offset(btf, &found, field, 0)
+        .map(|s| (s, name))
+        .with_context(|| format!("the kernel's BTF has no struct {name}"))
+}
+
+/// Byte offset of `field` in a struct, looking into anonymous members.
+fn field_offset(btf: &Btf, (found, name): &(btf_rs::Struct, &str), field: &str) -> Result<u32> {
+    member_bit_offset(btf, found, field, 0)
         .map(|bits| bits / 8)
         .with_context(|| format!("the kernel's BTF has no {name}.{field}"))
 }
@@ -490,18 +507,12 @@ fn dedup(candidates: Vec<Candidate>) -> Vec<Candidate> {
 pub fn kallsyms(text: &str, wanted: &HashSet<&str>) -> HashMap<(String, String), u64> {
     let mut out = HashMap::new();
     for line in text.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(addr), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
-        else {
+        let Some((addr, kind, name, module)) = kallsyms_line(line) else {
             continue;
         };
-        if !matches!(kind, "t" | "T") || !wanted.contains(name) {
+        if !matches!(kind, b't' | b'T') || !wanted.contains(name) {
             continue;
         }
-        let module = fields
-            .next()
-            .map(|m| m.trim_matches(|c| c == '[' || c == ']'))
-            .unwrap_or("vmlinux");
         let Ok(addr) = u64::from_str_radix(addr, 16) else {
             continue;
         };
@@ -509,6 +520,22 @@ pub fn kallsyms(text: &str, wanted: &HashSet<&str>) -> HashMap<(String, String),
             .or_insert(addr);
     }
     out
+}
+
+/// Splits a `/proc/kallsyms` line, `ADDR KIND NAME` with `\t[MODULE]` for
+/// a module's symbol, into its fields, the module `vmlinux` when none: by
+/// hand, because the kernel's 150,000 lines are read at every start.
+fn kallsyms_line(line: &str) -> Option<(&str, u8, &str, &str)> {
+    let (addr, rest) = line.split_once(' ')?;
+    let (kind, rest) = rest.split_once(' ')?;
+    let &[kind] = kind.as_bytes() else {
+        return None;
+    };
+    let (name, module) = match rest.split_once('\t') {
+        Some((name, module)) => (name, module.trim_matches(|c| c == '[' || c == ']')),
+        None => (rest, "vmlinux"),
+    };
+    Some((addr, kind, name.trim_end(), module))
 }
 
 /// Fills in addresses; returns the candidates kallsyms does not know
@@ -651,8 +678,8 @@ ffffffffc0b01000 t veth_xmit\t[other]
     #[test]
     fn btf_read_through_an_in_memory_file_is_the_same() {
         // The path kernels before 6.15 take: sysfs BTF cannot be mmap'ed.
-        let bytes = fs::read(Path::new(SYS_BTF_DIR).join("vmlinux")).unwrap();
-        let copy = memory_file(&bytes).unwrap();
+        let mut sysfs = fs::File::open(Path::new(SYS_BTF_DIR).join("vmlinux")).unwrap();
+        let copy = memory_file(&mut sysfs).unwrap();
         let by_fd = PathBuf::from(format!("/proc/self/fd/{}", copy.as_raw_fd()));
         let btf = Btf::from_file_with_backend(by_fd, btf_rs::Backend::Mmap).unwrap();
         drop(copy);

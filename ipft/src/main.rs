@@ -283,6 +283,7 @@ fn candidates(
             };
             // BTF first: /proc/kallsyms is still being read meanwhile.
             let functions = discover::functions(&kernel);
+            progress::step(verbose, "BTF functions scanned");
             let kallsyms = match kallsyms {
                 Some(reading) => reading.take()?,
                 None => discover::read_kallsyms()?,
