@@ -136,7 +136,10 @@ fn memory_file(from: &mut impl io::Read) -> io::Result<fs::File> {
     }
     // SAFETY: a new fd nothing else owns.
     let mut file = unsafe { fs::File::from_raw_fd(fd) };
-    io::copy(from, &mut file)?;
+    // Read, then one write: io::copy's splice path is slower from sysfs.
+    let mut bytes = Vec::new();
+    from.read_to_end(&mut bytes)?;
+    io::Write::write_all(&mut file, &bytes)?;
     Ok(file)
 }
 
