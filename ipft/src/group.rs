@@ -349,7 +349,8 @@ impl GroupList for Groups {
     }
 }
 
-/// Groups given whole, each already in row order (tests, small tables).
+/// Groups given whole, each already in row order (the rendering tests).
+#[cfg(test)]
 impl GroupList for [Vec<Record>] {
     fn len(&self) -> usize {
         <[Vec<Record>]>::len(self)

@@ -297,7 +297,7 @@ struct RawTracepointOpenAttr {
 }
 
 /// `BPF_RAW_TRACEPOINT_OPEN` without a name: attaches a tracing program
-/// (fentry, fexit) to the function it was loaded for. Closing the returned
+/// (fentry, fexit, tp_btf) to the function or tracepoint it was loaded for. Closing the returned
 /// link fd detaches. (Kernel 5.5; `BPF_LINK_CREATE` does the same from 5.11.)
 pub fn raw_tracepoint_open(prog: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let mut attr = RawTracepointOpenAttr {
