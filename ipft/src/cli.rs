@@ -9,8 +9,6 @@ use std::{
 use clap::{Parser, ValueEnum};
 use regex::Regex;
 
-pub use crate::summary::Field;
-
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "ipft",
@@ -221,6 +219,40 @@ fn parse_page_count(s: &str) -> Result<usize, String> {
     }
 }
 
+/// The skb fields `--field` can print, named as the kernel names them
+/// (`data_len`; `data-len` is accepted too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Field {
+    Len,
+    #[value(name = "data_len", alias = "data-len")]
+    DataLen,
+    Protocol,
+    Mark,
+    Dev,
+    #[value(name = "gso_size", alias = "gso-size")]
+    GsoSize,
+    #[value(name = "gso_segs", alias = "gso-segs")]
+    GsoSegs,
+    #[value(name = "gso_type", alias = "gso-type")]
+    GsoType,
+}
+
+impl Field {
+    /// The name shown in rows and used as the JSON key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Len => "len",
+            Field::DataLen => "data_len",
+            Field::Protocol => "protocol",
+            Field::Mark => "mark",
+            Field::Dev => "dev",
+            Field::GsoSize => "gso_size",
+            Field::GsoSegs => "gso_segs",
+            Field::GsoType => "gso_type",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,5 +342,16 @@ mod tests {
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
         Options::command().debug_assert();
+    }
+
+    #[test]
+    fn fields_take_the_kernel_names_and_dashes() {
+        let opts = Options::try_parse_from([
+            "ipft", "-m", "1", "--field", "data_len", "--field", "gso-size", "--field", "gso_type",
+        ])
+        .unwrap();
+        assert_eq!(opts.field, [Field::DataLen, Field::GsoSize, Field::GsoType]);
+        let names: Vec<&str> = opts.field.iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["data_len", "gso_size", "gso_type"]);
     }
 }

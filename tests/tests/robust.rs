@@ -172,7 +172,7 @@ fn not_root_is_one_exact_sentence() {
         &out,
         &args,
         1,
-        &["ipft: ipft needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN) to load BPF programs: run it with sudo"],
+        &["ipft: root is needed (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN) to load BPF programs: run ipft with sudo"],
     );
 }
 

@@ -1,3 +1,4 @@
 //! System calls aya 0.14 does not wrap, one small typed function each.
 pub mod bpf;
 pub mod perf;
+pub mod rlimit;

@@ -10,9 +10,10 @@
 //! process that removes them, and the prompt comes back when the output
 //! ends. Without a terminal (scripts, CI) ipft waits: when it exits, its
 //! probes are gone.
-use std::{io::IsTerminal, thread};
+use std::io::IsTerminal;
 
-use crate::backend::Link;
+use super::Link;
+use crate::par;
 
 /// Threads used to detach: waits overlap, they do not need CPUs.
 const THREADS: usize = 32;
@@ -56,18 +57,10 @@ pub fn to_background() -> Option<i32> {
 }
 
 /// Drops every link; returns once all are detached.
-pub fn detach_all(mut links: Vec<Link>) {
+pub fn detach_all(links: Vec<Link>) {
     let threads = (links.len() / PER_THREAD_MIN).clamp(1, THREADS);
-    if threads == 1 {
-        return drop(links);
-    }
-    let per_thread = links.len().div_ceil(threads);
-    thread::scope(|scope| {
-        while !links.is_empty() {
-            let chunk: Vec<Link> = links.drain(..per_thread.min(links.len())).collect();
-            scope.spawn(move || drop(chunk));
-        }
-    });
+    // Each thread drops one link at a time: the waits overlap.
+    par::ordered(links, threads, &drop, &mut |()| true);
 }
 
 #[cfg(test)]

@@ -1,183 +1,42 @@
-//! Grouping events per packet.
+//! Grouping events per packet, as they arrive.
 //!
-//! A packet is an skb pointer from its first traced call until the skb is
-//! freed: the kernel reuses freed skbs, so the same pointer later names a new
-//! packet ([`PacketIds`]). ipftrace2 merged such packets into one group.
-//!
-//! Storage for the aggregate table is one flat `Vec<Record>` in arrival
-//! order; grouping happens once, at the end, by a stable sort on
-//! `(packet, tstamp)`. Why not a `HashMap<packet, Vec<Record>>` as ipftrace2
-//! had: `push` runs for every event while the trace is live, and a flat
-//! vector makes it a fixed-size copy (amortised O(1), no allocation per
-//! packet). Measured with 1M events, release build: 50k packets arriving in
-//! bursts of 16 events from 4 CPUs, push 12-35 ms against 33-60 ms for a map
-//! of vectors; the same events shuffled, 23-43 ms against 170-200 ms. The map
-//! is quicker only at the end when packets are few and long, which runs once.
+//! Each stored [`Record`] links to the next record of its packet, so that
+//! Ctrl-C finds the groups made, with nothing to sort but one entry per
+//! packet ([`Packets::into_groups`]). Records live in one flat vector in
+//! arrival order: storing an event is a fixed-size copy and a link, with no
+//! allocation per packet, while the trace is live.
 use std::collections::HashMap;
 
 use ipft_common::Event;
 
-use crate::{
-    discover::{Target, TargetKind},
-    stream::{Record, NONE},
-    summary,
-};
+use super::packets::Seen;
 
-/// What a target means for a packet's life.
+/// One event as stored for the aggregate table: 40 bytes, fixed size. The
+/// function is an index into the run's target list, not a name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Normal,
-    /// The skb is freed here: the next unrelated call on the same pointer is
-    /// a new packet.
-    Frees,
-    /// Part of freeing (releasing data, destructors): still the same packet.
-    Releasing,
-}
-
-/// Functions that free an skb when kfree_skbmem (the true last step) is not
-/// traced, e.g. because `-r` left it out.
-const FREEING: &[&str] = &[
-    "kfree_skb",
-    "kfree_skb_reason",
-    "sk_skb_reason_drop",
-    "consume_skb",
-    "__kfree_skb",
-    "kfree_skb_list_reason",
-    "napi_consume_skb",
-    "__consume_stateless_skb",
-    "skb_attempt_defer_free",
-    "__napi_kfree_skb",
-];
-
-/// Each target's [`Role`], decided once from the names.
-pub fn roles(targets: &[Target]) -> Vec<Role> {
-    let function = |t: &Target| t.kind == TargetKind::Function;
-    let has_kfree_skbmem = targets
-        .iter()
-        .any(|t| function(t) && t.name == "kfree_skbmem");
-    targets
-        .iter()
-        .map(|t| match t.kind {
-            // Tracepoints fire once the last reference is gone: exact.
-            TargetKind::Tracepoint if matches!(t.name.as_str(), "kfree_skb" | "consume_skb") => {
-                Role::Frees
-            }
-            TargetKind::Tracepoint => Role::Normal,
-            // The skb's memory is freed, or parked in the per-CPU NAPI cache.
-            _ if has_kfree_skbmem
-                && matches!(t.name.as_str(), "kfree_skbmem" | "napi_skb_cache_put") =>
-            {
-                Role::Frees
-            }
-            _ if !has_kfree_skbmem && FREEING.contains(&t.name.as_str()) => Role::Frees,
-            _ if is_releasing(&t.name) => Role::Releasing,
-            _ => Role::Normal,
-        })
-        .collect()
-}
-
-fn is_releasing(name: &str) -> bool {
-    [
-        "free",
-        "release",
-        "consume",
-        "destructor",
-        "orphan",
-        "wfree",
-        "rfree",
-    ]
-    .iter()
-    .any(|word| name.contains(word))
-}
-
-/// Names packets: a number per skb life, and its summary line once known.
-#[derive(Debug, Default)]
-pub struct PacketIds {
-    live: HashMap<u64, Life>,
-    roles: Vec<Role>,
-    next: u32,
-}
-
-#[derive(Debug)]
-struct Life {
-    packet: u32,
-    freed: bool,
-    described: bool,
-}
-
-/// What [`PacketIds::observe`] learnt from one event.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Seen {
+pub struct Record {
+    /// The `struct sk_buff *` pointer.
+    pub skb: u64,
+    /// Kernel monotonic time in nanoseconds (`bpf_ktime_get_ns`).
+    pub tstamp: u64,
+    /// Index into the `&[Target]` of this run.
+    pub func: u32,
+    /// Packet number, unique within the run (see `group::PacketIds`).
     pub packet: u32,
-    /// The packet's summary, the first time one can be read.
-    pub summary: Option<String>,
-    /// For a clone or copy (`--track`): the packet it was made from.
-    pub parent: Option<u32>,
+    /// `enum skb_drop_reason` value, or [`NONE`].
+    pub drop_reason: u32,
+    /// Index of this row's `--field` snapshot, or [`NONE`].
+    pub fields: u32,
+    /// The next record of the same packet (`group::Packets`), or [`NONE`].
+    pub next: u32,
+    pub cpu: u16,
+    /// A function return (fexit, function_graph tracer), not an entry.
+    pub is_return: bool,
 }
 
-impl PacketIds {
-    pub fn new(roles: Vec<Role>) -> Self {
-        PacketIds {
-            live: HashMap::new(),
-            roles,
-            next: 1,
-        }
-    }
+/// "Absent" for [`Record`]'s optional indexes and values.
+pub const NONE: u32 = u32::MAX;
 
-    /// Assigns the event (whose function is target `func`) to a packet.
-    pub fn observe(&mut self, event: &Event, func: u32) -> Seen {
-        let role = self
-            .roles
-            .get(func as usize)
-            .copied()
-            .unwrap_or(Role::Normal);
-        let clone = event.flags & ipft_common::EVENT_CLONE != 0;
-        let parent = match clone {
-            true => self.live.get(&event.parent).map(|life| life.packet),
-            false => None,
-        };
-        let reused = clone && self.live.contains_key(&event.skb);
-        let next = &mut self.next;
-        let mut fresh = || {
-            let packet = *next;
-            *next += 1;
-            Life {
-                packet,
-                freed: false,
-                described: false,
-            }
-        };
-        let life = self.live.entry(event.skb).or_insert_with(&mut fresh);
-        // A clone is a new packet even where the pointer was seen before
-        // (freed and reused); so is a freed pointer seen again, except for
-        // the returns of calls the packet was in (function_graph).
-        let returning = event.flags & ipft_common::EVENT_RETURN != 0 && !clone;
-        if (life.freed && role == Role::Normal && !returning) || reused {
-            *life = fresh();
-        }
-        if role == Role::Frees {
-            life.freed = true;
-        }
-        // A return carries no snapshot: the skb may be gone by then.
-        let summary = match life.described || returning {
-            true => None,
-            false => summary::describe(event),
-        };
-        life.described |= summary.is_some();
-        Seen {
-            packet: life.packet,
-            summary,
-            parent,
-        }
-    }
-
-    /// Packets named so far.
-    pub fn count(&self) -> usize {
-        (self.next - 1) as usize
-    }
-}
-
-/// Everything a packet group shows besides its rows.
 #[derive(Debug, Default)]
 pub struct Details {
     /// Summary line per packet id.
@@ -404,21 +263,6 @@ pub fn record(event: &Event, func: u32, packet: u32) -> Record {
 ///
 /// An entry prints at the current depth, then goes one deeper; a return goes
 /// one up first, then prints. The depth never drops below 0: a return without
-/// its entry (tracing started mid-call, or a lost event) prints at depth 0.
-pub fn depths(group: &[Record]) -> impl Iterator<Item = usize> + '_ {
-    let mut depth = 0usize;
-    group.iter().map(move |r| {
-        if r.is_return {
-            depth = depth.saturating_sub(1);
-            depth
-        } else {
-            let printed = depth;
-            depth += 1;
-            printed
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,13 +278,6 @@ mod tests {
             next: NONE,
             cpu: 0,
             is_return: false,
-        }
-    }
-
-    fn ret(skb: u64, tstamp: u64, func: u32) -> Record {
-        Record {
-            is_return: true,
-            ..rec(skb, tstamp, func)
         }
     }
 
@@ -562,141 +399,6 @@ mod tests {
         }
     }
 
-    fn target(name: &str, kind: TargetKind) -> Target {
-        Target {
-            name: name.into(),
-            module: "vmlinux".into(),
-            addr: 0,
-            skb_pos: 0,
-            nargs: 1,
-            reason_pos: None,
-            kind,
-            btf_id: 0,
-        }
-    }
-
-    /// The packet of each call on skb 0x100, calling targets `funcs` in turn.
-    fn packets_of(ids: &mut PacketIds, funcs: &[u32]) -> Vec<u32> {
-        funcs
-            .iter()
-            .map(|&f| ids.observe(&event(0x100), f).packet)
-            .collect()
-    }
-
-    fn event(skb: u64) -> Event {
-        Event {
-            skb,
-            network_header: 0xffff,
-            ..Event::zeroed()
-        }
-    }
-
-    #[test]
-    fn a_reused_skb_is_a_new_packet() {
-        use TargetKind::Function;
-        let targets = [
-            "ip_rcv",
-            "consume_skb",
-            "skb_release_data",
-            "kfree_skbmem",
-            "ip_output",
-        ]
-        .map(|n| target(n, Function));
-        let mut ids = PacketIds::new(roles(&targets));
-        // ip_rcv, consume_skb, skb_release_data, kfree_skbmem, then the
-        // pointer comes back in ip_output: a second packet.
-        let packets = packets_of(&mut ids, &[0, 1, 2, 3, 4]);
-        assert_eq!(packets, [1, 1, 1, 1, 2]);
-        assert_eq!(ids.observe(&event(0x200), 0).packet, 3);
-        assert_eq!(ids.count(), 3);
-    }
-
-    #[test]
-    fn without_kfree_skbmem_the_first_free_ends_the_packet() {
-        use TargetKind::Function;
-        let targets = ["ip_rcv", "consume_skb", "skb_release_data"].map(|n| target(n, Function));
-        let mut ids = PacketIds::new(roles(&targets));
-        let packets = packets_of(&mut ids, &[0, 1, 2, 0]);
-        assert_eq!(packets, [1, 1, 1, 2]);
-    }
-
-    #[test]
-    fn returns_after_the_free_stay_with_their_packet() {
-        use TargetKind::Function;
-        let targets = ["ip_rcv", "kfree_skbmem"].map(|n| target(n, Function));
-        let mut ids = PacketIds::new(roles(&targets));
-        let ret = |skb| Event {
-            flags: ipft_common::EVENT_RETURN,
-            ..event(skb)
-        };
-        // ip_rcv() { kfree_skbmem() { } }: the returns come after the free.
-        let packets = [
-            ids.observe(&event(0x100), 0).packet,
-            ids.observe(&event(0x100), 1).packet,
-            ids.observe(&ret(0x100), 1).packet,
-            ids.observe(&ret(0x100), 0).packet,
-            ids.observe(&event(0x100), 0).packet,
-        ];
-        assert_eq!(packets, [1, 1, 1, 1, 2]);
-    }
-
-    #[test]
-    fn tracepoint_frees_end_packets() {
-        let targets = [
-            target("net_dev_queue", TargetKind::Tracepoint),
-            target("consume_skb", TargetKind::Tracepoint),
-        ];
-        assert_eq!(roles(&targets), [Role::Normal, Role::Frees]);
-        let mut ids = PacketIds::new(roles(&targets));
-        let packets = packets_of(&mut ids, &[0, 1, 0, 1]);
-        assert_eq!(packets, [1, 1, 2, 2]);
-    }
-
-    #[test]
-    fn a_clone_is_a_packet_of_its_own_that_names_its_parent() {
-        let targets = [
-            target("ip_rcv", TargetKind::Function),
-            target("skb_clone", TargetKind::Function),
-        ];
-        let mut ids = PacketIds::new(roles(&targets));
-        assert_eq!(ids.observe(&event(0x100), 0).packet, 1);
-        let clone = Event {
-            parent: 0x100,
-            flags: ipft_common::EVENT_CLONE,
-            ..event(0x200)
-        };
-        let seen = ids.observe(&clone, 1);
-        assert_eq!((seen.packet, seen.parent), (2, Some(1)));
-        assert_eq!(
-            ids.observe(&event(0x200), 0).packet,
-            2,
-            "the clone's later calls"
-        );
-        assert_eq!(
-            ids.observe(&event(0x100), 0).packet,
-            1,
-            "the original goes on"
-        );
-    }
-
-    #[test]
-    fn summary_comes_once_per_packet() {
-        let mut ids = PacketIds::new(vec![Role::Normal]);
-        let mut e = event(1);
-        e.network_header = 14;
-        e.protocol = 0x0800u16.to_be();
-        e.headers[..20].copy_from_slice(&[
-            0x45, 0, 0, 20, 0, 0, 0, 0, 64, 1, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
-        ]);
-        assert_eq!(ids.observe(&event(1), 0).summary, None, "no header yet");
-        assert!(ids
-            .observe(&e, 0)
-            .summary
-            .unwrap()
-            .starts_with("ICMP 127.0.0.1 -> 127.0.0.1"));
-        assert_eq!(ids.observe(&e, 0).summary, None, "already described");
-    }
-
     #[test]
     fn equal_first_timestamps_order_by_skb() {
         let mut packets = Packets::new();
@@ -707,28 +409,5 @@ mod tests {
             keys(&packets.into_groups().0),
             [vec![(3, 10, 1)], vec![(9, 10, 0)]]
         );
-    }
-
-    #[test]
-    fn depth_nested() {
-        // a() { b() { c() { } } d() { } }
-        let group = [
-            rec(1, 1, 0),
-            rec(1, 2, 1),
-            rec(1, 3, 2),
-            ret(1, 4, 2),
-            ret(1, 5, 1),
-            rec(1, 6, 3),
-            ret(1, 7, 3),
-            ret(1, 8, 0),
-        ];
-        assert_eq!(depths(&group).collect::<Vec<_>>(), [0, 1, 2, 2, 1, 1, 1, 0]);
-    }
-
-    #[test]
-    fn depth_floors_at_zero() {
-        // Tracing started inside two calls: their returns print at 0.
-        let group = [ret(1, 1, 0), ret(1, 2, 1), rec(1, 3, 2), ret(1, 4, 2)];
-        assert_eq!(depths(&group).collect::<Vec<_>>(), [0, 0, 0, 0]);
     }
 }

@@ -5,9 +5,9 @@
 //! functions. The skb must be one of the six register-passed arguments
 //! (positions 0..=5 on x86_64).
 //!
-//! One program per argument layout is loaded once ([`super::object`]); each
+//! One program per argument layout is loaded once ([`super::programs`]); each
 //! function then costs one perf kprobe at its address, created from every
-//! CPU at once ([`super::parallel`]). Most of that cost is the kernel's:
+//! CPU at once ([`super::kprobe::each_target`]). Most of that cost is the kernel's:
 //! each kprobe updates ftrace's call sites under one lock.
 //!
 //! ```text
@@ -22,8 +22,9 @@ use anyhow::{anyhow, Context, Result};
 use ipft_common::KPROBE_POSITIONS;
 
 use super::{
-    object::{self, Loaded, Programs},
-    parallel, Backend, Done, Link,
+    functions::{each_target, fail_all, identities, Hooked},
+    programs::{self, Loaded, Programs},
+    Backend, Link, Report,
 };
 use crate::{
     discover::{Target, TargetKind},
@@ -70,15 +71,27 @@ impl Backend for Kprobe {
         register_argument(target)
     }
 
-    fn attach(&mut self, ebpf: &mut Loaded, target: &Target, _slot: usize) -> Result<Vec<Link>> {
-        Probes::new(ebpf, std::slice::from_ref(target))?.attach(target)
+    fn attach(
+        &mut self,
+        loaded: &Loaded,
+        targets: Vec<Target>,
+        report: &mut Report<'_>,
+    ) -> Vec<Link> {
+        match Probes::new(loaded, &targets) {
+            Ok(probes) => each_target(targets, &|t| probes.attach(t), report),
+            Err(err) => fail_all(targets, &err, report),
+        }
     }
 
-    fn attach_batch(&mut self, ebpf: &mut Loaded, targets: Vec<Target>, done: &mut Done<'_>) {
-        match Probes::new(ebpf, &targets) {
-            Ok(probes) => parallel::attach_all(targets, &|t| probes.attach(t), done),
-            Err(err) => parallel::fail_all(targets, &err, done),
+    /// The kprobe programs note a cloning call's entry (in `CLONING`) when
+    /// its function is in `CLONERS`; a kretprobe reports the copy.
+    fn follow_clones(&self, loaded: &Loaded, cloners: &[Target]) -> Result<(Vec<Link>, usize)> {
+        for id in cloners.iter().flat_map(identities) {
+            loaded
+                .update("CLONERS", &id.to_ne_bytes(), &[1])
+                .context("cannot fill the CLONERS map")?;
         }
+        attach_returns(loaded, "kretprobe_clone", cloners)
     }
 }
 
@@ -90,13 +103,13 @@ struct Probes {
 
 impl Probes {
     /// Loads each program `targets` need, once.
-    fn new(ebpf: &Loaded, targets: &[Target]) -> Result<Self> {
+    fn new(loaded: &Loaded, targets: &[Target]) -> Result<Self> {
         let pmu_type = perf::kprobe_pmu_type()
             .context("this kernel has no kprobe PMU (CONFIG_KPROBES is off): try -b tracepoint")?;
         let mut names: Vec<String> = targets.iter().map(|t| program_name("kprobe", t)).collect();
         names.sort_unstable();
         names.dedup();
-        let relocated = Programs::relocate(ebpf, |name| names.iter().any(|n| n == name))?;
+        let relocated = Programs::relocate(loaded, |name| names.iter().any(|n| n == name))?;
         let programs = names
             .into_iter()
             .map(|name| {
@@ -107,7 +120,7 @@ impl Probes {
         Ok(Probes { programs, pmu_type })
     }
 
-    fn attach(&self, target: &Target) -> Result<Vec<Link>> {
+    fn attach(&self, target: &Target) -> Result<Hooked> {
         let name = program_name("kprobe", target);
         let prog = match self.programs.get(&name) {
             Some(Ok(prog)) => prog,
@@ -115,18 +128,14 @@ impl Probes {
             None => return Err(anyhow!("{name} was not loaded")),
         };
         let link = perf::kprobe_open(self.pmu_type, Probe::Entry, target.addr, prog.as_fd())
-            .map_err(|err| anyhow!("kprobe attach failed: {err}"))?;
-        Ok(vec![Box::new(link)])
+            .context("kprobe attach failed")?;
+        Ok((vec![Box::new(link)], identities(target)))
     }
 }
 
 /// Attaches kprobe program `prog` (e.g. `kretprobe_clone`) to the return
 /// of every target. Returns the links and how many targets failed.
-pub fn attach_returns(
-    loaded: &Loaded,
-    prog: &str,
-    targets: &[Target],
-) -> Result<(Vec<Link>, usize)> {
+fn attach_returns(loaded: &Loaded, prog: &str, targets: &[Target]) -> Result<(Vec<Link>, usize)> {
     let pmu_type = perf::kprobe_pmu_type().context("this kernel has no kprobe PMU")?;
     let programs = Programs::relocate(loaded, |name| name == prog)?;
     let fd = load(&programs, prog).map_err(|why| anyhow!("{why}"))?;
@@ -151,6 +160,6 @@ fn load(programs: &Programs, name: &str) -> Result<OwnedFd, String> {
         attach_btf_id: 0,
         attach_btf_obj: None,
     };
-    object::load(&program)
+    programs::load(&program)
         .map_err(|(err, log)| format!("loading {name} failed ({err}); verifier log: {log}"))
 }

@@ -7,16 +7,30 @@ use std::{
 
 use anyhow::Result;
 
+use super::{
+    json::{self, JsonSeen},
+    sink::{ok_unless_closed, Sink},
+    table, Extras,
+};
 use crate::{
     cli::{Options, Output, Tracer},
-    discover::Target,
-    group::{self, PacketIds, Packets},
-    output::Sink,
-    progress,
-    render::{self, Extras},
-    session::{ok_unless_closed, Stop},
-    stream,
+    discover::{roles::Role, Target},
+    timing,
+    trace::{
+        group::{self, Packets},
+        packets::PacketIds,
+        stream,
+    },
 };
+
+/// Why tracing stopped.
+pub enum Stop {
+    Signal,
+    Duration,
+    MaxTraces,
+    StdoutClosed,
+    Command(u8),
+}
 
 /// What the run saw, for the closing lines on stderr.
 #[derive(Default)]
@@ -31,18 +45,47 @@ pub struct Tally {
 /// Turns events into output: names packets, then streams json lines or
 /// stores records for the table.
 pub struct Collector {
-    pub opts: Options,
-    pub targets: Vec<Target>,
-    pub reasons: HashMap<u32, String>,
-    pub ids: PacketIds,
-    pub packets: Packets,
+    opts: Options,
+    targets: Vec<Target>,
+    reasons: HashMap<u32, String>,
+    ids: PacketIds,
+    packets: Packets,
     /// Aggregate mode stores no more events than this (`--max-events`).
-    pub max_events: u64,
-    pub sink: Sink,
+    max_events: u64,
+    sink: Sink,
     pub tally: Tally,
 }
 
 impl Collector {
+    /// A collector for the events of `targets` (whose [`Role`]s are
+    /// `roles`), writing to `sink`.
+    pub fn new(
+        opts: &Options,
+        targets: Vec<Target>,
+        roles: Vec<Role>,
+        reasons: HashMap<u32, String>,
+        sink: Sink,
+    ) -> Self {
+        let max_events = opts
+            .max_events
+            .unwrap_or_else(|| group::default_max_events(!opts.field.is_empty()));
+        Collector {
+            opts: opts.clone(),
+            targets,
+            reasons,
+            ids: PacketIds::new(roles),
+            packets: Packets::new(),
+            max_events,
+            sink,
+            tally: Tally::default(),
+        }
+    }
+
+    /// Events stored for the table, and packets named.
+    pub fn stored(&self) -> (usize, usize) {
+        (self.packets.events(), self.ids.count())
+    }
+
     /// Takes one batch. Returns why to stop, if this batch is a reason to.
     pub fn consume(&mut self, mut batch: stream::Batch) -> Result<Option<Stop>> {
         let mut stop = None;
@@ -69,11 +112,11 @@ impl Collector {
                     details: None,
                 };
                 let snapshot = keep_fields.then_some(event);
-                let seen = render::JsonSeen {
+                let seen = JsonSeen {
                     summary: seen.summary.as_deref(),
                     parent: seen.parent,
                 };
-                let written = render::json_event(
+                let written = json::event(
                     &mut self.sink,
                     &record,
                     &self.targets,
@@ -101,14 +144,14 @@ impl Collector {
     pub fn finish(mut self, verbose: bool) -> io::Result<()> {
         if self.opts.output == Output::Aggregate {
             let (groups, details) = std::mem::take(&mut self.packets).into_groups();
-            progress::step(verbose, "events grouped per packet");
+            timing::step(verbose, "events grouped per packet");
             let extras = Extras {
                 reasons: Some(&self.reasons),
                 fields: &self.opts.field,
                 details: Some(&details),
             };
             let graph = self.opts.tracer == Tracer::FunctionGraph;
-            render::aggregate(&mut self.sink, &groups, &self.targets, graph, &extras)?;
+            table::aggregate(&mut self.sink, &groups, &self.targets, graph, &extras)?;
         }
         self.sink.finish()
     }

@@ -15,7 +15,7 @@ use std::{
     collections::{HashMap, HashSet},
     ffi::CString,
     io,
-    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd},
 };
 
 use anyhow::{Context, Result};
@@ -24,6 +24,9 @@ use aya_obj::{EbpfSectionKind, Object};
 use ipft_common::Config;
 
 use crate::sys::bpf::{self, Insn};
+
+/// The eBPF programs, built by `cargo xtask build` and embedded here.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("IPFT_EBPF_OBJECT"));
 
 /// The object's maps, created: programs are relocated against them, and
 /// userspace reads them (events, losses, `--track`).
@@ -70,13 +73,31 @@ impl Loaded {
         self.maps.get(name)
     }
 
-    pub fn map_mut(&mut self, name: &str) -> Option<&mut Map> {
-        self.maps.get_mut(name)
+    /// Sets `key` to `value` in map `name`.
+    pub fn update(&self, name: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let raw = *self
+            .fds
+            .get(name)
+            .with_context(|| format!("the eBPF object has no {name} map"))?;
+        // SAFETY: the map, which `self.maps` owns, keeps this fd open as
+        // long as `self` lives, and the borrow ends before this returns.
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        Ok(bpf::map_update_elem(fd, key, value)?)
+    }
+
+    /// No maps at all: for tests of what only passes a `Loaded` along.
+    #[cfg(test)]
+    pub fn empty() -> Self {
+        Loaded {
+            maps: HashMap::new(),
+            defs: HashMap::new(),
+            fds: HashMap::new(),
+        }
     }
 }
 
 fn parse() -> Result<Object> {
-    Object::parse(crate::EBPF_OBJECT).context("cannot parse ipft's embedded eBPF object")
+    Object::parse(EBPF_OBJECT).context("cannot parse ipft's embedded eBPF object")
 }
 
 /// A run's unused hash maps get one entry: the kernel allocates a hash

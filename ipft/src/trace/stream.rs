@@ -1,40 +1,18 @@
 //! Streaming events from the kernel: the `EVENTS` perf event array, read on
-//! every CPU with tokio, decoded into [`Record`]s.
+//! every CPU with tokio, decoded into [`Event`]s whose function is already
+//! the index of its target, in batches.
+use std::{
+    collections::HashMap,
+    io,
+    os::fd::{AsFd, AsRawFd},
+    task::Poll,
+    time::Duration,
+};
 
-/// One event as stored for the aggregate table: 40 bytes, fixed size. The
-/// function is an index into the run's target list, not a name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Record {
-    /// The `struct sk_buff *` pointer.
-    pub skb: u64,
-    /// Kernel monotonic time in nanoseconds (`bpf_ktime_get_ns`).
-    pub tstamp: u64,
-    /// Index into the `&[Target]` of this run.
-    pub func: u32,
-    /// Packet number, unique within the run (see `group::PacketIds`).
-    pub packet: u32,
-    /// `enum skb_drop_reason` value, or [`NONE`].
-    pub drop_reason: u32,
-    /// Index of this row's `--field` snapshot, or [`NONE`].
-    pub fields: u32,
-    /// The next record of the same packet (`group::Packets`), or [`NONE`].
-    pub next: u32,
-    pub cpu: u16,
-    /// A function return (fexit, function_graph tracer), not an entry.
-    pub is_return: bool,
-}
-
-/// "Absent" for [`Record`]'s optional indexes and values.
-pub const NONE: u32 = u32::MAX;
-
-use std::{collections::HashMap, io, task::Poll};
-
-use anyhow::{Context, Result};
-use std::{os::fd::AsFd, os::fd::AsRawFd, time::Duration};
-
-use crate::backend::object::Loaded;
-use anyhow::bail;
+use anyhow::{bail, Context, Result};
 use aya::{maps::Map, util::online_cpus};
+
+use crate::attach::programs::Loaded;
 use ipft_common::{Event, EVENT_SIZE};
 use tokio::io::{unix::AsyncFd, Interest};
 

@@ -4,8 +4,8 @@
 //! function identity). The kernel binds a tracing program to its target when
 //! it loads, so every function costs one load — a verifier pass and a JIT —
 //! plus one for fexit with `-t function_graph` (the function tracer loads no
-//! fexit). ipft loads them itself ([`super::object`]), from every CPU at
-//! once ([`super::parallel`]), against the function's BTF id found once at
+//! fexit). ipft loads them itself ([`super::programs`]), from every CPU at
+//! once ([`super::kprobe::each_target`]), against the function's BTF id found once at
 //! discovery; module functions are loaded against the module's BTF object.
 //! Functions with more than 12 arguments cannot be traced (6 before kernel
 //! 6.5 or so: the kernel answers ENOTSUPP).
@@ -19,11 +19,15 @@ use std::{
     os::fd::{AsFd, BorrowedFd, OwnedFd},
 };
 
-use super::object::Loaded;
 use anyhow::{anyhow, Context, Result};
 use ipft_common::FTRACE_POSITIONS;
 
-use super::{object::Programs, parallel, Backend, Done, Link};
+use super::{
+    functions::{each_target, fail_all, identities, Hooked},
+    kprobe::program_name,
+    programs::{Loaded, Programs},
+    Backend, Link, Report,
+};
 use crate::{
     discover::{Target, TargetKind},
     sys::bpf::{self, AttachType, ProgType},
@@ -56,15 +60,20 @@ impl Backend for Ftrace {
         }
     }
 
-    fn attach(&mut self, ebpf: &mut Loaded, target: &Target, _slot: usize) -> Result<Vec<Link>> {
-        Loader::new(ebpf, self.graph, std::slice::from_ref(target))?.attach(target)
+    fn attach(
+        &mut self,
+        loaded: &Loaded,
+        targets: Vec<Target>,
+        report: &mut Report<'_>,
+    ) -> Vec<Link> {
+        match Loader::new(loaded, self.graph, &targets) {
+            Ok(loader) => each_target(targets, &|t| loader.attach(t), report),
+            Err(err) => fail_all(targets, &err, report),
+        }
     }
 
-    fn attach_batch(&mut self, ebpf: &mut Loaded, targets: Vec<Target>, done: &mut Done<'_>) {
-        match Loader::new(ebpf, self.graph, &targets) {
-            Ok(loader) => parallel::attach_all(targets, &|t| loader.attach(t), done),
-            Err(err) => parallel::fail_all(targets, &err, done),
-        }
+    fn follow_clones(&self, loaded: &Loaded, cloners: &[Target]) -> Result<(Vec<Link>, usize)> {
+        attach_fexit(loaded, "fexit_clone", cloners)
     }
 }
 
@@ -78,8 +87,8 @@ struct Loader {
 
 impl Loader {
     /// The loader for the skb programs (fentry, and fexit for `graph`).
-    fn new(ebpf: &Loaded, graph: bool, targets: &[Target]) -> Result<Self> {
-        let programs = Programs::relocate(ebpf, |name| {
+    fn new(loaded: &Loaded, graph: bool, targets: &[Target]) -> Result<Self> {
+        let programs = Programs::relocate(loaded, |name| {
             name.starts_with("fentry_skb_") || (graph && name.starts_with("fexit_skb_"))
         })?;
         Self::with_programs(programs, graph, targets)
@@ -104,14 +113,14 @@ impl Loader {
     }
 
     /// Loads and attaches fentry (and fexit) on `target`.
-    fn attach(&self, target: &Target) -> Result<Vec<Link>> {
-        let entry = super::kprobe::program_name("fentry", target);
+    fn attach(&self, target: &Target) -> Result<Hooked> {
+        let entry = program_name("fentry", target);
         let mut links = vec![self.attach_one(&entry, AttachType::TraceFentry, target)?];
         if self.graph {
             let exit = format!("fexit_skb_{}", target.skb_pos);
             links.push(self.attach_one(&exit, AttachType::TraceFexit, target)?);
         }
-        Ok(links)
+        Ok((links, identities(target)))
     }
 
     /// Loads program `name` against `target` and attaches it.
@@ -131,10 +140,10 @@ impl Loader {
             attach_btf_obj: module,
         };
         let prog = bpf::prog_load(&program, &mut [])
-            .map_err(|err| anyhow!("{kind} load failed: {}", io_name(&err)))?;
+            .map_err(|err| anyhow!("{}", io_name(&err)).context(format!("{kind} load failed")))?;
         // The link holds the program: its fd can close.
         let link = bpf::raw_tracepoint_open(prog.as_fd())
-            .map_err(|err| anyhow!("{kind} attach failed: {}", io_name(&err)))?;
+            .map_err(|err| anyhow!("{}", io_name(&err)).context(format!("{kind} attach failed")))?;
         Ok(Box::new(link))
     }
 }
@@ -156,8 +165,8 @@ impl Loader {
 
 /// Attaches fexit program `prog` (e.g. `fexit_clone`) to every target.
 /// Returns the links and how many targets failed.
-pub fn attach_fexit(ebpf: &Loaded, prog: &str, targets: &[Target]) -> Result<(Vec<Link>, usize)> {
-    let programs = Programs::relocate(ebpf, |name| name == prog)?;
+fn attach_fexit(loaded: &Loaded, prog: &str, targets: &[Target]) -> Result<(Vec<Link>, usize)> {
+    let programs = Programs::relocate(loaded, |name| name == prog)?;
     let loader = Loader::with_programs(programs, false, targets)?;
     let mut links = Vec::new();
     for target in targets {
@@ -189,11 +198,11 @@ fn module_btf_objects(wanted: &HashSet<&str>) -> io::Result<HashMap<String, Owne
 
 /// Loads (without attaching) an fentry program on `consume_skb`, to learn
 /// whether this kernel allows fentry at all. Returns why not.
-pub fn probe(ebpf: &Loaded, vmlinux: &btf_rs::Btf) -> Result<(), String> {
+pub fn probe(loaded: &Loaded, vmlinux: &btf_rs::Btf) -> Result<(), String> {
     const NAME: &str = "fentry_skb_0";
     let btf_id = function_id(vmlinux, "consume_skb")
         .ok_or("the kernel's BTF has no consume_skb to try fentry on")?;
-    let programs = Programs::relocate(ebpf, |name| name == NAME).map_err(|e| format!("{e:#}"))?;
+    let programs = Programs::relocate(loaded, |name| name == NAME).map_err(|e| format!("{e:#}"))?;
     let program = bpf::Program {
         prog_type: ProgType::Tracing,
         expected_attach_type: AttachType::TraceFentry,

@@ -2,31 +2,17 @@
 //! one plain line per state otherwise so logs stay readable.
 use std::{
     io::{IsTerminal, Write},
-    sync::OnceLock,
     time::{Duration, Instant},
 };
 
-use crate::attach::Counts;
+use crate::{
+    attach::{Counts, Watch},
+    discover::Target,
+};
 
 /// How often in-place lines are redrawn: often enough to look live, rarely
 /// enough to cost nothing under a flood.
 const REDRAW: Duration = Duration::from_millis(100);
-
-static STARTED: OnceLock<Instant> = OnceLock::new();
-
-/// Starts the clock [`step`] reads: call first thing.
-pub fn start_clock() {
-    STARTED.get_or_init(Instant::now);
-}
-
-/// Under `-v`: one line saying how long after start-up `what` was done, so
-/// slow start-ups show where their time went.
-pub fn step(verbose: bool, what: &str) {
-    if verbose {
-        let secs = STARTED.get().map_or(0.0, |t| t.elapsed().as_secs_f64());
-        eprintln!("ipft: {secs:7.3} s  {what}");
-    }
-}
 
 pub struct Progress {
     tty: bool,
@@ -125,6 +111,27 @@ impl Progress {
         if self.mid_line {
             eprintln!();
             self.mid_line = false;
+        }
+    }
+}
+
+/// The attach stage's progress on the terminal: the attach line redrawn,
+/// and under `-v` each failure with its reason.
+pub struct AttachWatch {
+    pub progress: Progress,
+    pub verbose: bool,
+}
+
+impl Watch for AttachWatch {
+    fn counts(&mut self, counts: &Counts) {
+        self.progress.attaching(counts);
+    }
+
+    fn failed(&mut self, target: &Target, why: &str) {
+        if self.verbose {
+            let (name, module) = (&target.name, &target.module);
+            self.progress
+                .note(&format!("cannot attach {name} ({module}): {why}"));
         }
     }
 }

@@ -1,70 +1,15 @@
-//! Attaching: one small interface, one file per backend.
-//!
-//! A backend decides which targets it can trace ([`Backend::check`]) and
-//! attaches one target at a time ([`Backend::attach`]), returning a [`Link`]
-//! that keeps the program attached until it is dropped; a backend whose one
-//! link covers many targets (kprobe-multi) attaches them all in
-//! [`Backend::attach_batch`]. Everything else — choosing a backend,
-//! counting, progress, cancellation — is shared in [`crate::attach`].
-pub mod ftrace;
-pub mod kprobe;
-pub mod kprobe_multi;
-pub mod object;
-mod parallel;
-pub mod tracepoint;
-
-use std::{any::Any, path::Path};
+//! Choosing the backend: the user's `-b`, or for `auto` the best this
+//! kernel allows, with one sentence saying why; and making it.
+use std::path::Path;
 
 use anyhow::{bail, Result};
-use object::Loaded;
 
-pub use ftrace::Ftrace;
-pub use kprobe::Kprobe;
-pub use kprobe_multi::KprobeMulti;
-pub use tracepoint::Tracepoint;
-
-use crate::{
-    cli::{BackendChoice, Tracer},
-    discover::{Target, TargetKind},
+use super::{
+    ftrace::Ftrace, kprobe::Kprobe, kprobe_multi::KprobeMulti, tracepoint::Tracepoint, Backend,
 };
+use crate::cli::{BackendChoice, Tracer};
 
-/// Keeps one program attached to one target; dropping it detaches.
-pub type Link = Box<dyn Any + Send>;
-
-/// Receives each target's outcome from [`Backend::attach_batch`]: the
-/// target, the program slot it used, and its links or why it failed.
-/// Returns false to stop attaching (the user cancelled).
-pub type Done<'a> = dyn FnMut(Target, usize, Result<Vec<Link>>) -> bool + 'a;
-
-/// How programs reach the kernel.
-pub trait Backend: Send {
-    /// The name users pass to `-b`.
-    fn name(&self) -> &'static str;
-    /// Which kind of target this backend traces.
-    fn target_kind(&self) -> TargetKind;
-    /// Why this backend cannot trace `target`, if it cannot.
-    fn check(&self, target: &Target) -> Result<(), &'static str>;
-    /// Attaches the programs `target` needs (one, or two for function_graph).
-    fn attach(&mut self, ebpf: &mut Loaded, target: &Target, slot: usize) -> Result<Vec<Link>>;
-
-    /// Attaches every target, telling `done` about each in turn. The default
-    /// calls [`Backend::attach`] per target, giving each tracepoint the next
-    /// free program slot of its skb position.
-    fn attach_batch(&mut self, ebpf: &mut Loaded, targets: Vec<Target>, done: &mut Done<'_>) {
-        let mut slots = [0usize; ipft_common::FTRACE_POSITIONS];
-        for target in targets {
-            let pos = usize::from(target.skb_pos);
-            let slot = slots[pos];
-            let result = self.attach(ebpf, &target, slot);
-            if result.is_ok() && target.kind == TargetKind::Tracepoint {
-                slots[pos] += 1;
-            }
-            if !done(target, slot, result) {
-                return;
-            }
-        }
-    }
-}
+pub use super::{ftrace::probe as fentry_works, kprobe_multi::probe as kprobe_multi_works};
 
 /// Whether this kernel can run kprobes: the perf kprobe PMU exists.
 pub fn kprobes_available() -> bool {
@@ -152,18 +97,9 @@ pub fn build(choice: BackendChoice, tracer: Tracer) -> Result<Box<dyn Backend>> 
         BackendChoice::Kprobe => Box::new(Kprobe),
         BackendChoice::KprobeMulti => Box::new(KprobeMulti::new()),
         BackendChoice::Ftrace => Box::new(Ftrace::new(tracer == Tracer::FunctionGraph)),
-        BackendChoice::Tracepoint => Box::new(Tracepoint::default()),
+        BackendChoice::Tracepoint => Box::new(Tracepoint),
         BackendChoice::Auto => unreachable!("choose() resolves auto"),
     })
-}
-
-/// Turns aya's error chain into one short reason for `-v` and messages.
-pub fn reason(err: &anyhow::Error) -> String {
-    let io = err.chain().find_map(|e| e.downcast_ref::<std::io::Error>());
-    match io {
-        Some(io) => format!("{err}: {io}"),
-        None => format!("{err:#}"),
-    }
 }
 
 #[cfg(test)]

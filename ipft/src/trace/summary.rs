@@ -86,49 +86,6 @@ pub fn device(event: &Event) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
-/// The skb fields `--field` can print, resolved once against BTF offsets the
-/// programs already read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Field {
-    Len,
-    DataLen,
-    Protocol,
-    Mark,
-    Dev,
-    GsoSize,
-    GsoSegs,
-    GsoType,
-}
-
-impl Field {
-    pub fn name(self) -> &'static str {
-        match self {
-            Field::Len => "len",
-            Field::DataLen => "data_len",
-            Field::Protocol => "protocol",
-            Field::Mark => "mark",
-            Field::Dev => "dev",
-            Field::GsoSize => "gso_size",
-            Field::GsoSegs => "gso_segs",
-            Field::GsoType => "gso_type",
-        }
-    }
-
-    /// The value as printed: numbers in decimal, protocol and mark in hex.
-    pub fn value(self, event: &Event) -> String {
-        match self {
-            Field::Len => event.len.to_string(),
-            Field::DataLen => event.data_len.to_string(),
-            Field::Protocol => format!("{:#06x}", u16::from_be(event.protocol)),
-            Field::Mark => format!("{:#x}", event.mark),
-            Field::Dev => device(event).unwrap_or("").to_string(),
-            Field::GsoSize => event.gso_size.to_string(),
-            Field::GsoSegs => event.gso_segs.to_string(),
-            Field::GsoType => format!("{:#x}", event.gso_type),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,17 +154,5 @@ mod tests {
         assert_eq!(describe(&e), None, "not IP");
         let e = event(0x0806, &ipv4(17, &[]));
         assert_eq!(describe(&e), None, "ARP protocol");
-    }
-
-    #[test]
-    fn fields_print_like_extension_data() {
-        let mut e = event(ETH_P_IP, &[]);
-        e.mark = 0x55;
-        e.gso_size = 1448;
-        assert_eq!(Field::Len.value(&e), "33");
-        assert_eq!(Field::Protocol.value(&e), "0x0800");
-        assert_eq!(Field::Mark.value(&e), "0x55");
-        assert_eq!(Field::Dev.value(&e), "veth1");
-        assert_eq!(Field::GsoSize.value(&e), "1448");
     }
 }

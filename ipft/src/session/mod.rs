@@ -1,5 +1,10 @@
 //! A tracing session: attach (stoppable by a signal), signal readiness,
-//! stream events until a reason to stop, print, then detach.
+//! stream events until a reason to stop, print, then detach. The wiring of
+//! the attach, trace and report stages for one run.
+mod command;
+mod ready;
+mod signals;
+
 use std::{
     collections::HashMap,
     io,
@@ -10,44 +15,49 @@ use std::{
     },
 };
 
-use crate::backend::object::Loaded;
-use anyhow::{bail, Context, Result};
-use tokio::signal::unix::{signal, SignalKind};
+use anyhow::{bail, Result};
+
+pub use command::check as check_command;
+pub use signals::Signals;
 
 use crate::{
-    attach::{self, Attached},
-    backend::Backend,
-    cli::{BackendChoice, Options, Output},
-    collect::{Collector, Tally},
-    command, detach,
-    discover::Target,
-    group::{self, PacketIds, Packets},
-    output::Sink,
-    progress::{self, Progress},
-    ready,
-    stream::{self, Stream},
+    attach::{self, detach, programs::Loaded, track, Attached, Backend},
+    cli::{Options, Output},
+    discover::{roles, Target},
+    report::{
+        collect::{Collector, Stop, Tally},
+        progress::{AttachWatch, Progress},
+        sink::{ignore_broken_pipe, Sink},
+    },
     sys::perf::PerfRing,
-    track,
+    timing,
+    trace::{
+        group::Record,
+        stream::{self, Stream},
+    },
 };
 
-/// Why tracing stopped.
-pub enum Stop {
-    Signal,
-    Duration,
-    MaxTraces,
-    StdoutClosed,
-    Command(u8),
+/// What a session needs besides the options: the chosen backend, the
+/// created maps and perf rings, the targets, and the drop reasons' names.
+pub struct Prepared {
+    pub backend: Box<dyn Backend>,
+    pub loaded: Loaded,
+    pub rings: Vec<PerfRing>,
+    pub targets: Vec<Target>,
+    /// Targets `-r`/`--module-regex` left out.
+    pub filtered: usize,
+    pub reasons: HashMap<u32, String>,
 }
 
-pub async fn trace(
-    opts: &Options,
-    (backend_choice, backend): (BackendChoice, Box<dyn Backend>),
-    (ebpf, rings): (Loaded, Vec<PerfRing>),
-    targets: Vec<Target>,
-    filtered: usize,
-    reasons: HashMap<u32, String>,
-    mut signals: Signals,
-) -> Result<ExitCode> {
+pub async fn trace(opts: &Options, prepared: Prepared, mut signals: Signals) -> Result<ExitCode> {
+    let Prepared {
+        backend,
+        loaded,
+        rings,
+        targets,
+        filtered,
+        reasons,
+    } = prepared;
     let sink = Sink::open(
         opts.output_file.as_deref(),
         opts.force,
@@ -56,30 +66,31 @@ pub async fn trace(
     ready::clear_stale(opts.ready_file.as_deref());
     let mut progress = Progress::new(opts.output == Output::Aggregate);
 
-    let Some((mut ebpf, attached)) =
-        attach_cancellable(opts, backend, ebpf, targets, filtered, &mut signals).await?
+    let Some((backend, ebpf, attached)) =
+        attach_cancellable(opts, backend, loaded, targets, filtered, &mut signals).await?
     else {
         eprintln!("Interrupted while attaching: nothing was traced");
         return Ok(ExitCode::from(130));
     };
+    if let Some(summary) = attached.failure_summary() {
+        eprintln!("{summary}");
+    }
     let Attached {
-        links,
+        mut links,
         targets,
         index,
         ..
     } = attached;
-    let roles = group::roles(&targets);
-    let mut links = links;
+    let roles = roles::roles(&targets);
     if opts.track {
-        track::mark_frees(&mut ebpf, &index, &roles)?;
-        let (clone_links, failed) =
-            track::follow_clones(&mut ebpf, backend_choice, &targets, &index)?;
+        track::mark_frees(&ebpf, &index, &roles)?;
+        let (clone_links, failed) = track::follow_clones(backend.as_ref(), &ebpf, &targets)?;
         if opts.verbose && failed > 0 {
             eprintln!("--track: {failed} cloning functions could not be hooked: their copies are followed only while marked");
         }
         links.extend(clone_links);
     }
-    progress::step(opts.verbose, "attached");
+    timing::step(opts.verbose, "attached");
     let mut stream = Stream::new(rings, index)?;
     let probe_server = opts.enable_probe_server.then_some(opts.probe_server_port);
     let ready = ready::signal(opts.ready_file.as_deref(), probe_server).await?;
@@ -89,18 +100,7 @@ pub async fn trace(
         false => Some(command::spawn(&opts.command)?),
     };
 
-    let mut collector = Collector {
-        opts: opts.clone(),
-        targets,
-        reasons,
-        ids: PacketIds::new(roles),
-        packets: Packets::new(),
-        max_events: opts
-            .max_events
-            .unwrap_or_else(|| group::default_max_events(!opts.field.is_empty())),
-        sink,
-        tally: Tally::default(),
-    };
+    let mut collector = Collector::new(opts, targets, roles, reasons, sink);
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let stop = loop {
         let batch = tokio::select! {
@@ -115,7 +115,7 @@ pub async fn trace(
         crate::testhook::panic_on_event(collector.tally.seen);
         progress.traces(collector.tally.seen);
     };
-    progress::step(opts.verbose, "tracing stopped");
+    timing::step(opts.verbose, "tracing stopped");
     // ipft stopped on its own (signal, --duration, --max-traces, closed
     // output): the command must not outlive it.
     if let Some(child) = child.as_mut().filter(|_| !matches!(stop, Stop::Command(_))) {
@@ -126,7 +126,7 @@ pub async fn trace(
         collector.consume(stream.drain_all())?;
     }
     drop(stream);
-    progress::step(opts.verbose, "last events read");
+    timing::step(opts.verbose, "last events read");
     progress.done(collector.tally.seen);
     collector.tally.lost = collector.tally.lost.max(stream::lost_in_kernel(&ebpf));
     let track_full = if opts.track {
@@ -139,12 +139,12 @@ pub async fn trace(
     // kernel to tear down every probe. A second signal exits at once.
     let verbose = opts.verbose;
     let finish = tokio::task::spawn_blocking(move || {
-        let stored = (collector.packets.events(), collector.ids.count());
+        let stored = collector.stored();
         let tally = std::mem::take(&mut collector.tally);
         let written = collector.finish(verbose);
         report(&tally, stored, track_full, verbose);
         drop(ready);
-        progress::step(verbose, "output written; detaching");
+        timing::step(verbose, "output written; detaching");
         let count = links.len();
         match detach::background_wanted(count).then(detach::to_background) {
             Some(Some(pid)) => eprintln!(
@@ -152,8 +152,9 @@ pub async fn trace(
             ),
             _ => detach::detach_all(links),
         }
+        drop(backend);
         drop(ebpf);
-        progress::step(verbose, "detached");
+        timing::step(verbose, "detached");
         written
     });
     tokio::select! {
@@ -171,33 +172,37 @@ pub async fn trace(
 async fn attach_cancellable(
     opts: &Options,
     backend: Box<dyn Backend>,
-    ebpf: Loaded,
+    loaded: Loaded,
     targets: Vec<Target>,
     filtered: usize,
     signals: &mut Signals,
-) -> Result<Option<(Loaded, Attached)>> {
+) -> Result<Option<(Box<dyn Backend>, Loaded, Attached)>> {
     let cancel = Arc::new(AtomicBool::new(false));
     let worker_cancel = Arc::clone(&cancel);
     let verbose = opts.verbose;
     let mut worker = tokio::task::spawn_blocking(move || {
-        let (mut backend, mut ebpf) = (backend, ebpf);
-        let mut progress = Progress::new(false);
+        let mut backend = backend;
+        let mut watch = AttachWatch {
+            progress: Progress::new(false),
+            verbose,
+        };
+        let cancelled = || worker_cancel.load(Ordering::Relaxed);
         let attached = attach::attach_all(
             backend.as_mut(),
-            &mut ebpf,
+            &loaded,
             targets,
             filtered,
-            &worker_cancel,
-            &mut progress,
-            verbose,
+            &cancelled,
+            &mut watch,
         );
-        (ebpf, attached)
+        watch.progress.attached(&attached.counts);
+        (backend, loaded, attached)
     });
-    let (ebpf, attached) = tokio::select! {
+    let (backend, loaded, attached) = tokio::select! {
         done = &mut worker => done?,
         () = signals.recv() => {
             cancel.store(true, Ordering::Relaxed);
-            let (_ebpf, attached) = worker.await?;
+            let (_backend, _loaded, attached) = worker.await?;
             detach::detach_all(attached.links);
             return Ok(None);
         }
@@ -209,7 +214,7 @@ async fn attach_cancellable(
             attached.first_error.as_deref().unwrap_or("unknown reason")
         );
     }
-    Ok(Some((ebpf, attached)))
+    Ok(Some((backend, loaded, attached)))
 }
 
 fn what_kind(attached: &Attached) -> &'static str {
@@ -245,10 +250,7 @@ fn report(tally: &Tally, stored: (usize, usize), track_full: u64, verbose: bool)
             stored.0, stored.1, tally.bad
         );
         // For `cargo xtask bench`: what each stored event costs.
-        eprintln!(
-            "{} bytes per stored event",
-            std::mem::size_of::<crate::stream::Record>()
-        );
+        eprintln!("{} bytes per stored event", std::mem::size_of::<Record>());
     }
 }
 
@@ -263,45 +265,5 @@ async fn wait(child: &mut Option<tokio::process::Child>) -> io::Result<std::proc
     match child {
         Some(child) => child.wait().await,
         None => std::future::pending().await,
-    }
-}
-
-/// SIGINT and SIGTERM, as one stream: both mean "stop".
-pub struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    /// Installs the handlers: from here on SIGINT and SIGTERM are caught
-    /// (and remembered until the session looks), not fatal.
-    pub fn new() -> Result<Self> {
-        Ok(Signals {
-            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
-            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
-        })
-    }
-
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.int.recv() => {},
-            _ = self.term.recv() => {},
-        }
-    }
-}
-
-/// `Ok(false)` when the reader closed its end of the output.
-pub fn ok_unless_closed(written: io::Result<()>) -> Result<bool> {
-    match written {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(e).context("cannot write the output"),
-    }
-}
-
-pub fn ignore_broken_pipe(result: io::Result<()>) -> Result<()> {
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("cannot write the output"),
     }
 }

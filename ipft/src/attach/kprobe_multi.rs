@@ -17,7 +17,7 @@
 //! under `-v`.
 //!
 //! aya 0.14 cannot load a kprobe program with an expected attach type, so
-//! this backend loads it itself ([`super::object`]).
+//! this backend loads it itself ([`super::programs`]).
 //!
 //! ```text
 //! sudo ipft -m 0x55555555 -b kprobe-multi
@@ -31,13 +31,14 @@ use std::{
     thread::{self, JoinHandle},
 };
 
-use super::object::Loaded;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use ipft_common::kprobe_multi_cookie;
 
 use super::{
-    object::{self, Programs},
-    Backend, Done, Link,
+    functions::identities,
+    kprobe::register_argument,
+    programs::{self, Loaded, Programs},
+    Backend, Link, Report,
 };
 use crate::{
     discover::{Target, TargetKind},
@@ -93,33 +94,35 @@ impl Backend for KprobeMulti {
     }
 
     fn check(&self, target: &Target) -> Result<(), &'static str> {
-        super::kprobe::register_argument(target)
+        register_argument(target)
     }
 
-    fn attach(&mut self, ebpf: &mut Loaded, target: &Target, _slot: usize) -> Result<Vec<Link>> {
-        let prog = load_once(&mut self.prog, ebpf)?;
-        let link = bpf::link_create_kprobe_multi(prog, &[target.addr], &[cookie(target)])
-            .context("kprobe-multi attach failed")?;
-        Ok(vec![Box::new(link)])
-    }
-
-    fn attach_batch(&mut self, ebpf: &mut Loaded, targets: Vec<Target>, done: &mut Done<'_>) {
+    fn attach(
+        &mut self,
+        loaded: &Loaded,
+        targets: Vec<Target>,
+        report: &mut Report<'_>,
+    ) -> Vec<Link> {
         let mut list = self.filter_functions.take();
         let mut traceable = || {
             let text = list.take()?.join().ok()??;
             let wanted = targets.iter().map(|t| t.name.as_str()).collect();
             Some(Traceable::parse(&text, &wanted))
         };
-        let attached = load_once(&mut self.prog, ebpf)
+        let attached = load_once(&mut self.prog, loaded)
             .and_then(|prog| attach_functions(prog, &targets, &mut traceable));
-        report(targets, attached, done);
+        tell(targets, attached, report)
+    }
+
+    fn follow_clones(&self, loaded: &Loaded, cloners: &[Target]) -> Result<(Vec<Link>, usize)> {
+        super::kprobe::Kprobe.follow_clones(loaded, cloners)
     }
 }
 
 /// The program, loaded into `slot` the first time it is needed.
-fn load_once<'s>(slot: &'s mut Option<OwnedFd>, ebpf: &Loaded) -> Result<BorrowedFd<'s>> {
+fn load_once<'s>(slot: &'s mut Option<OwnedFd>, loaded: &Loaded) -> Result<BorrowedFd<'s>> {
     if slot.is_none() {
-        *slot = Some(load(ebpf)?);
+        *slot = Some(load(loaded)?);
     }
     Ok(slot.as_ref().expect("loaded above").as_fd())
 }
@@ -130,8 +133,8 @@ fn cookie(target: &Target) -> u64 {
 }
 
 /// Loads `kprobe_multi_skb` for kprobe-multi links.
-fn load(ebpf: &Loaded) -> Result<OwnedFd> {
-    let programs = Programs::relocate(ebpf, |name| name == PROGRAM)?;
+fn load(loaded: &Loaded) -> Result<OwnedFd> {
+    let programs = Programs::relocate(loaded, |name| name == PROGRAM)?;
     let empty = [Insn::mov64_imm(0, 0), Insn::exit()];
     let program = bpf::Program {
         prog_type: ProgType::Kprobe,
@@ -145,7 +148,7 @@ fn load(ebpf: &Loaded) -> Result<OwnedFd> {
         attach_btf_id: 0,
         attach_btf_obj: None,
     };
-    object::load(&program).map_err(|(err, log)| {
+    programs::load(&program).map_err(|(err, log)| {
         anyhow::Error::new(err)
             .context(format!("verifier log: {log}"))
             .context(format!(
@@ -294,28 +297,34 @@ fn bisect_range<T, L>(
     }
 }
 
-/// Hands each target's outcome to `done`: the links go with the first
-/// target that attached. Stops when `done` asks to.
-fn report(group: Vec<Target>, attached: Result<Attached>, done: &mut Done<'_>) {
-    let (mut links, failed): (Vec<Link>, _) = match attached {
+/// Tells `report` each target's outcome; returns the links when at least
+/// one target attached (they cover all attached targets).
+fn tell(group: Vec<Target>, attached: Result<Attached>, report: &mut Report<'_>) -> Vec<Link> {
+    let (links, failed): (Vec<Link>, _) = match attached {
         Ok(a) => (
             a.links.into_iter().map(|l| Box::new(l) as Link).collect(),
             Ok(a.failed),
         ),
         Err(err) => (Vec::new(), Err(super::reason(&err))),
     };
+    let mut any = false;
     for target in group {
         let why = match &failed {
             Ok(failed) => failed.get(&target.addr).cloned(),
             Err(why) => Some(why.clone()),
         };
-        let result = match why {
+        let outcome = match why {
             Some(why) => Err(anyhow!(why)),
-            None => Ok(std::mem::take(&mut links)),
+            None => Ok(identities(&target)),
         };
-        if !done(target, 0, result) {
-            return;
+        any |= outcome.is_ok();
+        if !report(target, outcome) {
+            break;
         }
+    }
+    match any {
+        true => links,
+        false => Vec::new(),
     }
 }
 
@@ -602,7 +611,7 @@ mod tests {
     }
 
     #[test]
-    fn report_gives_the_links_to_the_first_success() {
+    fn tell_reports_each_target_and_keeps_the_links() {
         let group = vec![
             target("a", "vmlinux", 1),
             target("b", "vmlinux", 2),
@@ -613,34 +622,31 @@ mod tests {
             failed: HashMap::from([(1, "refused".to_string())]),
         };
         let mut seen = Vec::new();
-        report(group, Ok(attached), &mut |t, slot, result| {
-            seen.push((
-                t.name,
-                slot,
-                result.map(|l| l.len()).map_err(|e| e.to_string()),
-            ));
+        let links = tell(group, Ok(attached), &mut |t, outcome| {
+            seen.push((t.name, outcome.map_err(|e| e.to_string())));
             true
         });
         assert_eq!(
             seen,
             [
-                ("a".into(), 0, Err("refused".into())),
-                ("b".into(), 0, Ok(1)),
-                ("c".into(), 0, Ok(0)),
+                ("a".into(), Err("refused".into())),
+                ("b".into(), Ok(vec![2, 6])),
+                ("c".into(), Ok(vec![3, 7])),
             ]
         );
+        assert_eq!(links.len(), 1);
     }
 
     #[test]
-    fn report_stops_when_asked() {
+    fn tell_stops_when_asked() {
         let group = vec![target("a", "vmlinux", 1), target("b", "vmlinux", 2)];
         let mut n = 0;
-        report(group, Err(anyhow!("no program")), &mut |_, _, r| {
-            assert!(r.is_err());
+        let links = tell(group, Err(anyhow!("no program")), &mut |_, outcome| {
+            assert!(outcome.is_err());
             n += 1;
             false
         });
-        assert_eq!(n, 1);
+        assert_eq!((n, links.len()), (1, 0));
     }
 
     /// A fake kernel for [`probe`]: loads work, links answer `errnos` in turn.

@@ -1,0 +1,135 @@
+//! `/proc/kallsyms`: the addresses of the functions BTF names.
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+};
+
+use anyhow::{bail, Context, Result};
+
+use super::Candidate;
+
+/// Addresses of text symbols in `/proc/kallsyms`, keyed by (module, name);
+/// only names in `wanted` are kept, so the map stays small.
+pub fn kallsyms(text: &str, wanted: &HashSet<&str>) -> HashMap<(String, String), u64> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let Some((addr, kind, name, module)) = kallsyms_line(line) else {
+            continue;
+        };
+        if !matches!(kind, b't' | b'T') || !wanted.contains(name) {
+            continue;
+        }
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            continue;
+        };
+        out.entry((module.to_string(), name.to_string()))
+            .or_insert(addr);
+    }
+    out
+}
+
+/// Splits a `/proc/kallsyms` line, `ADDR KIND NAME` with `\t[MODULE]` for
+/// a module's symbol, into its fields, the module `vmlinux` when none: by
+/// hand, because the kernel's 150,000 lines are read at every start.
+fn kallsyms_line(line: &str) -> Option<(&str, u8, &str, &str)> {
+    let (addr, rest) = line.split_once(' ')?;
+    let (kind, rest) = rest.split_once(' ')?;
+    let &[kind] = kind.as_bytes() else {
+        return None;
+    };
+    let (name, module) = match rest.split_once('\t') {
+        Some((name, module)) => (name, module.trim_matches(|c| c == '[' || c == ']')),
+        None => (rest, "vmlinux"),
+    };
+    Some((addr, kind, name.trim_end(), module))
+}
+
+/// Fills in addresses; returns the candidates kallsyms does not know
+/// (inlined everywhere, or removed) separately.
+pub fn resolve_addresses(
+    candidates: Vec<Candidate>,
+    kallsyms_text: &str,
+) -> (Vec<Candidate>, usize) {
+    let wanted: HashSet<&str> = candidates.iter().map(|c| c.target.name.as_str()).collect();
+    let symbols = kallsyms(kallsyms_text, &wanted);
+    let total = candidates.len();
+    let found: Vec<Candidate> = candidates
+        .into_iter()
+        .filter_map(|mut c| {
+            let key = (c.target.module.clone(), c.target.name.clone());
+            let addr = *symbols.get(&key)?;
+            c.target.addr = addr;
+            Some(c)
+        })
+        .collect();
+    let missing = total - found.len();
+    (found, missing)
+}
+
+/// Reads `/proc/kallsyms`, failing with a sentence the user can act on.
+pub fn read_kallsyms() -> Result<String> {
+    let text = fs::read_to_string("/proc/kallsyms").context("cannot read /proc/kallsyms")?;
+    // Judge by a function: per-CPU symbols (type A) really are at 0 on
+    // newer kernels, and come first.
+    if text
+        .lines()
+        .find(|l| matches!(l.split_whitespace().nth(1), Some("t" | "T")))
+        .is_some_and(|l| l.starts_with("0000000000000000"))
+    {
+        bail!("/proc/kallsyms hides addresses: run ipft as root");
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::tests::candidate;
+
+    const KALLSYMS: &str = "\
+ffffffff81000000 T _text
+ffffffff81a00010 T ip_rcv
+ffffffff81a00020 t ip_rcv_finish
+ffffffff81a00030 D ip_rcv_data
+ffffffffc0a01000 t veth_xmit\t[veth]
+ffffffffc0b01000 t veth_xmit\t[other]
+";
+
+    #[test]
+    fn kallsyms_keeps_wanted_text_symbols_per_module() {
+        let wanted: HashSet<&str> = ["ip_rcv", "veth_xmit", "ip_rcv_data"].into();
+        let syms = kallsyms(KALLSYMS, &wanted);
+        assert_eq!(
+            syms.get(&("vmlinux".into(), "ip_rcv".into())),
+            Some(&0xffffffff81a00010)
+        );
+        assert_eq!(
+            syms.get(&("veth".into(), "veth_xmit".into())),
+            Some(&0xffffffffc0a01000)
+        );
+        assert_eq!(
+            syms.get(&("other".into(), "veth_xmit".into())),
+            Some(&0xffffffffc0b01000)
+        );
+        assert!(
+            !syms.contains_key(&("vmlinux".into(), "ip_rcv_data".into())),
+            "data symbol kept"
+        );
+        assert_eq!(syms.len(), 3);
+    }
+
+    #[test]
+    fn unresolved_functions_are_counted_not_kept() {
+        let cands = vec![
+            candidate("ip_rcv", "vmlinux"),
+            candidate("inlined_fn", "vmlinux"),
+            candidate("veth_xmit", "veth"),
+        ];
+        let (found, missing) = resolve_addresses(cands, KALLSYMS);
+        assert_eq!(missing, 1);
+        assert_eq!(
+            found.iter().map(|c| c.target.addr).collect::<Vec<_>>(),
+            [0xffffffff81a00010, 0xffffffffc0a01000]
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! Discover: which kernel functions (or tracepoints) take a
+//! `struct sk_buff *`, where that argument sits, and where they live.
+//!
+//! Takes the kernel's BTF ([`btf`]), `/proc/kallsyms` ([`kallsyms`]) and the
+//! user's `-r`/`--module-regex` ([`Filter`]); gives [`Target`]s, each with
+//! its skb and drop-reason positions, address and BTF id, plus the
+//! kernel's struct [`offsets`] and [`drop_reasons`] names and each target's
+//! [`roles::Role`] in a packet's life. All read once at start-up.
+mod btf;
+mod drop_reasons;
+mod functions;
+mod kallsyms;
+mod offsets;
+mod params;
+pub mod roles;
+mod tracepoints;
+
+pub use btf::{KernelBtf, SYS_BTF_DIR};
+pub use drop_reasons::drop_reasons;
+pub use functions::functions;
+pub use kallsyms::{read_kallsyms, resolve_addresses};
+pub use offsets::offsets;
+pub use tracepoints::tracepoints;
+
+use std::path::Path;
+
+use anyhow::Result;
+use regex::Regex;
+
+use crate::timing;
+
+/// What a target is attached through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetKind {
+    /// A kernel function (kprobe, fentry/fexit).
+    Function,
+    /// A BTF-enabled tracepoint (`tp_btf`); `name` is the tracepoint's name.
+    Tracepoint,
+}
+
+/// One traceable place, as shown in the output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Function or tracepoint name, e.g. `ip_rcv` or `netif_receive_skb`.
+    pub name: String,
+    /// `vmlinux` for the core kernel, else the module name (e.g. `veth`).
+    pub module: String,
+    /// Address from `/proc/kallsyms`; 0 for tracepoints.
+    pub addr: u64,
+    /// 0-based position of the first `struct sk_buff *` parameter.
+    pub skb_pos: u8,
+    /// Number of parameters.
+    pub nargs: u8,
+    /// 0-based position of an `enum skb_drop_reason` parameter, if any.
+    pub reason_pos: Option<u8>,
+    pub kind: TargetKind,
+    /// The function's BTF id in its object (vmlinux, or the module's split
+    /// BTF), which fentry programs are loaded against; for a tracepoint,
+    /// its `btf_trace_<name>` type, which tp_btf programs are loaded against.
+    pub btf_id: u32,
+}
+
+/// Why a function with an skb parameter cannot be traced at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exclusion {
+    Variadic,
+    /// A struct or union passed by value: argument positions become unknowable.
+    AggregateByValue,
+}
+
+/// A function or tracepoint with a `struct sk_buff *` parameter, straight
+/// from BTF, before any backend-specific limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub target: Target,
+    pub exclusion: Option<Exclusion>,
+}
+
+/// The user's `-r` and `--module-regex`.
+#[derive(Default)]
+pub struct Filter<'a> {
+    pub name: Option<&'a Regex>,
+    pub module: Option<&'a Regex>,
+}
+
+impl Filter<'_> {
+    pub fn allows(&self, target: &Target) -> bool {
+        self.name.is_none_or(|re| re.is_match(&target.name))
+            && self.module.is_none_or(|re| re.is_match(&target.module))
+    }
+}
+
+/// What [`targets`] found.
+pub struct Found {
+    /// Every target the backend can trace, with addresses for functions.
+    pub targets: Vec<Target>,
+    /// Targets with an skb parameter that cannot be traced at all or by
+    /// this backend.
+    pub unusable: usize,
+}
+
+/// Every target of `kind` that `usable` accepts: tracepoints from vmlinux
+/// BTF, or functions from vmlinux and module BTF with their addresses from
+/// `/proc/kallsyms` (`kallsyms` gives its text, read meanwhile elsewhere).
+pub fn targets(
+    kernel: KernelBtf,
+    kind: TargetKind,
+    usable: &dyn Fn(&Target) -> Result<(), &'static str>,
+    kallsyms: Option<impl FnOnce() -> Result<String>>,
+    btf_dir: &Path,
+    verbose: bool,
+) -> Result<Found> {
+    let found = match kind {
+        TargetKind::Tracepoint => tracepoints(&kernel.vmlinux),
+        TargetKind::Function => {
+            let kernel = KernelBtf {
+                modules: KernelBtf::load_modules(btf_dir, &kernel.vmlinux),
+                ..kernel
+            };
+            // BTF first: /proc/kallsyms is still being read meanwhile.
+            let functions = functions(&kernel);
+            timing::step(verbose, "BTF functions scanned");
+            let text = match kallsyms {
+                Some(reading) => reading()?,
+                None => read_kallsyms()?,
+            };
+            let (found, missing) = resolve_addresses(functions, &text);
+            if verbose {
+                eprintln!("{missing} functions with an skb parameter are not in /proc/kallsyms (inlined): skipped");
+            }
+            found
+        }
+    };
+    let total = found.len();
+    let targets: Vec<Target> = found
+        .into_iter()
+        .filter(|c| c.exclusion.is_none() && usable(&c.target).is_ok())
+        .map(|c| c.target)
+        .collect();
+    Ok(Found {
+        unusable: total - targets.len(),
+        targets,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A function candidate at skb position 0, for tests.
+    pub fn candidate(name: &str, module: &str) -> Candidate {
+        Candidate {
+            target: Target {
+                name: name.into(),
+                module: module.into(),
+                addr: 0,
+                skb_pos: 0,
+                nargs: 1,
+                reason_pos: None,
+                kind: TargetKind::Function,
+                btf_id: 0,
+            },
+            exclusion: None,
+        }
+    }
+
+    #[test]
+    fn filter_matches_unanchored() {
+        let name = Regex::new("rcv").unwrap();
+        let module = Regex::new("^vmlinux$").unwrap();
+        let filter = Filter {
+            name: Some(&name),
+            module: Some(&module),
+        };
+        assert!(filter.allows(&candidate("ip_rcv_finish", "vmlinux").target));
+        assert!(!filter.allows(&candidate("ip_rcv", "veth").target));
+        assert!(!filter.allows(&candidate("ip_output", "vmlinux").target));
+    }
+
+    // The tests below read the running kernel's BTF: discovery must work on
+    // the real thing, not only on fixtures.
+}

@@ -1,0 +1,73 @@
+//! JSON lines: one object per event, streamed as events arrive.
+use std::io::{self, Write};
+
+use ipft_common::Event;
+
+use super::{fields, names, Extras};
+use crate::{discover::Target, trace::group::Record};
+
+/// What the packet naming found for a json line.
+#[derive(Clone, Copy, Default)]
+pub struct JsonSeen<'a> {
+    /// The packet's summary, on its first line that knows it.
+    pub summary: Option<&'a str>,
+    /// For a clone: the packet it was made from.
+    pub parent: Option<u32>,
+}
+
+/// Writes one event as a JSON line, keys in ipftrace2's order:
+/// `{"packet_id":"0x…","timestamp":N,"processor_id":N,"module":"…","function":"…","is_return":B}`.
+///
+/// Written straight to `out`, without building a string per event, in
+/// several small writes: give it a buffered writer. Not flushed here:
+/// ipftrace2 flushed after every line so that a pipe sees events as they
+/// happen; the caller should flush at least after each batch of events.
+///
+/// After ipftrace2's keys come ipft's: `"packet":N` (unique per run, where
+/// `packet_id` is the reusable skb pointer), `"drop_reason":"NAME"` when the
+/// kernel gave one, `"parent_packet":N` on a clone's first line (`--track`),
+/// `"summary":"UDP …"` on the packet's first line that
+/// knows it, and one `"field":"value"` per `--field` (strings, as
+/// ipftrace2's extension data).
+pub fn event(
+    out: &mut dyn Write,
+    r: &Record,
+    targets: &[Target],
+    extras: &Extras,
+    seen: JsonSeen,
+    snapshot: Option<&Event>,
+) -> io::Result<()> {
+    let (module, name) = names(targets, r.func);
+    write!(
+        out,
+        r#"{{"packet_id":"{:#x}","timestamp":{},"processor_id":{},"module":"#,
+        r.skb, r.tstamp, r.cpu
+    )?;
+    json_str(out, module)?;
+    out.write_all(br#","function":"#)?;
+    json_str(out, name)?;
+    write!(out, r#","is_return":{},"packet":{}"#, r.is_return, r.packet)?;
+    if let Some(reason) = extras.reason(r) {
+        out.write_all(br#","drop_reason":"#)?;
+        json_str(out, &reason)?;
+    }
+    if let Some(parent) = seen.parent {
+        write!(out, r#","parent_packet":{parent}"#)?;
+    }
+    if let Some(summary) = seen.summary {
+        out.write_all(br#","summary":"#)?;
+        json_str(out, summary)?;
+    }
+    if let Some(event) = snapshot {
+        for field in extras.fields {
+            write!(out, r#","{}":"#, field.name())?;
+            json_str(out, &fields::value(*field, event))?;
+        }
+    }
+    out.write_all(b"}\n")
+}
+
+/// Writes `s` as a quoted, escaped JSON string.
+pub(super) fn json_str(out: &mut dyn Write, s: &str) -> io::Result<()> {
+    serde_json::to_writer(out, s).map_err(io::Error::from)
+}

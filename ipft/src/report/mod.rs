@@ -1,0 +1,93 @@
+//! Report: what the user reads. The aggregate table ([`table`]), JSON lines
+//! ([`json`]), the `-l` list ([`list`]), the progress lines on stderr
+//! ([`progress`]), and where output goes ([`sink`]). [`collect`] takes each
+//! event from the trace stage and streams or stores it.
+//!
+//! The layouts are ipftrace2's printf layouts, byte for byte, because users'
+//! scripts parse them (columns split on whitespace, fixed widths); the
+//! formatting is written with `format!` specs that match C's: `%-20s` is
+//! `{:<20}`, `%24.24s` is `{:>24.24}`, `%03u` is `{:03}`. Rust's precision
+//! cuts on `char`s, so a non-ASCII name can't be split mid-character (C
+//! would cut bytes); kernel symbols are ASCII, where the two agree.
+pub mod collect;
+pub mod fields;
+pub mod json;
+pub mod list;
+pub mod progress;
+pub mod sink;
+pub mod table;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+use ipft_common::Event;
+
+use crate::{
+    cli::Field,
+    discover::Target,
+    trace::group::{Details, Record, NONE},
+};
+
+/// What rows show besides the function: drop reasons by name, packet
+/// summaries, and the `--field` values.
+#[derive(Clone, Copy, Default)]
+pub struct Extras<'a> {
+    /// `enum skb_drop_reason` value → name.
+    pub reasons: Option<&'a HashMap<u32, String>>,
+    /// `--field`, in the order given.
+    pub fields: &'a [Field],
+    pub details: Option<&'a Details>,
+}
+
+impl Extras<'_> {
+    fn reason(&self, r: &Record) -> Option<String> {
+        if r.drop_reason == NONE {
+            return None;
+        }
+        let name = self.reasons.and_then(|names| names.get(&r.drop_reason));
+        // Not drops: a packet freed after use passes these.
+        if name.is_some_and(|n| n == "CONSUMED" || n == "NOT_DROPPED_YET") {
+            return None;
+        }
+        Some(name.cloned().unwrap_or_else(|| r.drop_reason.to_string()))
+    }
+
+    fn snapshot(&self, r: &Record) -> Option<&Event> {
+        self.details?.snapshots.get(r.fields as usize)
+    }
+
+    /// ` (drop: REASON) ( len: 84 gso_size: 0 )` after a row; empty when
+    /// neither applies.
+    fn suffix(&self, r: &Record) -> String {
+        let mut out = String::new();
+        if let Some(reason) = self.reason(r) {
+            out.push_str(&format!(" (drop: {reason})"));
+        }
+        if let (false, Some(event)) = (self.fields.is_empty(), self.snapshot(r)) {
+            out.push_str(" (");
+            for field in self.fields {
+                out.push_str(&format!(
+                    " {}: {}",
+                    field.name(),
+                    fields::value(*field, event)
+                ));
+            }
+            out.push_str(" )");
+        }
+        out
+    }
+}
+
+/// Name and module shown for a record whose function index is out of range
+/// (a bug elsewhere, but output should not panic over it); ipftrace2 showed
+/// the same for symbols it couldn't resolve.
+pub(crate) const UNKNOWN: &str = "(unknown)";
+
+/// The (module, name) of the target a record points at.
+fn names(targets: &[Target], func: u32) -> (&str, &str) {
+    match targets.get(func as usize) {
+        Some(t) => (&t.module, &t.name),
+        None => (UNKNOWN, UNKNOWN),
+    }
+}

@@ -1,0 +1,454 @@
+//! Golden outputs. The files under `tests/golden/` were printed by a C
+//! program using ipftrace2's printf formats on the same data, so they
+//! check the layout against C's printf, not against this code.
+use std::{
+    collections::HashMap,
+    io::{self, Write},
+};
+
+use ipft_common::Event;
+
+use super::{
+    json::{self, JsonSeen},
+    list,
+    table::{aggregate, chunks, depths, time_and_cpu, FIRST_CHUNK_ROWS},
+    Extras,
+};
+use crate::{
+    cli::Field,
+    discover::{Target, TargetKind},
+    trace::group::{Details, Groups, Packets, Record, NONE},
+};
+
+fn target(name: &str, module: &str, addr: u64, skb_pos: u8) -> Target {
+    Target {
+        name: name.into(),
+        module: module.into(),
+        addr,
+        skb_pos,
+        reason_pos: None,
+        nargs: skb_pos + 1,
+        kind: TargetKind::Function,
+        btf_id: 0,
+    }
+}
+
+fn targets() -> Vec<Target> {
+    let mut tracepoint = target("netif_receive_skb", "vmlinux", 0, 0);
+    tracepoint.kind = TargetKind::Tracepoint;
+    vec![
+        target("ip_rcv", "vmlinux", 0xffffffff81c3a2b0, 0),
+        target(
+            "__netif_receive_skb_one_core",
+            "vmlinux",
+            0xffffffff81b0e130,
+            0,
+        ),
+        target(
+            "a_function_name_that_is_longer_than_32_chars",
+            "module_name_longer_than_24_chars",
+            0xffffffffc0a01234,
+            3,
+        ),
+        tracepoint,
+        target("veth_xmit", "veth", 0xffffffffc0b1c020, 0),
+        target("kfree_skbmem", "vmlinux", 0xffffffff81a00010, 0),
+        target(
+            "a_function_name_that_is_longer_than_32_chars_and_even_longer_than_64",
+            "vmlinux",
+            0xffffffff81000040,
+            11,
+        ),
+    ]
+}
+
+fn rec(skb: u64, tstamp: u64, func: u32, cpu: u16, is_return: bool) -> Record {
+    Record {
+        skb,
+        tstamp,
+        func,
+        packet: skb as u32,
+        drop_reason: NONE,
+        fields: NONE,
+        next: NONE,
+        cpu,
+        is_return,
+    }
+}
+
+/// Groups `records` (given in arrival order) as the aggregate output does.
+fn groups(records: &[Record]) -> Groups {
+    let mut packets = Packets::new();
+    for r in records {
+        packets.push(*r);
+    }
+    packets.into_groups().0
+}
+
+fn render(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
+    let mut out = Vec::new();
+    f(&mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+const A: u64 = 0xffff8dee8aea9700;
+const B: u64 = 0xffff8dee8aea1000;
+const C: u64 = 0xffff8dee00000100;
+
+#[test]
+fn row_numbers_match_printf() {
+    let mut random = crate::random::Random::new(7);
+    let mut cases = vec![
+        (0, 0),
+        (1, 7),
+        (u64::MAX, u32::MAX),
+        (12345678901234567890, 999),
+    ];
+    cases.extend((0..1000).map(|_| {
+        (
+            random.next() >> (random.next() % 64),
+            random.next() as u32 >> (random.next() % 32),
+        )
+    }));
+    for (tstamp, cpu) in cases {
+        let mut line = [0u8; 64];
+        let len = time_and_cpu(&mut line, tstamp, cpu);
+        assert_eq!(&line[..len], format!("{tstamp:<20} {cpu:03}").as_bytes());
+    }
+}
+
+#[test]
+fn aggregate_function() {
+    // Three packets arriving interleaved and out of order. B starts first,
+    // then A, then C; B has two events with the same timestamp (arrival
+    // order kept); C has a 20-digit timestamp and a 4-digit CPU (wider
+    // than %03u, as in C). Target 2 has a module and a name longer than
+    // their columns.
+    let records = [
+        rec(A, 25340022557487, 0, 0, false),
+        rec(B, 25340022550100, 3, 12, false),
+        rec(C, u64::MAX, 5, 1234, false),
+        rec(A, 25340022557999, 5, 0, false),
+        rec(B, 25340022550000, 2, 12, false),
+        rec(A, 25340022557400, 1, 0, false),
+        rec(B, 25340022550100, 4, 7, false),
+        rec(C, 99999999999999999, 0, 1, false),
+    ];
+    let text = render(|out| {
+        aggregate(
+            out,
+            &groups(&records),
+            &targets(),
+            false,
+            &Extras::default(),
+        )
+    });
+    assert_eq!(text, include_str!("../../tests/golden/aggregate.txt"));
+}
+
+#[test]
+fn aggregate_function_graph() {
+    // Packet D: a return without its entry first (depth stays 0), nested
+    // calls, a name too long for the 64-column field, and an entry left
+    // open at the end. Packet E: depth starts again at 0, and a surplus
+    // return floors at 0.
+    const D: u64 = 0xffff8dee8aea2000;
+    const E: u64 = 0xffff8dee8aea3000;
+    let records = [
+        rec(E, 3, 4, 1, false),
+        rec(D, 6, 2, 3, false),
+        rec(D, 1, 5, 3, true),
+        rec(D, 2, 1, 3, false),
+        rec(E, 5, 0, 1, true),
+        rec(D, 3, 0, 3, false),
+        rec(D, 4, 6, 3, false),
+        rec(D, 5, 6, 3, true),
+        rec(E, 4, 4, 1, true),
+        rec(D, 7, 2, 3, true),
+        rec(D, 8, 0, 3, true),
+        rec(D, 9, 1, 3, true),
+        rec(D, 10, 3, 3, false),
+    ];
+    let text =
+        render(|out| aggregate(out, &groups(&records), &targets(), true, &Extras::default()));
+    assert_eq!(text, include_str!("../../tests/golden/aggregate_graph.txt"));
+}
+
+#[test]
+fn aggregate_deep_graph_is_all_indent() {
+    // 40 nested entries: from depth 32 on, the 64 columns are all indent.
+    let records: Vec<Record> = (0..40).map(|t| rec(A, t, 0, 0, false)).collect();
+    let text = render(|out| aggregate(out, &[records][..], &targets(), true, &Extras::default()));
+    let last = text.lines().last().unwrap();
+    assert_eq!(last, format!("39{:18} 000 {:>24} {:64}", "", "vmlinux", ""));
+}
+
+#[test]
+fn aggregate_of_many_chunks_keeps_group_order() {
+    // 6,000 packets of 3 rows: the first chunk and a dozen more, formatted
+    // on several threads, must come out as if formatted one by one.
+    let groups: Vec<Vec<Record>> = (0..6000u64)
+        .map(|p| {
+            (0..3)
+                .map(|i| rec(p + 1, p * 10 + i, (p % 3) as u32, 1, false))
+                .collect()
+        })
+        .collect();
+    assert!(chunks(groups.as_slice()).len() > 2);
+    let whole = render(|out| {
+        aggregate(
+            out,
+            groups.as_slice(),
+            &targets(),
+            false,
+            &Extras::default(),
+        )
+    });
+    let header =
+        render(|out| aggregate::<[Vec<Record>]>(out, &[], &targets(), false, &Extras::default()));
+    let mut one_by_one = header.clone();
+    for group in &groups {
+        let alone = render(|out| {
+            aggregate(
+                out,
+                std::slice::from_ref(group),
+                &targets(),
+                false,
+                &Extras::default(),
+            )
+        });
+        one_by_one += &alone[header.len()..];
+    }
+    assert_eq!(whole, one_by_one);
+}
+
+#[test]
+fn chunks_hold_whole_groups() {
+    let groups: Vec<Vec<Record>> = (0..100u64)
+        .map(|p| vec![rec(p + 1, p, 0, 0, false); 100])
+        .collect();
+    let chunks = chunks(groups.as_slice());
+    // A small first chunk, so that output starts at once.
+    assert_eq!(chunks[0].len(), FIRST_CHUNK_ROWS.div_ceil(100));
+    assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 100);
+}
+
+#[test]
+fn aggregate_empty() {
+    let text =
+        render(|out| aggregate::<[Vec<Record>]>(out, &[], &targets(), false, &Extras::default()));
+    assert_eq!(
+        text,
+        "\nTimestamp            CPU                   Module                         Function\n"
+    );
+}
+
+#[test]
+fn aggregate_counts_chars() {
+    // C would cut these mid-character and pad by bytes; here cuts fall
+    // between chars and padding counts chars, so columns stay aligned.
+    // Row 1: 26 chars (29 bytes) for 24 columns, 35 chars (38 bytes) for
+    // 32. Row 2: 6 chars (7 bytes), padded with 18 spaces.
+    let targets = [
+        target(
+            "fünction_ñame_with_ümlauts_and_more",
+            "mödule_ñame_ümlauts_123456",
+            0,
+            0,
+        ),
+        target("ümlaut", "ümlaut", 0, 0),
+    ];
+    let records = vec![rec(A, 1, 0, 0, false), rec(A, 2, 1, 0, false)];
+    let text = render(|out| aggregate(out, &[records][..], &targets, false, &Extras::default()));
+    let rows: Vec<&str> = text.lines().skip(3).collect();
+    assert_eq!(
+        rows,
+        [
+            "1                    000 mödule_ñame_ümlauts_1234 fünction_ñame_with_ümlauts_and_m",
+            "2                    000                   ümlaut                           ümlaut",
+        ]
+    );
+}
+
+#[test]
+fn json_lines() {
+    let targets = targets();
+    let text = render(|out| {
+        let none = Extras::default();
+        json::event(
+            out,
+            &rec(A, 25340022557487, 0, 0, false),
+            &targets,
+            &none,
+            JsonSeen::default(),
+            None,
+        )?;
+        json::event(
+            out,
+            &rec(C, u64::MAX, 2, 1234, true),
+            &targets,
+            &none,
+            JsonSeen::default(),
+            None,
+        )?;
+        // An index past the target list must not panic.
+        json::event(
+            out,
+            &rec(1, 0, 99, 0, false),
+            &targets,
+            &none,
+            JsonSeen::default(),
+            None,
+        )
+    });
+    assert_eq!(
+        text,
+        concat!(
+            r#"{"packet_id":"0xffff8dee8aea9700","timestamp":25340022557487,"processor_id":0,"module":"vmlinux","function":"ip_rcv","is_return":false,"packet":2330629888}"#,
+            "\n",
+            r#"{"packet_id":"0xffff8dee00000100","timestamp":18446744073709551615,"processor_id":1234,"module":"module_name_longer_than_24_chars","function":"a_function_name_that_is_longer_than_32_chars","is_return":true,"packet":256}"#,
+            "\n",
+            r#"{"packet_id":"0x1","timestamp":0,"processor_id":0,"module":"(unknown)","function":"(unknown)","is_return":false,"packet":1}"#,
+            "\n",
+        )
+    );
+}
+
+#[test]
+fn json_escapes_strings() {
+    let targets = [target("a\"b\\c\nd\te\u{1}é", "m\"od", 0, 0)];
+    let text = render(|out| {
+        json::event(
+            out,
+            &rec(A, 1, 0, 2, false),
+            &targets,
+            &Extras::default(),
+            JsonSeen::default(),
+            None,
+        )
+    });
+    assert_eq!(
+        text,
+        concat!(
+            r#"{"packet_id":"0xffff8dee8aea9700","timestamp":1,"processor_id":2,"module":"m\"od","function":"a\"b\\c\nd\te\u0001é","is_return":false,"packet":2330629888}"#,
+            "\n"
+        )
+    );
+    // And it is valid JSON that reads back to the same strings.
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["function"], targets[0].name);
+    assert_eq!(v["module"], targets[0].module);
+}
+
+#[test]
+fn drop_reasons_summaries_and_fields() {
+    let mut snapshot = Event::zeroed();
+    snapshot.len = 84;
+    snapshot.gso_size = 0;
+    let mut details = Details::default();
+    details.summaries.insert(
+        A as u32,
+        "ICMP 127.0.0.1 -> 127.0.0.1 type 8 code 0 len 84 dev lo".into(),
+    );
+    details.snapshots.push(snapshot);
+    let reasons = HashMap::from([(6, "NETFILTER_DROP".to_string())]);
+    let fields = [Field::Len, Field::GsoSize];
+    let extras = Extras {
+        reasons: Some(&reasons),
+        fields: &fields,
+        details: Some(&details),
+    };
+    let mut dropped = rec(A, 2, 5, 1, false);
+    dropped.drop_reason = 6;
+    dropped.fields = 0;
+    let plain = rec(A, 1, 0, 1, false);
+    let text =
+        render(|out| aggregate(out, &[vec![plain, dropped]][..], &targets(), false, &extras));
+    assert_eq!(
+        text.lines().skip(2).collect::<Vec<_>>(),
+        [
+            "===",
+            "ICMP 127.0.0.1 -> 127.0.0.1 type 8 code 0 len 84 dev lo",
+            "1                    001                  vmlinux                           ip_rcv",
+            "2                    001                  vmlinux                     kfree_skbmem (drop: NETFILTER_DROP) ( len: 84 gso_size: 0 )",
+        ]
+    );
+    let json = render(|out| {
+        json::event(
+            out,
+            &dropped,
+            &targets(),
+            &extras,
+            JsonSeen {
+                summary: Some("ICMP x"),
+                parent: Some(1),
+            },
+            Some(&snapshot),
+        )
+    });
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["drop_reason"], "NETFILTER_DROP");
+    assert_eq!(v["summary"], "ICMP x");
+    assert_eq!(v["len"], "84");
+    assert_eq!(v["packet"], A as u32);
+    assert_eq!(v["parent_packet"], 1);
+    assert_eq!(v["parent_packet"], 1);
+}
+
+#[test]
+fn list_table() {
+    let text = render(|out| {
+        writeln!(out, "{}", list::header())?;
+        list::write(out, &targets(), false)
+    });
+    assert_eq!(text, include_str!("../../tests/golden/list.txt"));
+}
+
+#[test]
+fn list_json() {
+    let mut targets = targets();
+    targets.truncate(4);
+    targets[1].name = "quo\"te".into();
+    let text = render(|out| list::write(out, &targets, true));
+    assert_eq!(
+        text,
+        concat!(
+            r#"{"name":"ip_rcv","module":"vmlinux","address":"0xffffffff81c3a2b0","skb_position":0}"#,
+            "\n",
+            r#"{"name":"quo\"te","module":"vmlinux","address":"0xffffffff81b0e130","skb_position":0}"#,
+            "\n",
+            r#"{"name":"a_function_name_that_is_longer_than_32_chars","module":"module_name_longer_than_24_chars","address":"0xffffffffc0a01234","skb_position":3}"#,
+            "\n",
+            r#"{"name":"netif_receive_skb","module":"vmlinux","address":"0x0000000000000000","skb_position":0}"#,
+            "\n",
+        )
+    );
+}
+
+#[test]
+fn depth_nested() {
+    // a() { b() { c() { } } d() { } }
+    let group = [
+        rec(1, 1, 0, 0, false),
+        rec(1, 2, 1, 0, false),
+        rec(1, 3, 2, 0, false),
+        rec(1, 4, 2, 0, true),
+        rec(1, 5, 1, 0, true),
+        rec(1, 6, 3, 0, false),
+        rec(1, 7, 3, 0, true),
+        rec(1, 8, 0, 0, true),
+    ];
+    assert_eq!(depths(&group).collect::<Vec<_>>(), [0, 1, 2, 2, 1, 1, 1, 0]);
+}
+
+#[test]
+fn depth_floors_at_zero() {
+    // Tracing started inside two calls: their returns print at 0.
+    let group = [
+        rec(1, 1, 0, 0, true),
+        rec(1, 2, 1, 0, true),
+        rec(1, 3, 2, 0, false),
+        rec(1, 4, 2, 0, true),
+    ];
+    assert_eq!(depths(&group).collect::<Vec<_>>(), [0, 0, 0, 0]);
+}
