@@ -1,14 +1,20 @@
-//! kprobe-multi backend: one link attaches every function.
+//! kprobe-multi backend: one link per skb position attaches every function.
 //!
 //! Minimum kernel: 5.18 with `CONFIG_FPROBE` (kprobe-multi links, built on
-//! ftrace) and `CONFIG_BPF_EVENTS`. One program, `kprobe_multi_skb`, is
-//! loaded with the expected attach type `BPF_TRACE_KPROBE_MULTI` and
-//! attached to every function with one `BPF_LINK_CREATE`: a few system
-//! calls instead of one perf kprobe per function, and one RCU grace period
-//! to detach instead of one per function. Each function's attach cookie
-//! tells the program where the skb (and a drop reason) is; function
-//! identity is `bpf_get_func_ip`, the function's address. Module functions
-//! work; the skb must be one of the six register arguments, as for kprobes.
+//! ftrace) and `CONFIG_BPF_EVENTS`. The kprobe programs (`kprobe_skb_N`, and
+//! `kprobe_skb_N_reason_M` for the drop functions) are loaded with the
+//! expected attach type `BPF_TRACE_KPROBE_MULTI`, and each is attached to
+//! all the functions with its argument layout by one `BPF_LINK_CREATE`: a
+//! few system calls instead of one perf kprobe per function, and a few RCU
+//! grace periods to detach instead of one per function. Function identity
+//! is `bpf_get_func_ip`, the function's address. Module functions work;
+//! the skb must be one of the six register arguments, as for kprobes.
+//!
+//! Why a link per position rather than one link whose attach cookies say
+//! where the skb is: `bpf_get_attach_cookie` on a kprobe-multi link is a
+//! binary search over the link's addresses on every call, matching or not,
+//! and every call of every function pays it. A program per position reads
+//! its argument from a fixed register.
 //!
 //! One function the kernel refuses (e.g. `notrace`, so missing from ftrace's
 //! `available_filter_functions`) fails the whole link. Such functions are
@@ -17,13 +23,13 @@
 //! under `-v`.
 //!
 //! aya 0.14 cannot load a kprobe program with an expected attach type, so
-//! this backend loads it itself ([`super::programs`]).
+//! this backend loads them itself ([`super::programs`]).
 //!
 //! ```text
 //! sudo ipft -m 0x55555555 -b kprobe-multi
 //! ```
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     ffi::CString,
     io,
     ops::Range,
@@ -32,11 +38,10 @@ use std::{
 };
 
 use anyhow::{anyhow, Result};
-use ipft_common::kprobe_multi_cookie;
 
 use super::{
     functions::identities,
-    kprobe::register_argument,
+    kprobe::{program_name, register_argument},
     programs::{self, Loaded, Programs},
     Backend, Link, Report,
 };
@@ -44,9 +49,6 @@ use crate::{
     discover::{Target, TargetKind},
     sys::bpf::{self, AttachType, Insn, ProgType},
 };
-
-/// The one program this backend loads.
-const PROGRAM: &str = "kprobe_multi_skb";
 
 /// The kernel-internal "not supported" errno that bpf() can return.
 const ENOTSUPP: i32 = 524;
@@ -58,8 +60,6 @@ const FILTER_FUNCTIONS: &[&str] = &[
 ];
 
 pub struct KprobeMulti {
-    /// `kprobe_multi_skb`, loaded on first use.
-    prog: Option<OwnedFd>,
     /// ftrace's list of traceable functions, being read in the background:
     /// the kernel takes a while to write its 40,000 lines (0.2–0.4 s under
     /// emulation), and a full run needs it, because the functions with an
@@ -72,7 +72,6 @@ impl KprobeMulti {
     /// time the targets are known.
     pub fn new() -> Self {
         KprobeMulti {
-            prog: None,
             filter_functions: Some(thread::spawn(read_filter_functions)),
         }
     }
@@ -103,14 +102,8 @@ impl Backend for KprobeMulti {
         targets: Vec<Target>,
         report: &mut Report<'_>,
     ) -> Vec<Link> {
-        let mut list = self.filter_functions.take();
-        let mut traceable = || {
-            let text = list.take()?.join().ok()??;
-            let wanted = targets.iter().map(|t| t.name.as_str()).collect();
-            Some(Traceable::parse(&text, &wanted))
-        };
-        let attached = load_once(&mut self.prog, loaded)
-            .and_then(|prog| attach_functions(prog, &targets, &mut traceable));
+        let mut traceable = Lazy::new(self.filter_functions.take(), &targets);
+        let attached = attach_groups(loaded, &targets, &mut traceable);
         tell(targets, attached, report)
     }
 
@@ -119,30 +112,57 @@ impl Backend for KprobeMulti {
     }
 }
 
-/// The program, loaded into `slot` the first time it is needed.
-fn load_once<'s>(slot: &'s mut Option<OwnedFd>, loaded: &Loaded) -> Result<BorrowedFd<'s>> {
-    if slot.is_none() {
-        *slot = Some(load(loaded)?);
+/// Attaches each group of targets that share a program (the skb and drop
+/// reason at the same positions) with that program's link.
+fn attach_groups(loaded: &Loaded, targets: &[Target], traceable: &mut Lazy) -> Result<Attached> {
+    let groups = by_program(targets);
+    let programs = Programs::relocate(loaded, |name| groups.contains_key(name))?;
+    let mut all = Attached {
+        links: Vec::new(),
+        failed: HashMap::new(),
+    };
+    for (name, group) in groups {
+        // The link holds the program: its fd can close.
+        let attached = load(&programs, &name)
+            .and_then(|prog| attach_functions(prog.as_fd(), &group, traceable));
+        match attached {
+            Ok(attached) => {
+                all.links.extend(attached.links);
+                all.failed.extend(attached.failed);
+            }
+            Err(err) => {
+                let why = super::reason(&err);
+                all.failed
+                    .extend(group.iter().map(|t| (t.addr, why.clone())));
+            }
+        }
     }
-    Ok(slot.as_ref().expect("loaded above").as_fd())
+    Ok(all)
 }
 
-/// Where `kprobe_multi_skb` finds the skb (and drop reason) of `target`.
-fn cookie(target: &Target) -> u64 {
-    kprobe_multi_cookie(target.skb_pos, target.reason_pos)
+/// The targets by the name of the program that traces them.
+fn by_program(targets: &[Target]) -> BTreeMap<String, Vec<&Target>> {
+    let mut groups: BTreeMap<String, Vec<&Target>> = BTreeMap::new();
+    for target in targets {
+        groups
+            .entry(program_name("kprobe", target))
+            .or_default()
+            .push(target);
+    }
+    groups
 }
 
-/// Loads `kprobe_multi_skb` for kprobe-multi links.
-fn load(loaded: &Loaded) -> Result<OwnedFd> {
-    let programs = Programs::relocate(loaded, |name| name == PROGRAM)?;
+/// Loads kprobe program `name` for kprobe-multi links (an empty program
+/// instead under the test hook `empty-program`, for the benchmark's floor).
+fn load(programs: &Programs, name: &str) -> Result<OwnedFd> {
     let empty = [Insn::mov64_imm(0, 0), Insn::exit()];
     let program = bpf::Program {
         prog_type: ProgType::Kprobe,
         expected_attach_type: AttachType::TraceKprobeMulti,
-        name: PROGRAM,
+        name,
         insns: match crate::testhook::empty_program() {
             true => &empty,
-            false => programs.insns(PROGRAM)?,
+            false => programs.insns(name)?,
         },
         license: &programs.license,
         attach_btf_id: 0,
@@ -152,7 +172,7 @@ fn load(loaded: &Loaded) -> Result<OwnedFd> {
         anyhow::Error::new(err)
             .context(format!("verifier log: {log}"))
             .context(format!(
-                "the kernel refused the {PROGRAM} program (try -b kprobe)"
+                "the kernel refused the {name} program (try -b kprobe)"
             ))
     })
 }
@@ -164,23 +184,17 @@ struct Attached {
     failed: HashMap<u64, String>,
 }
 
-/// One function to attach: its address and its cookie.
-type Function = (u64, u64);
-
 /// Attaches `prog` to every function in `group` with as few links as
-/// possible. `traceable` is asked for ftrace's list only when a link fails.
+/// possible. `traceable` reads ftrace's list only when a link fails.
 fn attach_functions(
     prog: BorrowedFd<'_>,
-    group: &[Target],
-    traceable: &mut dyn FnMut() -> Option<Traceable>,
+    group: &[&Target],
+    traceable: &mut Lazy,
 ) -> Result<Attached> {
-    let mut funcs: Vec<Function> = group.iter().map(|t| (t.addr, cookie(t))).collect();
+    let mut funcs: Vec<u64> = group.iter().map(|t| t.addr).collect();
     funcs.sort_unstable();
-    funcs.dedup_by_key(|f| f.0);
-    let mut attach = |chunk: &[Function]| {
-        let (addrs, cookies): (Vec<u64>, Vec<u64>) = chunk.iter().copied().unzip();
-        bpf::link_create_kprobe_multi(prog, &addrs, &cookies)
-    };
+    funcs.dedup();
+    let mut attach = |chunk: &[u64]| bpf::link_create_kprobe_multi(prog, chunk, &[]);
     let err = match attach(&funcs) {
         Ok(link) => {
             return Ok(Attached {
@@ -196,13 +210,13 @@ fn attach_functions(
     // Some function is refused: drop those ftrace does not list, then find
     // any others by halving.
     let mut failed = HashMap::new();
-    if let Some(traceable) = traceable() {
+    if let Some(traceable) = traceable.get() {
         let untraceable: HashSet<u64> = group
             .iter()
             .filter(|t| !traceable.contains(t))
             .map(|t| t.addr)
             .collect();
-        funcs.retain(|(addr, _)| !untraceable.contains(addr));
+        funcs.retain(|addr| !untraceable.contains(addr));
         for addr in untraceable {
             failed.insert(
                 addr,
@@ -212,7 +226,7 @@ fn attach_functions(
     }
     let found = bisect(&funcs, &mut attach);
     for (range, err) in &found.failed {
-        for &(addr, _) in &funcs[range.clone()] {
+        for &addr in &funcs[range.clone()] {
             failed.insert(addr, link_error(err, range.len()));
         }
     }
@@ -325,6 +339,36 @@ fn tell(group: Vec<Target>, attached: Result<Attached>, report: &mut Report<'_>)
     match any {
         true => links,
         false => Vec::new(),
+    }
+}
+
+/// ftrace's list, read (in the background, from the start) and parsed only
+/// if a link fails, once for all groups.
+struct Lazy {
+    reading: Option<JoinHandle<Option<String>>>,
+    wanted: HashSet<String>,
+    parsed: Option<Option<Traceable>>,
+}
+
+impl Lazy {
+    fn new(reading: Option<JoinHandle<Option<String>>>, targets: &[Target]) -> Self {
+        Lazy {
+            reading,
+            wanted: targets.iter().map(|t| t.name.clone()).collect(),
+            parsed: None,
+        }
+    }
+
+    /// The list, or `None` when tracefs is not readable.
+    fn get(&mut self) -> Option<&Traceable> {
+        let (reading, wanted) = (&mut self.reading, &self.wanted);
+        self.parsed
+            .get_or_insert_with(|| {
+                let text = reading.take()?.join().ok()??;
+                let wanted = wanted.iter().map(String::as_str).collect();
+                Some(Traceable::parse(&text, &wanted))
+            })
+            .as_ref()
     }
 }
 
@@ -529,8 +573,7 @@ mod tests {
             target("ip_rcv", "vmlinux", 0x20),
             target("veth_xmit", "veth", 0x10),
         ];
-        let attached =
-            attach_functions(prog.as_fd(), &group, &mut || panic!("no list needed")).unwrap();
+        let attached = attach_functions(prog.as_fd(), &refs(&group), &mut no_list()).unwrap();
         assert_eq!(attached.links.len(), 1);
         assert!(attached.failed.is_empty());
         assert_eq!(*calls.borrow(), [vec![0x10, 0x20]]);
@@ -543,7 +586,7 @@ mod tests {
         let group: Vec<Target> = (1..=8)
             .map(|i| target(&format!("f{i}"), "vmlinux", i * 0x10))
             .collect();
-        let attached = attach_functions(prog.as_fd(), &group, &mut || None).unwrap();
+        let attached = attach_functions(prog.as_fd(), &refs(&group), &mut no_list()).unwrap();
         let mut failed: Vec<u64> = attached.failed.keys().copied().collect();
         failed.sort_unstable();
         assert_eq!(failed, [0x30, 0x50]);
@@ -560,8 +603,11 @@ mod tests {
             target("notraced", "vmlinux", 0x20),
         ];
         let wanted = HashSet::from(["good", "notraced"]);
-        let mut list = Some(Traceable::parse("good\nother [veth]\n", &wanted));
-        let attached = attach_functions(prog.as_fd(), &group, &mut || list.take()).unwrap();
+        let mut list = Lazy {
+            parsed: Some(Some(Traceable::parse("good\nother [veth]\n", &wanted))),
+            ..no_list()
+        };
+        let attached = attach_functions(prog.as_fd(), &refs(&group), &mut list).unwrap();
         assert!(attached.failed[&0x20].contains("available_filter_functions"));
         assert_eq!(attached.links.len(), 1);
         // The full set, then only the traceable function.
@@ -573,31 +619,43 @@ mod tests {
         fake::answer(|_, _| Err(errno(libc::EPERM)));
         let prog = File::open("/dev/null").unwrap();
         let group = [target("a", "vmlinux", 0x10), target("b", "vmlinux", 0x20)];
-        let err = attach_functions(prog.as_fd(), &group, &mut || None)
+        let err = attach_functions(prog.as_fd(), &refs(&group), &mut no_list())
             .err()
             .unwrap();
         assert!(err.to_string().contains("of 2 functions failed"), "{err}");
         assert_eq!(fake::calls().len(), 1);
     }
 
+    fn refs(targets: &[Target]) -> Vec<&Target> {
+        targets.iter().collect()
+    }
+
+    /// No ftrace list (tracefs unreadable).
+    fn no_list() -> Lazy {
+        Lazy::new(None, &[])
+    }
+
     #[test]
-    fn cookies_say_where_the_skb_and_the_drop_reason_are() {
+    fn one_program_per_argument_layout_and_no_cookies() {
         let cookies = Rc::new(RefCell::new(Vec::new()));
         let seen = Rc::clone(&cookies);
         fake::answer(move |_, attr| {
-            let (cnt, ptr) = (fake::u32_at(attr, 20) as usize, fake::u64_at(attr, 40));
-            // SAFETY: runs during the call, while the cookie array is alive.
-            *seen.borrow_mut() =
-                unsafe { std::slice::from_raw_parts(ptr as *const u64, cnt) }.to_vec();
+            seen.borrow_mut().push(fake::u64_at(attr, 40));
             Ok(())
         });
-        let prog = File::open("/dev/null").unwrap();
         let mut drop = target("sk_skb_reason_drop", "vmlinux", 0x10);
         (drop.skb_pos, drop.reason_pos) = (1, Some(2));
         let mut rcv = target("ip_rcv", "vmlinux", 0x20);
         rcv.skb_pos = 3;
-        attach_functions(prog.as_fd(), &[rcv, drop], &mut || None).unwrap();
-        assert_eq!(*cookies.borrow(), [0x301, 0x3]);
+        let mut xmit = target("dev_hard_start_xmit", "vmlinux", 0x30);
+        xmit.skb_pos = 3;
+        let targets = [rcv, drop, xmit];
+        let groups = by_program(&targets);
+        let names: Vec<(&str, usize)> = groups.iter().map(|(n, g)| (n.as_str(), g.len())).collect();
+        assert_eq!(names, [("kprobe_skb_1_reason_2", 1), ("kprobe_skb_3", 2)]);
+        let prog = File::open("/dev/null").unwrap();
+        attach_functions(prog.as_fd(), &groups["kprobe_skb_3"], &mut no_list()).unwrap();
+        assert_eq!(*cookies.borrow(), [0], "no cookie array");
     }
 
     #[test]
