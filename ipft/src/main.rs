@@ -28,7 +28,7 @@ use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser};
 
 use crate::{
-    attach::{choose, programs::Loaded},
+    attach::{choose, programs::Maps},
     cli::{BackendChoice, Generate, Options, Output},
     discover::{Filter, KernelBtf, Target, TargetKind},
     par::Background,
@@ -91,18 +91,18 @@ async fn run(opts: &Options) -> Result<ExitCode> {
     let config = select::config(opts, discover::offsets(&kernel.vmlinux)?);
     let (listing, pages, wakeup) = (opts.list, opts.perf_page_count, opts.perf_wakeup_events);
     let mut programs = Background::start(move || {
-        let loaded = Loaded::load(&config)?;
+        let maps = Maps::create(&config)?;
         timing::step(verbose, "eBPF maps created");
         let rings = match listing {
             true => Vec::new(),
-            false => stream::open_rings(&loaded, pages, wakeup)?,
+            false => stream::open_rings(&maps, pages, wakeup)?,
         };
-        Ok((loaded, rings))
+        Ok((maps, rings))
     });
 
     let mut fentry_probe = || {
-        let (loaded, _) = programs.get().map_err(|e| format!("{e}"))?;
-        choose::fentry_works(loaded, &kernel.vmlinux)
+        let (maps, _) = programs.get().map_err(|e| format!("{e}"))?;
+        choose::fentry_works(maps, &kernel.vmlinux)
     };
     let (choice, why) = choose::choose(
         opts.backend,
@@ -155,10 +155,10 @@ async fn run(opts: &Options) -> Result<ExitCode> {
             "ipft: cannot raise the open-file limit ({err}): some functions may fail to attach"
         );
     }
-    let (loaded, rings) = programs.take()?;
+    let (maps, rings) = programs.take()?;
     let prepared = session::Prepared {
         backend,
-        loaded,
+        maps,
         rings,
         targets,
         filtered: filtered.len(),

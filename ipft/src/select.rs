@@ -1,6 +1,6 @@
 //! Select: which packets the programs trace, from the options. Today the
 //! mark (`-m`, `--mask`), `--track` and function_graph; it gives the
-//! [`Config`] the programs are loaded with, the kernel's struct offsets
+//! [`Config`] the programs are maps with, the kernel's struct offsets
 //! included.
 use ipft_common::{Config, Offsets, CONFIG_GRAPH, CONFIG_TRACK};
 

@@ -6,7 +6,7 @@
 //! plus one for fexit with `-t function_graph` (the function tracer loads no
 //! fexit). ipft loads them itself ([`super::programs`]), from every CPU at
 //! once ([`super::kprobe::each_target`]), against the function's BTF id found once at
-//! discovery; module functions are loaded against the module's BTF object.
+//! discovery; module functions are maps against the module's BTF object.
 //! Functions with more than 12 arguments cannot be traced (6 before kernel
 //! 6.5 or so: the kernel answers ENOTSUPP).
 //!
@@ -25,7 +25,7 @@ use ipft_common::FTRACE_POSITIONS;
 use super::{
     functions::{each_target, fail_all, identities, Hooked},
     kprobe::program_name,
-    programs::{Loaded, Programs},
+    programs::{Maps, Programs},
     Backend, Link, Report,
 };
 use crate::{
@@ -60,20 +60,15 @@ impl Backend for Ftrace {
         }
     }
 
-    fn attach(
-        &mut self,
-        loaded: &Loaded,
-        targets: Vec<Target>,
-        report: &mut Report<'_>,
-    ) -> Vec<Link> {
-        match Loader::new(loaded, self.graph, &targets) {
+    fn attach(&mut self, maps: &Maps, targets: Vec<Target>, report: &mut Report<'_>) -> Vec<Link> {
+        match Loader::new(maps, self.graph, &targets) {
             Ok(loader) => each_target(targets, &|t| loader.attach(t), report),
             Err(err) => fail_all(targets, &err, report),
         }
     }
 
-    fn follow_clones(&self, loaded: &Loaded, cloners: &[Target]) -> Result<(Vec<Link>, usize)> {
-        attach_fexit(loaded, "fexit_clone", cloners)
+    fn follow_clones(&self, maps: &Maps, cloners: &[Target]) -> Result<(Vec<Link>, usize)> {
+        attach_fexit(maps, "fexit_clone", cloners)
     }
 }
 
@@ -87,8 +82,8 @@ struct Loader {
 
 impl Loader {
     /// The loader for the skb programs (fentry, and fexit for `graph`).
-    fn new(loaded: &Loaded, graph: bool, targets: &[Target]) -> Result<Self> {
-        let programs = Programs::relocate(loaded, |name| {
+    fn new(maps: &Maps, graph: bool, targets: &[Target]) -> Result<Self> {
+        let programs = Programs::relocate(maps, |name| {
             name.starts_with("fentry_skb_") || (graph && name.starts_with("fexit_skb_"))
         })?;
         Self::with_programs(programs, graph, targets)
@@ -165,8 +160,8 @@ impl Loader {
 
 /// Attaches fexit program `prog` (e.g. `fexit_clone`) to every target.
 /// Returns the links and how many targets failed.
-fn attach_fexit(loaded: &Loaded, prog: &str, targets: &[Target]) -> Result<(Vec<Link>, usize)> {
-    let programs = Programs::relocate(loaded, |name| name == prog)?;
+fn attach_fexit(maps: &Maps, prog: &str, targets: &[Target]) -> Result<(Vec<Link>, usize)> {
+    let programs = Programs::relocate(maps, |name| name == prog)?;
     let loader = Loader::with_programs(programs, false, targets)?;
     let mut links = Vec::new();
     for target in targets {
@@ -198,11 +193,11 @@ fn module_btf_objects(wanted: &HashSet<&str>) -> io::Result<HashMap<String, Owne
 
 /// Loads (without attaching) an fentry program on `consume_skb`, to learn
 /// whether this kernel allows fentry at all. Returns why not.
-pub fn probe(loaded: &Loaded, vmlinux: &btf_rs::Btf) -> Result<(), String> {
+pub fn probe(maps: &Maps, vmlinux: &btf_rs::Btf) -> Result<(), String> {
     const NAME: &str = "fentry_skb_0";
     let btf_id = function_id(vmlinux, "consume_skb")
         .ok_or("the kernel's BTF has no consume_skb to try fentry on")?;
-    let programs = Programs::relocate(loaded, |name| name == NAME).map_err(|e| format!("{e:#}"))?;
+    let programs = Programs::relocate(maps, |name| name == NAME).map_err(|e| format!("{e:#}"))?;
     let program = bpf::Program {
         prog_type: ProgType::Tracing,
         expected_attach_type: AttachType::TraceFentry,

@@ -5,7 +5,7 @@
 //! functions. The skb must be one of the six register-passed arguments
 //! (positions 0..=5 on x86_64).
 //!
-//! One program per argument layout is loaded once ([`super::programs`]); each
+//! One program per argument layout is maps once ([`super::programs`]); each
 //! function then costs one perf kprobe at its address, created from every
 //! CPU at once ([`super::kprobe::each_target`]). Most of that cost is the kernel's:
 //! each kprobe updates ftrace's call sites under one lock.
@@ -23,7 +23,7 @@ use ipft_common::KPROBE_POSITIONS;
 
 use super::{
     functions::{each_target, fail_all, identities, Hooked},
-    programs::{self, Loaded, Programs},
+    programs::{self, Maps, Programs},
     Backend, Link, Report,
 };
 use crate::{
@@ -71,13 +71,8 @@ impl Backend for Kprobe {
         register_argument(target)
     }
 
-    fn attach(
-        &mut self,
-        loaded: &Loaded,
-        targets: Vec<Target>,
-        report: &mut Report<'_>,
-    ) -> Vec<Link> {
-        match Probes::new(loaded, &targets) {
+    fn attach(&mut self, maps: &Maps, targets: Vec<Target>, report: &mut Report<'_>) -> Vec<Link> {
+        match Probes::new(maps, &targets) {
             Ok(probes) => each_target(targets, &|t| probes.attach(t), report),
             Err(err) => fail_all(targets, &err, report),
         }
@@ -85,17 +80,16 @@ impl Backend for Kprobe {
 
     /// The kprobe programs note a cloning call's entry (in `CLONING`) when
     /// its function is in `CLONERS`; a kretprobe reports the copy.
-    fn follow_clones(&self, loaded: &Loaded, cloners: &[Target]) -> Result<(Vec<Link>, usize)> {
+    fn follow_clones(&self, maps: &Maps, cloners: &[Target]) -> Result<(Vec<Link>, usize)> {
         for id in cloners.iter().flat_map(identities) {
-            loaded
-                .update("CLONERS", &id.to_ne_bytes(), &[1])
+            maps.update("CLONERS", &id.to_ne_bytes(), &[1])
                 .context("cannot fill the CLONERS map")?;
         }
-        attach_returns(loaded, "kretprobe_clone", cloners)
+        attach_returns(maps, "kretprobe_clone", cloners)
     }
 }
 
-/// The loaded programs, by name, and the kprobe PMU.
+/// The maps programs, by name, and the kprobe PMU.
 struct Probes {
     programs: HashMap<String, Result<OwnedFd, String>>,
     pmu_type: u32,
@@ -103,18 +97,18 @@ struct Probes {
 
 impl Probes {
     /// Loads each program `targets` need, once.
-    fn new(loaded: &Loaded, targets: &[Target]) -> Result<Self> {
+    fn new(maps: &Maps, targets: &[Target]) -> Result<Self> {
         let pmu_type = perf::kprobe_pmu_type()
             .context("this kernel has no kprobe PMU (CONFIG_KPROBES is off): try -b tracepoint")?;
         let mut names: Vec<String> = targets.iter().map(|t| program_name("kprobe", t)).collect();
         names.sort_unstable();
         names.dedup();
-        let relocated = Programs::relocate(loaded, |name| names.iter().any(|n| n == name))?;
+        let relocated = Programs::relocate(maps, |name| names.iter().any(|n| n == name))?;
         let programs = names
             .into_iter()
             .map(|name| {
-                let loaded = load(&relocated, &name);
-                (name, loaded)
+                let maps = load(&relocated, &name);
+                (name, maps)
             })
             .collect();
         Ok(Probes { programs, pmu_type })
@@ -125,7 +119,7 @@ impl Probes {
         let prog = match self.programs.get(&name) {
             Some(Ok(prog)) => prog,
             Some(Err(why)) => return Err(anyhow!("{why}")),
-            None => return Err(anyhow!("{name} was not loaded")),
+            None => return Err(anyhow!("{name} was not maps")),
         };
         let link = perf::kprobe_open(self.pmu_type, Probe::Entry, target.addr, prog.as_fd())
             .context("kprobe attach failed")?;
@@ -135,9 +129,9 @@ impl Probes {
 
 /// Attaches kprobe program `prog` (e.g. `kretprobe_clone`) to the return
 /// of every target. Returns the links and how many targets failed.
-fn attach_returns(loaded: &Loaded, prog: &str, targets: &[Target]) -> Result<(Vec<Link>, usize)> {
+fn attach_returns(maps: &Maps, prog: &str, targets: &[Target]) -> Result<(Vec<Link>, usize)> {
     let pmu_type = perf::kprobe_pmu_type().context("this kernel has no kprobe PMU")?;
-    let programs = Programs::relocate(loaded, |name| name == prog)?;
+    let programs = Programs::relocate(maps, |name| name == prog)?;
     let fd = load(&programs, prog).map_err(|why| anyhow!("{why}"))?;
     let links: Vec<Link> = targets
         .iter()

@@ -2,7 +2,7 @@
 //!
 //! Minimum kernel: 5.18 with `CONFIG_FPROBE` (kprobe-multi links, built on
 //! ftrace) and `CONFIG_BPF_EVENTS`. The kprobe programs (`kprobe_skb_N`, and
-//! `kprobe_skb_N_reason_M` for the drop functions) are loaded with the
+//! `kprobe_skb_N_reason_M` for the drop functions) are maps with the
 //! expected attach type `BPF_TRACE_KPROBE_MULTI`, and each is attached to
 //! all the functions with its argument layout by one `BPF_LINK_CREATE`: a
 //! few system calls instead of one perf kprobe per function, and a few RCU
@@ -42,7 +42,7 @@ use anyhow::{anyhow, Result};
 use super::{
     functions::identities,
     kprobe::{program_name, register_argument},
-    programs::{self, Loaded, Programs},
+    programs::{self, Maps, Programs},
     Backend, Link, Report,
 };
 use crate::{
@@ -96,27 +96,22 @@ impl Backend for KprobeMulti {
         register_argument(target)
     }
 
-    fn attach(
-        &mut self,
-        loaded: &Loaded,
-        targets: Vec<Target>,
-        report: &mut Report<'_>,
-    ) -> Vec<Link> {
+    fn attach(&mut self, maps: &Maps, targets: Vec<Target>, report: &mut Report<'_>) -> Vec<Link> {
         let mut traceable = Lazy::new(self.filter_functions.take(), &targets);
-        let attached = attach_groups(loaded, &targets, &mut traceable);
+        let attached = attach_groups(maps, &targets, &mut traceable);
         tell(targets, attached, report)
     }
 
-    fn follow_clones(&self, loaded: &Loaded, cloners: &[Target]) -> Result<(Vec<Link>, usize)> {
-        super::kprobe::Kprobe.follow_clones(loaded, cloners)
+    fn follow_clones(&self, maps: &Maps, cloners: &[Target]) -> Result<(Vec<Link>, usize)> {
+        super::kprobe::Kprobe.follow_clones(maps, cloners)
     }
 }
 
 /// Attaches each group of targets that share a program (the skb and drop
 /// reason at the same positions) with that program's link.
-fn attach_groups(loaded: &Loaded, targets: &[Target], traceable: &mut Lazy) -> Result<Attached> {
+fn attach_groups(maps: &Maps, targets: &[Target], traceable: &mut Lazy) -> Result<Attached> {
     let groups = by_program(targets);
-    let programs = Programs::relocate(loaded, |name| groups.contains_key(name))?;
+    let programs = Programs::relocate(maps, |name| groups.contains_key(name))?;
     let mut all = Attached {
         links: Vec::new(),
         failed: HashMap::new(),

@@ -1,7 +1,7 @@
 //! Attach: hooks ipft's programs to the discovered targets through one
 //! [`Backend`], counts what happened, and stops early when asked to.
 //!
-//! Takes the targets, the created maps ([`programs::Loaded`]) and a
+//! Takes the targets, the created maps ([`programs::Maps`]) and a
 //! [`Watch`] for progress; gives [`Attached`]: the links (dropping them, or
 //! [`detach`], detaches), the targets that attached and the index from an
 //! event's function identity to its target. A backend is one file here
@@ -21,7 +21,7 @@ use std::{any::Any, collections::HashMap, io};
 use anyhow::Result;
 
 use crate::discover::{Target, TargetKind};
-use programs::Loaded;
+use programs::Maps;
 
 /// Keeps programs attached; dropping it detaches.
 pub type Link = Box<dyn Any + Send>;
@@ -44,15 +44,10 @@ pub trait Backend: Send {
     fn check(&self, target: &Target) -> Result<(), &'static str>;
     /// Attaches every target, telling `report` about each. Returns the
     /// links of the targets reported as attached.
-    fn attach(
-        &mut self,
-        loaded: &Loaded,
-        targets: Vec<Target>,
-        report: &mut Report<'_>,
-    ) -> Vec<Link>;
+    fn attach(&mut self, maps: &Maps, targets: Vec<Target>, report: &mut Report<'_>) -> Vec<Link>;
     /// `--track`: hooks the returns of `cloners` (skb_clone, …), so that
     /// their copies are followed. Returns the links and how many failed.
-    fn follow_clones(&self, loaded: &Loaded, cloners: &[Target]) -> Result<(Vec<Link>, usize)>;
+    fn follow_clones(&self, maps: &Maps, cloners: &[Target]) -> Result<(Vec<Link>, usize)>;
 }
 
 /// The numbers of ipftrace2's `Attaching program (...)` line.
@@ -89,7 +84,7 @@ pub struct Attached {
 /// `filtered` ones as such. `cancelled` is asked after each target.
 pub fn attach_all(
     backend: &mut dyn Backend,
-    loaded: &Loaded,
+    maps: &Maps,
     targets: Vec<Target>,
     filtered: usize,
     cancelled: &dyn Fn() -> bool,
@@ -110,7 +105,7 @@ pub fn attach_all(
     };
     watch.counts(&out.counts);
     let pause = crate::testhook::attach_pause();
-    let links = backend.attach(loaded, targets, &mut |target, outcome| {
+    let links = backend.attach(maps, targets, &mut |target, outcome| {
         out.take(target, outcome, watch);
         if let Some(pause) = pause {
             std::thread::sleep(pause);
@@ -216,12 +211,7 @@ mod tests {
         fn check(&self, _: &Target) -> Result<(), &'static str> {
             Ok(())
         }
-        fn attach(
-            &mut self,
-            _: &Loaded,
-            targets: Vec<Target>,
-            report: &mut Report<'_>,
-        ) -> Vec<Link> {
+        fn attach(&mut self, _: &Maps, targets: Vec<Target>, report: &mut Report<'_>) -> Vec<Link> {
             let mut links: Vec<Link> = Vec::new();
             for (target, outcome) in targets.into_iter().zip(self.0.drain(..)) {
                 let ok = outcome.is_ok();
@@ -234,7 +224,7 @@ mod tests {
             }
             links
         }
-        fn follow_clones(&self, _: &Loaded, _: &[Target]) -> Result<(Vec<Link>, usize)> {
+        fn follow_clones(&self, _: &Maps, _: &[Target]) -> Result<(Vec<Link>, usize)> {
             Ok((Vec::new(), 0))
         }
     }
@@ -255,7 +245,7 @@ mod tests {
         let targets = (0..outcomes.len())
             .map(|i| candidate(&format!("f{i}"), "vmlinux").target)
             .collect();
-        let loaded = Loaded::empty();
+        let maps = Maps::empty();
         let asked = std::cell::Cell::new(0);
         let cancelled = || {
             asked.set(asked.get() + 1);
@@ -263,7 +253,7 @@ mod tests {
         };
         attach_all(
             &mut Fake(outcomes),
-            &loaded,
+            &maps,
             targets,
             2,
             &cancelled,

@@ -1,4 +1,4 @@
-//! ipft's embedded eBPF object: its maps created once, its programs loaded
+//! ipft's embedded eBPF object: its maps created once, its programs maps
 //! by the backends themselves.
 //!
 //! aya's loader parses the whole vmlinux BTF whenever it is created (a
@@ -6,7 +6,7 @@
 //! /proc/kallsyms) though ipft's programs need no CO-RE, and aya 0.14 loads
 //! each program once, one at a time, and cannot load a kprobe with an
 //! expected attach type or a tracing program against a module's BTF. So
-//! ipft creates the maps with aya's map types ([`Loaded::load`]), points
+//! ipft creates the maps with aya's map types ([`Maps::create`]), points
 //! each program's map references at them and links its calls
 //! ([`Programs::relocate`]), and loads the instructions through
 //! [`crate::sys::bpf`] — as often, and from as many threads, as a backend
@@ -30,7 +30,7 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("IPFT_EBPF_OBJECT")
 
 /// The object's maps, created: programs are relocated against them, and
 /// userspace reads them (events, losses, `--track`).
-pub struct Loaded {
+pub struct Maps {
     maps: HashMap<String, Map>,
     /// What the object says about each map, for relocating programs.
     defs: HashMap<String, aya_obj::Map>,
@@ -38,16 +38,16 @@ pub struct Loaded {
     fds: HashMap<String, RawFd>,
 }
 
-impl Loaded {
+impl Maps {
     /// Creates the object's maps, with `config` as the read-only global
     /// `CONFIG` (the verifier sees it as constants: the map is frozen).
-    pub fn load(config: &Config) -> Result<Self> {
+    pub fn create(config: &Config) -> Result<Self> {
         let mut object = parse()?;
         let globals = HashMap::from([("CONFIG", (bytes_of(config), true))]);
         object
             .patch_map_data(globals)
             .context("cannot set the filter in ipft's eBPF object")?;
-        let mut loaded = Loaded {
+        let mut maps = Maps {
             maps: HashMap::new(),
             defs: HashMap::new(),
             fds: HashMap::new(),
@@ -58,15 +58,13 @@ impl Loaded {
             }
             let data = create_map(&name, &def)
                 .with_context(|| format!("cannot create the eBPF map {name}"))?;
-            loaded
-                .fds
-                .insert(name.clone(), data.fd().as_fd().as_raw_fd());
+            maps.fds.insert(name.clone(), data.fd().as_fd().as_raw_fd());
             let map = Map::from_map_data(data)
                 .with_context(|| format!("the eBPF map {name} has a type aya does not know"))?;
-            loaded.maps.insert(name.clone(), map);
-            loaded.defs.insert(name, def);
+            maps.maps.insert(name.clone(), map);
+            maps.defs.insert(name, def);
         }
-        Ok(loaded)
+        Ok(maps)
     }
 
     pub fn map(&self, name: &str) -> Option<&Map> {
@@ -85,10 +83,10 @@ impl Loaded {
         Ok(bpf::map_update_elem(fd, key, value)?)
     }
 
-    /// No maps at all: for tests of what only passes a `Loaded` along.
+    /// No maps at all: for tests of what only passes a `Maps` along.
     #[cfg(test)]
     pub fn empty() -> Self {
-        Loaded {
+        Maps {
             maps: HashMap::new(),
             defs: HashMap::new(),
             fds: HashMap::new(),
@@ -142,16 +140,16 @@ pub struct Programs {
 
 impl Programs {
     /// Relocates the programs whose names `wanted` accepts against the maps
-    /// of `loaded` (which must stay alive while they are loaded).
-    pub fn relocate(loaded: &Loaded, wanted: impl Fn(&str) -> bool) -> Result<Self> {
+    /// of `maps` (which must stay alive while they are maps).
+    pub fn relocate(maps: &Maps, wanted: impl Fn(&str) -> bool) -> Result<Self> {
         let mut object = parse()?;
         // Linking programs nobody loads is wasted start-up.
         object.programs.retain(|name, _| wanted(name));
         object.maps.clear();
-        let with_fds = loaded
+        let with_fds = maps
             .defs
             .iter()
-            .map(|(name, def)| (name.as_str(), loaded.fds[name], def));
+            .map(|(name, def)| (name.as_str(), maps.fds[name], def));
         // As aya does: every section holding a function counts as text.
         let text_sections: HashSet<usize> = object.functions.keys().map(|(s, _)| *s).collect();
         object

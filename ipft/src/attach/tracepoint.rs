@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Result};
 use ipft_common::{tracepoint_id, TP_KFREE_SKB_ID, TP_POSITIONS, TP_SLOTS};
 
 use super::{
-    programs::{self, Loaded, Programs},
+    programs::{self, Maps, Programs},
     Backend, Link, Report,
 };
 use crate::{
@@ -51,13 +51,8 @@ impl Backend for Tracepoint {
     }
 
     /// One after the other: there are only about 30, each a quick load.
-    fn attach(
-        &mut self,
-        loaded: &Loaded,
-        targets: Vec<Target>,
-        report: &mut Report<'_>,
-    ) -> Vec<Link> {
-        let programs = match Programs::relocate(loaded, |n| n.starts_with("tp_")) {
+    fn attach(&mut self, maps: &Maps, targets: Vec<Target>, report: &mut Report<'_>) -> Vec<Link> {
+        let programs = match Programs::relocate(maps, |n| n.starts_with("tp_")) {
             Ok(programs) => programs,
             Err(err) => return super::functions::fail_all(targets, &err, report),
         };
@@ -80,7 +75,7 @@ impl Backend for Tracepoint {
         links
     }
 
-    fn follow_clones(&self, _: &Loaded, _: &[Target]) -> Result<(Vec<Link>, usize)> {
+    fn follow_clones(&self, _: &Maps, _: &[Target]) -> Result<(Vec<Link>, usize)> {
         // No return hook: clones are followed only while they keep the
         // mark, which a clone copies.
         Ok((Vec::new(), 0))

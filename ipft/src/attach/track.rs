@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 use aya::maps::PerCpuArray;
 
-use super::{programs::Loaded, Backend, Link};
+use super::{programs::Maps, Backend, Link};
 use crate::discover::{roles::Role, Target};
 
 /// Functions that return a clone or copy of the skb in their first argument.
@@ -23,7 +23,7 @@ const CLONING: &[&str] = &[
 /// and how many could not be hooked.
 pub fn follow_clones(
     backend: &dyn Backend,
-    loaded: &Loaded,
+    maps: &Maps,
     targets: &[Target],
 ) -> Result<(Vec<Link>, usize)> {
     let cloners: Vec<Target> = targets
@@ -31,15 +31,14 @@ pub fn follow_clones(
         .filter(|t| t.module == "vmlinux" && CLONING.contains(&t.name.as_str()))
         .cloned()
         .collect();
-    backend.follow_clones(loaded, &cloners)
+    backend.follow_clones(maps, &cloners)
 }
 
 /// Puts the identity of every freeing target in the `FREES` map.
-pub fn mark_frees(loaded: &Loaded, index: &HashMap<u64, u32>, roles: &[Role]) -> Result<()> {
+pub fn mark_frees(maps: &Maps, index: &HashMap<u64, u32>, roles: &[Role]) -> Result<()> {
     for (&id, &target) in index {
         if roles.get(target as usize) == Some(&Role::Frees) {
-            loaded
-                .update("FREES", &id.to_ne_bytes(), &[1])
+            maps.update("FREES", &id.to_ne_bytes(), &[1])
                 .context("cannot fill the FREES map")?;
         }
     }
@@ -47,8 +46,8 @@ pub fn mark_frees(loaded: &Loaded, index: &HashMap<u64, u32>, roles: &[Role]) ->
 }
 
 /// How many skbs could not be tracked because the map was full.
-pub fn full_count(loaded: &Loaded) -> u64 {
-    let Some(map) = loaded.map("TRACK_FULL") else {
+pub fn full_count(maps: &Maps) -> u64 {
+    let Some(map) = maps.map("TRACK_FULL") else {
         return 0;
     };
     let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else {

@@ -55,8 +55,8 @@ pub struct Target {
     pub reason_pos: Option<u8>,
     pub kind: TargetKind,
     /// The function's BTF id in its object (vmlinux, or the module's split
-    /// BTF), which fentry programs are loaded against; for a tracepoint,
-    /// its `btf_trace_<name>` type, which tp_btf programs are loaded against.
+    /// BTF), which fentry programs are maps against; for a tracepoint,
+    /// its `btf_trace_<name>` type, which tp_btf programs are maps against.
     pub btf_id: u32,
 }
 

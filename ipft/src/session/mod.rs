@@ -21,7 +21,7 @@ pub use command::check as check_command;
 pub use signals::Signals;
 
 use crate::{
-    attach::{self, detach, programs::Loaded, track, Attached, Backend},
+    attach::{self, detach, programs::Maps, track, Attached, Backend},
     cli::{Options, Output},
     discover::{roles, Target},
     report::{
@@ -41,7 +41,7 @@ use crate::{
 /// created maps and perf rings, the targets, and the drop reasons' names.
 pub struct Prepared {
     pub backend: Box<dyn Backend>,
-    pub loaded: Loaded,
+    pub maps: Maps,
     pub rings: Vec<PerfRing>,
     pub targets: Vec<Target>,
     /// Targets `-r`/`--module-regex` left out.
@@ -52,7 +52,7 @@ pub struct Prepared {
 pub async fn trace(opts: &Options, prepared: Prepared, mut signals: Signals) -> Result<ExitCode> {
     let Prepared {
         backend,
-        loaded,
+        maps,
         rings,
         targets,
         filtered,
@@ -67,7 +67,7 @@ pub async fn trace(opts: &Options, prepared: Prepared, mut signals: Signals) -> 
     let mut progress = Progress::new(opts.output == Output::Aggregate);
 
     let Some((backend, ebpf, attached)) =
-        attach_cancellable(opts, backend, loaded, targets, filtered, &mut signals).await?
+        attach_cancellable(opts, backend, maps, targets, filtered, &mut signals).await?
     else {
         eprintln!("Interrupted while attaching: nothing was traced");
         return Ok(ExitCode::from(130));
@@ -172,11 +172,11 @@ pub async fn trace(opts: &Options, prepared: Prepared, mut signals: Signals) -> 
 async fn attach_cancellable(
     opts: &Options,
     backend: Box<dyn Backend>,
-    loaded: Loaded,
+    maps: Maps,
     targets: Vec<Target>,
     filtered: usize,
     signals: &mut Signals,
-) -> Result<Option<(Box<dyn Backend>, Loaded, Attached)>> {
+) -> Result<Option<(Box<dyn Backend>, Maps, Attached)>> {
     let cancel = Arc::new(AtomicBool::new(false));
     let worker_cancel = Arc::clone(&cancel);
     let verbose = opts.verbose;
@@ -189,16 +189,16 @@ async fn attach_cancellable(
         let cancelled = || worker_cancel.load(Ordering::Relaxed);
         let attached = attach::attach_all(
             backend.as_mut(),
-            &loaded,
+            &maps,
             targets,
             filtered,
             &cancelled,
             &mut watch,
         );
         watch.progress.attached(&attached.counts);
-        (backend, loaded, attached)
+        (backend, maps, attached)
     });
-    let (backend, loaded, attached) = tokio::select! {
+    let (backend, maps, attached) = tokio::select! {
         done = &mut worker => done?,
         () = signals.recv() => {
             cancel.store(true, Ordering::Relaxed);
@@ -214,7 +214,7 @@ async fn attach_cancellable(
             attached.first_error.as_deref().unwrap_or("unknown reason")
         );
     }
-    Ok(Some((backend, loaded, attached)))
+    Ok(Some((backend, maps, attached)))
 }
 
 fn what_kind(attached: &Attached) -> &'static str {

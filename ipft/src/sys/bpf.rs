@@ -189,7 +189,7 @@ struct KprobeMultiAttr {
     cookies: u64,
 }
 
-/// `BPF_LINK_CREATE` with `BPF_TRACE_KPROBE_MULTI`: attaches `prog` (loaded
+/// `BPF_LINK_CREATE` with `BPF_TRACE_KPROBE_MULTI`: attaches `prog` (maps
 /// with [`AttachType::TraceKprobeMulti`]) to the function at every address
 /// in `addrs` (from `/proc/kallsyms`) at once. `cookies`, if not empty, has one value per function, which the
 /// program reads with `bpf_get_attach_cookie`. One function the kernel
@@ -297,7 +297,7 @@ struct RawTracepointOpenAttr {
 }
 
 /// `BPF_RAW_TRACEPOINT_OPEN` without a name: attaches a tracing program
-/// (fentry, fexit, tp_btf) to the function or tracepoint it was loaded for. Closing the returned
+/// (fentry, fexit, tp_btf) to the function or tracepoint it was maps for. Closing the returned
 /// link fd detaches. (Kernel 5.5; `BPF_LINK_CREATE` does the same from 5.11.)
 pub fn raw_tracepoint_open(prog: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let mut attr = RawTracepointOpenAttr {

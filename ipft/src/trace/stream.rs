@@ -12,7 +12,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use aya::{maps::Map, util::online_cpus};
 
-use crate::attach::programs::Loaded;
+use crate::attach::programs::Maps;
 use ipft_common::{Event, EVENT_SIZE};
 use tokio::io::{unix::AsyncFd, Interest};
 
@@ -77,7 +77,7 @@ fn page_size() -> usize {
 /// while start-up waits for other work, before anything is attached: the
 /// first events then have somewhere to go.
 pub fn open_rings(
-    ebpf: &Loaded,
+    ebpf: &Maps,
     page_count: Option<usize>,
     wakeup_events: u32,
 ) -> Result<Vec<PerfRing>> {
@@ -177,7 +177,7 @@ async fn any_ready(rings: &mut [AsyncFd<PerfRing>]) {
 /// they counted them. Read at the end: the kernel's own lost-records reach
 /// userspace only when a later event fits, so they miss a loss at the end of
 /// a burst.
-pub fn lost_in_kernel(ebpf: &Loaded) -> u64 {
+pub fn lost_in_kernel(ebpf: &Maps) -> u64 {
     let Some(map) = ebpf.map("LOST") else {
         return 0;
     };
