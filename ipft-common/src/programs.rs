@@ -81,6 +81,36 @@ pub struct Program {
     pub reason_pos: Option<u8>,
 }
 
+/// `BPF_OBJ_NAME_LEN` less its NUL: the kernel keeps this many bytes of a
+/// program's name (what `bpftool prog` and program info show).
+pub const KERNEL_NAME_LEN: usize = 15;
+
+impl Program {
+    /// The name as the kernel keeps it: cut to [`KERNEL_NAME_LEN`] bytes
+    /// (`kprobe_skb_0_reason_1` is loaded as `kprobe_skb_0_re`). No two
+    /// programs share one (a test checks).
+    pub const fn kernel_name(&self) -> &'static str {
+        kernel_name(self.name)
+    }
+}
+
+/// `name` cut to [`KERNEL_NAME_LEN`] bytes (all names are ASCII).
+const fn kernel_name(name: &'static str) -> &'static str {
+    if name.len() <= KERNEL_NAME_LEN {
+        return name;
+    }
+    match core::str::from_utf8(name.as_bytes().split_at(KERNEL_NAME_LEN).0) {
+        Ok(cut) => cut,
+        Err(_) => panic!("program names are ASCII"),
+    }
+}
+
+/// The catalog entry the kernel lists as `kernel_name` (a loaded program's
+/// name, as [`Program::kernel_name`] gives it).
+pub fn find_loaded(kernel_name: &str) -> Option<&'static Program> {
+    CATALOG.iter().find(|p| p.kernel_name() == kernel_name)
+}
+
 /// kprobe-multi's program: one program, and one link, for every function.
 pub const KPROBE_MULTI: &str = "kprobe_multi_skb";
 /// `--track` with kprobes: attached to the return of cloning functions.
@@ -314,6 +344,29 @@ mod tests {
                 p.name
             );
         }
+    }
+
+    #[test]
+    fn kernel_names_are_unique_and_cut_at_15_bytes() {
+        for (i, p) in CATALOG.iter().enumerate() {
+            assert!(p.name.is_ascii());
+            assert!(p.name.starts_with(p.kernel_name()));
+            assert_eq!(p.kernel_name().len(), p.name.len().min(KERNEL_NAME_LEN));
+            assert!(
+                CATALOG[i + 1..]
+                    .iter()
+                    .all(|q| q.kernel_name() != p.kernel_name()),
+                "{} and another program look the same to the kernel",
+                p.name
+            );
+            assert_eq!(find_loaded(p.kernel_name()), Some(p));
+        }
+        assert_eq!(find(KPROBE_MULTI).unwrap().kernel_name(), "kprobe_multi_sk");
+        assert_eq!(
+            find_loaded("kprobe_skb_0_re").unwrap().name,
+            "kprobe_skb_0_reason_1"
+        );
+        assert_eq!(find_loaded("kprobe_skb_0_reason_1"), None);
     }
 
     #[test]
