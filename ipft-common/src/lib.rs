@@ -5,6 +5,8 @@
 //! change together.
 #![no_std]
 
+pub mod programs;
+
 /// One record per traced function call (or return) of a matching packet,
 /// written by the eBPF programs to the `EVENTS` perf event array.
 ///

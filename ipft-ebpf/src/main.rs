@@ -9,7 +9,9 @@
 //! the position must be a compile-time constant for the verifier:
 //! `kprobe_skb_N`, `fentry_skb_N`, `fexit_skb_N`, and `tp_p{N}_s{slot}`.
 //! The exception is `kprobe_multi_skb`, which learns the position from its
-//! attach cookie.
+//! attach cookie. The list of programs, their names and positions, is
+//! ipft-common's `programs::CATALOG`: build.rs turns each entry into an
+//! invocation of one of the macros below.
 #![no_std]
 #![no_main]
 
@@ -28,8 +30,6 @@ use ipft_common::{
     tracepoint_id, Call, Cloning, Config, Event, Offsets, CONFIG_GRAPH, CONFIG_TRACK, ENTERED_MAX,
     EVENT_CLONE, EVENT_DROP_REASON, EVENT_RETURN, TP_KFREE_SKB_ID, TRACKED_MAX,
 };
-
-const _: () = assert!(ipft_common::TP_POSITIONS == 5 && ipft_common::TP_SLOTS == 32);
 
 /// Set by userspace before loading; read-only, so the verifier sees constants.
 #[unsafe(no_mangle)]
@@ -271,38 +271,17 @@ fn cloned<C: EbpfContext>(ctx: &C, parent: u64, child: u64, func: u64) {
     send(ctx, &event);
 }
 
-/// `--track` with kprobes: the return of skb_clone, skb_copy, … whose entry
-/// saw a traced skb.
-#[kretprobe]
-pub fn kretprobe_clone(ctx: RetProbeContext) -> u32 {
-    let key = bpf_get_current_pid_tgid();
-    if let Some(cloning) = unsafe { CLONING.get(&key) } {
-        let cloning = *cloning;
-        let _ = CLONING.remove(&key);
-        cloned(&ctx, cloning.parent, ctx.ret::<u64>(), cloning.func);
-    }
-    0
-}
-
-/// `--track` with ftrace: the return of skb_clone, skb_copy, … (the skb is
-/// their first argument).
-#[fexit]
-pub fn fexit_clone(ctx: FExitContext) -> i32 {
-    let parent = ctx.arg::<u64>(0);
-    if wanted(parent) {
-        if let Ok(child) = ctx.ret::<u64>() {
-            cloned(&ctx, parent, child, func_ip(&ctx));
-        }
-    }
-    0
-}
-
 #[inline(always)]
 fn func_ip<C: EbpfContext>(ctx: &C) -> u64 {
     unsafe { bpf_get_func_ip(ctx.as_ptr()) }
 }
 
-macro_rules! kprobe_pos {
+// The programs. One macro per shape of program; build.rs invokes them once
+// per entry of `ipft_common::programs::CATALOG` (the file included at the
+// end), with the entry's name and argument positions.
+
+/// kprobe with the skb at argument `$pos`.
+macro_rules! kprobe_skb {
     ($name:ident, $pos:expr) => {
         #[kprobe]
         pub fn $name(ctx: ProbeContext) -> u32 {
@@ -315,7 +294,7 @@ macro_rules! kprobe_pos {
 }
 
 /// kprobe for functions that also take an `enum skb_drop_reason`.
-macro_rules! kprobe_reason {
+macro_rules! kprobe_skb_reason {
     ($name:ident, $pos:expr, $reason:expr) => {
         #[kprobe]
         pub fn $name(ctx: ProbeContext) -> u32 {
@@ -333,34 +312,23 @@ macro_rules! kprobe_reason {
     };
 }
 
-macro_rules! ftrace_pos {
-    ($entry:ident, $exit:ident, $pos:expr) => {
-        #[fentry]
-        pub fn $entry(ctx: FEntryContext) -> i32 {
-            trace(&ctx, ctx.arg::<u64>($pos), || func_ip(&ctx), 0, 0);
-            0
-        }
-        #[fexit]
-        pub fn $exit(ctx: FExitContext) -> i32 {
-            returned(&ctx, ctx.arg::<u64>($pos));
-            0
-        }
-    };
-}
-
 /// The kprobe-multi program: one program, and one link, for every function.
 /// A program cannot ask where the skb is, so each function's attach cookie
 /// says it (see `ipft_common::kprobe_multi_cookie`).
-#[kprobe]
-pub fn kprobe_multi_skb(ctx: ProbeContext) -> u32 {
-    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-    let skb = kprobe_arg(&ctx, cookie & 0xff);
-    let (flags, reason) = match (cookie >> 8) & 0xff {
-        0 => (0, 0),
-        pos => (EVENT_DROP_REASON, kprobe_arg(&ctx, pos - 1) as u32),
+macro_rules! kprobe_multi {
+    ($name:ident) => {
+        #[kprobe]
+        pub fn $name(ctx: ProbeContext) -> u32 {
+            let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+            let skb = kprobe_arg(&ctx, cookie & 0xff);
+            let (flags, reason) = match (cookie >> 8) & 0xff {
+                0 => (0, 0),
+                pos => (EVENT_DROP_REASON, kprobe_arg(&ctx, pos - 1) as u32),
+            };
+            trace(&ctx, skb, || func_ip(&ctx), flags, reason);
+            0
+        }
     };
-    trace(&ctx, skb, || func_ip(&ctx), flags, reason);
-    0
 }
 
 /// Register argument `n` of a kprobe (x86_64: rdi, rsi, rdx, rcx, r8, r9).
@@ -392,8 +360,36 @@ fn kprobe_arg(ctx: &ProbeContext, n: u64) -> u64 {
     }
 }
 
+/// `--track` with kprobes: the return of skb_clone, skb_copy, … whose entry
+/// saw a traced skb.
+macro_rules! kretprobe_clone {
+    ($name:ident) => {
+        #[kretprobe]
+        pub fn $name(ctx: RetProbeContext) -> u32 {
+            let key = bpf_get_current_pid_tgid();
+            if let Some(cloning) = unsafe { CLONING.get(&key) } {
+                let cloning = *cloning;
+                let _ = CLONING.remove(&key);
+                cloned(&ctx, cloning.parent, ctx.ret::<u64>(), cloning.func);
+            }
+            0
+        }
+    };
+}
+
+/// fentry with the skb at argument `$pos`.
+macro_rules! fentry_skb {
+    ($name:ident, $pos:expr) => {
+        #[fentry]
+        pub fn $name(ctx: FEntryContext) -> i32 {
+            trace(&ctx, ctx.arg::<u64>($pos), || func_ip(&ctx), 0, 0);
+            0
+        }
+    };
+}
+
 /// fentry for functions that also take an `enum skb_drop_reason`.
-macro_rules! fentry_reason {
+macro_rules! fentry_skb_reason {
     ($name:ident, $pos:expr, $reason:expr) => {
         #[fentry]
         pub fn $name(ctx: FEntryContext) -> i32 {
@@ -405,6 +401,34 @@ macro_rules! fentry_reason {
                 EVENT_DROP_REASON,
                 reason,
             );
+            0
+        }
+    };
+}
+
+/// function_graph: fexit with the skb at argument `$pos`.
+macro_rules! fexit_skb {
+    ($name:ident, $pos:expr) => {
+        #[fexit]
+        pub fn $name(ctx: FExitContext) -> i32 {
+            returned(&ctx, ctx.arg::<u64>($pos));
+            0
+        }
+    };
+}
+
+/// `--track` with ftrace: the return of skb_clone, skb_copy, … (the skb is
+/// argument `$pos`).
+macro_rules! fexit_clone {
+    ($name:ident, $pos:expr) => {
+        #[fexit]
+        pub fn $name(ctx: FExitContext) -> i32 {
+            let parent = ctx.arg::<u64>($pos);
+            if wanted(parent) {
+                if let Ok(child) = ctx.ret::<u64>() {
+                    cloned(&ctx, parent, child, func_ip(&ctx));
+                }
+            }
             0
         }
     };
@@ -431,47 +455,24 @@ macro_rules! tp_slot {
 
 /// The `kfree_skb` tracepoint with its drop reason:
 /// `TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...)`.
-#[btf_tracepoint]
-pub fn tp_kfree_skb(ctx: BtfTracePointContext) -> i32 {
-    let reason = ctx.arg::<u64>(2) as u32;
-    trace(
-        &ctx,
-        ctx.arg::<u64>(0),
-        || TP_KFREE_SKB_ID,
-        EVENT_DROP_REASON,
-        reason,
-    );
-    0
+macro_rules! tp_kfree_skb {
+    ($name:ident, $pos:expr, $reason:expr) => {
+        #[btf_tracepoint]
+        pub fn $name(ctx: BtfTracePointContext) -> i32 {
+            let reason = ctx.arg::<u64>($reason) as u32;
+            trace(
+                &ctx,
+                ctx.arg::<u64>($pos),
+                || TP_KFREE_SKB_ID,
+                EVENT_DROP_REASON,
+                reason,
+            );
+            0
+        }
+    };
 }
 
-kprobe_pos!(kprobe_skb_0, 0);
-kprobe_pos!(kprobe_skb_1, 1);
-kprobe_pos!(kprobe_skb_2, 2);
-kprobe_pos!(kprobe_skb_3, 3);
-kprobe_pos!(kprobe_skb_4, 4);
-kprobe_pos!(kprobe_skb_5, 5);
-
-ftrace_pos!(fentry_skb_0, fexit_skb_0, 0);
-ftrace_pos!(fentry_skb_1, fexit_skb_1, 1);
-ftrace_pos!(fentry_skb_2, fexit_skb_2, 2);
-ftrace_pos!(fentry_skb_3, fexit_skb_3, 3);
-ftrace_pos!(fentry_skb_4, fexit_skb_4, 4);
-ftrace_pos!(fentry_skb_5, fexit_skb_5, 5);
-ftrace_pos!(fentry_skb_6, fexit_skb_6, 6);
-ftrace_pos!(fentry_skb_7, fexit_skb_7, 7);
-ftrace_pos!(fentry_skb_8, fexit_skb_8, 8);
-ftrace_pos!(fentry_skb_9, fexit_skb_9, 9);
-ftrace_pos!(fentry_skb_10, fexit_skb_10, 10);
-ftrace_pos!(fentry_skb_11, fexit_skb_11, 11);
-
-// kfree_skb_reason(skb, reason) (5.17–6.9) and
-// sk_skb_reason_drop(sk, skb, reason) (6.10+).
-kprobe_reason!(kprobe_skb_0_reason_1, 0, 1);
-kprobe_reason!(kprobe_skb_1_reason_2, 1, 2);
-fentry_reason!(fentry_skb_0_reason_1, 0, 1);
-fentry_reason!(fentry_skb_1_reason_2, 1, 2);
-
-include!(concat!(env!("OUT_DIR"), "/tp_slots.rs"));
+include!(concat!(env!("OUT_DIR"), "/programs.rs"));
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -353,7 +353,15 @@ pub(crate) fn base_image(ipft: &Path) -> Result<image::Image> {
     img.copy(&scripts.join("scenarios.sh"), "/vm/scenarios.sh", 0o644)?;
     // busybox-static normally; a dynamic busybox brings its libraries.
     img.program(&which("busybox")?, "/bin/busybox")?;
-    img.program(ipft, "/usr/bin/ipft")
+    // ipft alone, with no library beside it: the guest then checks the
+    // binary as it ships.
+    if let Some(loader) = build::elf_interpreter(ipft)? {
+        bail!(
+            "{} is dynamically linked (loader {loader}); the guest takes only a static ipft, as `cargo xtask build` makes",
+            ipft.display()
+        );
+    }
+    img.copy(ipft, "/usr/bin/ipft", 0o755)
         .context("adding ipft to the guest image")?;
     Ok(img)
 }

@@ -1,0 +1,92 @@
+//! Checks the built eBPF object against the program catalog: every catalog
+//! entry is a program of the object, in the section of its family, and the
+//! object has no program the catalog lacks. Userspace loads programs by the
+//! catalog's names, so a mismatch would otherwise show only when a backend
+//! fails to find its program at run time.
+//!
+//! The object is `$IPFT_EBPF_OBJECT` (`cargo xtask test` sets it), else the
+//! one `cargo xtask build` leaves in ipft-ebpf/target/. A missing object
+//! fails the test: it cannot be checked, and skipping would hide that.
+use std::{
+    collections::BTreeSet,
+    env, fs,
+    path::{Path, PathBuf},
+};
+
+use aya_obj::{Object, ProgramSection};
+use ipft_common::programs::{Family, CATALOG};
+
+fn object_path() -> PathBuf {
+    match env::var_os("IPFT_EBPF_OBJECT") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../ipft-ebpf/target/bpfel-unknown-none/release/ipft-ebpf"),
+    }
+}
+
+fn object() -> Object {
+    let path = object_path();
+    let data = fs::read(&path).unwrap_or_else(|err| {
+        panic!(
+            "cannot read the eBPF object {} ({err}): build it with `cargo xtask build`",
+            path.display()
+        )
+    });
+    Object::parse(&data)
+        .unwrap_or_else(|err| panic!("cannot parse the eBPF object {}: {err}", path.display()))
+}
+
+/// Whether aya parsed `section` into the program type `family` needs.
+fn section_fits(family: Family, section: &ProgramSection) -> bool {
+    match family {
+        // kprobe-multi links take a plain kprobe program.
+        Family::Kprobe | Family::KprobeMulti => matches!(section, ProgramSection::KProbe),
+        Family::Kretprobe => matches!(section, ProgramSection::KRetProbe),
+        Family::Fentry => matches!(section, ProgramSection::FEntry { sleepable: false }),
+        Family::Fexit => matches!(section, ProgramSection::FExit { sleepable: false }),
+        Family::TpBtf => matches!(section, ProgramSection::BtfTracePoint),
+    }
+}
+
+#[test]
+fn every_catalog_program_is_in_the_object_with_its_family() {
+    let object = object();
+    let mut wrong = Vec::new();
+    for p in CATALOG {
+        match object.programs.get(p.name) {
+            None => wrong.push(format!("{} is missing", p.name)),
+            Some(prog) if !section_fits(p.family, &prog.section) => wrong.push(format!(
+                "{} is a {:?} program, not {:?} (section {})",
+                p.name,
+                prog.section,
+                p.family,
+                p.family.section()
+            )),
+            Some(_) => {}
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the eBPF object {} does not match the catalog (rebuild it with `cargo xtask build`):\n{}",
+        object_path().display(),
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_object_has_no_program_the_catalog_lacks() {
+    let object = object();
+    let listed: BTreeSet<&str> = CATALOG.iter().map(|p| p.name).collect();
+    let extra: Vec<&str> = object
+        .programs
+        .keys()
+        .map(String::as_str)
+        .filter(|name| !listed.contains(name))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "programs of {} missing from ipft_common::programs::CATALOG: {extra:?}",
+        object_path().display()
+    );
+    assert_eq!(object.programs.len(), CATALOG.len());
+}
