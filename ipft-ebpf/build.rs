@@ -26,7 +26,6 @@ fn invocation(p: &Program) -> String {
         (Family::Kprobe, Role::Call, Some(skb), Some(reason)) => {
             format!("kprobe_skb_reason!({name}, {skb}, {reason});")
         }
-        (Family::KprobeMulti, Role::Call, None, None) => format!("kprobe_multi!({name});"),
         (Family::Kretprobe, Role::Clone, None, None) => format!("kretprobe_clone!({name});"),
         (Family::Fentry, Role::Call, Some(skb), None) => format!("fentry_skb!({name}, {skb});"),
         (Family::Fentry, Role::Call, Some(skb), Some(reason)) => {

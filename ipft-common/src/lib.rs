@@ -174,17 +174,6 @@ pub const fn tracepoint_id(pos: usize, slot: usize) -> u64 {
     (pos * TP_SLOTS + slot) as u64
 }
 
-/// The attach cookie of a function traced by `kprobe_multi_skb`: the skb's
-/// argument position in the low byte, and the drop reason's position plus
-/// one in the next (0: no drop reason).
-pub const fn kprobe_multi_cookie(skb_pos: u8, reason_pos: Option<u8>) -> u64 {
-    let reason = match reason_pos {
-        Some(pos) if (pos as usize) < KPROBE_POSITIONS => pos as u64 + 1,
-        _ => 0,
-    };
-    skb_pos as u64 | reason << 8
-}
-
 /// Function identity reported by `tp_kfree_skb`, the `kfree_skb` tracepoint
 /// program that also reads the drop reason.
 pub const TP_KFREE_SKB_ID: u64 = (TP_POSITIONS * TP_SLOTS) as u64;

@@ -17,11 +17,9 @@ use crate::{FTRACE_POSITIONS, KPROBE_POSITIONS, TP_POSITIONS, TP_SLOTS};
 /// ELF section its code is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
-    /// A kprobe on one function (perf kprobe event).
+    /// A kprobe: on one function (a perf kprobe event), or on many with a
+    /// kprobe-multi link (loaded with `BPF_TRACE_KPROBE_MULTI`).
     Kprobe,
-    /// A kprobe program attached to many functions by one kprobe-multi link
-    /// (`BPF_TRACE_KPROBE_MULTI`); in the object it is a plain kprobe.
-    KprobeMulti,
     /// A kretprobe: runs as a function returns.
     Kretprobe,
     /// fentry (`BPF_TRACE_FENTRY`), loaded against one function's BTF.
@@ -37,7 +35,7 @@ impl Family {
     /// part of the section name aya parses the program type from).
     pub const fn section(self) -> &'static str {
         match self {
-            Family::Kprobe | Family::KprobeMulti => "kprobe",
+            Family::Kprobe => "kprobe",
             Family::Kretprobe => "kretprobe",
             Family::Fentry => "fentry",
             Family::Fexit => "fexit",
@@ -72,8 +70,7 @@ pub struct Program {
     pub family: Family,
     pub role: Role,
     /// The argument position of the `struct sk_buff *`, when fixed in the
-    /// program. `None`: kprobe-multi reads it from the attach cookie (see
-    /// [`crate::kprobe_multi_cookie`]), the kretprobe from the map its
+    /// program. `None` for the kretprobe, which takes it from the map its
     /// entry probe filled.
     pub skb_pos: Option<u8>,
     /// The argument position of the `enum skb_drop_reason`, for the
@@ -111,8 +108,6 @@ pub fn find_loaded(kernel_name: &str) -> Option<&'static Program> {
     CATALOG.iter().find(|p| p.kernel_name() == kernel_name)
 }
 
-/// kprobe-multi's program: one program, and one link, for every function.
-pub const KPROBE_MULTI: &str = "kprobe_multi_skb";
 /// `--track` with kprobes: attached to the return of cloning functions.
 pub const KRETPROBE_CLONE: &str = "kretprobe_clone";
 /// `--track` with ftrace: attached to the return of cloning functions.
@@ -161,7 +156,7 @@ pub const COUNT: usize = KPROBE_POSITIONS
     + 2 * FTRACE_POSITIONS
     + TP_POSITIONS * TP_SLOTS
     + 2 * REASON_POSITIONS.len()
-    + 4;
+    + 3;
 
 /// Every program of ipft's eBPF object, and nothing else.
 pub const CATALOG: &[Program] = &catalog();
@@ -224,13 +219,6 @@ const fn catalog() -> [Program; COUNT] {
     // TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason reason, …)
     out[n] = call(TP_KFREE_SKB, Family::TpBtf, 0, Some(2));
     out[n + 1] = Program {
-        name: KPROBE_MULTI,
-        family: Family::KprobeMulti,
-        role: Role::Call,
-        skb_pos: None,
-        reason_pos: None,
-    };
-    out[n + 2] = Program {
         name: KRETPROBE_CLONE,
         family: Family::Kretprobe,
         role: Role::Clone,
@@ -238,14 +226,14 @@ const fn catalog() -> [Program; COUNT] {
         reason_pos: None,
     };
     // skb_clone, skb_copy, … take the skb first.
-    out[n + 3] = Program {
+    out[n + 2] = Program {
         name: FEXIT_CLONE,
         family: Family::Fexit,
         role: Role::Clone,
         skb_pos: Some(0),
         reason_pos: None,
     };
-    n += 4;
+    n += 3;
     assert!(n == COUNT, "COUNT does not match the programs listed");
     out
 }
@@ -361,7 +349,10 @@ mod tests {
             );
             assert_eq!(find_loaded(p.kernel_name()), Some(p));
         }
-        assert_eq!(find(KPROBE_MULTI).unwrap().kernel_name(), "kprobe_multi_sk");
+        assert_eq!(
+            find(KRETPROBE_CLONE).unwrap().kernel_name(),
+            "kretprobe_clone"
+        );
         assert_eq!(
             find_loaded("kprobe_skb_0_re").unwrap().name,
             "kprobe_skb_0_reason_1"
@@ -425,7 +416,6 @@ mod tests {
                 (Family::Fexit, Role::Return, Some(s), None) => format!("fexit_skb_{s}"),
                 (Family::TpBtf, Role::Slot(slot), Some(s), None) => format!("tp_p{s}_s{slot}"),
                 (Family::TpBtf, Role::Call, Some(0), Some(2)) => TP_KFREE_SKB.into(),
-                (Family::KprobeMulti, Role::Call, None, None) => KPROBE_MULTI.into(),
                 (Family::Kretprobe, Role::Clone, None, None) => KRETPROBE_CLONE.into(),
                 (Family::Fexit, Role::Clone, Some(0), None) => FEXIT_CLONE.into(),
                 _ => panic!("unexpected entry {p:?}"),
@@ -440,7 +430,7 @@ mod tests {
     fn positions_stay_within_the_families_limits() {
         for p in CATALOG {
             let limit = match p.family {
-                Family::Kprobe | Family::KprobeMulti | Family::Kretprobe => KPROBE_POSITIONS,
+                Family::Kprobe | Family::Kretprobe => KPROBE_POSITIONS,
                 Family::Fentry | Family::Fexit => FTRACE_POSITIONS,
                 Family::TpBtf => TP_POSITIONS,
             };

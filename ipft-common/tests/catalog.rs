@@ -40,7 +40,7 @@ fn object() -> Object {
 fn section_fits(family: Family, section: &ProgramSection) -> bool {
     match family {
         // kprobe-multi links take a plain kprobe program.
-        Family::Kprobe | Family::KprobeMulti => matches!(section, ProgramSection::KProbe),
+        Family::Kprobe => matches!(section, ProgramSection::KProbe),
         Family::Kretprobe => matches!(section, ProgramSection::KRetProbe),
         Family::Fentry => matches!(section, ProgramSection::FEntry { sleepable: false }),
         Family::Fexit => matches!(section, ProgramSection::FExit { sleepable: false }),

@@ -7,10 +7,9 @@
 //!
 //! Programs come in families, one program per skb argument position, because
 //! the position must be a compile-time constant for the verifier:
-//! `kprobe_skb_N`, `fentry_skb_N`, `fexit_skb_N`, and `tp_p{N}_s{slot}`.
-//! The exception is `kprobe_multi_skb`, which learns the position from its
-//! attach cookie. The list of programs, their names and positions, is
-//! ipft-common's `programs::CATALOG`: build.rs turns each entry into an
+//! `kprobe_skb_N` (for kprobes and kprobe-multi links), `fentry_skb_N`,
+//! `fexit_skb_N`, and `tp_p{N}_s{slot}`. The list of programs, their names
+//! and positions, is ipft-common's `programs::CATALOG`: build.rs turns each entry into an
 //! invocation of one of the macros below.
 #![no_std]
 #![no_main]
@@ -18,8 +17,8 @@
 use aya_ebpf::{
     bindings::BPF_F_CURRENT_CPU,
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_func_ip, bpf_get_smp_processor_id,
-        bpf_ktime_get_ns, bpf_perf_event_output, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_get_current_pid_tgid, bpf_get_func_ip, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_perf_event_output, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
     maps::{HashMap, PerCpuArray, PerfEventArray},
@@ -310,54 +309,6 @@ macro_rules! kprobe_skb_reason {
             0
         }
     };
-}
-
-/// The kprobe-multi program: one program, and one link, for every function.
-/// A program cannot ask where the skb is, so each function's attach cookie
-/// says it (see `ipft_common::kprobe_multi_cookie`).
-macro_rules! kprobe_multi {
-    ($name:ident) => {
-        #[kprobe]
-        pub fn $name(ctx: ProbeContext) -> u32 {
-            let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
-            let skb = kprobe_arg(&ctx, cookie & 0xff);
-            let (flags, reason) = match (cookie >> 8) & 0xff {
-                0 => (0, 0),
-                pos => (EVENT_DROP_REASON, kprobe_arg(&ctx, pos - 1) as u32),
-            };
-            trace(&ctx, skb, || func_ip(&ctx), flags, reason);
-            0
-        }
-    };
-}
-
-/// Register argument `n` of a kprobe (x86_64: rdi, rsi, rdx, rcx, r8, r9).
-/// All six are read, then one is picked: the verifier wants each context
-/// read at a constant offset, and volatile reads keep the compiler from
-/// merging them into one read at a computed offset.
-#[inline(always)]
-fn kprobe_arg(ctx: &ProbeContext, n: u64) -> u64 {
-    let regs = ctx.regs;
-    let read = |reg: *const u64| unsafe { core::ptr::read_volatile(reg) };
-    let args = unsafe {
-        [
-            read(core::ptr::addr_of!((*regs).rdi)),
-            read(core::ptr::addr_of!((*regs).rsi)),
-            read(core::ptr::addr_of!((*regs).rdx)),
-            read(core::ptr::addr_of!((*regs).rcx)),
-            read(core::ptr::addr_of!((*regs).r8)),
-            read(core::ptr::addr_of!((*regs).r9)),
-        ]
-    };
-    match n {
-        0 => args[0],
-        1 => args[1],
-        2 => args[2],
-        3 => args[3],
-        4 => args[4],
-        5 => args[5],
-        _ => 0,
-    }
 }
 
 /// `--track` with kprobes: the return of skb_clone, skb_copy, … whose entry

@@ -20,11 +20,13 @@ use std::{
 };
 
 use anyhow::{anyhow, Context, Result};
-use ipft_common::FTRACE_POSITIONS;
+use ipft_common::{
+    programs::{self as catalog, Family, Role},
+    FTRACE_POSITIONS,
+};
 
 use super::{
     functions::{each_target, fail_all, identities, Hooked},
-    kprobe::program_name,
     programs::{Maps, Programs},
     Backend, Link, Report,
 };
@@ -68,7 +70,7 @@ impl Backend for Ftrace {
     }
 
     fn follow_clones(&self, maps: &Maps, cloners: &[Target]) -> Result<(Vec<Link>, usize)> {
-        attach_fexit(maps, "fexit_clone", cloners)
+        attach_fexit(maps, catalog::FEXIT_CLONE, cloners)
     }
 }
 
@@ -84,7 +86,10 @@ impl Loader {
     /// The loader for the skb programs (fentry, and fexit for `graph`).
     fn new(maps: &Maps, graph: bool, targets: &[Target]) -> Result<Self> {
         let programs = Programs::relocate(maps, |name| {
-            name.starts_with("fentry_skb_") || (graph && name.starts_with("fexit_skb_"))
+            catalog::find(name).is_some_and(|p| {
+                (p.role == Role::Call && p.family == Family::Fentry)
+                    || (graph && p.role == Role::Return)
+            })
         })?;
         Self::with_programs(programs, graph, targets)
     }
@@ -109,11 +114,13 @@ impl Loader {
 
     /// Loads and attaches fentry (and fexit) on `target`.
     fn attach(&self, target: &Target) -> Result<Hooked> {
-        let entry = program_name("fentry", target);
-        let mut links = vec![self.attach_one(&entry, AttachType::TraceFentry, target)?];
+        let pos = target.skb_pos;
+        let no_program = || anyhow!("no fentry program reads an skb at argument {pos}");
+        let entry = catalog::fentry(pos, target.reason_pos).ok_or_else(no_program)?;
+        let mut links = vec![self.attach_one(entry, AttachType::TraceFentry, target)?];
         if self.graph {
-            let exit = format!("fexit_skb_{}", target.skb_pos);
-            links.push(self.attach_one(&exit, AttachType::TraceFexit, target)?);
+            let exit = catalog::fexit(pos).ok_or_else(no_program)?;
+            links.push(self.attach_one(exit, AttachType::TraceFexit, target)?);
         }
         Ok((links, identities(target)))
     }
@@ -194,7 +201,10 @@ fn module_btf_objects(wanted: &HashSet<&str>) -> io::Result<HashMap<String, Owne
 /// Loads (without attaching) an fentry program on `consume_skb`, to learn
 /// whether this kernel allows fentry at all. Returns why not.
 pub fn probe(maps: &Maps, vmlinux: &btf_rs::Btf) -> Result<(), String> {
-    const NAME: &str = "fentry_skb_0";
+    const NAME: &str = match catalog::fentry(0, None) {
+        Some(name) => name,
+        None => panic!("the catalog has an fentry program for the first argument"),
+    };
     let btf_id = function_id(vmlinux, "consume_skb")
         .ok_or("the kernel's BTF has no consume_skb to try fentry on")?;
     let programs = Programs::relocate(maps, |name| name == NAME).map_err(|e| format!("{e:#}"))?;

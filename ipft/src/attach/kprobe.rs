@@ -19,7 +19,7 @@ use std::{
 };
 
 use anyhow::{anyhow, Context, Result};
-use ipft_common::KPROBE_POSITIONS;
+use ipft_common::{programs as catalog, KPROBE_POSITIONS};
 
 use super::{
     functions::{each_target, fail_all, identities, Hooked},
@@ -45,17 +45,15 @@ pub fn register_argument(target: &Target) -> Result<(), &'static str> {
     }
 }
 
-/// The program for a function: `kprobe_skb_N` (skb at position N), or
-/// `kprobe_skb_N_reason_M` for the drop functions that also pass an
-/// `enum skb_drop_reason` at M (kfree_skb_reason, sk_skb_reason_drop).
-pub fn program_name(family: &str, target: &Target) -> String {
-    let pos = target.skb_pos;
-    match target.reason_pos {
-        Some(reason) if (pos, reason) == (0, 1) || (pos, reason) == (1, 2) => {
-            format!("{family}_skb_{pos}_reason_{reason}")
-        }
-        _ => format!("{family}_skb_{pos}"),
-    }
+/// The kprobe program for a function: `kprobe_skb_N` (skb at position N),
+/// or for the drop functions the one that also reads the drop reason.
+pub fn program(target: &Target) -> Result<&'static str> {
+    catalog::kprobe(target.skb_pos, target.reason_pos).ok_or_else(|| {
+        anyhow!(
+            "no kprobe program reads an skb at argument {}",
+            target.skb_pos
+        )
+    })
 }
 
 impl Backend for Kprobe {
@@ -85,13 +83,13 @@ impl Backend for Kprobe {
             maps.update("CLONERS", &id.to_ne_bytes(), &[1])
                 .context("cannot fill the CLONERS map")?;
         }
-        attach_returns(maps, "kretprobe_clone", cloners)
+        attach_returns(maps, catalog::KRETPROBE_CLONE, cloners)
     }
 }
 
 /// The maps programs, by name, and the kprobe PMU.
 struct Probes {
-    programs: HashMap<String, Result<OwnedFd, String>>,
+    programs: HashMap<&'static str, Result<OwnedFd, String>>,
     pmu_type: u32,
 }
 
@@ -100,23 +98,20 @@ impl Probes {
     fn new(maps: &Maps, targets: &[Target]) -> Result<Self> {
         let pmu_type = perf::kprobe_pmu_type()
             .context("this kernel has no kprobe PMU (CONFIG_KPROBES is off): try -b tracepoint")?;
-        let mut names: Vec<String> = targets.iter().map(|t| program_name("kprobe", t)).collect();
+        let mut names: Vec<&str> = targets.iter().filter_map(|t| program(t).ok()).collect();
         names.sort_unstable();
         names.dedup();
-        let relocated = Programs::relocate(maps, |name| names.iter().any(|n| n == name))?;
+        let relocated = Programs::relocate(maps, |name| names.contains(&name))?;
         let programs = names
             .into_iter()
-            .map(|name| {
-                let maps = load(&relocated, &name);
-                (name, maps)
-            })
+            .map(|name| (name, load(&relocated, name)))
             .collect();
         Ok(Probes { programs, pmu_type })
     }
 
     fn attach(&self, target: &Target) -> Result<Hooked> {
-        let name = program_name("kprobe", target);
-        let prog = match self.programs.get(&name) {
+        let name = program(target)?;
+        let prog = match self.programs.get(name) {
             Some(Ok(prog)) => prog,
             Some(Err(why)) => return Err(anyhow!("{why}")),
             None => return Err(anyhow!("{name} was not maps")),

@@ -41,7 +41,7 @@ use anyhow::{anyhow, Result};
 
 use super::{
     functions::identities,
-    kprobe::{program_name, register_argument},
+    kprobe::{program, register_argument},
     programs::{self, Maps, Programs},
     Backend, Link, Report,
 };
@@ -118,7 +118,7 @@ fn attach_groups(maps: &Maps, targets: &[Target], traceable: &mut Lazy) -> Resul
     };
     for (name, group) in groups {
         // The link holds the program: its fd can close.
-        let attached = load(&programs, &name)
+        let attached = load(&programs, name)
             .and_then(|prog| attach_functions(prog.as_fd(), &group, traceable));
         match attached {
             Ok(attached) => {
@@ -136,13 +136,13 @@ fn attach_groups(maps: &Maps, targets: &[Target], traceable: &mut Lazy) -> Resul
 }
 
 /// The targets by the name of the program that traces them.
-fn by_program(targets: &[Target]) -> BTreeMap<String, Vec<&Target>> {
-    let mut groups: BTreeMap<String, Vec<&Target>> = BTreeMap::new();
+fn by_program(targets: &[Target]) -> BTreeMap<&'static str, Vec<&Target>> {
+    let mut groups: BTreeMap<&'static str, Vec<&Target>> = BTreeMap::new();
+    // check() let in only targets whose skb is a register argument.
     for target in targets {
-        groups
-            .entry(program_name("kprobe", target))
-            .or_default()
-            .push(target);
+        if let Ok(name) = program(target) {
+            groups.entry(name).or_default().push(target);
+        }
     }
     groups
 }
@@ -646,7 +646,7 @@ mod tests {
         xmit.skb_pos = 3;
         let targets = [rcv, drop, xmit];
         let groups = by_program(&targets);
-        let names: Vec<(&str, usize)> = groups.iter().map(|(n, g)| (n.as_str(), g.len())).collect();
+        let names: Vec<(&str, usize)> = groups.iter().map(|(n, g)| (*n, g.len())).collect();
         assert_eq!(names, [("kprobe_skb_1_reason_2", 1), ("kprobe_skb_3", 2)]);
         let prog = File::open("/dev/null").unwrap();
         attach_functions(prog.as_fd(), &groups["kprobe_skb_3"], &mut no_list()).unwrap();

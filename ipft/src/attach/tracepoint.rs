@@ -14,7 +14,10 @@
 use std::os::fd::AsFd;
 
 use anyhow::{anyhow, bail, Result};
-use ipft_common::{tracepoint_id, TP_KFREE_SKB_ID, TP_POSITIONS, TP_SLOTS};
+use ipft_common::{
+    programs::{self as catalog, Family},
+    tracepoint_id, TP_KFREE_SKB_ID, TP_POSITIONS, TP_SLOTS,
+};
 
 use super::{
     programs::{self, Maps, Programs},
@@ -52,7 +55,8 @@ impl Backend for Tracepoint {
 
     /// One after the other: there are only about 30, each a quick load.
     fn attach(&mut self, maps: &Maps, targets: Vec<Target>, report: &mut Report<'_>) -> Vec<Link> {
-        let programs = match Programs::relocate(maps, |n| n.starts_with("tp_")) {
+        let tp_btf = |n: &str| catalog::find(n).is_some_and(|p| p.family == Family::TpBtf);
+        let programs = match Programs::relocate(maps, tp_btf) {
             Ok(programs) => programs,
             Err(err) => return super::functions::fail_all(targets, &err, report),
         };
@@ -88,17 +92,17 @@ impl Backend for Tracepoint {
 fn attach_one(programs: &Programs, target: &Target, slot: usize) -> Result<(Link, u64)> {
     let pos = usize::from(target.skb_pos);
     let (name, id) = match reads_drop_reason(target) {
-        true => ("tp_kfree_skb".to_string(), TP_KFREE_SKB_ID),
-        false if slot >= TP_SLOTS => {
-            bail!("all {TP_SLOTS} program slots for this position are in use")
-        }
-        false => (format!("tp_p{pos}_s{slot}"), tracepoint_id(pos, slot)),
+        true => (catalog::TP_KFREE_SKB, TP_KFREE_SKB_ID),
+        false => match catalog::tracepoint_slot(pos, slot) {
+            Some(name) => (name, tracepoint_id(pos, slot)),
+            None => bail!("all {TP_SLOTS} program slots for this position are in use"),
+        },
     };
     let program = bpf::Program {
         prog_type: ProgType::Tracing,
         expected_attach_type: AttachType::TraceRawTp,
-        name: &name,
-        insns: programs.insns(&name)?,
+        name,
+        insns: programs.insns(name)?,
         license: &programs.license,
         attach_btf_id: target.btf_id,
         attach_btf_obj: None,
