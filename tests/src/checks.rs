@@ -1,9 +1,7 @@
 //! Assertions shared by the tracing tests.
-use regex::Regex;
-
 use crate::{
     kernel,
-    parse::{in_order, row_names, Row},
+    parse::{self, in_order, row_names, Row},
     Output,
 };
 
@@ -77,7 +75,8 @@ pub fn clean_exit(out: &Output, rows: usize) {
     let attach = attach.unwrap_or_else(|| panic!("no attach line\n{out}"));
     let why = "`-b auto` prints one line (backend and why) before attaching";
     assert_eq!(attach, 1, "{why}\n{out}");
-    assert!(attach_counts(out).is_some(), "malformed attach line\n{out}");
+    let attach = parse::attach(&out.stderr);
+    assert!(attach.is_some(), "malformed attach line\n{out}");
     if rows > 0 {
         assert_eq!(
             out.got_traces(),
@@ -85,18 +84,6 @@ pub fn clean_exit(out: &Output, rows: usize) {
             "`Got N traces` must count every row\n{out}"
         );
     }
-}
-
-/// `Attaching program (total N, succeeded N, failed N, filtered: N)`:
-/// the last one, as (total, succeeded, failed, filtered).
-pub fn attach_counts(out: &Output) -> Option<(u64, u64, u64, u64)> {
-    let line = Regex::new(
-        r"Attaching program \(total (\d+), succeeded (\d+), failed (\d+), filtered: (\d+)\)",
-    )
-    .unwrap();
-    let c = line.captures_iter(&out.stderr).last()?;
-    let n = |i: usize| c[i].parse().unwrap();
-    Some((n(1), n(2), n(3), n(4)))
 }
 
 /// The sum of all packets' rows.

@@ -15,7 +15,7 @@ use regex::Regex;
 use ipft_tests::{
     checks, ipft_bin, kernel, marks,
     packets::{self, PING_PATH, UDP_PATH},
-    parse::{event_names, group_events, in_order, parse_json, parse_table},
+    parse::{self, in_order, parse_json, parse_json_packets, parse_table, row_names},
     run,
     scripting::{self, links_when_signalled, poll_until, run_bounded, Scratch, POLL_TIMEOUT},
     Ipft, Output, Setup,
@@ -67,9 +67,9 @@ fn command_mode_with_json() {
     let out = run(&[&args[..], &["--", "sh", "-c", &script]].concat());
 
     assert_eq!(out.code(), Some(3), "{out}");
-    let groups = group_events(&parse_json(&out.stdout));
+    let groups = parse_json_packets(&out.stdout);
     assert_eq!(groups.len(), 1, "one echo request\n{out}");
-    let names = event_names(&groups[0]);
+    let names = row_names(&groups[0]);
     assert!(in_order(&names, PING_PATH), "{names:?}\n{out}");
 }
 
@@ -182,7 +182,7 @@ fn json_output_file_fills_while_ipft_runs() {
     assert_eq!(out.code(), Some(0), "{out}");
     assert_eq!(out.stdout, "", "the output went to the file\n{out}");
     let text = fs::read_to_string(&path).unwrap();
-    let groups = group_events(&parse_json(&text));
+    let groups = parse_json_packets(&text);
     assert_eq!(groups.len(), sent, "{text}\n{out}");
 }
 
@@ -251,7 +251,7 @@ fn ready_file_exists_exactly_while_ready() {
     let out = ipft.stop(libc::SIGINT);
 
     assert_eq!(content.ok(), Some(format!("{pid}\n")), "{out}");
-    let (_, succeeded, ..) = checks::attach_counts(&out).unwrap();
+    let succeeded = parse::attach(&out.stderr).unwrap().succeeded;
     let why = "ready before every tracepoint was attached";
     assert_eq!(links as u64, succeeded, "{why}\n{out}");
     assert!(!path.exists(), "the ready file outlives ipft\n{out}");
@@ -272,7 +272,7 @@ fn probe_server_accepts_once_ready_on_loopback_only() {
     let listening = scripting::listening_on(port);
     let out = ipft.stop(libc::SIGINT);
 
-    let (_, succeeded, ..) = checks::attach_counts(&out).unwrap();
+    let succeeded = parse::attach(&out.stderr).unwrap().succeeded;
     let why = "accepting before every tracepoint was attached";
     assert_eq!(links as u64, succeeded, "{why}\n{out}");
     assert!(closed_at_once, "a connection is accepted and closed\n{out}");

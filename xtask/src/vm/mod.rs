@@ -10,7 +10,6 @@ mod cases;
 pub(crate) mod guest;
 pub(crate) mod image;
 pub(crate) mod kernel;
-mod output;
 
 use std::{
     fs,
