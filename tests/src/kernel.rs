@@ -7,22 +7,30 @@ use regex::Regex;
 /// typedef with a `struct sk_buff *` argument, with that argument's 0-based
 /// position (the hidden context argument not counted). Read from
 /// `bpftool btf dump ... format raw`, independently of ipft's BTF code.
-/// Computed once per test binary.
 pub fn skb_tracepoints() -> Vec<(String, u32)> {
     static FOUND: OnceLock<Vec<(String, u32)>> = OnceLock::new();
     FOUND.get_or_init(find_skb_tracepoints).clone()
 }
 
+/// The BTF id of the kernel function `name` (a `FUNC` of vmlinux's BTF).
+pub fn btf_function_id(name: &str) -> Option<u32> {
+    btf_types()
+        .iter()
+        .find(|(_, t)| t.kind == "FUNC" && t.name == name)
+        .map(|(&id, _)| id)
+}
+
+/// vmlinux's BTF types, dumped by bpftool once per test binary.
+fn btf_types() -> &'static HashMap<u32, BtfType> {
+    static TYPES: OnceLock<HashMap<u32, BtfType>> = OnceLock::new();
+    TYPES.get_or_init(|| {
+        let vmlinux = "/sys/kernel/btf/vmlinux";
+        parse_raw_btf(&bpftool(&["btf", "dump", "file", vmlinux, "format", "raw"]))
+    })
+}
+
 fn find_skb_tracepoints() -> Vec<(String, u32)> {
-    let dump = bpftool(&[
-        "btf",
-        "dump",
-        "file",
-        "/sys/kernel/btf/vmlinux",
-        "format",
-        "raw",
-    ]);
-    let types = parse_raw_btf(&dump);
+    let types = btf_types();
     let mut found = Vec::new();
     for btf_type in types.values() {
         let Some(name) = btf_type.name.strip_prefix("btf_trace_") else {
@@ -34,7 +42,7 @@ fn find_skb_tracepoints() -> Vec<(String, u32)> {
         // typedef → PTR → FUNC_PROTO(void *ctx, args...)
         let proto = &types[&types[&btf_type.type_id].type_id];
         let mut args = proto.params.iter().skip(1);
-        if let Some(pos) = args.position(|&t| is_skb_pointer(&types, t)) {
+        if let Some(pos) = args.position(|&t| is_skb_pointer(types, t)) {
             found.push((name.to_string(), pos as u32));
         }
     }

@@ -24,11 +24,23 @@ fn a_flood_is_shown_or_counted_and_memory_stays_bounded() {
         stdout: StdoutMode::Caller,
         ..Setup::default()
     };
-    let mut json = Ipft::spawn_with(&["-m", &mark, "-o", "json", "--field", "mark"], caller);
+    let mut json = Ipft::spawn_with(
+        &[
+            "-b",
+            "tracepoint",
+            "-m",
+            &mark,
+            "-o",
+            "json",
+            "--field",
+            "mark",
+        ],
+        caller,
+    );
     json.wait_ready();
     let lines = load::count_lines(json.take_stdout(), marks::FLOOD);
     let max_events = MAX_EVENTS.to_string();
-    let mut table = Ipft::start(&["-m", &mark, "--max-events", &max_events]);
+    let mut table = Ipft::start(&["-b", "tracepoint", "-m", &mark, "--max-events", &max_events]);
     let base = [load::rss_kib(json.pid()), load::rss_kib(table.pid())];
     let peaks = [json.pid(), table.pid()].map(load::PeakRss::watch);
 
