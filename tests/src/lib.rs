@@ -5,7 +5,8 @@
 //! - [`packets`]: marked UDP datagrams and `ping -m` on loopback.
 //! - [`parse`]: the aggregate table and the JSON lines, checked byte for byte.
 //! - [`checks`]: assertions shared by the tracing tests.
-//! - [`kernel`]: facts read independently of ipft (BTF, loaded programs, clocks).
+//! - [`kernel`]: facts read independently of ipft (BTF through [`btf`],
+//!   loaded programs, clocks).
 //! - [`capabilities`]: what this kernel allows (asked through [`bpf`]), hence
 //!   what ipft must do here: `auto`'s choice, each `-b`'s outcome, and
 //!   [`not_applicable`] for tests that need what the kernel lacks.
@@ -17,6 +18,7 @@
 //!   packet.rs: scratch files, readiness, namespaces and iptables rules torn
 //!   down on drop, traffic with a known end, ipft's summary/drop/field output.
 pub mod bpf;
+pub mod btf;
 pub mod capabilities;
 pub mod checks;
 pub mod details;

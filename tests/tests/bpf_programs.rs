@@ -37,7 +37,7 @@ fn release_after_one_packet(backend: &str) {
     let held = kernel::programs_held_by(ipft.pid());
     assert!(
         !held.is_empty(),
-        "a ready ipft holds its BPF programs\n{}",
+        "-b {backend}: a ready ipft holds its BPF programs\n{}",
         ipft.stderr()
     );
     // The orphan check below finds ipft's programs by name: make sure the
