@@ -15,6 +15,8 @@ pub struct Tally {
     pub failures: Vec<String>,
     /// (test, reason) of every `N/A:` line.
     pub not_applicable: Vec<(String, String)>,
+    /// (test, reason) of tests the runner left out (libtest's `--skip`).
+    pub not_run: Vec<(String, String)>,
 }
 
 impl Tally {
@@ -46,12 +48,12 @@ impl Tally {
 
     /// Tests that ran and passed.
     pub fn passed(&self) -> u64 {
-        self.ok.saturating_sub(self.skipped())
+        self.ok.saturating_sub(self.not_applicable.len() as u64)
     }
 
-    /// Tests that did not apply here.
+    /// Tests that did not apply here, or were not run.
     pub fn skipped(&self) -> u64 {
-        self.not_applicable.len() as u64
+        (self.not_applicable.len() + self.not_run.len()) as u64
     }
 
     /// `N passed, N failed, N skipped` (as the closing line has it).
@@ -107,5 +109,13 @@ mod tests {
             reason,
             "needs the ftrace backend: fentry is refused (EPERM)"
         );
+    }
+
+    #[test]
+    fn tests_left_out_are_skipped_and_were_never_passed() {
+        let mut tally = Tally::default();
+        tally.stdout_line("test result: ok. 3 passed; 0 failed; 0 ignored; 1 filtered out");
+        tally.not_run.push(("slow".into(), "too slow here".into()));
+        assert_eq!(tally.counts(), "3 passed, 0 failed, 1 skipped");
     }
 }
