@@ -147,13 +147,13 @@ impl Capabilities {
         if self.has(backend) {
             return None;
         }
+        if backend == "kprobe" {
+            let why = "this kernel has no kprobes (CONFIG_KPROBES is off)";
+            return Some(format!(
+                "ipft: the kprobe backend is unavailable: {why}; try -b tracepoint"
+            ));
+        }
         let why = match backend {
-            "kprobe" => {
-                let why = "this kernel has no kprobes (CONFIG_KPROBES is off)";
-                return Some(format!(
-                    "ipft: the kprobe backend is unavailable: {why}; try -b tracepoint"
-                ));
-            }
             "kprobe-multi" => self.no_fprobe(),
             _ => self.no_fentry(),
         };
