@@ -101,16 +101,7 @@ pub fn table(stdout: &str, tracer: Tracer) -> Result<Vec<Packet>, String> {
 /// `%-20zu %03u %24.24s %32.32s` (function_graph: `%-64.64s` last), then
 /// maybe ` (drop: NAME)` and `--field` values ` ( len: 84 … )`.
 fn row(line: &str, tracer: Tracer) -> Option<Row> {
-    static COLUMNS: OnceLock<[Regex; 2]> = OnceLock::new();
-    let [function_re, graph_re] = COLUMNS.get_or_init(|| {
-        let columns = |width| format!(r"^([0-9]+) +([0-9]{{3,}}) (.{{24}}) (.{{{width}}})(.*)$");
-        [32, 64].map(|w| Regex::new(&columns(w)).unwrap())
-    });
-    let columns = match tracer {
-        Tracer::Function => function_re,
-        Tracer::FunctionGraph => graph_re,
-    };
-    let c = columns.captures(line)?;
+    let c = columns(tracer).captures(line)?;
     let (cell, rest) = (&c[4], &c[5]);
     let (function, is_return, indent) = match tracer {
         Tracer::Function => (cell.trim_start().to_string(), false, 0),
@@ -126,23 +117,33 @@ fn row(line: &str, tracer: Tracer) -> Option<Row> {
         drop_reason: drop_reason(rest)?,
         packet_id: String::new(),
     };
-    let printed = format!("{:<20} {:03} {:>24.24} ", row.tstamp, row.cpu, row.module);
-    let cell_again = match tracer {
-        Tracer::Function => format!("{:>32.32}", row.function),
-        Tracer::FunctionGraph => format!("{:<64.64}", graph_text(&row)),
-    };
-    let exact = printed + &cell_again == line[..line.len() - rest.len()];
+    let exact = printed(&row, tracer) == line[..line.len() - rest.len()];
     (exact && (row.is_return || !row.function.is_empty())).then_some(row)
 }
 
-/// function_graph's cell before padding: two spaces per depth, then
-/// `name() {` or `}`.
-fn graph_text(row: &Row) -> String {
-    let call = match row.is_return {
-        true => "}".to_string(),
-        false => format!("{}() {{", row.function),
+/// A row's columns, loosely: what [`printed`] then checks byte for byte.
+fn columns(tracer: Tracer) -> &'static Regex {
+    static COLUMNS: OnceLock<[Regex; 2]> = OnceLock::new();
+    let [function, graph] = COLUMNS.get_or_init(|| {
+        let columns = |width| format!(r"^([0-9]+) +([0-9]{{3,}}) (.{{24}}) (.{{{width}}})(.*)$");
+        [32, 64].map(|w| Regex::new(&columns(w)).unwrap())
+    });
+    match tracer {
+        Tracer::Function => function,
+        Tracer::FunctionGraph => graph,
+    }
+}
+
+/// `row` as ipftrace2's printf prints it, up to the function column; for
+/// function_graph two spaces per depth, then `name() {` or `}`.
+fn printed(row: &Row, tracer: Tracer) -> String {
+    let start = format!("{:<20} {:03} {:>24.24} ", row.tstamp, row.cpu, row.module);
+    let call = match (tracer, row.is_return) {
+        (Tracer::Function, _) => return format!("{start}{:>32.32}", row.function),
+        (Tracer::FunctionGraph, true) => "}".to_string(),
+        (Tracer::FunctionGraph, false) => format!("{}() {{", row.function),
     };
-    " ".repeat(row.indent) + &call
+    format!("{start}{:<64.64}", " ".repeat(row.indent) + &call)
 }
 
 /// function_graph's cell: `    name() {` (an entry) or `    }` (a return).
