@@ -1,110 +1,52 @@
 //! Facts about the running kernel, read without ipft, to check ipft against.
-use std::{collections::HashMap, fs, process::Command, sync::OnceLock};
+use std::{fs, process::Command, sync::OnceLock};
 
 use regex::Regex;
 
+use crate::btf::{self, Btf};
+
 /// The tracepoints a correct tracer offers here: every BTF `btf_trace_<name>`
 /// typedef with a `struct sk_buff *` argument, with that argument's 0-based
-/// position (the hidden context argument not counted). Read from
-/// `bpftool btf dump ... format raw`, independently of ipft's BTF code.
-/// Computed once per test binary.
+/// position (the hidden context argument not counted). Read from the BTF's
+/// bytes (see [`btf`]), independently of ipft's BTF code.
 pub fn skb_tracepoints() -> Vec<(String, u32)> {
     static FOUND: OnceLock<Vec<(String, u32)>> = OnceLock::new();
     FOUND.get_or_init(find_skb_tracepoints).clone()
 }
 
+/// The BTF id of the kernel function `name` (a `FUNC` of vmlinux's BTF).
+pub fn btf_function_id(name: &str) -> Option<u32> {
+    let btf = vmlinux();
+    btf.types()
+        .find(|(_, t)| t.kind == btf::KIND_FUNC && btf.name(t) == name)
+        .map(|(id, _)| id)
+}
+
+/// vmlinux's BTF, read once per test binary.
+fn vmlinux() -> &'static Btf {
+    static BTF: OnceLock<Btf> = OnceLock::new();
+    BTF.get_or_init(|| Btf::read("/sys/kernel/btf/vmlinux"))
+}
+
 fn find_skb_tracepoints() -> Vec<(String, u32)> {
-    let dump = bpftool(&[
-        "btf",
-        "dump",
-        "file",
-        "/sys/kernel/btf/vmlinux",
-        "format",
-        "raw",
-    ]);
-    let types = parse_raw_btf(&dump);
+    let btf = vmlinux();
     let mut found = Vec::new();
-    for btf_type in types.values() {
-        let Some(name) = btf_type.name.strip_prefix("btf_trace_") else {
+    for (_, typedef) in btf.types().filter(|(_, t)| t.kind == btf::KIND_TYPEDEF) {
+        let Some(name) = btf.name(typedef).strip_prefix("btf_trace_") else {
             continue;
         };
-        if btf_type.kind != "TYPEDEF" {
-            continue;
-        }
         // typedef → PTR → FUNC_PROTO(void *ctx, args...)
-        let proto = &types[&types[&btf_type.type_id].type_id];
-        let mut args = proto.params.iter().skip(1);
-        if let Some(pos) = args.position(|&t| is_skb_pointer(&types, t)) {
+        let proto = btf.get(typedef.type_id).and_then(|p| btf.get(p.type_id));
+        let Some(proto) = proto.filter(|p| p.kind == btf::KIND_FUNC_PROTO) else {
+            continue;
+        };
+        let mut args = btf.params(proto).iter().skip(1);
+        if let Some(pos) = args.position(|&t| btf.points_to_struct(t, "sk_buff")) {
             found.push((name.to_string(), pos as u32));
         }
     }
     found.sort();
     found
-}
-
-struct BtfType {
-    kind: String,
-    name: String,
-    type_id: u32,
-    params: Vec<u32>,
-}
-
-/// `[ID] KIND 'name' ... type_id=N ...`, FUNC_PROTO params on tab-indented
-/// lines. Plain string handling: a regex per line is slow in a debug build.
-fn parse_raw_btf(dump: &str) -> HashMap<u32, BtfType> {
-    let mut types = HashMap::new();
-    let mut current = 0;
-    for line in dump.lines() {
-        if let Some(param) = line.strip_prefix('\t') {
-            if let Some(owner) = types.get_mut(&current) {
-                let owner: &mut BtfType = owner;
-                owner.params.push(type_id(param).unwrap_or(0));
-            }
-            continue;
-        }
-        let Some((id, rest)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) else {
-            continue;
-        };
-        let Some((kind, rest)) = rest.split_once(" '") else {
-            continue;
-        };
-        let Some((name, attrs)) = rest.split_once('\'') else {
-            continue;
-        };
-        current = id.parse().unwrap();
-        let btf_type = BtfType {
-            kind: kind.to_string(),
-            name: name.to_string(),
-            type_id: type_id(attrs).unwrap_or(0),
-            params: Vec::new(),
-        };
-        types.insert(current, btf_type);
-    }
-    types
-}
-
-/// The value of a ` type_id=N` attribute (not `ret_type_id=`).
-fn type_id(attrs: &str) -> Option<u32> {
-    let value = attrs
-        .split_whitespace()
-        .find_map(|a| a.strip_prefix("type_id="))?;
-    value.parse().ok()
-}
-
-fn is_skb_pointer(types: &HashMap<u32, BtfType>, id: u32) -> bool {
-    let Some(pointer) = types.get(&id).filter(|t| t.kind == "PTR") else {
-        return false;
-    };
-    let mut target = types.get(&pointer.type_id);
-    while let Some(t) = target.filter(|t| {
-        matches!(
-            t.kind.as_str(),
-            "CONST" | "VOLATILE" | "TYPEDEF" | "RESTRICT" | "TYPE_TAG"
-        )
-    }) {
-        target = types.get(&t.type_id);
-    }
-    target.is_some_and(|t| t.kind == "STRUCT" && t.name == "sk_buff")
 }
 
 /// Output of a bpftool command that must succeed.
@@ -144,8 +86,10 @@ pub fn is_ipft_program(name: &str) -> bool {
     prefixes.iter().any(|p| name.starts_with(p)) || tracepoint.is_match(name)
 }
 
-/// Ids of the BPF programs a process holds, from its fds' fdinfo (`prog_id:`
-/// lines of program and link fds). Works without bpftool's pid support.
+/// Ids of the BPF programs a process holds: from its fds' fdinfo
+/// (`prog_id:` lines of program and link fds; works without bpftool's pid
+/// support), and from `bpftool perf list` for programs attached to perf
+/// events it holds (kprobes), whose fdinfo names no program.
 pub fn programs_held_by(pid: i32) -> Vec<u32> {
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return Vec::new();
@@ -160,9 +104,22 @@ pub fn programs_held_by(pid: i32) -> Vec<u32> {
                 .collect::<Vec<u32>>()
         })
         .collect();
+    ids.extend(perf_event_programs(pid));
     ids.sort();
     ids.dedup();
     ids
+}
+
+/// Programs attached to perf events that `pid` holds, as the kernel
+/// answers BPF_TASK_FD_QUERY (through `bpftool perf list`).
+fn perf_event_programs(pid: i32) -> Vec<u32> {
+    let json: serde_json::Value = serde_json::from_str(&bpftool(&["-j", "perf", "list"])).unwrap();
+    let attached = json.as_array().unwrap().iter();
+    attached
+        .filter(|p| p["pid"].as_i64() == Some(i64::from(pid)))
+        .filter_map(|p| p["prog_id"].as_u64())
+        .map(|id| id as u32)
+        .collect()
 }
 
 /// Pids of every running process named `ipft`, from any test or user.

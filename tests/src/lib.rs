@@ -5,7 +5,11 @@
 //! - [`packets`]: marked UDP datagrams and `ping -m` on loopback.
 //! - [`parse`]: the aggregate table and the JSON lines, checked byte for byte.
 //! - [`checks`]: assertions shared by the tracing tests.
-//! - [`kernel`]: facts read independently of ipft (BTF, loaded programs, clocks).
+//! - [`kernel`]: facts read independently of ipft (BTF through [`btf`],
+//!   loaded programs, clocks).
+//! - [`capabilities`]: what this kernel allows (asked through [`bpf`]), hence
+//!   what ipft must do here: `auto`'s choice, each `-b`'s outcome, and
+//!   [`not_applicable`] for tests that need what the kernel lacks.
 //! - [`teardown`], [`load`]: for robust.rs and flood.rs: what an ipft leaves
 //!   behind however it ends; a packet flood, streamed lines counted, memory.
 //! - [`marks`]: one mark per test, so tests running in parallel (each with its
@@ -13,6 +17,9 @@
 //! - [`scripting`], [`netns`], [`flows`], [`details`]: for script.rs and
 //!   packet.rs: scratch files, readiness, namespaces and iptables rules torn
 //!   down on drop, traffic with a known end, ipft's summary/drop/field output.
+pub mod bpf;
+pub mod btf;
+pub mod capabilities;
 pub mod checks;
 pub mod details;
 pub mod flows;
@@ -26,4 +33,5 @@ pub mod process;
 pub mod scripting;
 pub mod teardown;
 
+pub use capabilities::{capabilities, not_applicable};
 pub use process::{ipft_bin, run, Ipft, Output, Setup, StdoutMode};

@@ -40,11 +40,12 @@ pub fn flood(mark: u32, count: usize) -> Vec<UdpSocket> {
     sinks
 }
 
-/// The calling thread kept on the CPU it runs on, until dropped.
-struct Pinned(libc::cpu_set_t);
+/// The calling thread kept on the CPU it runs on, until dropped: its
+/// packets are then made, received and freed on one CPU.
+pub struct Pinned(libc::cpu_set_t);
 
 impl Pinned {
-    fn here() -> Self {
+    pub fn here() -> Self {
         // SAFETY: cpu_set_t is plain data; the sched_* calls read or write
         // one we own, for the calling thread (pid 0).
         unsafe {

@@ -44,6 +44,7 @@ pub const SUMMARY_V6: u32 = 0x20016;
 pub const FIELDS: u32 = 0x20017;
 pub const TRACK: u32 = 0x20018;
 pub const FREED_REUSED: u32 = 0x20019;
+/// backends.rs: datagrams read one after another.
 pub const READ_REUSED: u32 = 0x2001a;
 /// ping's README example: 1431655765. No other test sends it.
 pub const PING: u32 = 0x5555_5555;
@@ -77,6 +78,11 @@ pub const ROBUST: [u32; 10] = [
     FLOOD,
     BACKGROUND,
 ];
+
+/// backends.rs: what `auto` picks, each backend, function_graph.
+pub const AUTO: u32 = 0x40001;
+pub const EACH_BACKEND: u32 = 0x40002;
+pub const GRAPH: u32 = 0x40003;
 
 #[cfg(test)]
 mod tests {
@@ -127,6 +133,7 @@ mod tests {
         ];
         marks.extend(MASKED_IN);
         marks.extend(ROBUST);
+        marks.extend([AUTO, EACH_BACKEND, GRAPH]);
         marks
     }
 

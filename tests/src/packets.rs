@@ -3,9 +3,9 @@
 //! UDP receivers ("sinks") never read: each datagram's skb stays queued on
 //! its socket until the test drops it, after ipft has stopped. The kernel reuses a freed
 //! skb's address and ipft (like ipftrace2) groups by that address, so freed
-//! skbs could merge two datagrams into one group; live ones cannot. On this
-//! kernel no skb tracepoint fires when UDP frees a received datagram, so a
-//! tracer has no way to split such a merge itself.
+//! skbs could merge two datagrams into one group; live ones cannot. No skb
+//! tracepoint fires when UDP frees a received datagram, so the tracepoint
+//! backend has no way to split such a merge itself.
 use std::{net::UdpSocket, os::fd::AsRawFd, process::Command};
 
 /// A UDP socket on 127.0.0.1 that receives and never reads.
@@ -95,12 +95,14 @@ pub fn ping(mark: u32) {
     );
 }
 
-/// Tracepoints a UDP datagram to 127.0.0.1 hits, in this order, on this
-/// kernel (checked with `perf record -e 'net:*' -e 'skb:*'`): queued and
-/// transmitted on lo, then received through the backlog. `net_dev_xmit` fires
-/// after loopback_xmit returns, so after `netif_rx`. Nothing fires when UDP
-/// frees the delivered skb (neither consume_skb nor skb_copy_datagram_iovec
-/// on the linear copy path), so this is the whole required path.
+/// Tracepoints a UDP datagram to 127.0.0.1 hits, in this order, on every
+/// kernel with BTF tracepoints (the VM suite runs these tests on 6.1 and
+/// 6.12 as well): net_dev_queue in __dev_queue_xmit, net_dev_start_xmit
+/// before loopback_xmit, whose netif_rx fires `netif_rx`, net_dev_xmit once
+/// loopback_xmit returns, then netif_receive_skb from the backlog. Nothing
+/// fires when UDP frees the delivered skb (neither consume_skb nor
+/// skb_copy_datagram_iovec on the linear copy path), so this is the whole
+/// required path.
 pub const UDP_PATH: &[&str] = &[
     "net_dev_queue",
     "net_dev_start_xmit",

@@ -1,151 +1,297 @@
-//! ipft's two output formats, parsed strictly: a line that is not byte for
-//! byte what the contract's printf would produce fails the test.
-use std::collections::HashMap;
+//! ipft's output parsed strictly, for the host tests and for the VM suite's
+//! judge (xtask): the aggregate table in both layouts (function and
+//! function_graph), the `-o json` lines and the attach line. A row that is
+//! not byte for byte what ipftrace2's printf would produce is an error,
+//! since users' scripts parse it too.
+use std::{collections::BTreeMap, sync::OnceLock};
 
 use regex::Regex;
 
-/// One row of the aggregate table.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One traced call (or return) of a packet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Row {
     pub tstamp: u64,
     pub cpu: u32,
     pub module: String,
-    /// The function column, trimmed: a name, maybe with a note such as
-    /// `kfree_skb (drop: NO_SOCKET)`.
+    /// The function or tracepoint name, without function_graph decoration.
     pub function: String,
-    /// The function or tracepoint name: the column's first word.
-    pub name: String,
+    /// function_graph: a return (`}`, json `is_return`).
+    pub is_return: bool,
+    /// function_graph tables: leading spaces of the function column.
+    pub indent: usize,
+    /// ` (drop: NAME)` after the row, json `drop_reason`.
+    pub drop_reason: Option<String>,
+    /// json only: the skb pointer (`packet_id`), which the kernel reuses.
+    pub packet_id: String,
 }
 
-/// `printf("%-20s %3.3s %24.24s %32.32s\n", "Timestamp", "CPU", "Module", "Function")`
-pub fn table_header() -> String {
-    format!(
-        "{:<20} {:>3.3} {:>24.24} {:>32.32}",
-        "Timestamp", "CPU", "Module", "Function"
-    )
+/// The rows of one packet, in output order.
+#[derive(Clone, Debug, Default)]
+pub struct Packet {
+    pub rows: Vec<Row>,
+    /// ipft's one-line description after `===` (`ICMP 127.0.0.1 -> …`), an
+    /// addition to ipftrace2's layout; json `summary`.
+    pub summary: Option<String>,
+    /// json only: ipft's `packet` number, unique per run.
+    pub packet: Option<u64>,
+    /// json only: `parent_packet`, the packet a clone was made from.
+    pub parent: Option<u64>,
 }
 
-/// `printf("%-20zu %03u %24.24s %32.32s", tstamp, cpu, module, function)`
-fn format_row(row: &Row) -> String {
-    format!(
-        "{:<20} {:03} {:>24.24} {:>32.32}",
-        row.tstamp, row.cpu, row.module, row.function
-    )
+impl Packet {
+    pub fn functions(&self) -> Vec<&str> {
+        row_names(&self.rows)
+    }
 }
 
-/// A row is the contract's printf byte for byte; anything after the
-/// function column (`--field` values) is allowed and ignored.
-fn parse_row(line: &str) -> Option<Row> {
-    let columns = Regex::new(r"^([0-9]+) +([0-9]{3,}) (.{24}) (.{32})").unwrap();
-    let c = columns.captures(line)?;
-    let function = c[4].trim().to_string();
+/// Which table layout to expect (`-t`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tracer {
+    Function,
+    FunctionGraph,
+}
+
+/// `printf("%-20s %3.3s %24.24s %32.32s\n", "Timestamp", "CPU", "Module", "Function")`;
+/// function_graph's last column is `%-64.64s`, over its left-aligned tree.
+pub fn table_header(tracer: Tracer) -> String {
+    let (time, cpu, module, function) = ("Timestamp", "CPU", "Module", "Function");
+    match tracer {
+        Tracer::Function => format!("{time:<20} {cpu:>3.3} {module:>24.24} {function:>32.32}"),
+        Tracer::FunctionGraph => {
+            format!("{time:<20} {cpu:>3.3} {module:>24.24} {function:<64.64}")
+        }
+    }
+}
+
+/// The aggregate table printed on exit: a blank line, the header, then per
+/// packet `===`, at most one summary line right after it (README, "What
+/// each packet shows"), and its rows. Blank lines are allowed.
+pub fn table(stdout: &str, tracer: Tracer) -> Result<Vec<Packet>, String> {
+    let rest = stdout
+        .strip_prefix('\n')
+        .ok_or("the aggregate table must start with a blank line")?;
+    let mut lines = rest.lines();
+    let header = lines.next().unwrap_or_default();
+    if header != table_header(tracer) {
+        return Err(format!(
+            "header is {header:?}, want {:?}",
+            table_header(tracer)
+        ));
+    }
+    let mut packets: Vec<Packet> = Vec::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        if line == "===" {
+            packets.push(Packet::default());
+            continue;
+        }
+        let packet = packets
+            .last_mut()
+            .ok_or_else(|| format!("row before the first `===`: {line:?}"))?;
+        match row(line, tracer) {
+            Some(row) => packet.rows.push(row),
+            None if packet.rows.is_empty() && packet.summary.is_none() => {
+                packet.summary = Some(line.to_string())
+            }
+            None => return Err(format!("not a table row: {line:?}")),
+        }
+    }
+    Ok(packets)
+}
+
+/// `%-20zu %03u %24.24s %32.32s` (function_graph: `%-64.64s` last), then
+/// maybe ` (drop: NAME)` and `--field` values ` ( len: 84 … )`.
+fn row(line: &str, tracer: Tracer) -> Option<Row> {
+    let c = columns(tracer).captures(line)?;
+    let (cell, rest) = (&c[4], &c[5]);
+    let (function, is_return, indent) = match tracer {
+        Tracer::Function => (cell.trim_start().to_string(), false, 0),
+        Tracer::FunctionGraph => graph_cell(cell)?,
+    };
     let row = Row {
         tstamp: c[1].parse().ok()?,
         cpu: c[2].parse().ok()?,
-        module: c[3].trim().to_string(),
-        name: function.split_whitespace().next()?.to_string(),
+        module: c[3].trim_start().to_string(),
         function,
+        is_return,
+        indent,
+        drop_reason: drop_reason(rest)?,
+        packet_id: String::new(),
     };
-    (format_row(&row) == c[0]).then_some(row)
+    let exact = printed(&row, tracer) == line[..line.len() - rest.len()];
+    (exact && (row.is_return || !row.function.is_empty())).then_some(row)
 }
 
-/// The aggregate table printed on SIGINT/SIGTERM: a blank line, the header,
-/// then per packet `===` and its rows. Returns the packets' rows in order.
-///
-/// ipft adds one line after `===` that says what the packet is (README, "What
-/// each packet shows"), e.g. `UDP 127.0.0.1:55399 -> 127.0.0.1:9 len 47 dev
-/// lo`: one non-row line right after `===` is accepted as that summary.
-pub fn parse_table(stdout: &str) -> Vec<Vec<Row>> {
-    let fail = |why: String| -> ! { panic!("{why}; the whole stdout:\n{stdout}") };
-    let Some(rest) = stdout.strip_prefix('\n') else {
-        fail("the aggregate table must start with a blank line".into());
+/// A row's columns, loosely: what [`printed`] then checks byte for byte.
+fn columns(tracer: Tracer) -> &'static Regex {
+    static COLUMNS: OnceLock<[Regex; 2]> = OnceLock::new();
+    let [function, graph] = COLUMNS.get_or_init(|| {
+        let columns = |width| format!(r"^([0-9]+) +([0-9]{{3,}}) (.{{24}}) (.{{{width}}})(.*)$");
+        [32, 64].map(|w| Regex::new(&columns(w)).unwrap())
+    });
+    match tracer {
+        Tracer::Function => function,
+        Tracer::FunctionGraph => graph,
+    }
+}
+
+/// `row` as ipftrace2's printf prints it, up to the function column; for
+/// function_graph two spaces per depth, then `name() {` or `}`.
+fn printed(row: &Row, tracer: Tracer) -> String {
+    let start = format!("{:<20} {:03} {:>24.24} ", row.tstamp, row.cpu, row.module);
+    let call = match (tracer, row.is_return) {
+        (Tracer::Function, _) => return format!("{start}{:>32.32}", row.function),
+        (Tracer::FunctionGraph, true) => "}".to_string(),
+        (Tracer::FunctionGraph, false) => format!("{}() {{", row.function),
     };
-    let mut lines = rest.lines();
-    let header = lines.next().unwrap_or_default();
-    if header != table_header() {
-        fail(format!("header is {header:?}, want {:?}", table_header()));
-    }
-    let mut packets: Vec<Vec<Row>> = Vec::new();
-    let mut after_separator = false;
-    for line in lines {
-        let summary_allowed = std::mem::take(&mut after_separator);
-        if line == "===" {
-            packets.push(Vec::new());
-            after_separator = true;
-        } else if let Some(row) = parse_row(line) {
-            match packets.last_mut() {
-                Some(packet) => packet.push(row),
-                None => fail(format!("row before the first `===`: {line:?}")),
-            }
-        } else if !(line.is_empty() || summary_allowed) {
-            fail(format!("not a table row: {line:?}"));
-        }
-    }
-    packets
+    format!("{start}{:<64.64}", " ".repeat(row.indent) + &call)
 }
 
-/// One line of `-o json`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    pub packet_id: String,
-    pub timestamp: u64,
-    pub processor_id: u32,
-    pub module: String,
-    pub function: String,
-    pub is_return: bool,
+/// function_graph's cell: `    name() {` (an entry) or `    }` (a return).
+fn graph_cell(cell: &str) -> Option<(String, bool, usize)> {
+    let body = cell.trim();
+    let indent = cell.len() - cell.trim_start().len();
+    match body.strip_suffix("() {") {
+        Some(name) if !name.is_empty() => Some((name.to_string(), false, indent)),
+        _ => (body == "}").then(|| (String::new(), true, indent)),
+    }
 }
 
-/// Every line of `-o json` output: valid JSON starting with the contract's
-/// keys in the contract's order; keys after them (extension fields, ipft's
-/// `packet`, `summary`, `drop_reason`) are allowed. A last line without `\n`
-/// (cut off) is an error.
-pub fn parse_json(stdout: &str) -> Vec<Event> {
-    let shape = Regex::new(concat!(
-        r#"^\{"packet_id":"0x[0-9a-f]+","timestamp":[0-9]+,"processor_id":[0-9]+,"#,
-        r#""module":"[^"]+","function":"[^"]+","is_return":(true|false)[,}]"#
-    ))
-    .unwrap();
-    assert!(
-        stdout.is_empty() || stdout.ends_with('\n'),
-        "JSON output does not end with a newline:\n{stdout}"
-    );
+/// What follows the function column: nothing, or ` (drop: NAME)` and/or
+/// ` ( field: value … )`. `None` for anything else.
+fn drop_reason(rest: &str) -> Option<Option<String>> {
+    if rest.is_empty() {
+        return Some(None);
+    }
+    if !rest.starts_with(" (") {
+        return None;
+    }
+    let reason = rest
+        .strip_prefix(" (drop: ")
+        .and_then(|r| r.split_once(')'));
+    Some(reason.map(|(name, _)| name.to_string()))
+}
+
+/// Every line of `-o json`, in order: valid JSON starting with the
+/// contract's keys in the contract's order; keys after them (`--field`
+/// values, ipft's `packet`, `summary`, `drop_reason`…) are allowed. A last
+/// line without `\n` (cut off) is an error.
+pub fn json_rows(stdout: &str) -> Result<Vec<Row>, String> {
+    ends_with_newline(stdout)?;
     stdout
         .lines()
-        .map(|line| {
-            assert!(
-                shape.is_match(line),
-                "JSON line has the wrong shape: {line}"
-            );
-            let value: serde_json::Value =
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-            Event {
-                packet_id: value["packet_id"].as_str().unwrap().to_string(),
-                timestamp: value["timestamp"].as_u64().unwrap(),
-                processor_id: value["processor_id"].as_u64().unwrap() as u32,
-                module: value["module"].as_str().unwrap().to_string(),
-                function: value["function"].as_str().unwrap().to_string(),
-                is_return: value["is_return"].as_bool().unwrap(),
-            }
-        })
+        .map(|line| json_line(line).map(|(row, _)| row))
         .collect()
 }
 
-/// JSON events as the aggregate view would show them: grouped by packet id,
-/// each group sorted by timestamp, groups ordered by their first timestamp.
-pub fn group_events(events: &[Event]) -> Vec<Vec<Event>> {
-    let mut groups: HashMap<&str, Vec<Event>> = HashMap::new();
-    for event in events {
-        groups
-            .entry(&event.packet_id)
-            .or_default()
-            .push(event.clone());
+/// `-o json` grouped into packets: by ipft's `packet` number (the kernel
+/// reuses skb pointers; the number is unique), by `packet_id` on lines
+/// without one (ipftrace2's grouping). Rows by timestamp, packets by their
+/// first row.
+pub fn json(stdout: &str) -> Result<Vec<Packet>, String> {
+    ends_with_newline(stdout)?;
+    let mut by_packet: BTreeMap<String, Packet> = BTreeMap::new();
+    for line in stdout.lines() {
+        let (row, value) = json_line(line)?;
+        let packet = value["packet"].as_u64();
+        let key = packet.map_or(row.packet_id.clone(), |n| format!("#{n}"));
+        let group = by_packet.entry(key).or_default();
+        group.packet = packet;
+        group.parent = group.parent.or(value["parent_packet"].as_u64());
+        if let Some(summary) = value["summary"].as_str() {
+            group.summary.get_or_insert_with(|| summary.to_string());
+        }
+        group.rows.push(row);
     }
-    let mut groups: Vec<Vec<Event>> = groups.into_values().collect();
-    for group in &mut groups {
-        group.sort_by_key(|e| e.timestamp);
+    let mut packets: Vec<Packet> = by_packet.into_values().collect();
+    for packet in &mut packets {
+        packet.rows.sort_by_key(|r| r.tstamp);
     }
-    groups.sort_by_key(|g| g[0].timestamp);
-    groups
+    packets.sort_by_key(|p| p.rows[0].tstamp);
+    Ok(packets)
+}
+
+/// ipft writes whole lines: a last line without `\n` was cut off.
+fn ends_with_newline(stdout: &str) -> Result<(), String> {
+    match stdout.is_empty() || stdout.ends_with('\n') {
+        true => Ok(()),
+        false => Err("JSON output does not end with a newline".into()),
+    }
+}
+
+/// One json line as a row, and the whole object for the keys ipft adds.
+fn json_line(line: &str) -> Result<(Row, serde_json::Value), String> {
+    static SHAPE: OnceLock<Regex> = OnceLock::new();
+    let shape = SHAPE.get_or_init(|| {
+        Regex::new(concat!(
+            r#"^\{"packet_id":"0x[0-9a-f]+","timestamp":[0-9]+,"processor_id":[0-9]+,"#,
+            r#""module":"[^"]+","function":"[^"]+","is_return":(true|false)[,}]"#
+        ))
+        .unwrap()
+    });
+    if !shape.is_match(line) {
+        return Err(format!("JSON line has the wrong shape: {line}"));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("not JSON ({e}): {line}"))?;
+    let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let row = Row {
+        tstamp: v["timestamp"].as_u64().unwrap_or_default(),
+        cpu: v["processor_id"].as_u64().unwrap_or_default() as u32,
+        module: text("module"),
+        function: text("function"),
+        is_return: v["is_return"].as_bool().unwrap_or_default(),
+        indent: 0,
+        drop_reason: v["drop_reason"].as_str().map(str::to_string),
+        packet_id: text("packet_id"),
+    };
+    Ok((row, v))
+}
+
+/// Counts from `Attaching program (total N, succeeded N, failed N, filtered: N)`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Attach {
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub filtered: u64,
+}
+
+/// The last attach line on stderr (a terminal gets it redrawn with `\r`).
+pub fn attach(stderr: &str) -> Option<Attach> {
+    static LINE: OnceLock<Regex> = OnceLock::new();
+    let line = LINE.get_or_init(|| {
+        Regex::new(
+            r"Attaching program \(total (\d+), succeeded (\d+), failed (\d+), filtered: (\d+)\)",
+        )
+        .unwrap()
+    });
+    let c = line.captures_iter(stderr).last()?;
+    let n = |i: usize| c[i].parse().ok();
+    Some(Attach {
+        total: n(1)?,
+        succeeded: n(2)?,
+        failed: n(3)?,
+        filtered: n(4)?,
+    })
+}
+
+/// [`table`] of the function tracer for a test: panics with the whole
+/// stdout; the packets' rows in order.
+pub fn parse_table(stdout: &str) -> Vec<Vec<Row>> {
+    let packets = table(stdout, Tracer::Function);
+    let packets = packets.unwrap_or_else(|e| panic!("{e}; the whole stdout:\n{stdout}"));
+    packets.into_iter().map(|p| p.rows).collect()
+}
+
+/// [`json_rows`] for a test: panics with the whole stdout.
+pub fn parse_json(stdout: &str) -> Vec<Row> {
+    json_rows(stdout).unwrap_or_else(|e| panic!("{e}; the whole stdout:\n{stdout}"))
+}
+
+/// [`json`] for a test: each packet's rows, panicking with the whole stdout.
+pub fn parse_json_packets(stdout: &str) -> Vec<Vec<Row>> {
+    let packets = json(stdout).unwrap_or_else(|e| panic!("{e}; the whole stdout:\n{stdout}"));
+    packets.into_iter().map(|p| p.rows).collect()
 }
 
 /// Whether `want` appears in `names` in this order (not necessarily adjacent).
@@ -155,74 +301,165 @@ pub fn in_order(names: &[&str], want: &[&str]) -> bool {
 }
 
 pub fn row_names(rows: &[Row]) -> Vec<&str> {
-    rows.iter().map(|r| r.name.as_str()).collect()
-}
-
-pub fn event_names(events: &[Event]) -> Vec<&str> {
-    events.iter().map(|e| e.function.as_str()).collect()
+    rows.iter().map(|r| r.function.as_str()).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn function_row(tstamp: u64, cpu: u32, module: &str, function: &str) -> String {
+        format!("{tstamp:<20} {cpu:03} {module:>24.24} {function:>32.32}")
+    }
+
+    fn graph_row(tstamp: u64, cell: &str) -> String {
+        format!("{tstamp:<20} {:03} {:>24.24} {cell:<64.64}", 0, "vmlinux")
+    }
+
+    fn function_table(lines: &[String]) -> String {
+        format!(
+            "\n{}\n{}\n",
+            table_header(Tracer::Function),
+            lines.join("\n")
+        )
+    }
+
     #[test]
     fn table_round_trip() {
-        let stdout = format!(
-            "\n{}\n===\n{:<20} 001 {:>24} {:>32}\n",
-            table_header(),
-            25340022557487u64,
-            "vmlinux",
-            "netif_rx"
-        );
-        let packets = parse_table(&stdout);
+        let row = function_row(25340022557487, 1, "veth", "veth_xmit");
+        let packets = table(&function_table(&["===".into(), row]), Tracer::Function).unwrap();
         assert_eq!(packets.len(), 1);
-        assert_eq!(packets[0][0].tstamp, 25340022557487);
-        assert_eq!(packets[0][0].cpu, 1);
-        assert_eq!(packets[0][0].function, "netif_rx");
-    }
-
-    #[test]
-    fn table_accepts_a_summary_and_notes() {
-        let stdout = format!(
-            "\n{}\n===\nUDP 127.0.0.1:1 -> 127.0.0.1:9 len 47 dev lo\n{:<20} 000 {:>24} {:>32} ( len: 84 )\n",
-            table_header(),
-            7u64,
-            "vmlinux",
-            "kfree_skb (drop: NO_SOCKET)"
+        let row = &packets[0].rows[0];
+        assert_eq!((row.tstamp, row.cpu), (25340022557487, 1));
+        assert_eq!(
+            (row.module.as_str(), row.function.as_str()),
+            ("veth", "veth_xmit")
         );
-        let rows = &parse_table(&stdout)[0];
-        assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].name, "kfree_skb");
-        assert_eq!(rows[0].function, "kfree_skb (drop: NO_SOCKET)");
     }
 
     #[test]
-    #[should_panic(expected = "not a table row")]
+    fn table_reads_a_summary_a_drop_reason_and_fields() {
+        let row = function_row(7, 0, "vmlinux", "kfree_skb");
+        let lines = [
+            "===".into(),
+            "UDP 127.0.0.1:1 -> 127.0.0.1:9 len 47 dev lo".into(),
+            format!("{row} (drop: NO_SOCKET) ( len: 84 )"),
+        ];
+        let packet = &table(&function_table(&lines), Tracer::Function).unwrap()[0];
+        assert_eq!(
+            packet.summary.as_deref(),
+            Some("UDP 127.0.0.1:1 -> 127.0.0.1:9 len 47 dev lo")
+        );
+        assert_eq!(packet.rows[0].function, "kfree_skb");
+        assert_eq!(packet.rows[0].drop_reason.as_deref(), Some("NO_SOCKET"));
+    }
+
+    #[test]
     fn table_rejects_a_second_non_row() {
-        parse_table(&format!("\n{}\n===\nsummary\nsummary\n", table_header()));
+        let lines = ["===".into(), "summary".into(), "summary".into()];
+        let err = table(&function_table(&lines), Tracer::Function).unwrap_err();
+        assert!(err.contains("not a table row"), "{err}");
     }
 
     #[test]
-    #[should_panic(expected = "not a table row")]
     fn table_rejects_a_misaligned_row() {
-        let row = format!("{:<20} {:03} {:>24} {:>32}", 1, 1, "vmlinux", "netif_rx");
+        let row = function_row(1, 1, "vmlinux", "netif_rx");
         let shifted = format!("{} {}", &row[..20], &row[20..]);
-        parse_table(&format!("\n{}\n===\n{row}\n{shifted}\n", table_header()));
+        let lines = ["===".into(), row, shifted];
+        let err = table(&function_table(&lines), Tracer::Function).unwrap_err();
+        assert!(err.contains("not a table row"), "{err}");
     }
 
     #[test]
-    fn json_line() {
-        let line = r#"{"packet_id":"0xffff8dee8aea9700","timestamp":25340022557487,"processor_id":0,"module":"vmlinux","function":"ip_rcv","is_return":false}"#;
-        let events = parse_json(&format!("{line}\n"));
-        assert_eq!(events[0].function, "ip_rcv");
-        assert_eq!(events[0].packet_id, "0xffff8dee8aea9700");
+    fn table_needs_the_blank_line_and_the_header() {
+        assert!(table("nothing\n", Tracer::Function).is_err());
+        let graph_header = format!("\n{}\n", table_header(Tracer::FunctionGraph));
+        assert!(table(&graph_header, Tracer::Function).is_err());
     }
 
     #[test]
-    #[should_panic(expected = "wrong shape")]
+    fn graph_rows_nest() {
+        let lines = [
+            graph_row(1, "ip_rcv() {"),
+            graph_row(2, "  ip_rcv_finish() {"),
+            graph_row(3, "  }"),
+        ];
+        let stdout = format!(
+            "\n{}\n===\n{}\n",
+            table_header(Tracer::FunctionGraph),
+            lines.join("\n")
+        );
+        let rows = &table(&stdout, Tracer::FunctionGraph).unwrap()[0].rows;
+        let seen: Vec<_> = rows
+            .iter()
+            .map(|r| (r.function.as_str(), r.indent, r.is_return))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("ip_rcv", 0, false),
+                ("ip_rcv_finish", 2, false),
+                ("", 2, true)
+            ]
+        );
+    }
+
+    fn json_line(id: &str, ts: u64, function: &str, extra: &str) -> String {
+        format!(
+            r#"{{"packet_id":"{id}","timestamp":{ts},"processor_id":0,"module":"vmlinux","function":"{function}","is_return":false{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn json_rows_in_order() {
+        let line = json_line("0xffff8dee8aea9700", 25340022557487, "ip_rcv", "");
+        let rows = json_rows(&format!("{line}\n")).unwrap();
+        assert_eq!(rows[0].function, "ip_rcv");
+        assert_eq!(rows[0].packet_id, "0xffff8dee8aea9700");
+        assert!(json_rows(&line).is_err(), "cut off without a newline");
+    }
+
+    #[test]
     fn json_rejects_reordered_keys() {
-        parse_json("{\"timestamp\":1,\"packet_id\":\"0x1\",\"processor_id\":0,\"module\":\"vmlinux\",\"function\":\"f\",\"is_return\":false}\n");
+        let line = r#"{"timestamp":1,"packet_id":"0x1","processor_id":0,"module":"vmlinux","function":"f","is_return":false}"#;
+        let err = json_rows(&format!("{line}\n")).unwrap_err();
+        assert!(err.contains("wrong shape"), "{err}");
+    }
+
+    #[test]
+    fn json_groups_by_packet_number_else_by_pointer() {
+        let numbered = [
+            json_line("0x1", 10, "a", r#","packet":1"#),
+            json_line("0x1", 20, "b", r#","packet":2,"parent_packet":1"#),
+            json_line("0x1", 15, "c", r#","packet":1,"drop_reason":"NO_SOCKET""#),
+        ];
+        let packets = json(&(numbered.join("\n") + "\n")).unwrap();
+        assert_eq!(packets[0].functions(), ["a", "c"]);
+        assert_eq!(packets[0].rows[1].drop_reason.as_deref(), Some("NO_SOCKET"));
+        assert_eq!((packets[1].packet, packets[1].parent), (Some(2), Some(1)));
+
+        let pointers = [
+            json_line("0x2", 5, "b", ""),
+            json_line("0x1", 3, "y", ""),
+            json_line("0x2", 4, "a", ""),
+            json_line("0x1", 9, "z", ""),
+        ];
+        let packets = json(&(pointers.join("\n") + "\n")).unwrap();
+        let names: Vec<Vec<&str>> = packets.iter().map(Packet::functions).collect();
+        assert_eq!(names, [vec!["y", "z"], vec!["a", "b"]]);
+    }
+
+    #[test]
+    fn attach_line_last_one_wins() {
+        let err = "Attaching program (total 3, succeeded 1, failed 0, filtered: 0)\rAttaching program (total 3, succeeded 2, failed 1, filtered: 0)\nTrace ready!\n";
+        let want = Attach {
+            total: 3,
+            succeeded: 2,
+            failed: 1,
+            filtered: 0,
+        };
+        assert_eq!(attach(err), Some(want));
+        assert_eq!(attach("Trace ready!"), None);
     }
 
     #[test]

@@ -176,6 +176,9 @@ fn pty() -> (File, OwnedFd) {
 
 /// A finished run.
 pub struct Output {
+    /// The command line: ipft's arguments (which backend was asked for
+    /// decides what stderr must say), or another command's words.
+    pub args: Vec<String>,
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
@@ -195,6 +198,20 @@ impl Output {
             .collect()
     }
 
+    /// The `-b` value ipft was given, `auto` without one.
+    pub fn backend_asked(&self) -> &str {
+        let options = self.args.iter().take_while(|a| *a != "--");
+        for (i, word) in options.enumerate() {
+            if let Some(backend) = word.strip_prefix("--backend=") {
+                return backend;
+            }
+            if word == "-b" || word == "--backend" {
+                return self.args.get(i + 1).map_or("auto", String::as_str);
+            }
+        }
+        "auto"
+    }
+
     /// The last `Got N traces` on stderr.
     pub fn got_traces(&self) -> Option<u64> {
         last_got(&self.stderr)
@@ -211,8 +228,11 @@ impl fmt::Display for Output {
             .unwrap_or_default();
         write!(
             f,
-            "ipft exited with {}{signal}\n--- stdout ---\n{}\n--- stderr ---\n{}\n---",
-            self.status, self.stdout, self.stderr
+            "`{}` exited with {}{signal}\n--- stdout ---\n{}\n--- stderr ---\n{}\n---",
+            self.args.join(" "),
+            self.status,
+            self.stdout,
+            self.stderr
         )
     }
 }
@@ -382,6 +402,7 @@ impl Ipft {
         self.stdout.wait_closed(EXIT_TIMEOUT);
         self.stderr.wait_closed(EXIT_TIMEOUT);
         Output {
+            args: [&["ipft".to_string()], &self.args[..]].concat(),
             status,
             stdout: self.stdout.text(),
             stderr: self.stderr.text(),

@@ -158,6 +158,9 @@ pub fn links_when_signalled(ipft: &Ipft, mut signalled: impl FnMut() -> bool) ->
 /// both streams; stdin is /dev/null.
 pub fn run_bounded(cmd: &mut Command) -> Output {
     let what = format!("{cmd:?}");
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let words = cmd.get_args().map(|a| a.to_string_lossy().into_owned());
+    let args = std::iter::once(program).chain(words).collect();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -184,6 +187,7 @@ pub fn run_bounded(cmd: &mut Command) -> Output {
         panic!("{what} did not finish");
     };
     Output {
+        args,
         status,
         stdout: stdout.join().unwrap(),
         stderr: stderr.join().unwrap(),

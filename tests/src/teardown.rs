@@ -51,7 +51,7 @@ pub fn assert_released(held: &[u32], context: &dyn std::fmt::Display) {
 /// A fresh ipft on `mark` traces one datagram and exits 0: whatever ended
 /// the previous run left nothing in the way.
 pub fn assert_next_run_works(mark: u32) {
-    let ipft = Ipft::start(&["-m", &format!("{mark:#x}")]);
+    let ipft = Ipft::start(&["-b", "tracepoint", "-m", &format!("{mark:#x}")]);
     let _sinks = packets::send_datagrams(&packets::sender(Some(mark)), 1);
     let out = ipft.stop(libc::SIGINT);
     assert_eq!(out.code(), Some(0), "the next run failed\n{out}");

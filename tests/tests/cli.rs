@@ -1,6 +1,6 @@
 //! The command line: help, version, `-l`, and every error path. Usage errors
 //! exit 2, runtime errors exit 1 with one clear sentence (no error chain).
-use ipft_tests::{kernel, marks, run, Ipft, Output, Setup};
+use ipft_tests::{capabilities, kernel, marks, not_applicable, run, Ipft, Output, Setup};
 use regex::Regex;
 
 fn assert_usage_error(args: &[&str], bad: &str) {
@@ -118,16 +118,25 @@ fn nothing_left_after_filtering_is_an_error() {
     assert_one_sentence_error(&out, 2);
 }
 
-/// This host has no kprobes and refuses fentry: asking for them fails at once
-/// with the reason, not with a chain of aya errors or after a long retry.
+/// A backend this kernel does not allow (see `capabilities`) is refused at
+/// once with the reason, not with a chain of aya errors or after a long
+/// retry. robust.rs pins the exact words.
 #[test]
 fn unavailable_backends_fail_with_one_sentence() {
-    let cases: [(&str, &[&str]); 3] = [
+    let kernel = capabilities();
+    let causes: [(&str, &[&str]); 4] = [
         ("kprobe", &["kprobe"]),
         ("ftrace", &["fentry", "ftrace"]),
         ("fentry", &["fentry", "ftrace"]),
+        ("kprobe-multi", &["fprobe", "kprobe-multi"]),
     ];
-    for (backend, words) in cases {
+    let lacking: Vec<_> = causes.iter().filter(|(b, _)| !kernel.has(b)).collect();
+    if lacking.is_empty() {
+        return not_applicable(
+            "this kernel allows kprobe, ftrace and kprobe-multi: none to refuse",
+        );
+    }
+    for (backend, words) in lacking {
         let out = run(&["-m", "1", "-b", backend]);
         assert_one_sentence_error(&out, 1);
         let said = out.stderr.to_lowercase();
@@ -206,14 +215,18 @@ fn assert_lists(args: &[&str], keep: impl Fn(&str) -> bool) {
 
 #[test]
 fn list_shows_every_skb_tracepoint() {
-    assert_lists(&["-l"], |_| true);
-    assert_lists(&["--list", "--module-regex", "vmlinux"], |_| true);
+    assert_lists(&["-l", "-b", "tracepoint"], |_| true);
+    let vmlinux = ["--list", "-b", "tracepoint", "--module-regex", "vmlinux"];
+    assert_lists(&vmlinux, |_| true);
 }
 
 #[test]
 fn list_honours_regex_unanchored() {
-    assert_lists(&["-l", "-r", "dev_"], |name| name.contains("dev_"));
-    assert_lists(&["-l", "-r", "^netif_rx"], |name| {
+    let tracepoints = ["-l", "-b", "tracepoint", "-r"];
+    assert_lists(&[&tracepoints[..], &["dev_"]].concat(), |name| {
+        name.contains("dev_")
+    });
+    assert_lists(&[&tracepoints[..], &["^netif_rx"]].concat(), |name| {
         name.starts_with("netif_rx")
     });
 }

@@ -2,11 +2,13 @@
 //! message with its exit code, and however a run ends (SIGINT while
 //! attaching, a panic, SIGKILL) its programs leave the kernel and the next
 //! run works. cli.rs checks that bad values are refused; this file pins
-//! down the exact words.
+//! down the exact words, for backends from what this kernel allows (see
+//! `capabilities`). The endings are those of the tracepoint backend, which
+//! every kernel has.
 use std::{fs, path::PathBuf};
 
 use ipft_tests::{
-    kernel, marks,
+    capabilities, kernel, marks, not_applicable,
     packets::{self, UDP_PATH},
     parse::parse_table,
     run, teardown, Ipft, Output, Setup,
@@ -15,9 +17,6 @@ use ipft_tests::{
 fn hex(mark: u32) -> String {
     format!("{mark:#x}")
 }
-
-/// `-b auto` says which backend it chose before an error found later.
-const AUTO_LINE: &str = "Using the tracepoint backend: no kprobes (CONFIG_KPROBES is off) and fentry is refused (EPERM)";
 
 /// Exit `code`, and stderr is exactly `lines` (no panic, no error chain).
 fn assert_says(args: &[&str], code: i32, lines: &[&str]) {
@@ -104,59 +103,59 @@ fn unknown_choices_are_usage_errors() {
     );
 }
 
+/// `-b auto` says which backend it chose (the one this kernel allows, see
+/// `capabilities`) before an error found later.
 #[test]
 fn a_regex_that_matches_nothing_is_one_sentence() {
-    assert_says(
-        &["-m", "1", "-r", "no_such_function_xyz"],
-        1,
-        &[
-            AUTO_LINE,
-            "ipft: no tracepoint matches the given -r/--module-regex (see ipft -l)",
-        ],
-    );
+    let kernel = capabilities();
+    let what = match kernel.auto_backend() {
+        "tracepoint" => "tracepoint",
+        _ => "function",
+    };
+    let said = format!("ipft: no {what} matches the given -r/--module-regex (see ipft -l)");
+    let args = ["-m", "1", "-r", "no_such_function_xyz"];
+    assert_says(&args, 1, &[&kernel.auto_line(), &said]);
 }
 
-/// This host has neither kprobes nor fprobe and refuses fentry.
+/// Each backend this kernel does not allow is refused at once, with the
+/// kernel's reason and a backend that works here.
 #[test]
 fn backends_this_kernel_lacks_are_one_sentence() {
-    let cases: [(&[&str], &str); 3] = [
-        (
-            &["-b", "kprobe"],
-            "ipft: the kprobe backend is unavailable: this kernel has no kprobes (CONFIG_KPROBES is off); try -b tracepoint",
-        ),
-        (
-            &["-b", "ftrace"],
-            "ipft: the ftrace backend is unavailable: fentry is refused (EPERM); try -b tracepoint",
-        ),
-        (
-            &["-b", "kprobe-multi"],
-            "ipft: the kprobe-multi backend is unavailable: no fprobe (CONFIG_FPROBE is off); try -b tracepoint",
-        ),
-    ];
-    for (backend, said) in cases {
-        assert_says(&[&["-m", "1"], backend].concat(), 1, &[said]);
+    let kernel = capabilities();
+    let lacking: Vec<(&str, String)> = ["kprobe", "ftrace", "fentry", "kprobe-multi"]
+        .into_iter()
+        .filter_map(|b| kernel.refusal(b).map(|said| (b, said)))
+        .collect();
+    if lacking.is_empty() {
+        return not_applicable(
+            "this kernel allows kprobe, ftrace and kprobe-multi: none to refuse",
+        );
+    }
+    for (backend, said) in lacking {
+        assert_says(&["-m", "1", "-b", backend], 1, &[&said]);
     }
 }
 
+/// Without `-b`, function_graph needs fentry: refused where the kernel
+/// refuses it (backends.rs traces with it where it works).
 #[test]
 fn function_graph_needs_a_backend_that_sees_returns() {
-    let cases: [(&[&str], &str); 3] = [
+    let mut cases: Vec<(&[&str], String)> = vec![
         (
             &["-b", "tracepoint"],
-            "ipft: function_graph needs function returns, which tracepoints do not have: use -b ftrace",
+            "ipft: function_graph needs function returns, which tracepoints do not have: use -b ftrace".into(),
         ),
         (
             &["-b", "kprobe-multi"],
-            "ipft: function_graph needs function returns, which the kprobe-multi backend does not record: use -b ftrace",
-        ),
-        (
-            &[],
-            "ipft: function_graph needs the ftrace backend (fentry/fexit), but fentry is refused (EPERM)",
+            "ipft: function_graph needs function returns, which the kprobe-multi backend does not record: use -b ftrace".into(),
         ),
     ];
+    if let Some(said) = capabilities().graph_refusal() {
+        cases.push((&[], said));
+    }
     for (backend, said) in cases {
         let args = [&["-m", "1", "-t", "function_graph"], backend].concat();
-        assert_says(&args, 1, &[said]);
+        assert_says(&args, 1, &[&said]);
     }
 }
 
@@ -257,7 +256,7 @@ fn an_output_file_that_cannot_be_created_is_one_sentence() {
                 "ipft: cannot create the output file {path} ({why}): choose a writable --output-file"
             );
             let args = ["-m", "1", "-o", output, "--output-file", path];
-            assert_says(&args, 1, &[AUTO_LINE, &said]);
+            assert_says(&args, 1, &[&capabilities().auto_line(), &said]);
         }
     }
 }
@@ -289,7 +288,7 @@ fn sigint_while_attaching_leaves_nothing() {
         hook: Some("slow-attach"),
         ..Setup::default()
     };
-    let args = ["-m", &hex(mark)];
+    let args = ["-b", "tracepoint", "-m", &hex(mark)];
     let ipft = Ipft::spawn_with(&args, slow);
     let held = teardown::wait_attaching(ipft.pid());
     let out = ipft.stop(libc::SIGINT);
@@ -315,7 +314,15 @@ fn sigint_while_attaching_on_a_tty_ends_the_line() {
         stderr_tty: true,
         ..Setup::default()
     };
-    let ipft = Ipft::spawn_with(&["-m", &hex(marks::ATTACH_INTERRUPTED_TTY)], setup);
+    let ipft = Ipft::spawn_with(
+        &[
+            "-b",
+            "tracepoint",
+            "-m",
+            &hex(marks::ATTACH_INTERRUPTED_TTY),
+        ],
+        setup,
+    );
     let held = teardown::wait_attaching(ipft.pid());
     let out = ipft.stop(libc::SIGINT);
     assert_eq!(out.code(), Some(130), "{out}");
@@ -337,7 +344,7 @@ fn sigterm_on_a_tty_leaves_the_terminal_on_a_fresh_line() {
         stderr_tty: true,
         ..Setup::default()
     };
-    let mut ipft = Ipft::spawn_with(&["-m", &hex(mark)], tty);
+    let mut ipft = Ipft::spawn_with(&["-b", "tracepoint", "-m", &hex(mark)], tty);
     ipft.wait_ready();
     let _sinks = packets::send_datagrams(&packets::sender(Some(mark)), 2);
     let out = ipft.stop(libc::SIGTERM);
@@ -359,7 +366,7 @@ fn a_panic_releases_everything() {
         hook: Some("panic-on-event"),
         ..Setup::default()
     };
-    let mut ipft = Ipft::spawn_with(&["-m", &hex(mark)], hook);
+    let mut ipft = Ipft::spawn_with(&["-b", "tracepoint", "-m", &hex(mark)], hook);
     ipft.wait_ready();
     let held = kernel::programs_held_by(ipft.pid());
     let _sinks = packets::send_datagrams(&packets::sender(Some(mark)), 1);
@@ -377,7 +384,7 @@ fn a_panic_releases_everything() {
 #[test]
 fn sigkill_releases_everything() {
     let mark = marks::SIGKILL;
-    let ipft = Ipft::start(&["-m", &hex(mark)]);
+    let ipft = Ipft::start(&["-b", "tracepoint", "-m", &hex(mark)]);
     let held = kernel::programs_held_by(ipft.pid());
     let _sinks = packets::send_datagrams(&packets::sender(Some(mark)), 1);
     let out = ipft.stop(libc::SIGKILL);
@@ -393,7 +400,7 @@ fn sigkill_releases_everything() {
 fn the_run_after_sigint_and_sigterm_works() {
     let mark = marks::NEXT_RUN;
     for signal in [libc::SIGINT, libc::SIGTERM] {
-        let ipft = Ipft::start(&["-m", &hex(mark)]);
+        let ipft = Ipft::start(&["-b", "tracepoint", "-m", &hex(mark)]);
         let held = kernel::programs_held_by(ipft.pid());
         let out = ipft.stop(signal);
         assert_eq!(out.code(), Some(0), "{out}");
@@ -404,7 +411,7 @@ fn the_run_after_sigint_and_sigterm_works() {
 
 /// At a terminal, with many probes, a background process removes them so
 /// the prompt comes back when the output ends (here forced by a test hook:
-/// this kernel's tracepoints are few). The output is complete, nothing of
+/// the tracepoints are few). The output is complete, nothing of
 /// the user's stays open, and the probes are then gone.
 #[test]
 fn probes_handed_to_the_background_are_removed() {
@@ -414,7 +421,7 @@ fn probes_handed_to_the_background_are_removed() {
         stderr_tty: true,
         ..Setup::default()
     };
-    let mut ipft = Ipft::spawn_with(&["-m", &hex(mark)], setup);
+    let mut ipft = Ipft::spawn_with(&["-b", "tracepoint", "-m", &hex(mark)], setup);
     ipft.wait_ready();
     let held = kernel::programs_held_by(ipft.pid());
     let _sinks = packets::send_datagrams(&packets::sender(Some(mark)), 1);
@@ -433,7 +440,18 @@ fn probes_handed_to_the_background_are_removed() {
 #[test]
 fn two_tracers_see_only_their_own_packets() {
     let (a, b) = (marks::TWO_A, marks::TWO_B);
-    let json = |mark: u32| Ipft::start(&["-m", &hex(mark), "-o", "json", "--field", "mark"]);
+    let json = |mark: u32| {
+        Ipft::start(&[
+            "-b",
+            "tracepoint",
+            "-m",
+            &hex(mark),
+            "-o",
+            "json",
+            "--field",
+            "mark",
+        ])
+    };
     let (tracer_a, tracer_b) = (json(a), json(b));
     let (sent_a, sent_b) = (3, 4);
     let mut sinks = Vec::new();

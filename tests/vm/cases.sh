@@ -76,3 +76,40 @@ run_case() {
     } >&3
     rm -rf $d
 }
+
+# Test runner: `run_tests NAME TIMEOUT BINARY ARGS...` runs one of the
+# host's test binaries (tests/tests/*.rs) against the guest's ipft and
+# reports its libtest stdout and stderr like a case's. Its own session, so
+# that a binary stuck past TIMEOUT is killed with every ipft it started.
+run_tests() {
+    name=$1 timeout=$2 bin=$3
+    shift 3
+    d=/tmp/cases/$name
+    mkdir -p $d
+    echo "@@ipft-vm case $name begin" >&3
+    echo "@@ipft-vm stage running $bin" >&3
+    start=$(now_ms)
+    IPFT_BIN=/usr/bin/ipft setsid $bin "$@" >$d/out 2>$d/err &
+    pid=$!
+    while alive $pid; do
+        if [ $(($(now_ms) - start)) -gt $((timeout * 1000)) ]; then
+            echo "$bin still running after $timeout s: killed" >>$d/log
+            kill -KILL -$pid
+            break
+        fi
+        sleep 1
+    done
+    wait $pid
+    rc=$?
+    {
+        echo "@@ipft-vm result took_ms=$(($(now_ms) - start)) exit=$rc"
+        echo "@@ipft-vm stream stdout"
+        cat $d/out
+        echo "@@ipft-vm stream stderr"
+        cat $d/err
+        echo "@@ipft-vm stream log"
+        cat $d/log 2>/dev/null
+        echo "@@ipft-vm case $name end"
+    } >&3
+    rm -rf $d
+}

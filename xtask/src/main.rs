@@ -7,6 +7,7 @@
 mod bench;
 mod build;
 mod deps;
+mod libtest;
 mod test;
 mod vm;
 

@@ -6,7 +6,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{build, deps, vm};
+use crate::{build, deps, libtest::Tally, vm};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -57,66 +57,50 @@ pub fn run(opts: &Options) -> Result<()> {
         "warnings",
     ]))
     .context("clippy found problems")?;
-    let (passed, failed) = cargo_test(&mut cargo(&["test", "--workspace"]))?;
+    let tally = cargo_test(&mut cargo(&["test", "--workspace"]))?;
     if !opts.no_vm {
         vm::run(&vm::Options {
             kernel: opts.kernel.clone(),
         })?;
     }
     // One closing line for the whole run (the VM suite's cases are in its
-    // table above; it fails the run on any failure).
-    println!("tests: {passed} passed, {failed} failed");
+    // table above; it fails the run on any failure), after the tests that
+    // did not apply to this kernel, each with its reason.
+    for (test, why) in &tally.not_applicable {
+        println!("skipped (N/A here): {test}: {why}");
+    }
+    println!("tests: {}", tally.counts());
     Ok(())
 }
 
-/// Runs `cargo test`, passing its output through, and adds up the counts of
-/// its `test result:` lines.
-fn cargo_test(cmd: &mut Command) -> Result<(u64, u64)> {
+/// Runs `cargo test`, passing its output through, and tallies what the
+/// test binaries reported (see `libtest`).
+fn cargo_test(cmd: &mut Command) -> Result<Tally> {
     let mut child = cmd
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .context("could not start cargo test")?;
-    let (mut passed, mut failed) = (0, 0);
+    let stderr = child.stderr.take().context("cargo test has no stderr")?;
+    let not_applicable = std::thread::spawn(move || {
+        let mut tally = Tally::default();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            tally.stderr_line(&line);
+        }
+        tally.not_applicable
+    });
+    let mut tally = Tally::default();
     let stdout = child.stdout.take().context("cargo test has no stdout")?;
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading cargo test's output")?;
         println!("{line}");
-        if let Some(counts) = line.strip_prefix("test result: ") {
-            passed += count(counts, "passed");
-            failed += count(counts, "failed");
-        }
+        tally.stdout_line(&line);
     }
     let status = child.wait().context("waiting for cargo test")?;
+    tally.not_applicable = not_applicable.join().expect("the stderr reader panicked");
     if !status.success() {
-        bail!("tests failed ({failed} failed, {passed} passed)");
+        bail!("tests failed ({})", tally.counts());
     }
-    Ok((passed, failed))
-}
-
-/// The number before `word` in `ok. 9 passed; 0 failed; …`.
-fn count(counts: &str, word: &str) -> u64 {
-    counts
-        .split(';')
-        .filter_map(|part| {
-            part.trim()
-                .trim_start_matches("ok. ")
-                .trim_start_matches("FAILED. ")
-                .strip_suffix(word)
-        })
-        .find_map(|n| n.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::count;
-
-    #[test]
-    fn counts_come_from_cargo_test_result_lines() {
-        let line =
-            "ok. 9 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 9.75s";
-        assert_eq!(count(line, "passed"), 9);
-        assert_eq!(count(line, "failed"), 2);
-        assert_eq!(count("FAILED. 3 passed; 1 failed; 0 ignored", "passed"), 3);
-    }
+    Ok(tally)
 }

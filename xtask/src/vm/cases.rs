@@ -2,10 +2,9 @@
 //! judged. Every verdict comes from parsed rows, never from exit codes alone.
 use std::fmt::Write as _;
 
-use super::{
-    guest::CaseOutput,
-    output::{self, Group},
-};
+use ipft_tests::parse::{self, Packet, Row, Tracer};
+
+use super::guest::CaseOutput;
 
 /// The mark the guest's traffic carries (`ping -m 1431655765`).
 pub const MARK: &str = "0x55555555";
@@ -283,10 +282,13 @@ pub fn judge(case: &Case, out: &CaseOutput, features: &Features, implemented: &[
     if let Some(v) = ran(out) {
         return v;
     }
-    let groups = if case.json {
-        output::json(&out.stdout)
-    } else {
-        output::aggregate(&out.stdout, case.graph())
+    let tracer = match case.graph() {
+        true => Tracer::FunctionGraph,
+        false => Tracer::Function,
+    };
+    let groups = match case.json {
+        true => parse::json(&out.stdout),
+        false => parse::table(&out.stdout, tracer),
     };
     let groups = match groups {
         Ok(g) => g,
@@ -391,11 +393,11 @@ fn any_match(name: &str, patterns: &[&str]) -> bool {
 }
 
 /// Entry rows only: the function tracer has no returns, function_graph has.
-fn entries(g: &Group) -> Vec<&output::Row> {
+fn entries(g: &Packet) -> Vec<&Row> {
     g.rows.iter().filter(|r| !r.is_return).collect()
 }
 
-fn summary(groups: &[Group]) -> String {
+fn summary(groups: &[Packet]) -> String {
     let seen: Vec<String> = groups
         .iter()
         .map(|g| {
@@ -412,13 +414,13 @@ fn summary(groups: &[Group]) -> String {
     )
 }
 
-fn loopback(groups: &[Group], aggregate: bool) -> Verdict {
+fn loopback(groups: &[Packet], aggregate: bool) -> Verdict {
     in_order(groups, "loopback_xmit", LOOPBACK_STEPS, aggregate)
         .map(|n| Verdict::pass(format!("{n} rows, TX→loopback_xmit→RX→free in order")))
         .unwrap_or_else(Verdict::fail)
 }
 
-fn tracepoints(groups: &[Group], aggregate: bool) -> Verdict {
+fn tracepoints(groups: &[Packet], aggregate: bool) -> Verdict {
     in_order(groups, "net_dev_queue", TRACEPOINT_STEPS, aggregate)
         .map(|n| {
             Verdict::pass(format!(
@@ -431,7 +433,7 @@ fn tracepoints(groups: &[Group], aggregate: bool) -> Verdict {
 /// Finds the packet that went through `anchor` and checks it passed every
 /// step in order (other rows may come between); returns its row count.
 fn in_order(
-    groups: &[Group],
+    groups: &[Packet],
     anchor: &str,
     steps: &[&[&str]],
     aggregate: bool,
@@ -471,7 +473,7 @@ fn in_order(
 }
 
 /// function_graph: entries and returns pair up, indentation follows depth.
-fn graph(groups: &[Group], json: bool) -> Verdict {
+fn graph(groups: &[Packet], json: bool) -> Verdict {
     if groups.is_empty() {
         return Verdict::fail("no packet traced");
     }
@@ -523,7 +525,7 @@ fn graph(groups: &[Group], json: bool) -> Verdict {
     Verdict::pass(format!("{rows} rows balanced, max depth {deepest}"))
 }
 
-fn display(r: &output::Row) -> String {
+fn display(r: &Row) -> String {
     if r.is_return {
         "}".into()
     } else {
@@ -531,7 +533,7 @@ fn display(r: &output::Row) -> String {
     }
 }
 
-fn forward(groups: &[Group]) -> Verdict {
+fn forward(groups: &[Packet]) -> Verdict {
     let Some(g) = groups
         .iter()
         .find(|g| g.rows.iter().any(|r| r.function == "ip_forward"))
@@ -577,7 +579,7 @@ fn is_kfree(name: &str) -> bool {
     )
 }
 
-fn drop(groups: &[Group]) -> Verdict {
+fn drop(groups: &[Packet]) -> Verdict {
     let Some(g) = groups
         .iter()
         .find(|g| g.rows.iter().any(|r| is_kfree(&r.function)))
@@ -604,7 +606,7 @@ fn drop(groups: &[Group]) -> Verdict {
 /// with it, the same packet goes on through the underlay's IP output and is
 /// received as UDP on the other side. `stderr` is ipft's `-v` output: 6.1's
 /// fentry takes at most 6 arguments, iptunnel_xmit has 10.
-fn tunnel(groups: &[Group], tracked: bool, stderr: &str) -> Verdict {
+fn tunnel(groups: &[Packet], tracked: bool, stderr: &str) -> Verdict {
     let unattached = stderr.contains("cannot attach iptunnel_xmit ");
     // The packet's first scrub is the tunnel's (crossing the veth comes later).
     let scrubbed = groups.iter().find_map(|g| {
@@ -662,7 +664,7 @@ fn tunnel(groups: &[Group], tracked: bool, stderr: &str) -> Verdict {
 }
 
 /// The drop names its reason: netfilter's verdict.
-fn drop_reason(groups: &[Group]) -> Verdict {
+fn drop_reason(groups: &[Packet]) -> Verdict {
     let dropped = groups
         .iter()
         .flat_map(|g| entries(g))
@@ -685,7 +687,7 @@ fn drop_reason(groups: &[Group]) -> Verdict {
 /// Pings in sequence over loopback: one packet per echo request, each from
 /// the send path to its own kfree_skbmem, with distinct `packet` numbers
 /// although the kernel handed the same skb memory out again.
-fn reuse(groups: &[Group]) -> Verdict {
+fn reuse(groups: &[Packet]) -> Verdict {
     if groups.len() != REUSE_COUNT {
         return Verdict::fail(format!(
             "{} packets for {REUSE_COUNT} echo requests; {}",
@@ -725,9 +727,9 @@ fn reuse(groups: &[Group]) -> Verdict {
 /// `--track` on a broadcast: the looped-back clone is a packet of its own
 /// that names the original (aggregate: by its first timestamp; json: by
 /// its `packet` number).
-fn clone_of(groups: &[Group], json: bool) -> Verdict {
+fn clone_of(groups: &[Packet], json: bool) -> Verdict {
     const CLONE_OF: &str = "(clone of the packet first seen at ";
-    let parent_of = |g: &Group| -> Option<&Group> {
+    let parent_of = |g: &Packet| -> Option<&Packet> {
         if json {
             let parent = g.parent?;
             groups.iter().find(|p| p.packet == Some(parent))
@@ -782,7 +784,7 @@ fn chosen_backend(stderr: &str) -> Option<&'static str> {
 
 fn auto(
     out: &CaseOutput,
-    groups: &[Group],
+    groups: &[Packet],
     features: &Features,
     implemented: &[&str],
     graph_tracer: bool,
@@ -819,8 +821,8 @@ fn auto(
     }
 }
 
-fn scale(out: &CaseOutput, groups: &[Group]) -> Verdict {
-    let Some(a) = output::attach(&out.stderr) else {
+fn scale(out: &CaseOutput, groups: &[Packet]) -> Verdict {
+    let Some(a) = parse::attach(&out.stderr) else {
         return Verdict::fail("no `Attaching program (total …)` line on stderr");
     };
     let ready = out.ready_ms.unwrap_or(0) as f64 / 1000.0;
@@ -845,9 +847,8 @@ fn scale(out: &CaseOutput, groups: &[Group]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::output::Row;
 
-    fn group(names: &[&str]) -> Group {
+    fn group(names: &[&str]) -> Packet {
         let rows = names
             .iter()
             .enumerate()
@@ -866,9 +867,9 @@ mod tests {
                 ..Row::default()
             })
             .collect();
-        Group {
+        Packet {
             rows,
-            ..Group::default()
+            ..Packet::default()
         }
     }
 
@@ -954,19 +955,19 @@ mod tests {
             indent,
             ..Row::default()
         };
-        let ok = Group {
+        let ok = Packet {
             rows: vec![
                 row("a", false, 0),
                 row("b", false, 2),
                 row("b", true, 2),
                 row("a", true, 0),
             ],
-            ..Group::default()
+            ..Packet::default()
         };
         assert_eq!(graph(&[ok], false).status, Status::Pass);
-        let open = Group {
+        let open = Packet {
             rows: vec![row("a", false, 0), row("b", false, 2), row("b", true, 2)],
-            ..Group::default()
+            ..Packet::default()
         };
         assert_eq!(graph(&[open], false).status, Status::Fail);
     }

@@ -27,6 +27,8 @@ pub struct CaseOutput {
     pub ready_ms: Option<u64>,
     /// Milliseconds from SIGINT to exit.
     pub stop_ms: u64,
+    /// Milliseconds a test binary ran (`run_tests`).
+    pub took_ms: u64,
     pub exit: Option<i32>,
     /// The case's `end` marker arrived (else the guest died or timed out).
     pub complete: bool,
@@ -270,6 +272,7 @@ fn result_fields(case: &mut CaseOutput, fields: &[&str]) {
                 case.ready_ms = v.parse::<i64>().ok().filter(|&n| n >= 0).map(|n| n as u64)
             }
             "stop_ms" => case.stop_ms = v.parse().unwrap_or(0),
+            "took_ms" => case.took_ms = v.parse().unwrap_or(0),
             "exit" => case.exit = v.parse().ok(),
             _ => {}
         }

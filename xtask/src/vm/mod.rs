@@ -3,14 +3,15 @@
 //!
 //! Per kernel: fetch the newest Debian cloud build (cached in target/vm/),
 //! build an initramfs with busybox, the just-built ipft and the host's
-//! ping/ip/nft, boot it once, run every case in sequence (tests/vm/), and
-//! judge the output on the host. One boot per kernel keeps the suite inside
+//! ping/ip/nft, boot it once, run every case in sequence (tests/vm/), then
+//! the host's end-to-end test binaries (`host_tests`), and judge the output
+//! on the host. One boot per kernel keeps the suite inside
 //! its time budget: booting and starting ipft are slow under emulation.
 mod cases;
 pub(crate) mod guest;
+mod host_tests;
 pub(crate) mod image;
 pub(crate) mod kernel;
-mod output;
 
 use std::{
     fs,
@@ -32,7 +33,9 @@ pub struct Options {
 }
 
 /// Host tools the suite needs: QEMU, the guest's shell and network tools,
-/// xz for modules, and dpkg-deb/apt for the kernels.
+/// xz for modules, dpkg-deb/apt for the kernels, and what the host tests
+/// run in the guest (iptables, bpftool, jq, script, unshare, dash; strip
+/// for their binaries).
 pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("busybox", "busybox-static"),
@@ -41,15 +44,24 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nft", "nftables"),
     ("ldd", "libc-bin"),
+    ("iptables", "iptables"),
+    ("bpftool", "bpftool"),
+    ("jq", "jq"),
+    ("script", "bsdutils"),
+    ("unshare", "util-linux"),
+    ("dash", "dash"),
+    ("strip", "binutils"),
 ];
 
 /// Modules the scenarios load: veth for the namespaces, nf_tables for the
-/// marking and drop rules, vxlan for the tunnel (their dependencies are
-/// added).
-const MODULES: &[&str] = &["veth", "nf_tables", "vxlan"];
+/// marking and drop rules, vxlan for the tunnel; nft_compat and xt_mark
+/// for the host tests' `iptables -m mark` (their dependencies are added).
+const MODULES: &[&str] = &["veth", "nf_tables", "vxlan", "nft_compat", "xt_mark"];
 
-/// The most one kernel's boot may take before it is stopped.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// The most one kernel's boot may take before it is stopped: the
+/// scenarios take 10 to 13 minutes with both guests side by side, the host
+/// test binaries about 5 more.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(25 * 60);
 
 /// Backends the ipft contract promises; kprobe-multi is tested once ipft
 /// lists it in `--help`.
@@ -62,6 +74,13 @@ pub fn run(opts: &Options) -> Result<()> {
     let ipft = ipft_binary()?;
     let implemented = implemented_backends(&ipft);
     let work = build::root().join("target/vm");
+    let tests = host_tests::build(&work.join("tests"))?;
+    let tests: Vec<_> = tests.into_iter().filter(|t| wanted(&t.id())).collect();
+    let suite = Suite {
+        ipft: &ipft,
+        implemented: &implemented,
+        tests: &tests,
+    };
     kernel::update_package_lists();
     let kernels = series
         .iter()
@@ -74,8 +93,8 @@ pub fn run(opts: &Options) -> Result<()> {
         let runs: Vec<_> = kernels
             .iter()
             .map(|k| {
-                let (ipft, implemented, dir) = (&ipft, &implemented, work.join(k.series));
-                scope.spawn(move || run_kernel(k, ipft, implemented, &dir))
+                let (suite, dir) = (&suite, work.join(k.series));
+                scope.spawn(move || run_kernel(k, suite, &dir))
             })
             .collect();
         runs.into_iter()
@@ -125,17 +144,20 @@ fn implemented_backends(ipft: &Path) -> Vec<&'static str> {
     backends
 }
 
+/// A table row: backend, scenario, verdict.
+type Row = (String, String, Verdict);
+
 /// What the table shows for one kernel.
 struct KernelResult {
     label: String,
-    rows: Vec<(String, String, Verdict)>,
+    rows: Vec<Row>,
     details: Vec<String>,
     elapsed: Duration,
 }
 
 /// Rows that need no run: a backend ipft does not implement, or one that
 /// cannot do what the scenario asks.
-fn static_rows(implemented: &[&str]) -> Vec<(String, String, Verdict)> {
+fn static_rows(implemented: &[&str]) -> Vec<Row> {
     let mut rows = vec![(
         "tracepoint".to_string(),
         "forward".to_string(),
@@ -216,30 +238,38 @@ fn scale_backends(implemented: &[&str]) -> Vec<&'static str> {
 }
 
 /// `IPFT_VM_CASES=loopback,drop` runs only the cases whose id contains one
-/// of the words: for working on one scenario without the whole suite.
-fn selected_cases(plan: Vec<Case>) -> Vec<Case> {
-    let Ok(filter) = std::env::var("IPFT_VM_CASES") else {
-        return plan;
-    };
-    eprintln!("xtask: only the cases matching IPFT_VM_CASES={filter}");
-    plan.into_iter()
-        .filter(|c| filter.split(',').any(|w| c.id().contains(w)))
-        .collect()
+/// of the words (`tests-cli` for the host's tests/cli.rs): for working on
+/// one scenario without the whole suite.
+fn wanted(id: &str) -> bool {
+    match std::env::var("IPFT_VM_CASES") {
+        Ok(filter) => filter.split(',').any(|w| id.contains(w)),
+        Err(_) => true,
+    }
 }
 
-fn run_kernel(
-    kernel: &kernel::Kernel,
-    ipft: &Path,
-    implemented: &[&str],
-    dir: &Path,
-) -> Result<KernelResult> {
+/// What every guest runs: ipft, the scenario cases, the host's tests.
+struct Suite<'a> {
+    ipft: &'a Path,
+    implemented: &'a [&'static str],
+    tests: &'a [host_tests::TestBinary],
+}
+
+fn run_kernel(kernel: &kernel::Kernel, suite: &Suite, dir: &Path) -> Result<KernelResult> {
     fs::create_dir_all(dir)?;
     let features = Features::from_config(&kernel.config()?);
-    let plan = selected_cases(plan(implemented));
+    let plan: Vec<Case> = plan(suite.implemented)
+        .into_iter()
+        .filter(|c| wanted(&c.id()))
+        .collect();
     let initrd = dir.join("initrd.cpio");
-    build_image(kernel, ipft, &plan, dir, &initrd)?;
+    build_image(kernel, suite, &features, &plan, dir, &initrd)?;
     let label = kernel.series.to_string();
-    eprintln!("xtask: booting {} ({} cases)", kernel.release, plan.len());
+    eprintln!(
+        "xtask: booting {} ({} cases, {} test binaries)",
+        kernel.release,
+        plan.len(),
+        suite.tests.len()
+    );
     let run = guest::boot(&guest::Boot {
         label: &label,
         vmlinuz: &kernel.vmlinuz(),
@@ -256,7 +286,7 @@ fn run_kernel(
     };
     for case in &plan {
         let verdict = match run.cases.get(&case.id()) {
-            Some(out) => cases::judge(case, out, &features, implemented),
+            Some(out) => cases::judge(case, out, &features, suite.implemented),
             None => Verdict::fail(
                 run.problem
                     .clone()
@@ -276,7 +306,12 @@ fn run_kernel(
             .rows
             .push((case.backend.to_string(), scenario, verdict));
     }
-    for row in static_rows(implemented) {
+    for test in suite.tests {
+        let (row, detail) = host_tests::row(&label, test, &run, &features);
+        result.details.extend(detail);
+        result.rows.push(row);
+    }
+    for row in static_rows(suite.implemented) {
         result.rows.push(row);
     }
     if let Some(problem) = &run.problem {
@@ -311,12 +346,13 @@ fn run_kernel(
 
 fn build_image(
     kernel: &kernel::Kernel,
-    ipft: &Path,
+    suite: &Suite,
+    features: &Features,
     plan: &[Case],
     dir: &Path,
     out: &Path,
 ) -> Result<()> {
-    let mut img = base_image(ipft)?;
+    let mut img = base_image(suite.ipft)?;
     for tool in ["ping", "ip", "nft"] {
         let path = which(tool)?;
         let guest = format!("/usr/{}bin/{tool}", if tool == "ping" { "" } else { "s" });
@@ -333,8 +369,18 @@ fn build_image(
         order += &format!("{name}\n");
     }
     img.file("/vm/modules/order", 0o644, order.into_bytes());
-    let cases: String = plan.iter().map(|c| c.shell() + "\n").collect();
-    img.file("/vm/cases", 0o644, cases.into_bytes());
+    host_tests::add_to_image(&mut img, suite.tests)?;
+    // The host tests last: their iptables rules leave empty netfilter
+    // chains behind, which would add rows to the scenarios' packets.
+    let cases = plan.iter().map(Case::shell);
+    let settings = suite
+        .tests
+        .first()
+        .map(|_| host_tests::SETTINGS.to_string());
+    let tests = suite.tests.iter().map(|t| t.shell(features));
+    let lines = cases.chain(settings).chain(tests);
+    let lines: String = lines.map(|l| l + "\n").collect();
+    img.file("/vm/cases", 0o644, lines.into_bytes());
     img.write(out)
 }
 
