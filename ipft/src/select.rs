@@ -1,8 +1,8 @@
 //! Select: which packets the programs trace, from the options. Today the
-//! mark (`-m`, `--mask`), `--track` and function_graph; it gives the
-//! [`Config`] the programs are maps with, the kernel's struct offsets
-//! included.
-use ipft_common::{Config, Offsets, CONFIG_GRAPH, CONFIG_TRACK};
+//! mark (`-m`, `--mask`), `--track` and function_graph, and whether their
+//! bytes are sent (`-w`, `--snaplen`); it gives the [`Config`] the programs
+//! are maps with, the kernel's struct offsets included.
+use ipft_common::{Config, Offsets, CONFIG_CAPTURE, CONFIG_GRAPH, CONFIG_TRACK};
 
 use crate::cli::{Options, Tracer};
 
@@ -12,6 +12,7 @@ pub fn config(opts: &Options, offsets: Offsets) -> Config {
         mark: opts.masked_mark(),
         mask: opts.mask,
         flags: flags(opts),
+        snaplen: opts.snaplen,
         offsets,
     }
 }
@@ -26,7 +27,11 @@ fn flags(opts: &Options) -> u32 {
         Tracer::FunctionGraph => CONFIG_GRAPH,
         Tracer::Function => 0,
     };
-    track | graph
+    let capture = match opts.write {
+        Some(_) => CONFIG_CAPTURE,
+        None => 0,
+    };
+    track | graph | capture
 }
 
 /// Why the options select no packet sensibly: a mark that is 0 under its
@@ -67,6 +72,11 @@ mod tests {
             Offsets::default(),
         );
         assert_eq!(c.flags, CONFIG_GRAPH);
+        let c = config(
+            &opts(&["-m", "1", "-w", "-", "--snaplen", "100"]),
+            Offsets::default(),
+        );
+        assert_eq!((c.flags, c.snaplen), (CONFIG_CAPTURE, 100));
     }
 
     #[test]

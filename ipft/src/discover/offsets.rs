@@ -1,11 +1,12 @@
 //! Where the fields the programs read (mark, len, head, network header,
-//! dev name, GSO fields) sit in this kernel's structs, from BTF: the eBPF
+//! dev name, GSO fields; for `-w` the MAC header, data, tail, ifindex and
+//! network namespace) sit in this kernel's structs, from BTF: the eBPF
 //! crate has no CO-RE, so these offsets are passed to it at load.
 use anyhow::{Context, Result};
-use btf_rs::{Btf, BtfType, Type};
+use btf_rs::{Btf, BtfType, Member, Type};
 use ipft_common::Offsets;
 
-use super::btf::MAX_DEPTH;
+use super::{btf::MAX_DEPTH, params::strip_modifiers};
 
 /// Where the fields the programs read live in this kernel's structs.
 pub fn offsets(btf: &Btf) -> Result<Offsets> {
@@ -16,7 +17,14 @@ pub fn offsets(btf: &Btf) -> Result<Offsets> {
     let (skb_protocol, skb_head) = (skb("protocol")?, skb("head")?);
     let (skb_network_header, skb_end) = (skb("network_header")?, skb("end")?);
     let skb_dev = skb("dev")?;
-    let dev_name = field_offset(btf, &find_struct(btf, "net_device")?, "name")?;
+    let (skb_mac_header, skb_data, skb_tail) = (skb("mac_header")?, skb("data")?, skb("tail")?);
+    let dev = find_struct(btf, "net_device")?;
+    let (dev_name, dev_ifindex) = (
+        field_offset(btf, &dev, "name")?,
+        field_offset(btf, &dev, "ifindex")?,
+    );
+    let dev_net = member_path(btf, &dev, &["nd_net", "net"])?;
+    let net_inum = member_path(btf, &find_struct(btf, "net")?, &["ns", "inum"])?;
     let shinfo = find_struct(btf, "skb_shared_info")?;
     let shinfo = |field| field_offset(btf, &shinfo, field);
     Ok(Offsets {
@@ -32,7 +40,33 @@ pub fn offsets(btf: &Btf) -> Result<Offsets> {
         shinfo_gso_size: shinfo("gso_size")?,
         shinfo_gso_segs: shinfo("gso_segs")?,
         shinfo_gso_type: shinfo("gso_type")?,
+        skb_mac_header,
+        skb_data,
+        skb_tail,
+        dev_ifindex,
+        dev_net,
+        net_inum,
     })
+}
+
+/// Byte offset of a member of a member (`net_device.nd_net.net`): each
+/// name after the first is looked up in the struct type of the one before,
+/// through typedefs (`possible_net_t`).
+fn member_path(btf: &Btf, (found, name): &(btf_rs::Struct, &str), path: &[&str]) -> Result<u32> {
+    let missing = || format!("the kernel's BTF has no {name}.{}", path.join("."));
+    let mut s = found.clone();
+    let mut bits = 0u32;
+    for (i, field) in path.iter().enumerate() {
+        let (offset, member) = find_member(btf, &s, field, 0).with_context(missing)?;
+        bits = bits.checked_add(offset).with_context(missing)?;
+        if i + 1 < path.len() {
+            s = match strip_modifiers(btf, member.get_type_id()) {
+                Some(Type::Struct(inner) | Type::Union(inner)) => inner,
+                _ => return Err(anyhow::anyhow!(missing())),
+            };
+        }
+    }
+    Ok(bits / 8)
 }
 
 /// The (non-empty) struct called `name`, with that name.
@@ -58,21 +92,27 @@ fn field_offset(btf: &Btf, (found, name): &(btf_rs::Struct, &str), field: &str) 
 
 /// Finds a member by name, descending into anonymous structs and unions.
 fn member_bit_offset(btf: &Btf, s: &btf_rs::Struct, name: &str, depth: usize) -> Option<u32> {
+    find_member(btf, s, name, depth).map(|(bits, _)| bits)
+}
+
+/// A member by name, and its bit offset, descending into anonymous structs
+/// and unions.
+fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str, depth: usize) -> Option<(u32, Member)> {
     if depth > MAX_DEPTH {
         return None;
     }
     for member in &s.members {
         let member_name = btf.resolve_name(member).unwrap_or_default();
         if member_name == name {
-            return Some(member.bit_offset());
+            return Some((member.bit_offset(), member.clone()));
         }
         if member_name.is_empty() {
             let inner = member
                 .get_type_id()
                 .and_then(|id| btf.resolve_type_by_id(id).ok());
             if let Some(Type::Struct(inner) | Type::Union(inner)) = inner {
-                if let Some(off) = member_bit_offset(btf, &inner, name, depth + 1) {
-                    return member.bit_offset().checked_add(off);
+                if let Some((off, found)) = find_member(btf, &inner, name, depth + 1) {
+                    return Some((member.bit_offset().checked_add(off)?, found));
                 }
             }
         }
@@ -99,5 +139,33 @@ mod tests {
         }
         assert_ne!(o.skb_mark, o.skb_len);
         assert!(o.dev_name < 4096);
+    }
+
+    /// The `-w` offsets against facts of sk_buff's layout that have held
+    /// since 4.x: `network_header` then `mac_header` (two u16), `tail` then
+    /// `end` (two offsets).
+    #[test]
+    fn capture_offsets_follow_the_kernels_layout() {
+        let kernel = running_kernel();
+        let o = offsets(&kernel.vmlinux).unwrap();
+        for (name, off, size) in [
+            ("mac_header", o.skb_mac_header, 2),
+            ("tail", o.skb_tail, 4),
+            ("data", o.skb_data, 8),
+        ] {
+            assert!(off < 256 && off % size == 0, "sk_buff.{name} at {off}");
+        }
+        assert_eq!(o.skb_network_header + 2, o.skb_mac_header, "{o:?}");
+        assert_eq!(
+            o.skb_tail + 4,
+            o.skb_end,
+            "tail and end are neighbours: {o:?}"
+        );
+        assert!(
+            o.dev_ifindex < 4096 && o.dev_ifindex.is_multiple_of(4),
+            "{o:?}"
+        );
+        assert!(o.dev_net < 4096 && o.dev_net.is_multiple_of(8), "{o:?}");
+        assert!(o.net_inum < 1024 && o.net_inum.is_multiple_of(4), "{o:?}");
     }
 }
