@@ -172,6 +172,8 @@ pub struct Config {
     /// `-w`: bytes of each frame to capture, at most [`SNAPLEN_MAX`].
     pub snaplen: u32,
     pub offsets: Offsets,
+    /// `-w` only (zero without): read on the capture path alone.
+    pub capture: CaptureOffsets,
 }
 
 /// `Config::flags` bit: keep tracing a matched skb (by pointer, in the
@@ -213,7 +215,13 @@ pub struct Offsets {
     pub shinfo_gso_size: u32,
     pub shinfo_gso_segs: u32,
     pub shinfo_gso_type: u32,
-    /// `-w` only: where the frame's bytes and device are.
+}
+
+/// `-w`: where the frame's bytes, device and namespace are. Apart from
+/// [`Offsets`] so that a matched call without `-w` loads none of them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureOffsets {
     pub skb_mac_header: u32,
     pub skb_data: u32,
     pub skb_tail: u32,

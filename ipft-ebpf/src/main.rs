@@ -29,10 +29,10 @@ use aya_ebpf::{
     EbpfContext,
 };
 use ipft_common::{
-    tracepoint_id, Call, Capture, CaptureRecord, Cloning, Config, Event, Offsets, CAPTURE_SIZE,
-    CONFIG_CAPTURE, CONFIG_GRAPH, CONFIG_TRACK, ENTERED_MAX, EVENT_CAPTURE, EVENT_CLONE,
-    EVENT_DROP_REASON, EVENT_RETURN, EVENT_SIZE, LINK_ETHERNET, LINK_NONE, LINK_RAW, SNAPLEN_MAX,
-    TP_KFREE_SKB_ID, TRACKED_MAX,
+    tracepoint_id, Call, Capture, CaptureOffsets, CaptureRecord, Cloning, Config, Event, Offsets,
+    CAPTURE_SIZE, CONFIG_CAPTURE, CONFIG_GRAPH, CONFIG_TRACK, ENTERED_MAX, EVENT_CAPTURE,
+    EVENT_CLONE, EVENT_DROP_REASON, EVENT_RETURN, EVENT_SIZE, LINK_ETHERNET, LINK_NONE, LINK_RAW,
+    SNAPLEN_MAX, TP_KFREE_SKB_ID, TRACKED_MAX,
 };
 
 /// Set by userspace before loading; read-only, so the verifier sees constants.
@@ -55,6 +55,8 @@ static CONFIG: Config = Config {
         shinfo_gso_size: 0,
         shinfo_gso_segs: 0,
         shinfo_gso_type: 0,
+    },
+    capture: CaptureOffsets {
         skb_mac_header: 0,
         skb_data: 0,
         skb_tail: 0,
@@ -85,7 +87,7 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[inline(always)]
 fn send<C: EbpfContext>(ctx: &C, event: &Event) {
     output(
-        ctx,
+        ctx.as_ptr(),
         (event as *const Event).cast(),
         core::mem::size_of::<Event>() as u64,
     );
@@ -94,10 +96,10 @@ fn send<C: EbpfContext>(ctx: &C, event: &Event) {
 /// Writes `size` bytes at `data` as one perf record, counting it in `LOST`
 /// when it does not fit.
 #[inline(always)]
-fn output<C: EbpfContext>(ctx: &C, data: *const u8, size: u64) {
+fn output(ctx: *mut core::ffi::c_void, data: *const u8, size: u64) {
     let ret = unsafe {
         bpf_perf_event_output(
-            ctx.as_ptr(),
+            ctx,
             core::ptr::addr_of!(EVENTS).cast_mut().cast(),
             BPF_F_CURRENT_CPU as u64,
             data.cast_mut().cast(),
@@ -252,7 +254,7 @@ fn trace<C: EbpfContext>(ctx: &C, skb: u64, func: impl FnOnce() -> u64, flags: u
     event.drop_reason = reason;
     let offsets = config!(offsets);
     snapshot(&offsets, skb, &mut event);
-    send_snapshot(ctx, &offsets, skb, &event);
+    send_snapshot(ctx, skb, &event);
     if config!(flags) & CONFIG_GRAPH != 0 {
         let call = Call {
             skb,
@@ -311,16 +313,24 @@ fn cloned<C: EbpfContext>(ctx: &C, parent: u64, child: u64, func: u64) {
     event.parent = parent;
     let offsets = config!(offsets);
     snapshot(&offsets, child, &mut event);
-    send_snapshot(ctx, &offsets, child, &event);
+    send_snapshot(ctx, child, &event);
 }
 
 /// Sends a matched call's event, with the packet's bytes under `-w`.
 #[inline(always)]
-fn send_snapshot<C: EbpfContext>(ctx: &C, o: &Offsets, skb: u64, event: &Event) {
+fn send_snapshot<C: EbpfContext>(ctx: &C, skb: u64, event: &Event) {
     if config!(flags) & CONFIG_CAPTURE == 0 {
         send(ctx, event);
-        return;
+    } else {
+        send_captured(ctx.as_ptr(), skb, event);
     }
+}
+
+/// `-w`: sends `event` with the packet's bytes. A function of its own (a
+/// BPF subprogram): inlined, it changes how the compiler lays out the event
+/// on the path without `-w` too.
+#[inline(never)]
+fn send_captured(ctx: *mut core::ffi::c_void, skb: u64, event: &Event) {
     let Some(depth) = CAPTURE_DEPTH.get_ptr_mut(0) else {
         return;
     };
@@ -339,7 +349,7 @@ fn send_snapshot<C: EbpfContext>(ctx: &C, o: &Offsets, skb: u64, event: &Event) 
     let record = unsafe { &mut *record };
     record.event = *event;
     record.event.flags |= EVENT_CAPTURE;
-    let captured = capture(o, skb, event.network_header, record);
+    let captured = capture(skb, event.network_header, record);
     let size = (EVENT_SIZE + CAPTURE_SIZE) as u64 + captured as u64;
     output(ctx, (record as *const CaptureRecord).cast(), size);
     unsafe { *depth = level };
@@ -366,19 +376,20 @@ fn frame_start(mac: u16, network: u16) -> (u16, u16) {
 /// `-w`: fills `record.capture` and copies the frame's first bytes of
 /// linear data into `record.bytes`; returns how many.
 #[inline(always)]
-fn capture(o: &Offsets, skb: u64, network: u16, record: &mut CaptureRecord) -> u32 {
-    let head: u64 = read(skb + o.skb_head as u64);
-    let data: u64 = read(skb + o.skb_data as u64);
-    let tail: u32 = read(skb + o.skb_tail as u64);
-    let mac: u16 = read(skb + o.skb_mac_header as u64);
+fn capture(skb: u64, network: u16, record: &mut CaptureRecord) -> u32 {
+    let c = config!(capture);
+    let head: u64 = read(skb + config!(offsets.skb_head) as u64);
+    let data: u64 = read(skb + c.skb_data as u64);
+    let tail: u32 = read(skb + c.skb_tail as u64);
+    let mac: u16 = read(skb + c.skb_mac_header as u64);
     let (start, link) = frame_start(mac, network);
-    let dev: u64 = read(skb + o.skb_dev as u64);
+    let dev: u64 = read(skb + config!(offsets.skb_dev) as u64);
     let (mut netns, mut ifindex) = (0, 0);
     if dev != 0 {
-        ifindex = read(dev + o.dev_ifindex as u64);
-        let net: u64 = read(dev + o.dev_net as u64);
+        ifindex = read(dev + c.dev_ifindex as u64);
+        let net: u64 = read(dev + c.dev_net as u64);
         if net != 0 {
-            netns = read(net + o.net_inum as u64);
+            netns = read(net + c.net_inum as u64);
         }
     }
     let mut captured = 0;

@@ -2,18 +2,20 @@
 //! mark (`-m`, `--mask`), `--track` and function_graph, and whether their
 //! bytes are sent (`-w`, `--snaplen`); it gives the [`Config`] the programs
 //! are maps with, the kernel's struct offsets included.
-use ipft_common::{Config, Offsets, CONFIG_CAPTURE, CONFIG_GRAPH, CONFIG_TRACK};
+use ipft_common::{CaptureOffsets, Config, Offsets, CONFIG_CAPTURE, CONFIG_GRAPH, CONFIG_TRACK};
 
 use crate::cli::{Options, Tracer};
 
-/// The programs' read-only configuration for this run.
-pub fn config(opts: &Options, offsets: Offsets) -> Config {
+/// The programs' read-only configuration for this run; `capture` only
+/// matters with `-w`.
+pub fn config(opts: &Options, offsets: Offsets, capture: CaptureOffsets) -> Config {
     Config {
         mark: opts.masked_mark(),
         mask: opts.mask,
         flags: flags(opts),
         snaplen: opts.snaplen,
         offsets,
+        capture,
     }
 }
 
@@ -65,16 +67,19 @@ mod tests {
         let c = config(
             &opts(&["-m", "0x1f", "--mask", "0xf0", "--track"]),
             Offsets::default(),
+            CaptureOffsets::default(),
         );
         assert_eq!((c.mark, c.mask, c.flags), (0x10, 0xf0, CONFIG_TRACK));
         let c = config(
             &opts(&["-m", "1", "-t", "function_graph"]),
             Offsets::default(),
+            CaptureOffsets::default(),
         );
         assert_eq!(c.flags, CONFIG_GRAPH);
         let c = config(
             &opts(&["-m", "1", "-w", "-", "--snaplen", "100"]),
             Offsets::default(),
+            CaptureOffsets::default(),
         );
         assert_eq!((c.flags, c.snaplen), (CONFIG_CAPTURE, 100));
     }

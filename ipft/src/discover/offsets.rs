@@ -4,7 +4,7 @@
 //! crate has no CO-RE, so these offsets are passed to it at load.
 use anyhow::{Context, Result};
 use btf_rs::{Btf, BtfType, Member, Type};
-use ipft_common::Offsets;
+use ipft_common::{CaptureOffsets, Offsets};
 
 use super::{btf::MAX_DEPTH, params::strip_modifiers};
 
@@ -17,14 +17,7 @@ pub fn offsets(btf: &Btf) -> Result<Offsets> {
     let (skb_protocol, skb_head) = (skb("protocol")?, skb("head")?);
     let (skb_network_header, skb_end) = (skb("network_header")?, skb("end")?);
     let skb_dev = skb("dev")?;
-    let (skb_mac_header, skb_data, skb_tail) = (skb("mac_header")?, skb("data")?, skb("tail")?);
-    let dev = find_struct(btf, "net_device")?;
-    let (dev_name, dev_ifindex) = (
-        field_offset(btf, &dev, "name")?,
-        field_offset(btf, &dev, "ifindex")?,
-    );
-    let dev_net = member_path(btf, &dev, &["nd_net", "net"])?;
-    let net_inum = member_path(btf, &find_struct(btf, "net")?, &["ns", "inum"])?;
+    let dev_name = field_offset(btf, &find_struct(btf, "net_device")?, "name")?;
     let shinfo = find_struct(btf, "skb_shared_info")?;
     let shinfo = |field| field_offset(btf, &shinfo, field);
     Ok(Offsets {
@@ -40,12 +33,22 @@ pub fn offsets(btf: &Btf) -> Result<Offsets> {
         shinfo_gso_size: shinfo("gso_size")?,
         shinfo_gso_segs: shinfo("gso_segs")?,
         shinfo_gso_type: shinfo("gso_type")?,
-        skb_mac_header,
-        skb_data,
-        skb_tail,
-        dev_ifindex,
-        dev_net,
-        net_inum,
+    })
+}
+
+/// `-w`: where the frame's bytes, device and namespace are. Looked up only
+/// with `-w`: each struct lookup scans the types.
+pub fn capture_offsets(btf: &Btf) -> Result<CaptureOffsets> {
+    let skb = find_struct(btf, "sk_buff")?;
+    let skb = |field| field_offset(btf, &skb, field);
+    let dev = find_struct(btf, "net_device")?;
+    Ok(CaptureOffsets {
+        skb_mac_header: skb("mac_header")?,
+        skb_data: skb("data")?,
+        skb_tail: skb("tail")?,
+        dev_ifindex: field_offset(btf, &dev, "ifindex")?,
+        dev_net: member_path(btf, &dev, &["nd_net", "net"])?,
+        net_inum: member_path(btf, &find_struct(btf, "net")?, &["ns", "inum"])?,
     })
 }
 
@@ -148,24 +151,19 @@ mod tests {
     fn capture_offsets_follow_the_kernels_layout() {
         let kernel = running_kernel();
         let o = offsets(&kernel.vmlinux).unwrap();
+        let c = capture_offsets(&kernel.vmlinux).unwrap();
         for (name, off, size) in [
-            ("mac_header", o.skb_mac_header, 2),
-            ("tail", o.skb_tail, 4),
-            ("data", o.skb_data, 8),
+            ("mac_header", c.skb_mac_header, 2),
+            ("tail", c.skb_tail, 4),
+            ("data", c.skb_data, 8),
         ] {
             assert!(off < 256 && off % size == 0, "sk_buff.{name} at {off}");
         }
-        assert_eq!(o.skb_network_header + 2, o.skb_mac_header, "{o:?}");
-        assert_eq!(
-            o.skb_tail + 4,
-            o.skb_end,
-            "tail and end are neighbours: {o:?}"
-        );
-        assert!(
-            o.dev_ifindex < 4096 && o.dev_ifindex.is_multiple_of(4),
-            "{o:?}"
-        );
-        assert!(o.dev_net < 4096 && o.dev_net.is_multiple_of(8), "{o:?}");
-        assert!(o.net_inum < 1024 && o.net_inum.is_multiple_of(4), "{o:?}");
+        assert_eq!(o.skb_network_header + 2, c.skb_mac_header, "{c:?}");
+        assert_eq!(c.skb_tail + 4, o.skb_end, "tail and end are neighbours");
+        let ifindex = c.dev_ifindex;
+        assert!(ifindex < 4096 && ifindex.is_multiple_of(4), "{c:?}");
+        assert!(c.dev_net < 4096 && c.dev_net.is_multiple_of(8), "{c:?}");
+        assert!(c.net_inum < 1024 && c.net_inum.is_multiple_of(4), "{c:?}");
     }
 }
