@@ -13,6 +13,7 @@
 //! - [`scripting`], [`netns`], [`flows`], [`details`]: for script.rs and
 //!   packet.rs: scratch files, readiness, namespaces and iptables rules torn
 //!   down on drop, traffic with a known end, ipft's summary/drop/field output.
+//! - [`tshark`]: for pcapng.rs: ipft's `-w` output read by tshark.
 pub mod checks;
 pub mod details;
 pub mod flows;
@@ -25,5 +26,6 @@ pub mod parse;
 pub mod process;
 pub mod scripting;
 pub mod teardown;
+pub mod tshark;
 
 pub use process::{ipft_bin, run, Ipft, Output, Setup, StdoutMode};

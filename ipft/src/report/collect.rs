@@ -173,19 +173,21 @@ impl Collector {
     /// and closes the output; gives what the run saw.
     pub fn finish(mut self, verbose: bool) -> (io::Result<()>, Tally) {
         let mut tally = std::mem::take(&mut self.tally);
+        let mut captured = Ok(());
         if let Some(captures) = self.captures.take() {
             tally.unreadable = captures.unreadable;
             let extras = Extras {
                 reasons: Some(&self.reasons),
                 ..Extras::default()
             };
-            match captures.finish(&self.targets, &extras) {
-                Ok(written) => tally.written = Some(written),
-                Err(e) => return (Err(e), tally),
-            }
+            captured = captures.finish(&self.targets, &extras).map(|written| {
+                tally.written = Some(written);
+            });
             timing::step(verbose, "pcapng written");
         }
-        (self.print(verbose), tally)
+        // The table is printed even when the pcapng reader has gone.
+        let printed = self.print(verbose);
+        (captured.and(printed), tally)
     }
 
     fn print(mut self, verbose: bool) -> io::Result<()> {
