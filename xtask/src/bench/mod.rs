@@ -361,7 +361,7 @@ const METRICS: &[Metric] = &[
         reference: |_| None,
     },
     Metric {
-        name: "-w: bytes per packet",
+        name: "-w: bytes per packet sent",
         key: "pcapng_bytes_per_packet",
         unit: Unit::Bytes,
         target: |_| None,

@@ -259,11 +259,11 @@ fn stderr_figures(err: &str, figures: &mut Value) {
         } else if line.ends_with(" bytes per stored event") {
             figures["bytes_per_event"] = json!(numbers(line).first());
         } else if let Some(rest) = line.strip_prefix("-w: ") {
-            // `-w: F frames, B bytes written (X bytes per packet)`.
+            // `-w: F frames, B bytes written (X bytes per packet)`: ipft's
+            // packets; per packet sent is worked out below.
             let n = numbers(rest);
             figures["frames_written"] = json!(n.first());
             figures["pcapng_bytes"] = json!(n.get(1));
-            figures["pcapng_bytes_per_packet"] = json!(n.get(2));
         } else if let Some((secs, step)) = start_up_step(line) {
             // `-v`: where start-up and the exit spent their time.
             if !figures["steps"].is_object() {
@@ -274,6 +274,14 @@ fn stderr_figures(err: &str, figures: &mut Value) {
     }
     if figures["events_lost"].is_null() && !figures["events_received"].is_null() {
         figures["events_lost"] = json!(0);
+    }
+    if let (Some(bytes), Some(sent)) = (
+        figures["pcapng_bytes"].as_u64(),
+        figures["packets_sent"].as_u64(),
+    ) {
+        if sent > 0 {
+            figures["pcapng_bytes_per_packet"] = json!(bytes as f64 / sent as f64);
+        }
     }
     if let (Some(rss), Some(events)) = (
         figures["rss_growth_bytes"].as_u64(),
@@ -309,7 +317,7 @@ mod tests {
 
     #[test]
     fn reads_ipft_counts() {
-        let mut f = json!({ "rss_growth_bytes": 4000 });
+        let mut f = json!({ "rss_growth_bytes": 4000, "packets_sent": 10 });
         stderr_figures(
             "Attaching program (total 1456, succeeded 1450, failed 6, filtered: 0)\n\
              Trace ready!\nLost 12 events (the perf buffer was full)\n\
@@ -328,7 +336,8 @@ mod tests {
         assert_eq!(f["events_received"], 100);
         assert_eq!(f["bytes_per_event"], 40);
         assert_eq!(f["frames_written"], 20004);
-        assert_eq!(f["pcapng_bytes_per_packet"], 320);
+        assert_eq!(f["pcapng_bytes"], 3200724);
+        assert_eq!(f["pcapng_bytes_per_packet"], 320072.4);
         assert_eq!(f["rss_bytes_per_event"], 40.0);
     }
 }
