@@ -26,7 +26,8 @@ pub struct Event {
     pub func: u64,
     /// CPU the function ran on.
     pub cpu: u32,
-    /// Bit flags: [`EVENT_RETURN`], [`EVENT_DROP_REASON`].
+    /// Bit flags: [`EVENT_RETURN`], [`EVENT_DROP_REASON`], [`EVENT_CLONE`],
+    /// [`EVENT_CAPTURE`].
     pub flags: u32,
     /// `skb->len`, `skb->data_len`, `skb->mark`.
     pub len: u32,
@@ -86,6 +87,63 @@ pub const EVENT_DROP_REASON: u32 = 2;
 /// `Event::flags` bit (`--track`): `skb` is a new clone or copy of `parent`,
 /// reported as the cloning function returns.
 pub const EVENT_CLONE: u32 = 4;
+/// `Event::flags` bit (`-w`): a [`Capture`] and its bytes follow the event
+/// in the same perf record.
+pub const EVENT_CAPTURE: u32 = 8;
+
+/// `-w`: where a captured frame came from and how its bytes lie in the skb.
+/// Follows the [`Event`] in a record flagged [`EVENT_CAPTURE`], and is
+/// followed by `captured` bytes of the skb's linear data from `start`.
+/// Offsets are from `skb->head`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capture {
+    /// Inode number of the device's network namespace; 0 without a device.
+    pub netns: u32,
+    /// `skb->dev->ifindex`; 0 without a device.
+    pub ifindex: u32,
+    /// `skb->data - skb->head`: with `Event::len`, where the packet ends.
+    pub data: u32,
+    /// `skb->tail`: where the linear data ends.
+    pub tail: u32,
+    /// `skb->mac_header` (`0xffff` when unset).
+    pub mac_header: u16,
+    /// The first captured byte: the MAC header ([`LINK_ETHERNET`]) or the
+    /// network header ([`LINK_RAW`]).
+    pub start: u16,
+    /// [`LINK_ETHERNET`], [`LINK_RAW`], or [`LINK_NONE`] (no header set:
+    /// nothing captured).
+    pub link: u16,
+    /// Bytes that follow, at most the snap length; 0 also when they could
+    /// not be read.
+    pub captured: u16,
+}
+
+/// [`Capture::link`]: no MAC or network header is set yet.
+pub const LINK_NONE: u16 = 0;
+/// [`Capture::link`]: the bytes start at an Ethernet header.
+pub const LINK_ETHERNET: u16 = 1;
+/// [`Capture::link`]: the bytes start at an IPv4 or IPv6 header.
+pub const LINK_RAW: u16 = 2;
+
+/// Size in bytes of a [`Capture`] header.
+pub const CAPTURE_SIZE: usize = core::mem::size_of::<Capture>();
+const _: () = assert!(CAPTURE_SIZE == 24);
+
+/// The most bytes of one frame `--snaplen` may ask for: the per-CPU buffer
+/// a capture is assembled in holds this many after the event.
+pub const SNAPLEN_MAX: u32 = 4096;
+
+/// What the programs send per traced call with `-w`: the event, where the
+/// frame came from, and up to [`SNAPLEN_MAX`] bytes of it; only the first
+/// `EVENT_SIZE + CAPTURE_SIZE + capture.captured` bytes are sent.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CaptureRecord {
+    pub event: Event,
+    pub capture: Capture,
+    pub bytes: [u8; SNAPLEN_MAX as usize],
+}
 
 /// `--track` on kprobes: what a cloning function's entry leaves for its
 /// return probe, keyed by `bpf_get_current_pid_tgid()`.
@@ -109,9 +167,13 @@ pub struct Config {
     /// `mark & mask`, precomputed so the program does one AND and one compare.
     pub mark: u32,
     pub mask: u32,
-    /// Bit flags: [`CONFIG_TRACK`], [`CONFIG_GRAPH`].
+    /// Bit flags: [`CONFIG_TRACK`], [`CONFIG_GRAPH`], [`CONFIG_CAPTURE`].
     pub flags: u32,
+    /// `-w`: bytes of each frame to capture, at most [`SNAPLEN_MAX`].
+    pub snaplen: u32,
     pub offsets: Offsets,
+    /// `-w` only (zero without): read on the capture path alone.
+    pub capture: CaptureOffsets,
 }
 
 /// `Config::flags` bit: keep tracing a matched skb (by pointer, in the
@@ -121,6 +183,9 @@ pub const CONFIG_TRACK: u32 = 1;
 /// the `ENTERED` map so that its fexit reports the return without reading
 /// the skb again (it may be freed and reused by then).
 pub const CONFIG_GRAPH: u32 = 2;
+/// `Config::flags` bit (`-w`): each traced call also sends the packet's
+/// bytes ([`CaptureRecord`]). Checked only after the mark matched.
+pub const CONFIG_CAPTURE: u32 = 4;
 
 /// Key of the `ENTERED` map: one traced call in flight.
 #[repr(C)]
@@ -150,6 +215,21 @@ pub struct Offsets {
     pub shinfo_gso_size: u32,
     pub shinfo_gso_segs: u32,
     pub shinfo_gso_type: u32,
+}
+
+/// `-w`: where the frame's bytes, device and namespace are. Apart from
+/// [`Offsets`] so that a matched call without `-w` loads none of them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureOffsets {
+    pub skb_mac_header: u32,
+    pub skb_data: u32,
+    pub skb_tail: u32,
+    pub dev_ifindex: u32,
+    /// `net_device.nd_net.net`: the device's `struct net *`.
+    pub dev_net: u32,
+    /// `net.ns.inum`: the namespace's inode number.
+    pub net_inum: u32,
 }
 
 /// Entries of the `TRACKED` map (`--track`): skbs followed at once.

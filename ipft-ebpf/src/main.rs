@@ -3,7 +3,9 @@
 //! Every program does the same thing: take the `struct sk_buff *` argument,
 //! read `skb->mark` at the offset userspace found in BTF, and return at once
 //! unless `(mark & mask) == mark_filter`. A matching call is sent to
-//! userspace as one [`Event`] through the `EVENTS` perf event array.
+//! userspace as one [`Event`] through the `EVENTS` perf event array; with
+//! `-w` ([`CONFIG_CAPTURE`], checked only after the match) the same record
+//! also carries the packet's first bytes ([`CaptureRecord`]).
 //!
 //! Programs come in families, one program per skb argument position, because
 //! the position must be a compile-time constant for the verifier:
@@ -19,6 +21,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_func_ip, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         bpf_perf_event_output, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        generated::bpf_probe_read_kernel as read_kernel_raw,
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
     maps::{HashMap, PerCpuArray, PerfEventArray},
@@ -26,8 +29,10 @@ use aya_ebpf::{
     EbpfContext,
 };
 use ipft_common::{
-    tracepoint_id, Call, Cloning, Config, Event, Offsets, CONFIG_GRAPH, CONFIG_TRACK, ENTERED_MAX,
-    EVENT_CLONE, EVENT_DROP_REASON, EVENT_RETURN, TP_KFREE_SKB_ID, TRACKED_MAX,
+    tracepoint_id, Call, Capture, CaptureOffsets, CaptureRecord, Cloning, Config, Event, Offsets,
+    CAPTURE_SIZE, CONFIG_CAPTURE, CONFIG_GRAPH, CONFIG_TRACK, ENTERED_MAX, EVENT_CAPTURE,
+    EVENT_CLONE, EVENT_DROP_REASON, EVENT_RETURN, EVENT_SIZE, LINK_ETHERNET, LINK_NONE, LINK_RAW,
+    SNAPLEN_MAX, TP_KFREE_SKB_ID, TRACKED_MAX,
 };
 
 /// Set by userspace before loading; read-only, so the verifier sees constants.
@@ -36,6 +41,7 @@ static CONFIG: Config = Config {
     mark: 0,
     mask: 0,
     flags: 0,
+    snaplen: 0,
     offsets: Offsets {
         skb_mark: 0,
         skb_len: 0,
@@ -49,6 +55,14 @@ static CONFIG: Config = Config {
         shinfo_gso_size: 0,
         shinfo_gso_segs: 0,
         shinfo_gso_type: 0,
+    },
+    capture: CaptureOffsets {
+        skb_mac_header: 0,
+        skb_data: 0,
+        skb_tail: 0,
+        dev_ifindex: 0,
+        dev_net: 0,
+        net_inum: 0,
     },
 };
 
@@ -72,21 +86,53 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Sends an event to userspace, counting it in `LOST` when it does not fit.
 #[inline(always)]
 fn send<C: EbpfContext>(ctx: &C, event: &Event) {
+    output(
+        ctx.as_ptr(),
+        (event as *const Event).cast(),
+        core::mem::size_of::<Event>() as u64,
+    );
+}
+
+/// Writes `size` bytes at `data` as one perf record, counting it in `LOST`
+/// when it does not fit.
+#[inline(always)]
+fn output(ctx: *mut core::ffi::c_void, data: *const u8, size: u64) {
     let ret = unsafe {
         bpf_perf_event_output(
-            ctx.as_ptr(),
+            ctx,
             core::ptr::addr_of!(EVENTS).cast_mut().cast(),
             BPF_F_CURRENT_CPU as u64,
-            (event as *const Event).cast_mut().cast(),
-            core::mem::size_of::<Event>() as u64,
+            data.cast_mut().cast(),
+            size,
         )
     };
     if ret != 0 {
-        if let Some(lost) = LOST.get_ptr_mut(0) {
-            unsafe { *lost += 1 };
-        }
+        count(&LOST);
     }
 }
+
+#[inline(always)]
+fn count(counter: &PerCpuArray<u64>) {
+    if let Some(n) = counter.get_ptr_mut(0) {
+        unsafe { *n += 1 };
+    }
+}
+
+/// `-w`: how many captures can be assembled at once on one CPU: a program
+/// in task context, interrupted by one in softirq, by one in hard IRQ, by
+/// one in NMI. Each level has its own buffer in `CAPTURES`.
+const CAPTURE_LEVELS: u32 = 4;
+
+/// `-w`: each CPU's records being assembled, one per nesting level (a
+/// record does not fit the 512-byte stack).
+#[map]
+static CAPTURES: PerCpuArray<CaptureRecord> = PerCpuArray::with_max_entries(CAPTURE_LEVELS, 0);
+
+/// `-w`: how many captures this CPU is assembling now (the level of the
+/// next one). Interrupts nest, so each level's increment is undone before
+/// the level below resumes.
+#[map]
+static CAPTURE_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// function_graph: traced calls in flight, so that their returns are
 /// reported (see [`returned`]).
@@ -208,7 +254,7 @@ fn trace<C: EbpfContext>(ctx: &C, skb: u64, func: impl FnOnce() -> u64, flags: u
     event.drop_reason = reason;
     let offsets = config!(offsets);
     snapshot(&offsets, skb, &mut event);
-    send(ctx, &event);
+    send_snapshot(ctx, skb, &event);
     if config!(flags) & CONFIG_GRAPH != 0 {
         let call = Call {
             skb,
@@ -267,7 +313,109 @@ fn cloned<C: EbpfContext>(ctx: &C, parent: u64, child: u64, func: u64) {
     event.parent = parent;
     let offsets = config!(offsets);
     snapshot(&offsets, child, &mut event);
-    send(ctx, &event);
+    send_snapshot(ctx, child, &event);
+}
+
+/// Sends a matched call's event, with the packet's bytes under `-w`.
+#[inline(always)]
+fn send_snapshot<C: EbpfContext>(ctx: &C, skb: u64, event: &Event) {
+    if config!(flags) & CONFIG_CAPTURE == 0 {
+        send(ctx, event);
+    } else {
+        send_captured(ctx.as_ptr(), skb, event);
+    }
+}
+
+/// `-w`: sends `event` with the packet's bytes. A function of its own (a
+/// BPF subprogram): inlined, it changes how the compiler lays out the event
+/// on the path without `-w` too.
+#[inline(never)]
+fn send_captured(ctx: *mut core::ffi::c_void, skb: u64, event: &Event) {
+    let Some(depth) = CAPTURE_DEPTH.get_ptr_mut(0) else {
+        return;
+    };
+    let level = unsafe { *depth };
+    let Some(record) = CAPTURES
+        .get_ptr_mut(level)
+        .filter(|_| level < CAPTURE_LEVELS)
+    else {
+        // Nested deeper than the buffers: the record is lost.
+        count(&LOST);
+        return;
+    };
+    unsafe { *depth = level + 1 };
+    // SAFETY: this CPU's buffer of this nesting level: nothing else uses it
+    // until this program returns.
+    let record = unsafe { &mut *record };
+    record.event = *event;
+    record.event.flags |= EVENT_CAPTURE;
+    let captured = capture(skb, event.network_header, record);
+    let size = (EVENT_SIZE + CAPTURE_SIZE) as u64 + captured as u64;
+    output(ctx, (record as *const CaptureRecord).cast(), size);
+    unsafe { *depth = level };
+}
+
+/// `-w`: where the frame starts. At the MAC header when it precedes the
+/// network header by an Ethernet header's length or more (a tunnel's stale
+/// inner MAC header lies after the outer network header); else at the
+/// network header; else nowhere.
+#[inline(always)]
+fn frame_start(mac: u16, network: u16) -> (u16, u16) {
+    const UNSET: u16 = 0xffff;
+    const ETH_HLEN: u16 = 14;
+    let ethernet = mac != UNSET && (network == UNSET || network >= mac + ETH_HLEN);
+    if ethernet {
+        (mac, LINK_ETHERNET)
+    } else if network != UNSET {
+        (network, LINK_RAW)
+    } else {
+        (0, LINK_NONE)
+    }
+}
+
+/// `-w`: fills `record.capture` and copies the frame's first bytes of
+/// linear data into `record.bytes`; returns how many.
+#[inline(always)]
+fn capture(skb: u64, network: u16, record: &mut CaptureRecord) -> u32 {
+    let c = config!(capture);
+    let head: u64 = read(skb + config!(offsets.skb_head) as u64);
+    let data: u64 = read(skb + c.skb_data as u64);
+    let tail: u32 = read(skb + c.skb_tail as u64);
+    let mac: u16 = read(skb + c.skb_mac_header as u64);
+    let (start, link) = frame_start(mac, network);
+    let dev: u64 = read(skb + config!(offsets.skb_dev) as u64);
+    let (mut netns, mut ifindex) = (0, 0);
+    if dev != 0 {
+        ifindex = read(dev + c.dev_ifindex as u64);
+        let net: u64 = read(dev + c.dev_net as u64);
+        if net != 0 {
+            netns = read(net + c.net_inum as u64);
+        }
+    }
+    let mut captured = 0;
+    if link != LINK_NONE && head != 0 && tail > start as u32 {
+        captured = (tail - start as u32).min(config!(snaplen));
+        // Says to the verifier what userspace promised: the buffer's size.
+        if captured > SNAPLEN_MAX {
+            captured = SNAPLEN_MAX;
+        }
+        let src = (head + start as u64) as *const core::ffi::c_void;
+        let dst = record.bytes.as_mut_ptr().cast();
+        if unsafe { read_kernel_raw(dst, captured, src) } != 0 {
+            captured = 0;
+        }
+    }
+    record.capture = Capture {
+        netns,
+        ifindex,
+        data: data.wrapping_sub(head) as u32,
+        tail,
+        mac_header: mac,
+        start,
+        link,
+        captured: captured as u16,
+    };
+    captured
 }
 
 #[inline(always)]

@@ -99,6 +99,24 @@ pub struct Options {
     #[arg(long, requires = "output_file")]
     pub force: bool,
 
+    /// Also write the traced packets to FILE as pcapng, for Wireshark or
+    /// tshark (replaced if it exists, as tcpdump -w does); `-` streams it to
+    /// stdout, and the table or JSON then go to stderr.
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub write: Option<PathBuf>,
+
+    /// With -w, which rows of a packet become frames: `all`, or the rows
+    /// whose function matches this regex [default: its first row, its last
+    /// row, and each row where its length, header layout or bytes changed].
+    #[arg(long, value_name = "all|REGEX", value_parser = parse_capture_at, requires = "write")]
+    pub capture_at: Option<CaptureAt>,
+
+    /// With -w, bytes of each frame to write (its linear data only), 1 to
+    /// 4096; the frame's full length is kept.
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=ipft_common::SNAPLEN_MAX as i64))]
+    pub snaplen: u32,
+
     /// Once tracing is ready, accept (and close) TCP connections: a readiness
     /// signal for scripts (as ipftrace2).
     #[arg(long)]
@@ -167,6 +185,13 @@ pub enum Output {
     Json,
 }
 
+/// `--capture-at`: which rows of a packet `-w` writes, besides the default.
+#[derive(Clone, Debug)]
+pub enum CaptureAt {
+    All,
+    Matching(Regex),
+}
+
 impl Options {
     /// The value the programs compare against: `mark & mask`.
     pub fn masked_mark(&self) -> u32 {
@@ -194,6 +219,13 @@ pub fn parse_u32(s: &str) -> Result<u32, String> {
 
 fn parse_regex(s: &str) -> Result<Regex, String> {
     Regex::new(s).map_err(|e| format!("invalid regex: {e}"))
+}
+
+fn parse_capture_at(s: &str) -> Result<CaptureAt, String> {
+    match s {
+        "all" => Ok(CaptureAt::All),
+        re => parse_regex(re).map(CaptureAt::Matching),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -342,6 +374,42 @@ mod tests {
     fn clap_definition_is_consistent() {
         use clap::CommandFactory;
         Options::command().debug_assert();
+    }
+
+    #[test]
+    fn write_takes_a_file_or_stdout_and_its_options() {
+        let opts = Options::try_parse_from(["ipft", "-m", "1", "-w", "-"]).unwrap();
+        assert_eq!(opts.write.as_deref(), Some(std::path::Path::new("-")));
+        assert_eq!(opts.snaplen, 256);
+        assert!(opts.capture_at.is_none());
+        let opts = Options::try_parse_from([
+            "ipft",
+            "-m",
+            "1",
+            "--write",
+            "t.pcapng",
+            "--capture-at",
+            "^ip_",
+            "--snaplen",
+            "64",
+        ])
+        .unwrap();
+        let Some(CaptureAt::Matching(re)) = &opts.capture_at else {
+            panic!("{:?}", opts.capture_at);
+        };
+        assert!(re.is_match("ip_rcv") && !re.is_match("udp_rcv"));
+        assert_eq!(opts.snaplen, 64);
+        let all = Options::try_parse_from(["ipft", "-m", "1", "-w", "f", "--capture-at", "all"]);
+        assert!(matches!(all.unwrap().capture_at, Some(CaptureAt::All)));
+        for bad in [
+            &["--capture-at", "all"][..],
+            &["-w", "f", "--snaplen", "0"],
+            &["-w", "f", "--snaplen", "4097"],
+            &["-w", "f", "--capture-at", "("],
+        ] {
+            let args = [&["ipft", "-m", "1"][..], bad].concat();
+            assert!(Options::try_parse_from(&args).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,18 +1,21 @@
 //! Select: which packets the programs trace, from the options. Today the
-//! mark (`-m`, `--mask`), `--track` and function_graph; it gives the
-//! [`Config`] the programs are maps with, the kernel's struct offsets
-//! included.
-use ipft_common::{Config, Offsets, CONFIG_GRAPH, CONFIG_TRACK};
+//! mark (`-m`, `--mask`), `--track` and function_graph, and whether their
+//! bytes are sent (`-w`, `--snaplen`); it gives the [`Config`] the programs
+//! are maps with, the kernel's struct offsets included.
+use ipft_common::{CaptureOffsets, Config, Offsets, CONFIG_CAPTURE, CONFIG_GRAPH, CONFIG_TRACK};
 
 use crate::cli::{Options, Tracer};
 
-/// The programs' read-only configuration for this run.
-pub fn config(opts: &Options, offsets: Offsets) -> Config {
+/// The programs' read-only configuration for this run; `capture` only
+/// matters with `-w`.
+pub fn config(opts: &Options, offsets: Offsets, capture: CaptureOffsets) -> Config {
     Config {
         mark: opts.masked_mark(),
         mask: opts.mask,
         flags: flags(opts),
+        snaplen: opts.snaplen,
         offsets,
+        capture,
     }
 }
 
@@ -26,7 +29,11 @@ fn flags(opts: &Options) -> u32 {
         Tracer::FunctionGraph => CONFIG_GRAPH,
         Tracer::Function => 0,
     };
-    track | graph
+    let capture = match opts.write {
+        Some(_) => CONFIG_CAPTURE,
+        None => 0,
+    };
+    track | graph | capture
 }
 
 /// Why the options select no packet sensibly: a mark that is 0 under its
@@ -60,13 +67,21 @@ mod tests {
         let c = config(
             &opts(&["-m", "0x1f", "--mask", "0xf0", "--track"]),
             Offsets::default(),
+            CaptureOffsets::default(),
         );
         assert_eq!((c.mark, c.mask, c.flags), (0x10, 0xf0, CONFIG_TRACK));
         let c = config(
             &opts(&["-m", "1", "-t", "function_graph"]),
             Offsets::default(),
+            CaptureOffsets::default(),
         );
         assert_eq!(c.flags, CONFIG_GRAPH);
+        let c = config(
+            &opts(&["-m", "1", "-w", "-", "--snaplen", "100"]),
+            Offsets::default(),
+            CaptureOffsets::default(),
+        );
+        assert_eq!((c.flags, c.snaplen), (CONFIG_CAPTURE, 100));
     }
 
     #[test]

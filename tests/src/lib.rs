@@ -17,6 +17,7 @@
 //! - [`scripting`], [`netns`], [`flows`], [`details`]: for script.rs and
 //!   packet.rs: scratch files, readiness, namespaces and iptables rules torn
 //!   down on drop, traffic with a known end, ipft's summary/drop/field output.
+//! - [`tshark`]: for pcapng.rs: ipft's `-w` output read by tshark.
 pub mod bpf;
 pub mod btf;
 pub mod capabilities;
@@ -32,6 +33,7 @@ pub mod parse;
 pub mod process;
 pub mod scripting;
 pub mod teardown;
+pub mod tshark;
 
 pub use capabilities::{capabilities, not_applicable};
 pub use process::{ipft_bin, run, Ipft, Output, Setup, StdoutMode};

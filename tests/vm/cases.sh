@@ -2,6 +2,22 @@
 # starts ipft, waits for "Trace ready!", sends the traffic, stops ipft with
 # SIGINT and reports everything (stdout, stderr, setup/traffic output, exit
 # status, timings) to fd 3. The host judges the output; nothing is judged here.
+#
+# `capture_case file|stream NAME ...` is run_case with ipft's pcapng (-w)
+# read by tshark: `file` reads /tmp/cases/NAME/capture.pcapng once ipft
+# exits; `stream` pipes ipft's stdout (-w -) into a tshark -r - that runs
+# beside it. tshark's lines are reported as the `frames` stream.
+
+# One line per frame, tab-separated; a field seen twice (a tunnel's outer
+# and inner headers) gives both values joined by a comma.
+TSHARK_FIELDS="-T fields -E separator=/t -E occurrence=a -e frame.interface_name -e frame.comment -e frame.protocols -e ip.src -e ip.dst -e udp.dstport -e icmp.type"
+
+capture_case() {
+    CAPTURE=$1
+    shift
+    run_case "$@"
+    CAPTURE=
+}
 
 now_ms() {
     read -r up _ </proc/uptime
@@ -36,6 +52,22 @@ wait_exit() {
     done
 }
 
+# Once ipft exited: the stream's tshark ends at the end of its input; the
+# file's is run now. Its stderr and status go to the log.
+read_capture() {
+    case "$CAPTURE" in
+    stream)
+        pid=$tshark_pid
+        wait_exit $1
+        wait $pid
+        ;;
+    file) tshark -r $d/capture.pcapng $TSHARK_FIELDS >$d/frames 2>$d/tshark ;;
+    *) return ;;
+    esac
+    echo "tshark exited $?" >>$d/log
+    cat $d/tshark >>$d/log
+}
+
 run_case() {
     name=$1 timeout=$2 setup=$3 traffic=$4 teardown=$5
     shift 5
@@ -44,7 +76,15 @@ run_case() {
     echo "@@ipft-vm case $name begin" >&3
     $setup >$d/log 2>&1 || echo "setup $setup failed" >>$d/log
     start=$(now_ms)
-    ipft "$@" >$d/out 2>$d/err &
+    if [ "$CAPTURE" = stream ]; then
+        mkfifo $d/pcap
+        : >$d/out
+        tshark -r - $TSHARK_FIELDS <$d/pcap >$d/frames 2>$d/tshark &
+        tshark_pid=$!
+        ipft "$@" >$d/pcap 2>$d/err &
+    else
+        ipft "$@" >$d/out 2>$d/err &
+    fi
     pid=$!
     # Stages tell the host where a guest that never finishes got stuck.
     echo "@@ipft-vm stage ipft started, waiting for Trace ready!" >&3
@@ -63,6 +103,7 @@ run_case() {
     wait $pid
     rc=$?
     stop=$(($(now_ms) - stop_start))
+    read_capture $timeout
     $teardown >>$d/log 2>&1 || echo "teardown $teardown failed" >>$d/log
     {
         echo "@@ipft-vm result ready_ms=$ready stop_ms=$stop exit=$rc"
@@ -72,6 +113,10 @@ run_case() {
         tr '\r' '\n' <$d/err
         echo "@@ipft-vm stream log"
         cat $d/log
+        if [ -n "$CAPTURE" ]; then
+            echo "@@ipft-vm stream frames"
+            cat $d/frames
+        fi
         echo "@@ipft-vm case $name end"
     } >&3
     rm -rf $d

@@ -26,6 +26,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("bpftool", "bpftool"),
     ("jq", "jq"),
+    // Reads ipft's -w pcapng files (tests/tests/pcapng.rs). Its debconf
+    // question (may non-root users capture?) takes its default, no, under
+    // deps::debian's DEBIAN_FRONTEND=noninteractive.
+    ("tshark", "tshark"),
 ];
 
 pub fn run(opts: &Options) -> Result<()> {

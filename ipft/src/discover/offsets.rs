@@ -1,11 +1,12 @@
 //! Where the fields the programs read (mark, len, head, network header,
-//! dev name, GSO fields) sit in this kernel's structs, from BTF: the eBPF
+//! dev name, GSO fields; for `-w` the MAC header, data, tail, ifindex and
+//! network namespace) sit in this kernel's structs, from BTF: the eBPF
 //! crate has no CO-RE, so these offsets are passed to it at load.
 use anyhow::{Context, Result};
-use btf_rs::{Btf, BtfType, Type};
-use ipft_common::Offsets;
+use btf_rs::{Btf, BtfType, Member, Type};
+use ipft_common::{CaptureOffsets, Offsets};
 
-use super::btf::MAX_DEPTH;
+use super::{btf::MAX_DEPTH, params::strip_modifiers};
 
 /// Where the fields the programs read live in this kernel's structs.
 pub fn offsets(btf: &Btf) -> Result<Offsets> {
@@ -35,6 +36,42 @@ pub fn offsets(btf: &Btf) -> Result<Offsets> {
     })
 }
 
+/// `-w`: where the frame's bytes, device and namespace are. Looked up only
+/// with `-w`: each struct lookup scans the types.
+pub fn capture_offsets(btf: &Btf) -> Result<CaptureOffsets> {
+    let skb = find_struct(btf, "sk_buff")?;
+    let skb = |field| field_offset(btf, &skb, field);
+    let dev = find_struct(btf, "net_device")?;
+    Ok(CaptureOffsets {
+        skb_mac_header: skb("mac_header")?,
+        skb_data: skb("data")?,
+        skb_tail: skb("tail")?,
+        dev_ifindex: field_offset(btf, &dev, "ifindex")?,
+        dev_net: member_path(btf, &dev, &["nd_net", "net"])?,
+        net_inum: member_path(btf, &find_struct(btf, "net")?, &["ns", "inum"])?,
+    })
+}
+
+/// Byte offset of a member of a member (`net_device.nd_net.net`): each
+/// name after the first is looked up in the struct type of the one before,
+/// through typedefs (`possible_net_t`).
+fn member_path(btf: &Btf, (found, name): &(btf_rs::Struct, &str), path: &[&str]) -> Result<u32> {
+    let missing = || format!("the kernel's BTF has no {name}.{}", path.join("."));
+    let mut s = found.clone();
+    let mut bits = 0u32;
+    for (i, field) in path.iter().enumerate() {
+        let (offset, member) = find_member(btf, &s, field, 0).with_context(missing)?;
+        bits = bits.checked_add(offset).with_context(missing)?;
+        if i + 1 < path.len() {
+            s = match strip_modifiers(btf, member.get_type_id()) {
+                Some(Type::Struct(inner) | Type::Union(inner)) => inner,
+                _ => return Err(anyhow::anyhow!(missing())),
+            };
+        }
+    }
+    Ok(bits / 8)
+}
+
 /// The (non-empty) struct called `name`, with that name.
 fn find_struct(btf: &Btf, name: &'static str) -> Result<(btf_rs::Struct, &'static str)> {
     btf.resolve_types_by_name(name)
@@ -58,21 +95,27 @@ fn field_offset(btf: &Btf, (found, name): &(btf_rs::Struct, &str), field: &str) 
 
 /// Finds a member by name, descending into anonymous structs and unions.
 fn member_bit_offset(btf: &Btf, s: &btf_rs::Struct, name: &str, depth: usize) -> Option<u32> {
+    find_member(btf, s, name, depth).map(|(bits, _)| bits)
+}
+
+/// A member by name, and its bit offset, descending into anonymous structs
+/// and unions.
+fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str, depth: usize) -> Option<(u32, Member)> {
     if depth > MAX_DEPTH {
         return None;
     }
     for member in &s.members {
         let member_name = btf.resolve_name(member).unwrap_or_default();
         if member_name == name {
-            return Some(member.bit_offset());
+            return Some((member.bit_offset(), member.clone()));
         }
         if member_name.is_empty() {
             let inner = member
                 .get_type_id()
                 .and_then(|id| btf.resolve_type_by_id(id).ok());
             if let Some(Type::Struct(inner) | Type::Union(inner)) = inner {
-                if let Some(off) = member_bit_offset(btf, &inner, name, depth + 1) {
-                    return member.bit_offset().checked_add(off);
+                if let Some((off, found)) = find_member(btf, &inner, name, depth + 1) {
+                    return Some((member.bit_offset().checked_add(off)?, found));
                 }
             }
         }
@@ -99,5 +142,28 @@ mod tests {
         }
         assert_ne!(o.skb_mark, o.skb_len);
         assert!(o.dev_name < 4096);
+    }
+
+    /// The `-w` offsets against facts of sk_buff's layout that have held
+    /// since 4.x: `network_header` then `mac_header` (two u16), `tail` then
+    /// `end` (two offsets).
+    #[test]
+    fn capture_offsets_follow_the_kernels_layout() {
+        let kernel = running_kernel();
+        let o = offsets(&kernel.vmlinux).unwrap();
+        let c = capture_offsets(&kernel.vmlinux).unwrap();
+        for (name, off, size) in [
+            ("mac_header", c.skb_mac_header, 2),
+            ("tail", c.skb_tail, 4),
+            ("data", c.skb_data, 8),
+        ] {
+            assert!(off < 256 && off % size == 0, "sk_buff.{name} at {off}");
+        }
+        assert_eq!(o.skb_network_header + 2, c.skb_mac_header, "{c:?}");
+        assert_eq!(c.skb_tail + 4, o.skb_end, "tail and end are neighbours");
+        let ifindex = c.dev_ifindex;
+        assert!(ifindex < 4096 && ifindex.is_multiple_of(4), "{c:?}");
+        assert!(c.dev_net < 4096 && c.dev_net.is_multiple_of(8), "{c:?}");
+        assert!(c.net_inum < 1024 && c.net_inum.is_multiple_of(4), "{c:?}");
     }
 }

@@ -56,6 +56,14 @@ pub fn roles(targets: &[Target]) -> Vec<Role> {
         .collect()
 }
 
+/// Whether the skb's data is already freed when `target` is called:
+/// kfree_skbmem and napi_skb_cache_put run after skb_release_data, so the
+/// bytes `-w` would read there are stale.
+pub fn data_freed(target: &Target) -> bool {
+    target.kind == TargetKind::Function
+        && matches!(target.name.as_str(), "kfree_skbmem" | "napi_skb_cache_put")
+}
+
 fn is_releasing(name: &str) -> bool {
     [
         "free",

@@ -1,5 +1,6 @@
 //! Turning events into output: each event is named to its packet, then
-//! streamed as a json line or stored for the table printed at the end.
+//! streamed as a json line or stored for the table printed at the end; with
+//! `-w`, its bytes also go to the pcapng file.
 use std::{
     collections::HashMap,
     io::{self, Write},
@@ -7,8 +8,11 @@ use std::{
 
 use anyhow::Result;
 
+use super::pcapng::Pcapng;
 use super::{
+    capture::Captures,
     json::{self, JsonSeen},
+    pcapng::Written,
     sink::{ok_unless_closed, Sink},
     table, Extras,
 };
@@ -40,6 +44,9 @@ pub struct Tally {
     pub bad: u64,
     /// Events seen once `max_events` were stored: counted, not shown.
     pub unstored: u64,
+    /// `-w`: what was written, and the rows whose bytes could not be read.
+    pub written: Option<Written>,
+    pub unreadable: u64,
 }
 
 /// Turns events into output: names packets, then streams json lines or
@@ -53,22 +60,26 @@ pub struct Collector {
     /// Aggregate mode stores no more events than this (`--max-events`).
     max_events: u64,
     sink: Sink,
+    /// `-w`.
+    captures: Option<Captures>,
     pub tally: Tally,
 }
 
 impl Collector {
     /// A collector for the events of `targets` (whose [`Role`]s are
-    /// `roles`), writing to `sink`.
+    /// `roles`), writing to `sink`, and with `-w` frames to `captures`.
     pub fn new(
         opts: &Options,
         targets: Vec<Target>,
         roles: Vec<Role>,
         reasons: HashMap<u32, String>,
         sink: Sink,
+        captures: Option<Pcapng>,
     ) -> Self {
         let max_events = opts
             .max_events
             .unwrap_or_else(|| group::default_max_events(!opts.field.is_empty()));
+        let captures = captures.map(|file| Captures::new(opts, file, &targets, &roles));
         Collector {
             opts: opts.clone(),
             targets,
@@ -77,6 +88,7 @@ impl Collector {
             packets: Packets::new(),
             max_events,
             sink,
+            captures,
             tally: Tally::default(),
         }
     }
@@ -92,7 +104,7 @@ impl Collector {
         if let Some(max) = self.opts.max_traces {
             let room = max.saturating_sub(self.tally.seen);
             if batch.events.len() as u64 >= room {
-                batch.events.truncate(room as usize);
+                batch.truncate(room as usize);
                 stop = Some(Stop::MaxTraces);
             }
         }
@@ -101,9 +113,21 @@ impl Collector {
         self.tally.bad += batch.bad;
         let keep_fields = !self.opts.field.is_empty();
         let json = self.opts.output == Output::Json;
+        let mut frames = batch.frames.into_iter();
         for event in &batch.events {
             let func = event.func as u32;
             let seen = self.ids.observe(event, func);
+            if let Some(captures) = &mut self.captures {
+                let extras = Extras {
+                    reasons: Some(&self.reasons),
+                    ..Extras::default()
+                };
+                let frame = frames.next().flatten();
+                let taken = captures.take(event, frame, seen.packet, &self.targets, &extras);
+                if !ok_unless_closed(taken)? {
+                    return Ok(Some(Stop::StdoutClosed));
+                }
+            }
             let record = group::record(event, func, seen.packet);
             if json {
                 let extras = Extras {
@@ -137,11 +161,36 @@ impl Collector {
         if json && !ok_unless_closed(self.sink.flush())? {
             return Ok(Some(Stop::StdoutClosed));
         }
+        if let Some(captures) = &mut self.captures {
+            if !ok_unless_closed(captures.flush())? {
+                return Ok(Some(Stop::StdoutClosed));
+            }
+        }
         Ok(stop)
     }
 
-    /// Prints the table (aggregate mode) and closes the output.
-    pub fn finish(mut self, verbose: bool) -> io::Result<()> {
+    /// Completes the pcapng file (`-w`), prints the table (aggregate mode)
+    /// and closes the output; gives what the run saw.
+    pub fn finish(mut self, verbose: bool) -> (io::Result<()>, Tally) {
+        let mut tally = std::mem::take(&mut self.tally);
+        let mut captured = Ok(());
+        if let Some(captures) = self.captures.take() {
+            tally.unreadable = captures.unreadable;
+            let extras = Extras {
+                reasons: Some(&self.reasons),
+                ..Extras::default()
+            };
+            captured = captures.finish(&self.targets, &extras).map(|written| {
+                tally.written = Some(written);
+            });
+            timing::step(verbose, "pcapng written");
+        }
+        // The table is printed even when the pcapng reader has gone.
+        let printed = self.print(verbose);
+        (captured.and(printed), tally)
+    }
+
+    fn print(mut self, verbose: bool) -> io::Result<()> {
         if self.opts.output == Output::Aggregate {
             let (groups, details) = std::mem::take(&mut self.packets).into_groups();
             timing::step(verbose, "events grouped per packet");

@@ -1,7 +1,9 @@
 //! Report: what the user reads. The aggregate table ([`table`]), JSON lines
 //! ([`json`]), the `-l` list ([`list`]), the progress lines on stderr
 //! ([`progress`]), and where output goes ([`sink`]). [`collect`] takes each
-//! event from the trace stage and streams or stores it.
+//! event from the trace stage and streams or stores it; with `-w` it also
+//! hands each row's bytes to [`capture`], which writes pcapng frames
+//! ([`frames`] picks them, [`pcapng`] writes them).
 //!
 //! The layouts are ipftrace2's printf layouts, byte for byte, because users'
 //! scripts parse them (columns split on whitespace, fixed widths); the
@@ -9,10 +11,13 @@
 //! `{:<20}`, `%24.24s` is `{:>24.24}`, `%03u` is `{:03}`. Rust's precision
 //! cuts on `char`s, so a non-ASCII name can't be split mid-character (C
 //! would cut bytes); kernel symbols are ASCII, where the two agree.
+pub mod capture;
 pub mod collect;
 pub mod fields;
+pub mod frames;
 pub mod json;
 pub mod list;
+pub mod pcapng;
 pub mod progress;
 pub mod sink;
 pub mod table;

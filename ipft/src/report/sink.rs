@@ -1,11 +1,12 @@
-//! Where results go: stdout, or `--output-file`.
+//! Where results go: stdout, or `--output-file`; stderr when `-w -` takes
+//! stdout for the pcapng stream.
 //!
-//! json streams into the file as events arrive. The aggregate table is
-//! written to a temporary file next to the target and renamed over it on
-//! success, so a reader never sees a half-written table.
+//! json (and `-w`'s pcapng) streams into the file as events arrive. The
+//! aggregate table is written to a temporary file next to the target and
+//! renamed over it on success, so a reader never sees a half-written table.
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, BufWriter, Stdout, Write},
+    io::{self, BufWriter, Stderr, Stdout, Write},
     path::{Path, PathBuf},
 };
 
@@ -13,6 +14,8 @@ use anyhow::{anyhow, Context, Result};
 
 pub enum Sink {
     Stdout(BufWriter<Stdout>),
+    /// The table or json while `-w -` writes pcapng to stdout.
+    Stderr(BufWriter<Stderr>),
     /// json: written in place; `path` is removed if the run ends before
     /// anything was written (a failed start leaves no empty file behind).
     Stream {
@@ -53,6 +56,27 @@ impl Sink {
         })
     }
 
+    /// `-w FILE`: streamed in place, replacing FILE as tcpdump does; removed
+    /// if the run ends before it was started.
+    pub fn open_capture(path: &Path) -> Result<Sink> {
+        let file = create(path, true).map_err(|e| {
+            anyhow!(
+                "cannot create the pcapng file {} ({e}): choose a writable -w FILE",
+                path.display()
+            )
+        })?;
+        Ok(Sink::Stream {
+            file: BufWriter::new(file),
+            path: path.to_path_buf(),
+            done: false,
+        })
+    }
+
+    /// The table or json on stderr (`-w -` has stdout).
+    pub fn stderr() -> Sink {
+        Sink::Stderr(BufWriter::new(io::stderr()))
+    }
+
     /// Flushes, and for the aggregate file puts it in place.
     pub fn finish(mut self) -> io::Result<()> {
         self.flush()?;
@@ -63,9 +87,21 @@ impl Sink {
         match &mut self {
             Sink::Atomic { tmp, .. } => tmp.clear(),
             Sink::Stream { done, .. } => *done = true,
-            Sink::Stdout(_) => {}
+            Sink::Stdout(_) => close_stdout(),
+            Sink::Stderr(_) => {}
         }
         Ok(())
+    }
+}
+
+/// Points stdout at /dev/null once its output is complete, so that a reader
+/// (`ipft -w - | tshark -r -`) sees the end now, not after the detach
+/// that follows. Best effort: if /dev/null cannot be opened, the end comes
+/// when ipft exits.
+fn close_stdout() {
+    if let Ok(null) = File::open("/dev/null") {
+        // SAFETY: dup2 onto fd 1, which the Stdout writer (flushed) reuses.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), libc::STDOUT_FILENO) };
     }
 }
 
@@ -73,6 +109,7 @@ impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Sink::Stdout(w) => w.write(buf),
+            Sink::Stderr(w) => w.write(buf),
             Sink::Stream { file: w, .. } | Sink::Atomic { file: w, .. } => w.write(buf),
         }
     }
@@ -80,6 +117,7 @@ impl Write for Sink {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Sink::Stdout(w) => w.write_all(buf),
+            Sink::Stderr(w) => w.write_all(buf),
             Sink::Stream { file: w, .. } | Sink::Atomic { file: w, .. } => w.write_all(buf),
         }
     }
@@ -87,6 +125,7 @@ impl Write for Sink {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Sink::Stdout(w) => w.flush(),
+            Sink::Stderr(w) => w.flush(),
             Sink::Stream { file: w, .. } | Sink::Atomic { file: w, .. } => w.flush(),
         }
     }

@@ -8,6 +8,7 @@ mod signals;
 use std::{
     collections::HashMap,
     io,
+    path::Path,
     process::ExitCode,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -15,7 +16,7 @@ use std::{
     },
 };
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 pub use command::check as check_command;
 pub use signals::Signals;
@@ -26,6 +27,7 @@ use crate::{
     discover::{roles, Target},
     report::{
         collect::{Collector, Stop, Tally},
+        pcapng::Pcapng,
         progress::{AttachWatch, Progress},
         sink::{ignore_broken_pipe, Sink},
     },
@@ -58,11 +60,7 @@ pub async fn trace(opts: &Options, prepared: Prepared, mut signals: Signals) -> 
         filtered,
         reasons,
     } = prepared;
-    let sink = Sink::open(
-        opts.output_file.as_deref(),
-        opts.force,
-        opts.output == Output::Json,
-    )?;
+    let (sink, capture_sink) = sinks(opts)?;
     ready::clear_stale(opts.ready_file.as_deref());
     let mut progress = Progress::new(opts.output == Output::Aggregate);
 
@@ -91,7 +89,7 @@ pub async fn trace(opts: &Options, prepared: Prepared, mut signals: Signals) -> 
         links.extend(clone_links);
     }
     timing::step(opts.verbose, "attached");
-    let mut stream = Stream::new(rings, index)?;
+    let mut stream = Stream::new(rings, index, opts.write.is_some())?;
     let probe_server = opts.enable_probe_server.then_some(opts.probe_server_port);
     let ready = ready::signal(opts.ready_file.as_deref(), probe_server).await?;
     progress.ready();
@@ -100,7 +98,13 @@ pub async fn trace(opts: &Options, prepared: Prepared, mut signals: Signals) -> 
         false => Some(command::spawn(&opts.command)?),
     };
 
-    let mut collector = Collector::new(opts, targets, roles, reasons, sink);
+    let captures = match capture_sink {
+        Some(sink) => {
+            Some(Pcapng::new(sink, opts.snaplen).context("cannot start the pcapng output")?)
+        }
+        None => None,
+    };
+    let mut collector = Collector::new(opts, targets, roles, reasons, sink, captures);
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let stop = loop {
         let batch = tokio::select! {
@@ -140,8 +144,7 @@ pub async fn trace(opts: &Options, prepared: Prepared, mut signals: Signals) -> 
     let verbose = opts.verbose;
     let finish = tokio::task::spawn_blocking(move || {
         let stored = collector.stored();
-        let tally = std::mem::take(&mut collector.tally);
-        let written = collector.finish(verbose);
+        let (written, tally) = collector.finish(verbose);
         report(&tally, stored, track_full, verbose);
         drop(ready);
         timing::step(verbose, "output written; detaching");
@@ -233,9 +236,19 @@ fn report(tally: &Tally, stored: (usize, usize), track_full: u64, verbose: bool)
         );
     }
     if tally.lost > 0 {
+        let smaller = match tally.written {
+            Some(_) => " or a smaller --snaplen",
+            None => "",
+        };
         eprintln!(
-            "Lost {} events (the perf buffer was full: try a larger --perf-page-count)",
+            "Lost {} events (the perf buffer was full: try a larger --perf-page-count{smaller})",
             tally.lost
+        );
+    }
+    if tally.unreadable > 0 {
+        eprintln!(
+            "Lost {} captures: the packet's bytes could not be read there (the rows are in the output, not in the pcapng file)",
+            tally.unreadable
         );
     }
     if tally.unstored > 0 {
@@ -251,7 +264,30 @@ fn report(tally: &Tally, stored: (usize, usize), track_full: u64, verbose: bool)
         );
         // For `cargo xtask bench`: what each stored event costs.
         eprintln!("{} bytes per stored event", std::mem::size_of::<Record>());
+        if let Some(w) = tally.written {
+            let per_packet = w.bytes as f64 / stored.1.max(1) as f64;
+            eprintln!(
+                "-w: {} frames, {} bytes written ({per_packet:.0} bytes per packet)",
+                w.frames, w.bytes
+            );
+        }
     }
+}
+
+/// Where the table or json go, and where `-w` writes pcapng: `-w -` takes
+/// stdout, and the table or json then go to stderr (or `--output-file`).
+fn sinks(opts: &Options) -> Result<(Sink, Option<Sink>)> {
+    let capture_to_stdout = opts.write.as_deref() == Some(Path::new("-"));
+    let sink = match (capture_to_stdout, opts.output_file.as_deref()) {
+        (true, None) => Sink::stderr(),
+        (_, path) => Sink::open(path, opts.force, opts.output == Output::Json)?,
+    };
+    let capture = match opts.write.as_deref() {
+        None => None,
+        Some(_) if capture_to_stdout => Some(Sink::open(None, false, true)?),
+        Some(path) => Some(Sink::open_capture(path)?),
+    };
+    Ok((sink, capture))
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

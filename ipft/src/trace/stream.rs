@@ -1,6 +1,7 @@
 //! Streaming events from the kernel: the `EVENTS` perf event array, read on
 //! every CPU with tokio, decoded into [`Event`]s whose function is already
-//! the index of its target, in batches.
+//! the index of its target, in batches; with `-w`, each with the [`Frame`]
+//! its record carried.
 use std::{
     collections::HashMap,
     io,
@@ -13,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use aya::{maps::Map, util::online_cpus};
 
 use crate::attach::programs::Maps;
-use ipft_common::{Event, EVENT_SIZE};
+use ipft_common::{Capture, Event, CAPTURE_SIZE, EVENT_CAPTURE, EVENT_SIZE};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::sys::{
@@ -30,12 +31,40 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
 }
 
+/// `-w`: the packet as one record saw it: where, and its first bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub capture: Capture,
+    /// `capture.captured` bytes from `capture.start`.
+    pub bytes: Vec<u8>,
+}
+
+/// Decodes one perf sample and, when it carries one ([`EVENT_CAPTURE`]),
+/// its frame; `None` when it is too short for what it says it holds.
+pub fn decode_captured(bytes: &[u8]) -> Option<(Event, Option<Frame>)> {
+    let event = decode(bytes)?;
+    if event.flags & EVENT_CAPTURE == 0 {
+        return Some((event, None));
+    }
+    let header = bytes.get(EVENT_SIZE..EVENT_SIZE + CAPTURE_SIZE)?;
+    // SAFETY: `Capture` is repr(C) integers: every bit pattern is valid,
+    // and the slice holds exactly its size.
+    let capture = unsafe { std::ptr::read_unaligned(header.as_ptr().cast::<Capture>()) };
+    let start = EVENT_SIZE + CAPTURE_SIZE;
+    let data = bytes.get(start..start + usize::from(capture.captured))?;
+    let bytes = data.to_vec();
+    Some((event, Some(Frame { capture, bytes })))
+}
+
 /// What one wake-up produced. Handing events over per wake-up keeps the
 /// bookkeeping per batch, not per event.
 #[derive(Debug, Default)]
 pub struct Batch {
     /// Decoded events whose `func` is already the target index.
     pub events: Vec<Event>,
+    /// `-w`: each event's frame (`None` for a return, which carries none);
+    /// empty without `-w`.
+    pub frames: Vec<Option<Frame>>,
     /// Samples the kernel dropped because the buffer was full.
     pub lost: u64,
     /// Samples that did not decode, or named a function we did not attach.
@@ -47,6 +76,8 @@ pub struct Batch {
 pub struct Stream {
     rings: Vec<AsyncFd<PerfRing>>,
     index: HashMap<u64, u32>,
+    /// `-w`: keep each event's frame.
+    frames: bool,
     /// Drains the rings periodically: the kernel wakes the reader only every
     /// `wakeup_events` events, so a trickle would otherwise wait.
     tick: tokio::time::Interval,
@@ -102,8 +133,9 @@ pub fn open_rings(
 
 impl Stream {
     /// Reads `rings` (from [`open_rings`]) on the runtime; `index` maps an
-    /// event's function identity to its target.
-    pub fn new(rings: Vec<PerfRing>, index: HashMap<u64, u32>) -> Result<Self> {
+    /// event's function identity to its target; `frames` keeps the frames
+    /// of `-w`.
+    pub fn new(rings: Vec<PerfRing>, index: HashMap<u64, u32>, frames: bool) -> Result<Self> {
         let rings = rings
             .into_iter()
             .map(|ring| {
@@ -117,7 +149,12 @@ impl Stream {
             .collect::<Result<_>>()?;
         let mut tick = tokio::time::interval(DRAIN_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Ok(Stream { rings, index, tick })
+        Ok(Stream {
+            rings,
+            index,
+            frames,
+            tick,
+        })
     }
 
     /// Waits until some ring has data (woken, or at the periodic drain), and
@@ -145,10 +182,9 @@ impl Stream {
     pub fn drain_all(&mut self) -> Batch {
         let mut all = Batch::default();
         for ring in &mut self.rings {
-            drain(ring.get_mut(), &self.index, &mut all);
+            drain(ring.get_mut(), &self.index, self.frames, &mut all);
         }
-        // Each ring is in order already: the sort merges runs.
-        all.events.sort_by_key(|e| e.tstamp);
+        all.sort();
         all
     }
 }
@@ -194,19 +230,47 @@ impl Batch {
     fn is_empty(&self) -> bool {
         self.events.is_empty() && self.lost == 0 && self.bad == 0
     }
+
+    /// In timestamp order, frames beside their events. Each ring is in order
+    /// already: the sort merges runs.
+    fn sort(&mut self) {
+        if self.frames.is_empty() {
+            self.events.sort_by_key(|e| e.tstamp);
+            return;
+        }
+        let mut both: Vec<(Event, Option<Frame>)> =
+            self.events.drain(..).zip(self.frames.drain(..)).collect();
+        both.sort_by_key(|(e, _)| e.tstamp);
+        (self.events, self.frames) = both.into_iter().unzip();
+    }
+
+    /// Keeps the first `n` events (and their frames).
+    pub fn truncate(&mut self, n: usize) {
+        self.events.truncate(n);
+        self.frames.truncate(n);
+    }
 }
 
-fn drain(ring: &mut PerfRing, index: &HashMap<u64, u32>, batch: &mut Batch) {
-    ring.read(|record| take(record, index, batch));
+fn drain(ring: &mut PerfRing, index: &HashMap<u64, u32>, frames: bool, batch: &mut Batch) {
+    ring.read(|record| take(record, index, frames, batch));
 }
 
-/// Keeps one record's event, or counts it as lost or bad.
-fn take(record: perf::Record<'_>, index: &HashMap<u64, u32>, batch: &mut Batch) {
+/// Keeps one record's event (and with `frames` its frame), or counts it as
+/// lost or bad.
+fn take(record: perf::Record<'_>, index: &HashMap<u64, u32>, frames: bool, batch: &mut Batch) {
     match record {
-        perf::Record::Sample(bytes) => match decode(bytes).and_then(|e| resolve(e, index)) {
-            Some(event) => batch.events.push(event),
-            None => batch.bad += 1,
-        },
+        perf::Record::Sample(bytes) => {
+            let decoded = decode_captured(bytes);
+            match decoded.and_then(|(e, frame)| Some((resolve(e, index)?, frame))) {
+                Some((event, frame)) => {
+                    batch.events.push(event);
+                    if frames {
+                        batch.frames.push(frame);
+                    }
+                }
+                None => batch.bad += 1,
+            }
+        }
         perf::Record::Lost(count) => batch.lost += count,
         perf::Record::Corrupt => batch.bad += 1,
         perf::Record::Other => {}
@@ -292,6 +356,61 @@ mod tests {
         }
     }
 
+    /// What `-w`'s programs send: the event flagged, the capture header and
+    /// exactly `captured` bytes; a record shorter than it says is bad.
+    #[test]
+    fn decodes_captures_and_their_bytes() {
+        let event = Event {
+            flags: EVENT_CAPTURE,
+            skb: 7,
+            ..Event::zeroed()
+        };
+        let capture = Capture {
+            netns: 4026531840,
+            ifindex: 1,
+            captured: 3,
+            link: ipft_common::LINK_ETHERNET,
+            ..Capture::default()
+        };
+        let mut raw = bytes(&event);
+        // SAFETY: reading the bytes of a repr(C) value of integers.
+        raw.extend(unsafe {
+            std::slice::from_raw_parts((&capture as *const Capture).cast::<u8>(), CAPTURE_SIZE)
+        });
+        raw.extend([0xaa, 0xbb, 0xcc]);
+        let frame = Frame {
+            capture,
+            bytes: vec![0xaa, 0xbb, 0xcc],
+        };
+        assert_eq!(decode_captured(&raw), Some((event, Some(frame))));
+        assert_eq!(decode_captured(&raw[..raw.len() - 1]), None);
+        let plain = Event { flags: 0, ..event };
+        assert_eq!(decode_captured(&bytes(&plain)), Some((plain, None)));
+    }
+
+    #[test]
+    fn frames_stay_beside_their_events_when_sorted() {
+        let frame = |n: u8| {
+            Some(Frame {
+                capture: Capture::default(),
+                bytes: vec![n],
+            })
+        };
+        let at = |tstamp| Event {
+            tstamp,
+            ..Event::zeroed()
+        };
+        let mut batch = Batch {
+            events: vec![at(30), at(10), at(20)],
+            frames: vec![frame(3), frame(1), None],
+            ..Batch::default()
+        };
+        batch.sort();
+        let order: Vec<u64> = batch.events.iter().map(|e| e.tstamp).collect();
+        assert_eq!(order, [10, 20, 30]);
+        assert_eq!(batch.frames, [frame(1), None, frame(3)]);
+    }
+
     /// A ring full of random bytes, read the way `drain` reads: every
     /// sample is kept or counted, never a panic.
     #[test]
@@ -307,9 +426,10 @@ mod tests {
             let mut records = 0u64;
             perf::parse_records(&area[..], tail, head, &mut Vec::new(), |r| {
                 records += u64::from(!matches!(r, perf::Record::Lost(_) | perf::Record::Other));
-                take(r, &index, &mut batch);
+                take(r, &index, true, &mut batch);
             });
             assert_eq!(batch.events.len() as u64 + batch.bad, records);
+            assert_eq!(batch.frames.len(), batch.events.len());
         }
     }
 }

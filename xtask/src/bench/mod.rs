@@ -57,12 +57,18 @@ pub fn run(opts: &Options) -> Result<()> {
     let ipft = vm::ipft_binary()?;
     let mut results = Vec::new();
     let mut vm_kernel = Value::Null;
-    // The host first: a running guest would load the host's CPUs.
+    // The host first: a running guest would load the host's CPUs. Then
+    // the same burst with -w: what writing the packets as pcapng costs.
     if !opts.no_host {
-        eprintln!("xtask: bench tracepoint on the host");
-        let mut r = probe::measure(&host_probe(&ipft))?;
-        r["where"] = json!("host");
-        results.push(r);
+        for write in [false, true] {
+            eprintln!(
+                "xtask: bench tracepoint on the host{}",
+                if write { " with -w" } else { "" }
+            );
+            let mut r = probe::measure(&host_probe(&ipft, write))?;
+            r["where"] = json!("host");
+            results.push(r);
+        }
     }
     if !opts.no_vm {
         let backends: Vec<&str> = opts
@@ -92,13 +98,14 @@ pub fn run(opts: &Options) -> Result<()> {
     Ok(())
 }
 
-fn host_probe(ipft: &Path) -> probe::Options {
+fn host_probe(ipft: &Path, write: bool) -> probe::Options {
     probe::Options {
         backend: "tracepoint".into(),
         ipft: ipft.to_path_buf(),
         packets: 10_000,
         seconds: 2.0,
         timeout: 600,
+        write,
     }
 }
 
@@ -344,6 +351,20 @@ const METRICS: &[Metric] = &[
         key: "bytes_per_event",
         unit: Unit::Bytes,
         target: |_| Some(Target::AtMost(48.0)),
+        reference: |_| None,
+    },
+    Metric {
+        name: "-w: frames written",
+        key: "frames_written",
+        unit: Unit::Count,
+        target: |_| None,
+        reference: |_| None,
+    },
+    Metric {
+        name: "-w: bytes per packet sent",
+        key: "pcapng_bytes_per_packet",
+        unit: Unit::Bytes,
+        target: |_| None,
         reference: |_| None,
     },
     Metric {

@@ -33,6 +33,9 @@ pub struct Options {
     /// Longest wait for readiness and for the exit, each.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// Also write the packets as pcapng (`ipft -w`), to measure its cost.
+    #[arg(long)]
+    pub write: bool,
 }
 
 /// 0x55555555, as in the VM suite.
@@ -57,7 +60,11 @@ pub fn measure(opts: &Options) -> Result<Value> {
     let stdout = watch_stdout(&mut ipft)?;
     let stderr = collect_stderr(&mut ipft)?;
     let ready = wait_ready(&mut ipft, &ready_file, opts.timeout).map(|()| started.elapsed());
-    let mut figures = json!({ "backend": opts.backend });
+    let label = match opts.write {
+        true => format!("{} -w", opts.backend),
+        false => opts.backend.clone(),
+    };
+    let mut figures = json!({ "backend": label });
     if let Ok(ready) = &ready {
         figures["ready_s"] = json!(ready.as_secs_f64());
         let udp_with = traffic::udp_rate(opts.seconds)?;
@@ -95,6 +102,7 @@ pub fn measure(opts: &Options) -> Result<Value> {
         figures["error"] = json!(format!("{e:#}; stderr: {}", tail(&err, 10)));
     }
     let _ = fs::remove_file(&ready_file);
+    let _ = fs::remove_file(ready_file.with_extension("pcapng"));
     if opts.backend == "kprobe-multi" && ready.is_ok() {
         figures["udp_ratio_empty_program"] =
             json!(empty_program_udp(opts, &ready_file)? / udp_without);
@@ -128,6 +136,9 @@ fn command(opts: &Options, ready_file: &Path) -> Command {
         .arg("--ready-file")
         .arg(ready_file)
         .stdin(Stdio::null());
+    if opts.write {
+        cmd.arg("-w").arg(ready_file.with_extension("pcapng"));
+    }
     cmd
 }
 
@@ -247,6 +258,12 @@ fn stderr_figures(err: &str, figures: &mut Value) {
             figures["packets_traced"] = json!(n.get(1));
         } else if line.ends_with(" bytes per stored event") {
             figures["bytes_per_event"] = json!(numbers(line).first());
+        } else if let Some(rest) = line.strip_prefix("-w: ") {
+            // `-w: F frames, B bytes written (X bytes per packet)`: ipft's
+            // packets; per packet sent is worked out below.
+            let n = numbers(rest);
+            figures["frames_written"] = json!(n.first());
+            figures["pcapng_bytes"] = json!(n.get(1));
         } else if let Some((secs, step)) = start_up_step(line) {
             // `-v`: where start-up and the exit spent their time.
             if !figures["steps"].is_object() {
@@ -257,6 +274,14 @@ fn stderr_figures(err: &str, figures: &mut Value) {
     }
     if figures["events_lost"].is_null() && !figures["events_received"].is_null() {
         figures["events_lost"] = json!(0);
+    }
+    if let (Some(bytes), Some(sent)) = (
+        figures["pcapng_bytes"].as_u64(),
+        figures["packets_sent"].as_u64(),
+    ) {
+        if sent > 0 {
+            figures["pcapng_bytes_per_packet"] = json!(bytes as f64 / sent as f64);
+        }
     }
     if let (Some(rss), Some(events)) = (
         figures["rss_growth_bytes"].as_u64(),
@@ -292,12 +317,13 @@ mod tests {
 
     #[test]
     fn reads_ipft_counts() {
-        let mut f = json!({ "rss_growth_bytes": 4000 });
+        let mut f = json!({ "rss_growth_bytes": 4000, "packets_sent": 10 });
         stderr_figures(
             "Attaching program (total 1456, succeeded 1450, failed 6, filtered: 0)\n\
              Trace ready!\nLost 12 events (the perf buffer was full)\n\
              100 events of 10 packets; ignored 0 malformed or unknown events\n\
              40 bytes per stored event\n\
+             -w: 20004 frames, 3200724 bytes written (320 bytes per packet)\n\
              ipft:   0.052 s  vmlinux BTF opened\n\
              ipft:   1.250 s  attached\n",
             &mut f,
@@ -309,6 +335,9 @@ mod tests {
         assert_eq!(f["events_lost"], 12);
         assert_eq!(f["events_received"], 100);
         assert_eq!(f["bytes_per_event"], 40);
+        assert_eq!(f["frames_written"], 20004);
+        assert_eq!(f["pcapng_bytes"], 3200724);
+        assert_eq!(f["pcapng_bytes_per_packet"], 320072.4);
         assert_eq!(f["rss_bytes_per_event"], 40.0);
     }
 }

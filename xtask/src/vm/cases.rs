@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use ipft_tests::parse::{self, Packet, Row, Tracer};
 
-use super::guest::CaseOutput;
+use super::{capture, guest::CaseOutput};
 
 /// The mark the guest's traffic carries (`ping -m 1431655765`).
 pub const MARK: &str = "0x55555555";
@@ -78,6 +78,10 @@ pub enum Scenario {
     DropReason,
     Reuse,
     Clone,
+    /// VXLAN with `--track -w FILE --capture-at all`, read by tshark.
+    Capture,
+    /// VXLAN with `--track -w -` piped into `tshark -r -`.
+    CaptureStream,
 }
 
 impl Scenario {
@@ -95,11 +99,25 @@ impl Scenario {
             Scenario::DropReason => "drop-reason",
             Scenario::Reuse => "reuse",
             Scenario::Clone => "clone",
+            Scenario::Capture => "pcapng",
+            Scenario::CaptureStream => "pcapng-stream",
         }
     }
 
     fn tracks(self) -> bool {
-        matches!(self, Scenario::Track | Scenario::Clone)
+        matches!(
+            self,
+            Scenario::Track | Scenario::Clone | Scenario::Capture | Scenario::CaptureStream
+        )
+    }
+
+    /// How cases.sh hands the pcapng to tshark: `capture_case file|stream`.
+    fn capture(self) -> Option<&'static str> {
+        match self {
+            Scenario::Capture => Some("file"),
+            Scenario::CaptureStream => Some("stream"),
+            _ => None,
+        }
     }
 }
 
@@ -166,13 +184,26 @@ impl Case {
             Scenario::Drop | Scenario::DropReason => Some(DROP_RE),
             Scenario::Scale => None,
             Scenario::Untracked | Scenario::Track => Some(TUNNEL_RE),
+            Scenario::Capture | Scenario::CaptureStream => Some(TUNNEL_RE),
             Scenario::Reuse => Some(REUSE_RE),
             Scenario::Clone => Some(CLONE_RE),
         };
         if let Some(re) = regex {
             args.extend(["-r", re]);
         }
-        args.into_iter().map(str::to_string).collect()
+        let mut args: Vec<String> = args.into_iter().map(str::to_string).collect();
+        match self.scenario {
+            // cases.sh reads this file once ipft exits.
+            Scenario::Capture => args.extend([
+                "-w".into(),
+                format!("/tmp/cases/{}/capture.pcapng", self.id()),
+                "--capture-at".into(),
+                "all".into(),
+            ]),
+            Scenario::CaptureStream => args.extend(["-w".into(), "-".into()]),
+            _ => {}
+        }
+        args
     }
 
     /// Setup, traffic and teardown functions of tests/vm/scenarios.sh.
@@ -182,7 +213,7 @@ impl Case {
             Scenario::Drop | Scenario::DropReason => {
                 ["drop_setup", "ping_lo_dropped", "drop_teardown"]
             }
-            Scenario::Untracked | Scenario::Track => {
+            Scenario::Untracked | Scenario::Track | Scenario::Capture | Scenario::CaptureStream => {
                 ["vxlan_setup", "vxlan_ping", "vxlan_teardown"]
             }
             Scenario::Reuse => ["none", "ping_lo_repeat", "none"],
@@ -195,8 +226,12 @@ impl Case {
     pub fn shell(&self) -> String {
         let [setup, traffic, teardown] = self.steps();
         // Steps get the backend: forward_setup lists what it can trace.
+        let runner = match self.scenario.capture() {
+            Some(how) => format!("capture_case {how}"),
+            None => "run_case".into(),
+        };
         let mut line = format!(
-            "run_case {} {} '{setup} {b}' '{traffic} {b}' '{teardown} {b}'",
+            "{runner} {} {} '{setup} {b}' '{traffic} {b}' '{teardown} {b}'",
             self.id(),
             self.timeout,
             b = self.backend
@@ -282,6 +317,11 @@ pub fn judge(case: &Case, out: &CaseOutput, features: &Features, implemented: &[
     if let Some(v) = ran(out) {
         return v;
     }
+    match case.scenario {
+        Scenario::Capture => return with_ready(capture::every_row(out), out),
+        Scenario::CaptureStream => return with_ready(capture::streamed(out), out),
+        _ => {}
+    }
     let tracer = match case.graph() {
         true => Tracer::FunctionGraph,
         false => Tracer::Function,
@@ -308,12 +348,21 @@ pub fn judge(case: &Case, out: &CaseOutput, features: &Features, implemented: &[
         Scenario::DropReason => drop_reason(&groups),
         Scenario::Reuse => reuse(&groups),
         Scenario::Clone => clone_of(&groups, case.json),
+        Scenario::Capture | Scenario::CaptureStream => unreachable!("judged above"),
     };
-    if verdict.status == Status::Pass && case.scenario != Scenario::Scale {
-        let ready = out.ready_ms.unwrap_or(0) as f64 / 1000.0;
-        return Verdict::pass(format!("{}; ready {ready:.1} s", verdict.reason));
+    if case.scenario == Scenario::Scale {
+        return verdict;
     }
-    verdict
+    with_ready(verdict, out)
+}
+
+/// A pass says how long ipft took to be ready.
+fn with_ready(verdict: Verdict, out: &CaseOutput) -> Verdict {
+    if verdict.status != Status::Pass {
+        return verdict;
+    }
+    let ready = out.ready_ms.unwrap_or(0) as f64 / 1000.0;
+    Verdict::pass(format!("{}; ready {ready:.1} s", verdict.reason))
 }
 
 /// A run that did not reach `Trace ready!`, or did not exit 0 on SIGINT.
@@ -987,6 +1036,11 @@ mod tests {
 
     #[test]
     fn shell_quotes_arguments() {
+        let capture = Case::new(Scenario::CaptureStream, "kprobe", false).shell();
+        assert!(capture.starts_with(
+            "capture_case stream pcapng-stream-kprobe-aggregate 180 'vxlan_setup kprobe'"
+        ));
+        assert!(capture.ends_with(" '-w' '-'"), "{capture}");
         let line = Case::new(Scenario::Drop, "kprobe", true).shell();
         assert!(line.starts_with(
             "run_case drop-kprobe-json 180 'drop_setup kprobe' 'ping_lo_dropped kprobe' 'drop_teardown kprobe' '-m' '0x55555555'"

@@ -23,6 +23,8 @@ pub struct CaseOutput {
     pub stderr: String,
     /// Output of the setup, traffic and teardown steps, and runner notes.
     pub log: String,
+    /// `-w` cases: tshark's line per frame of ipft's pcapng.
+    pub frames: String,
     /// Milliseconds from start to `Trace ready!`; None if never ready.
     pub ready_ms: Option<u64>,
     /// Milliseconds from SIGINT to exit.
@@ -208,6 +210,7 @@ impl<'a> Parser<'a> {
                 let buf = match self.stream.as_str() {
                     "stdout" => &mut case.stdout,
                     "stderr" => &mut case.stderr,
+                    "frames" => &mut case.frames,
                     _ => &mut case.log,
                 };
                 buf.push_str(line);

@@ -7,6 +7,7 @@
 //! the host's end-to-end test binaries (`host_tests`), and judge the output
 //! on the host. One boot per kernel keeps the suite inside
 //! its time budget: booting and starting ipft are slow under emulation.
+mod capture;
 mod cases;
 pub(crate) mod guest;
 mod host_tests;
@@ -51,6 +52,8 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("unshare", "util-linux"),
     ("dash", "dash"),
     ("strip", "binutils"),
+    // Reads ipft's -w pcapng inside the guest (the pcapng scenarios).
+    ("tshark", "tshark"),
 ];
 
 /// Modules the scenarios load: veth for the namespaces, nf_tables for the
@@ -197,6 +200,10 @@ fn plan(implemented: &[&str]) -> Vec<Case> {
     }
     plan.push(Case::new(Scenario::Auto, "auto", true));
     plan.push(Case::new(Scenario::AutoGraph, "auto", true));
+    // -w through the VXLAN tunnel: a file read once ipft exits, and a
+    // stream piped into tshark as it runs.
+    plan.push(Case::new(Scenario::Capture, "kprobe", true));
+    plan.push(Case::new(Scenario::CaptureStream, "kprobe", false));
     for backend in scale_backends(implemented) {
         let mut scale = Case::new(Scenario::Scale, backend, false);
         scale.timeout = 600;
@@ -357,6 +364,10 @@ fn build_image(
         let path = which(tool)?;
         let guest = format!("/usr/{}bin/{tool}", if tool == "ping" { "" } else { "s" });
         img.program(&path, &guest)?;
+    }
+    // tshark and its ~160 MB of libraries only when a case reads a capture.
+    if plan.iter().any(|c| c.args().iter().any(|a| a == "-w")) {
+        img.program(&which("tshark")?, "/usr/bin/tshark")?;
     }
     let modules = kernel::modules(kernel, MODULES, &dir.join("modules"))?;
     let mut order = String::new();
