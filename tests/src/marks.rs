@@ -47,14 +47,14 @@ pub const FREED_REUSED: u32 = 0x20019;
 /// backends.rs: datagrams read one after another.
 pub const READ_REUSED: u32 = 0x2001a;
 /// pcapng.rs: `-w`, read back with tshark.
-pub const PCAP_UDP: u32 = 0x40001;
-pub const PCAP_POINTS: u32 = 0x40002;
-pub const PCAP_NETNS: u32 = 0x40003;
-pub const PCAP_DROP: u32 = 0x40004;
-pub const PCAP_STREAM: u32 = 0x40005;
-pub const PCAP_ENDINGS: u32 = 0x40006;
-pub const PCAP_CLOSED: u32 = 0x40007;
-pub const PCAP_LOST: u32 = 0x40008;
+pub const PCAP_UDP: u32 = 0x50001;
+pub const PCAP_POINTS: u32 = 0x50002;
+pub const PCAP_NETNS: u32 = 0x50003;
+pub const PCAP_DROP: u32 = 0x50004;
+pub const PCAP_STREAM: u32 = 0x50005;
+pub const PCAP_ENDINGS: u32 = 0x50006;
+pub const PCAP_CLOSED: u32 = 0x50007;
+pub const PCAP_LOST: u32 = 0x50008;
 /// ping's README example: 1431655765. No other test sends it.
 pub const PING: u32 = 0x5555_5555;
 
