@@ -22,8 +22,13 @@ use regex::Regex;
 )]
 pub struct Options {
     /// Trace packets whose skb->mark matches this value (0x hex, 0 octal, or decimal).
-    #[arg(short, long, value_parser = parse_u32, required_unless_present_any = ["list", "generate"])]
+    #[arg(short, long, value_parser = parse_u32, required_unless_present_any = ["list", "generate", "filter"])]
     pub mark: Option<u32>,
+
+    /// Trace packets that match this pcap-filter expression (tcpdump's
+    /// syntax), e.g. 'udp and dst port 2152'; with -m, packets must match both.
+    #[arg(short, long, value_name = "EXPR")]
+    pub filter: Option<String>,
 
     /// Compare only these bits: a packet matches when (mark & mask) == (MARK & mask).
     #[arg(long, value_parser = parse_u32, default_value = "0xffffffff")]
@@ -289,6 +294,11 @@ mod tests {
     fn mark_is_required_unless_listing() {
         assert!(Options::try_parse_from(["ipft"]).is_err());
         assert!(Options::try_parse_from(["ipft", "-l"]).is_ok());
+        let opts = Options::try_parse_from(["ipft", "-f", "udp port 53"]).unwrap();
+        assert_eq!(
+            (opts.mark, opts.filter.as_deref()),
+            (None, Some("udp port 53"))
+        );
         let opts = Options::try_parse_from(["ipft", "-m", "0x12", "--mask", "0xf0"]).unwrap();
         assert_eq!(opts.masked_mark(), 0x10);
     }

@@ -26,6 +26,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("bpftool", "bpftool"),
     ("jq", "jq"),
+    // ipft links libpcap.a; clippy and the unit tests build it too.
+    deps::LIBPCAP,
 ];
 
 pub fn run(opts: &Options) -> Result<()> {

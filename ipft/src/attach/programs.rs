@@ -10,7 +10,9 @@
 //! each program's map references at them and links its calls
 //! ([`Programs::relocate`]), and loads the instructions through
 //! [`crate::sys::bpf`] — as often, and from as many threads, as a backend
-//! needs.
+//! needs. Relocating is also where the `-f` filter's translation takes the
+//! place of its placeholder function ([`inject_filter`]): every program of
+//! every backend gets it from there.
 use std::{
     collections::{HashMap, HashSet},
     ffi::CString,
@@ -21,7 +23,7 @@ use std::{
 use anyhow::{Context, Result};
 use aya::maps::{Map, MapData};
 use aya_obj::{EbpfSectionKind, Object};
-use ipft_common::Config;
+use ipft_common::{Config, FILTER_FUNCTION};
 
 use crate::sys::bpf::{self, Insn};
 
@@ -36,12 +38,16 @@ pub struct Maps {
     defs: HashMap<String, aya_obj::Map>,
     /// The maps' fds, by name (the maps own them).
     fds: HashMap<String, RawFd>,
+    /// `-f`: the filter function's instructions, put in every program
+    /// relocated against these maps; empty without a filter.
+    filter: Vec<Insn>,
 }
 
 impl Maps {
     /// Creates the object's maps, with `config` as the read-only global
-    /// `CONFIG` (the verifier sees it as constants: the map is frozen).
-    pub fn create(config: &Config) -> Result<Self> {
+    /// `CONFIG` (the verifier sees it as constants: the map is frozen), and
+    /// keeps the `-f` filter function (empty for none) for the programs.
+    pub fn create(config: &Config, filter: Vec<Insn>) -> Result<Self> {
         let mut object = parse()?;
         let globals = HashMap::from([("CONFIG", (bytes_of(config), true))]);
         object
@@ -51,6 +57,7 @@ impl Maps {
             maps: HashMap::new(),
             defs: HashMap::new(),
             fds: HashMap::new(),
+            filter,
         };
         for (name, mut def) in object.maps.drain() {
             if let Some(entries) = unused_map_entries(config, &name) {
@@ -90,6 +97,7 @@ impl Maps {
             maps: HashMap::new(),
             defs: HashMap::new(),
             fds: HashMap::new(),
+            filter: Vec::new(),
         }
     }
 }
@@ -155,6 +163,9 @@ impl Programs {
         object
             .relocate_maps(with_fds, &text_sections)
             .context("cannot point ipft's eBPF programs at their maps")?;
+        if !maps.filter.is_empty() {
+            inject_filter(&mut object, &maps.filter)?;
+        }
         object
             .relocate_calls(&text_sections)
             .context("cannot link the calls of ipft's eBPF programs")?;
@@ -182,6 +193,26 @@ impl Programs {
             .map(Vec::as_slice)
             .with_context(|| format!("{name} is missing from the eBPF object"))
     }
+}
+
+/// Makes the `-f` filter's instructions the body of the placeholder
+/// function [`FILTER_FUNCTION`], before calls are linked: aya-obj then
+/// copies the body into every program that calls it and points the calls at
+/// the copy.
+fn inject_filter(object: &mut Object, filter: &[Insn]) -> Result<()> {
+    let function = object
+        .functions
+        .values_mut()
+        .find(|f| f.name == FILTER_FUNCTION)
+        .with_context(|| format!("ipft's eBPF object has no {FILTER_FUNCTION} function"))?;
+    function.instructions = filter.iter().map(Into::into).collect();
+    // Linking looks relocations up by section offset: past the placeholder's
+    // end they belong to the next functions of its section. The filter
+    // has none (no map, no call but helpers): a section without any.
+    function.section_index.0 = usize::MAX;
+    // The placeholder's source lines describe other instructions.
+    function.line_info = Default::default();
+    Ok(())
 }
 
 /// Loads `program`; when the kernel refuses it, loads it again with the

@@ -1,6 +1,8 @@
 //! Where the fields the programs read (mark, len, head, network header,
 //! dev name, GSO fields) sit in this kernel's structs, from BTF: the eBPF
-//! crate has no CO-RE, so these offsets are passed to it at load.
+//! crate has no CO-RE, so these offsets are passed to it at load. And
+//! any `struct sk_buff` field's, for the `-f` filter's code
+//! ([`skb_field_offsets`]).
 use anyhow::{Context, Result};
 use btf_rs::{Btf, BtfType, Type};
 use ipft_common::Offsets;
@@ -33,6 +35,14 @@ pub fn offsets(btf: &Btf) -> Result<Offsets> {
         shinfo_gso_segs: shinfo("gso_segs")?,
         shinfo_gso_type: shinfo("gso_type")?,
     })
+}
+
+/// The offset of any `struct sk_buff` field by name, for the `-f`
+/// filter's code: the struct is looked up once, here, and only with `-f`
+/// (a second scan of the types).
+pub fn skb_field_offsets(btf: &Btf) -> Result<impl Fn(&str) -> Result<u32> + '_> {
+    let skb = find_struct(btf, "sk_buff")?;
+    Ok(move |field: &str| field_offset(btf, &skb, field))
 }
 
 /// The (non-empty) struct called `name`, with that name.
@@ -99,5 +109,21 @@ mod tests {
         }
         assert_ne!(o.skb_mark, o.skb_len);
         assert!(o.dev_name < 4096);
+    }
+
+    #[test]
+    fn skb_fields_by_name_agree_with_the_programs_offsets() {
+        let kernel = running_kernel();
+        let o = offsets(&kernel.vmlinux).unwrap();
+        let field = skb_field_offsets(&kernel.vmlinux).unwrap();
+        assert_eq!(field("mark").unwrap(), o.skb_mark);
+        assert_eq!(field("network_header").unwrap(), o.skb_network_header);
+        // data follows head.
+        assert_eq!(field("data").unwrap(), o.skb_head + 8);
+        let err = field("no_such_field").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the kernel's BTF has no sk_buff.no_such_field"
+        );
     }
 }
