@@ -8,6 +8,10 @@
 //! root may call bpf_probe_read_kernel from any program type: the classifier
 //! hands its context to the filter as the skb, so the filter reads the
 //! packet exactly as it does in a tracing program.
+#[cfg(test)]
+mod packets;
+#[cfg(test)]
+mod tests;
 
 use anyhow::{bail, Result};
 
