@@ -72,10 +72,15 @@ pub struct Options {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub perf_wakeup_events: u32,
 
-    /// Keep following a matched packet after its mark changes (tunnels,
-    /// namespaces), until it is freed.
+    /// Keep following a matched packet after it stops matching (a mark
+    /// cleared, headers changed: tunnels, NAT, namespaces), until it is
+    /// freed. The default with -f.
     #[arg(long)]
     pub track: bool,
+
+    /// With -f, do not follow a packet once it stops matching the filter.
+    #[arg(long, conflicts_with = "track")]
+    pub no_track: bool,
 
     /// Print this skb field on every row (repeatable): len, data_len,
     /// protocol, mark, dev, gso_size, gso_segs, gso_type.
@@ -173,6 +178,13 @@ pub enum Output {
 }
 
 impl Options {
+    /// Whether matched packets are followed until freed (`--track`): asked
+    /// for, or `-f` without `--no-track`, since a packet's headers change on
+    /// the way (encapsulation, NAT) and the filter would lose it.
+    pub fn tracks(&self) -> bool {
+        self.track || (self.filter.is_some() && !self.no_track)
+    }
+
     /// The value the programs compare against: `mark & mask`.
     pub fn masked_mark(&self) -> u32 {
         self.mark.unwrap_or(0) & self.mask
@@ -301,6 +313,16 @@ mod tests {
         );
         let opts = Options::try_parse_from(["ipft", "-m", "0x12", "--mask", "0xf0"]).unwrap();
         assert_eq!(opts.masked_mark(), 0x10);
+    }
+
+    #[test]
+    fn a_filter_tracks_unless_told_not_to() {
+        let tracks = |args: &[&str]| Options::try_parse_from(args).unwrap().tracks();
+        assert!(tracks(&["ipft", "-f", "udp"]));
+        assert!(!tracks(&["ipft", "-f", "udp", "--no-track"]));
+        assert!(!tracks(&["ipft", "-m", "1"]));
+        assert!(tracks(&["ipft", "-m", "1", "--track"]));
+        assert!(Options::try_parse_from(["ipft", "-f", "udp", "--track", "--no-track"]).is_err());
     }
 
     #[test]

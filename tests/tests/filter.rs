@@ -8,12 +8,15 @@ use std::net::UdpSocket;
 
 use ipft_tests::{
     checks,
-    details::summaries,
+    details::{by_packet, functions, json_values, summaries, text},
     kernel::monotonic_ns,
     marks,
+    netns::NftTable,
     packets::{self, sink_on, UDP_PATH},
-    parse::parse_table,
-    run, Ipft,
+    parse::{in_order, parse_table},
+    run,
+    scripting::{poll_until, POLL_TIMEOUT},
+    Ipft,
 };
 
 const V4: &str = "127.0.0.1";
@@ -108,6 +111,44 @@ fn with_a_mark_a_packet_must_match_both() {
     );
     checks::packets(&traced, UDP_PATH, start, monotonic_ns(), &out);
     checks::clean_exit(&out, checks::row_count(&traced));
+}
+
+/// With -f a matched packet is followed until it is freed, unless
+/// `--no-track`: here nftables rewrites a datagram's destination port as
+/// it is received, after which the filter no longer matches it, and the
+/// kernel drops it (no socket has the new port).
+#[test]
+fn a_matched_packet_is_followed_after_its_headers_change() {
+    let to = sink_on(V4);
+    let port = to.local_addr().unwrap().port();
+    let unused = sink_on(V4).local_addr().unwrap().port();
+    let rule = format!("udp dport {port} udp dport set {unused}");
+    let _table = NftTable::new("ipft_filter_track", "prerouting", &[&rule]);
+    let filter = format!("udp dst port {port}");
+    let tracking = Ipft::start(&["-f", &filter, "-o", "json"]);
+    let not_tracking = Ipft::start(&["-f", &filter, "-o", "json", "--no-track"]);
+    packets::send(&sink_on(V4), &to);
+    let dropped = poll_until(POLL_TIMEOUT, || tracking.stdout().contains("NO_SOCKET"));
+    let (tracked, untracked) = (tracking.stop(libc::SIGINT), not_tracking.stop(libc::SIGINT));
+
+    assert!(dropped, "the drop after the rewrite is traced\n{tracked}");
+    let (tracked, untracked) = (json_values(&tracked.stdout), json_values(&untracked.stdout));
+    let (tracked, untracked) = (by_packet(&tracked), by_packet(&untracked));
+    assert_eq!(
+        (tracked.len(), untracked.len()),
+        (1, 1),
+        "{tracked:?}\n{untracked:?}"
+    );
+    let path: Vec<&str> = UDP_PATH.iter().copied().chain(["kfree_skb"]).collect();
+    assert!(in_order(&functions(&tracked[0]), &path), "{tracked:?}");
+    assert_eq!(text(tracked[0].last().unwrap(), "drop_reason"), "NO_SOCKET");
+    let names = functions(&untracked[0]);
+    assert!(in_order(&names, UDP_PATH), "{names:?}");
+    assert_eq!(
+        names.last(),
+        Some(&"netif_receive_skb"),
+        "not followed past the rewrite: {names:?}"
+    );
 }
 
 /// Exit `code` with one line on stderr containing `says`, having attached

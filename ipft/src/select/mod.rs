@@ -35,7 +35,7 @@ pub fn config(opts: &Options, offsets: Offsets) -> Config {
 
 /// `Config::flags` for the options.
 fn flags(opts: &Options) -> u32 {
-    let track = match opts.track {
+    let track = match opts.tracks() {
         true => CONFIG_TRACK,
         false => 0,
     };
@@ -157,9 +157,12 @@ mod tests {
         let alone = opts(&["-f", "udp"]);
         assert_eq!(refusal(&alone), None);
         let c = config(&alone, Offsets::default());
-        assert_eq!((c.mark, c.mask, c.flags), (0, 0, CONFIG_FILTER));
+        assert_eq!(
+            (c.mark, c.mask, c.flags),
+            (0, 0, CONFIG_FILTER | CONFIG_TRACK)
+        );
         // With -m, both must match: the mark test stays.
-        let both = opts(&["-f", "udp", "-m", "0x10", "--mask", "0xf0"]);
+        let both = opts(&["-f", "udp", "-m", "0x10", "--mask", "0xf0", "--no-track"]);
         let c = config(&both, Offsets::default());
         assert_eq!((c.mark, c.mask, c.flags), (0x10, 0xf0, CONFIG_FILTER));
     }
