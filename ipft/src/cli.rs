@@ -13,12 +13,14 @@ use regex::Regex;
 #[command(
     name = "ipft",
     version,
-    about = "Show which kernel functions each marked packet goes through",
-    long_about = "Show which kernel functions each marked packet goes through.\n\n\
-        Mark the packets you care about (iptables -j MARK, nft meta mark set, \
-        ping -m, SO_MARK, tc), run `ipft -m MARK`, make traffic, press Ctrl-C: \
+    about = "Show which kernel functions each selected packet goes through",
+    long_about = "Show which kernel functions each selected packet goes through.\n\n\
+        Select packets with a tcpdump expression (`ipft -f 'udp port 53'`) or, \
+        as with ipftrace2, a mark (iptables -j MARK, nft meta mark set, \
+        ping -m, SO_MARK, tc; `ipft -m MARK`), make traffic, press Ctrl-C: \
         ipft prints, packet by packet, the functions each one passed.",
-    after_help = "Example: sudo ipft -m 0x55555555   (then: ping -m 1431655765 -c 1 127.0.0.1)"
+    after_help = "Examples: sudo ipft -f 'icmp and host 127.0.0.1'   (then: ping -c 1 127.0.0.1)\n          \
+        sudo ipft -m 0x55555555   (then: ping -m 1431655765 -c 1 127.0.0.1)"
 )]
 pub struct Options {
     /// Trace packets whose skb->mark matches this value (0x hex, 0 octal, or decimal).
