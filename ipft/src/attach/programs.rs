@@ -231,3 +231,54 @@ fn log_tail(log: &[u8]) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     lines[lines.len().saturating_sub(3)..].join(" / ")
 }
+
+#[cfg(test)]
+mod tests {
+    use ipft_common::programs::{self as catalog, Family, Role};
+
+    use super::*;
+
+    /// Where each of a program's calls of its own functions lands.
+    fn call_targets(insns: &[Insn]) -> Vec<usize> {
+        let call = |i: &Insn| i.code == 0x85 && i.regs >> 4 == 1;
+        let calls = insns.iter().enumerate().filter(|(_, i)| call(i));
+        calls
+            .map(|(at, i)| (at as i64 + 1 + i64::from(i.imm)) as usize)
+            .collect()
+    }
+
+    #[test]
+    fn every_program_that_filters_calls_the_injected_filter() {
+        let mut object = parse().unwrap();
+        let filter = [Insn::mov64_imm(0, 0x1f17), Insn::exit()];
+        inject_filter(&mut object, &filter).unwrap();
+        let text_sections: HashSet<usize> = object.functions.keys().map(|(s, _)| *s).collect();
+        object.relocate_calls(&text_sections).unwrap();
+        for (name, program) in &object.programs {
+            let function = &object.functions[&program.function_key()];
+            let insns: Vec<Insn> = function.instructions.iter().map(Insn::from).collect();
+            let at = insns.windows(2).position(|w| w == filter);
+            let entry = catalog::find(name).unwrap();
+            // Returns and kretprobes report what their entry decided.
+            let filters = entry.role != Role::Return && entry.family != Family::Kretprobe;
+            assert_eq!(at.is_some(), filters, "{name}");
+            if let Some(at) = at {
+                assert!(
+                    call_targets(&insns).contains(&at),
+                    "{name} calls its filter"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_object_without_the_placeholder_is_an_error() {
+        let mut object = parse().unwrap();
+        object.functions.retain(|_, f| f.name != FILTER_FUNCTION);
+        let err = inject_filter(&mut object, &[Insn::exit()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ipft's eBPF object has no ipft_filter function"
+        );
+    }
+}
