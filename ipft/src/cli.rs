@@ -33,7 +33,7 @@ pub struct Options {
     pub filter: Option<String>,
 
     /// Compare only these bits: a packet matches when (mark & mask) == (MARK & mask).
-    #[arg(long, value_parser = parse_u32, default_value = "0xffffffff")]
+    #[arg(long, value_parser = parse_u32, default_value = "0xffffffff", requires = "mark")]
     pub mask: u32,
 
     /// How to attach to the kernel; `auto` picks the best this kernel allows.
@@ -325,6 +325,8 @@ mod tests {
         assert!(!tracks(&["ipft", "-m", "1"]));
         assert!(tracks(&["ipft", "-m", "1", "--track"]));
         assert!(Options::try_parse_from(["ipft", "-f", "udp", "--track", "--no-track"]).is_err());
+        // A mask without a mark would be ignored: refused.
+        assert!(Options::try_parse_from(["ipft", "-f", "udp", "--mask", "0xff"]).is_err());
     }
 
     #[test]
