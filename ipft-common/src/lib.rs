@@ -166,8 +166,10 @@ const _: () = assert!(EVENT_SIZE == 136);
 pub struct Config {
     /// `mark & mask`, precomputed so the program does one AND and one compare.
     pub mark: u32,
+    /// 0 when no mark is asked for (`-f` alone): the programs read none.
     pub mask: u32,
-    /// Bit flags: [`CONFIG_TRACK`], [`CONFIG_GRAPH`], [`CONFIG_CAPTURE`].
+    /// Bit flags: [`CONFIG_TRACK`], [`CONFIG_GRAPH`], [`CONFIG_CAPTURE`],
+    /// [`CONFIG_FILTER`].
     pub flags: u32,
     /// `-w`: bytes of each frame to capture, at most [`SNAPLEN_MAX`].
     pub snaplen: u32,
@@ -186,6 +188,15 @@ pub const CONFIG_GRAPH: u32 = 2;
 /// `Config::flags` bit (`-w`): each traced call also sends the packet's
 /// bytes ([`CaptureRecord`]). Checked only after the mark matched.
 pub const CONFIG_CAPTURE: u32 = 4;
+/// `Config::flags` bit (`-f`): a packet must also pass the filter function
+/// [`FILTER_FUNCTION`], which userspace replaces at load with the
+/// translation of the filter expression.
+pub const CONFIG_FILTER: u32 = 8;
+
+/// The eBPF object's placeholder for the `-f` filter: a function of its
+/// own, `fn(skb: u64) -> u64` (non-zero: the packet matches), called only
+/// when [`CONFIG_FILTER`] is set.
+pub const FILTER_FUNCTION: &str = "ipft_filter";
 
 /// Key of the `ENTERED` map: one traced call in flight.
 #[repr(C)]

@@ -6,7 +6,8 @@
 //!
 //! The object is `$IPFT_EBPF_OBJECT` (`cargo xtask test` sets it), else the
 //! one `cargo xtask build` leaves in ipft-ebpf/target/. A missing object
-//! fails the test: it cannot be checked, and skipping would hide that.
+//! fails the test: it cannot be checked, and skipping would hide that. The
+//! `-f` filter's placeholder, which userspace finds by name, is checked too.
 use std::{
     collections::BTreeSet,
     env, fs,
@@ -14,7 +15,10 @@ use std::{
 };
 
 use aya_obj::{Object, ProgramSection};
-use ipft_common::programs::{Family, CATALOG};
+use ipft_common::{
+    programs::{Family, CATALOG},
+    FILTER_FUNCTION,
+};
 
 fn object_path() -> PathBuf {
     match env::var_os("IPFT_EBPF_OBJECT") {
@@ -89,4 +93,21 @@ fn the_object_has_no_program_the_catalog_lacks() {
         object_path().display()
     );
     assert_eq!(object.programs.len(), CATALOG.len());
+}
+
+#[test]
+fn the_filter_placeholder_is_one_function_and_no_program() {
+    let object = object();
+    let found = object
+        .functions
+        .values()
+        .filter(|f| f.name == FILTER_FUNCTION)
+        .count();
+    assert_eq!(
+        found,
+        1,
+        "{} must have one {FILTER_FUNCTION} function, which ipft replaces with the -f filter",
+        object_path().display()
+    );
+    assert!(!object.programs.contains_key(FILTER_FUNCTION));
 }

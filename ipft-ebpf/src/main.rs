@@ -2,10 +2,12 @@
 //!
 //! Every program does the same thing: take the `struct sk_buff *` argument,
 //! read `skb->mark` at the offset userspace found in BTF, and return at once
-//! unless `(mark & mask) == mark_filter`. A matching call is sent to
-//! userspace as one [`Event`] through the `EVENTS` perf event array; with
-//! `-w` ([`CONFIG_CAPTURE`], checked only after the match) the same record
-//! also carries the packet's first bytes ([`CaptureRecord`]).
+//! unless `(mark & mask) == mark_filter`; with `-f`, call the filter
+//! function [`ipft_filter`], whose body userspace replaces at load. A
+//! matching call is sent to userspace as one [`Event`] through the `EVENTS`
+//! perf event array; with `-w` ([`CONFIG_CAPTURE`], checked only after the
+//! match) the same record also carries the packet's first bytes
+//! ([`CaptureRecord`]).
 //!
 //! Programs come in families, one program per skb argument position, because
 //! the position must be a compile-time constant for the verifier:
@@ -30,9 +32,9 @@ use aya_ebpf::{
 };
 use ipft_common::{
     tracepoint_id, Call, Capture, CaptureOffsets, CaptureRecord, Cloning, Config, Event, Offsets,
-    CAPTURE_SIZE, CONFIG_CAPTURE, CONFIG_GRAPH, CONFIG_TRACK, ENTERED_MAX, EVENT_CAPTURE,
-    EVENT_CLONE, EVENT_DROP_REASON, EVENT_RETURN, EVENT_SIZE, LINK_ETHERNET, LINK_NONE, LINK_RAW,
-    SNAPLEN_MAX, TP_KFREE_SKB_ID, TRACKED_MAX,
+    CAPTURE_SIZE, CONFIG_CAPTURE, CONFIG_FILTER, CONFIG_GRAPH, CONFIG_TRACK, ENTERED_MAX,
+    EVENT_CAPTURE, EVENT_CLONE, EVENT_DROP_REASON, EVENT_RETURN, EVENT_SIZE, LINK_ETHERNET,
+    LINK_NONE, LINK_RAW, SNAPLEN_MAX, TP_KFREE_SKB_ID, TRACKED_MAX,
 };
 
 /// Set by userspace before loading; read-only, so the verifier sees constants.
@@ -169,14 +171,32 @@ where
     unsafe { bpf_probe_read_kernel(addr as *const T) }.unwrap_or_default()
 }
 
-/// The hot path: one read of `skb->mark`, one compare.
+/// The hot path: one read of `skb->mark`, one compare; then, with `-f`,
+/// the filter. Without `-m` the mask is 0 and no mark is read. The
+/// verifier knows `CONFIG`, so a test that is off costs nothing.
 #[inline(always)]
 fn matches(skb: u64) -> bool {
-    let mark_ptr = (skb + config!(offsets.skb_mark) as u64) as *const u32;
-    match unsafe { bpf_probe_read_kernel(mark_ptr) } {
-        Ok(mark) => mark & config!(mask) == config!(mark),
-        Err(_) => false,
+    if config!(mask) != 0 {
+        let mark_ptr = (skb + config!(offsets.skb_mark) as u64) as *const u32;
+        match unsafe { bpf_probe_read_kernel(mark_ptr) } {
+            Ok(mark) if mark & config!(mask) == config!(mark) => {}
+            _ => return false,
+        }
     }
+    config!(flags) & CONFIG_FILTER == 0 || ipft_filter(skb) != 0
+}
+
+/// `-f`: whether the packet of `skb` matches the filter (non-zero). This
+/// body is a placeholder: userspace replaces it with the translation of the
+/// filter expression when it loads the programs (ipft's
+/// `attach/programs.rs`, by this name: `ipft_common::FILTER_FUNCTION`).
+/// Never inlined, so that it stays one function to replace; `black_box`
+/// keeps the optimiser from seeing through it and folding its result into
+/// the callers.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn ipft_filter(skb: u64) -> u64 {
+    core::hint::black_box(skb)
 }
 
 /// Whether this call is traced: a matching mark, or (`--track`) an skb that

@@ -13,20 +13,27 @@ use regex::Regex;
 #[command(
     name = "ipft",
     version,
-    about = "Show which kernel functions each marked packet goes through",
-    long_about = "Show which kernel functions each marked packet goes through.\n\n\
-        Mark the packets you care about (iptables -j MARK, nft meta mark set, \
-        ping -m, SO_MARK, tc), run `ipft -m MARK`, make traffic, press Ctrl-C: \
+    about = "Show which kernel functions each selected packet goes through",
+    long_about = "Show which kernel functions each selected packet goes through.\n\n\
+        Select packets with a tcpdump expression (`ipft -f 'udp port 53'`) or, \
+        as with ipftrace2, a mark (iptables -j MARK, nft meta mark set, \
+        ping -m, SO_MARK, tc; `ipft -m MARK`), make traffic, press Ctrl-C: \
         ipft prints, packet by packet, the functions each one passed.",
-    after_help = "Example: sudo ipft -m 0x55555555   (then: ping -m 1431655765 -c 1 127.0.0.1)"
+    after_help = "Examples: sudo ipft -f 'icmp and host 127.0.0.1'   (then: ping -c 1 127.0.0.1)\n          \
+        sudo ipft -m 0x55555555   (then: ping -m 1431655765 -c 1 127.0.0.1)"
 )]
 pub struct Options {
     /// Trace packets whose skb->mark matches this value (0x hex, 0 octal, or decimal).
-    #[arg(short, long, value_parser = parse_u32, required_unless_present_any = ["list", "generate"])]
+    #[arg(short, long, value_parser = parse_u32, required_unless_present_any = ["list", "generate", "filter"])]
     pub mark: Option<u32>,
 
+    /// Trace packets that match this pcap-filter expression (tcpdump's
+    /// syntax), e.g. 'udp and dst port 2152'; with -m, packets must match both.
+    #[arg(short, long, value_name = "EXPR")]
+    pub filter: Option<String>,
+
     /// Compare only these bits: a packet matches when (mark & mask) == (MARK & mask).
-    #[arg(long, value_parser = parse_u32, default_value = "0xffffffff")]
+    #[arg(long, value_parser = parse_u32, default_value = "0xffffffff", requires = "mark")]
     pub mask: u32,
 
     /// How to attach to the kernel; `auto` picks the best this kernel allows.
@@ -67,10 +74,15 @@ pub struct Options {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub perf_wakeup_events: u32,
 
-    /// Keep following a matched packet after its mark changes (tunnels,
-    /// namespaces), until it is freed.
+    /// Keep following a matched packet after it stops matching (a mark
+    /// cleared, headers changed: tunnels, NAT, namespaces), until it is
+    /// freed. The default with -f.
     #[arg(long)]
     pub track: bool,
+
+    /// With -f, do not follow a packet once it stops matching the filter.
+    #[arg(long, conflicts_with = "track")]
+    pub no_track: bool,
 
     /// Print this skb field on every row (repeatable): len, data_len,
     /// protocol, mark, dev, gso_size, gso_segs, gso_type.
@@ -193,6 +205,13 @@ pub enum CaptureAt {
 }
 
 impl Options {
+    /// Whether matched packets are followed until freed (`--track`): asked
+    /// for, or `-f` without `--no-track`, since a packet's headers change on
+    /// the way (encapsulation, NAT) and the filter would lose it.
+    pub fn tracks(&self) -> bool {
+        self.track || (self.filter.is_some() && !self.no_track)
+    }
+
     /// The value the programs compare against: `mark & mask`.
     pub fn masked_mark(&self) -> u32 {
         self.mark.unwrap_or(0) & self.mask
@@ -321,8 +340,25 @@ mod tests {
     fn mark_is_required_unless_listing() {
         assert!(Options::try_parse_from(["ipft"]).is_err());
         assert!(Options::try_parse_from(["ipft", "-l"]).is_ok());
+        let opts = Options::try_parse_from(["ipft", "-f", "udp port 53"]).unwrap();
+        assert_eq!(
+            (opts.mark, opts.filter.as_deref()),
+            (None, Some("udp port 53"))
+        );
         let opts = Options::try_parse_from(["ipft", "-m", "0x12", "--mask", "0xf0"]).unwrap();
         assert_eq!(opts.masked_mark(), 0x10);
+    }
+
+    #[test]
+    fn a_filter_tracks_unless_told_not_to() {
+        let tracks = |args: &[&str]| Options::try_parse_from(args).unwrap().tracks();
+        assert!(tracks(&["ipft", "-f", "udp"]));
+        assert!(!tracks(&["ipft", "-f", "udp", "--no-track"]));
+        assert!(!tracks(&["ipft", "-m", "1"]));
+        assert!(tracks(&["ipft", "-m", "1", "--track"]));
+        assert!(Options::try_parse_from(["ipft", "-f", "udp", "--track", "--no-track"]).is_err());
+        // A mask without a mark would be ignored: refused.
+        assert!(Options::try_parse_from(["ipft", "-f", "udp", "--mask", "0xff"]).is_err());
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::{
         sink::ignore_broken_pipe,
     },
     session::Signals,
-    sys::rlimit,
+    sys::{bpf::Insn, rlimit},
     trace::stream,
 };
 
@@ -49,12 +49,22 @@ fn main() -> ExitCode {
     if let Some(code) = validate(&opts) {
         return code;
     }
+    // Compiled before anything else happens: a filter libpcap rejects, or
+    // that ipft cannot translate, is a usage error.
+    let filter = match opts.filter.as_deref().map(select::Filter::compile) {
+        Some(Err(why)) => {
+            eprintln!("ipft: {why}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(filter)) => Some(filter),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
     let result = runtime
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run(&opts)));
+        .and_then(|rt| rt.block_on(run(&opts, filter.as_ref())));
     match result {
         Ok(code) => code,
         Err(err) => {
@@ -69,7 +79,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(opts: &Options) -> Result<ExitCode> {
+async fn run(opts: &Options, filter: Option<&select::Filter>) -> Result<ExitCode> {
     // First of all: a Ctrl-C during start-up must stop ipft, not be lost.
     timing::start_clock();
     let signals = Signals::new()?;
@@ -93,9 +103,13 @@ async fn run(opts: &Options) -> Result<ExitCode> {
         None => Default::default(),
     };
     let config = select::config(opts, discover::offsets(&kernel.vmlinux)?, capture);
+    let filter = match filter.filter(|_| !opts.list) {
+        Some(filter) => filter_function(filter, &kernel, verbose)?,
+        None => Vec::new(),
+    };
     let (listing, pages, wakeup) = (opts.list, opts.perf_page_count, opts.perf_wakeup_events);
     let mut programs = Background::start(move || {
-        let maps = Maps::create(&config)?;
+        let maps = Maps::create(&config, filter)?;
         timing::step(verbose, "eBPF maps created");
         let rings = match listing {
             true => Vec::new(),
@@ -169,6 +183,23 @@ async fn run(opts: &Options) -> Result<ExitCode> {
         reasons,
     };
     session::trace(opts, prepared, signals).await
+}
+
+/// The `-f` filter translated for this kernel, and loaded once on its own
+/// so that one the verifier refuses stops ipft before anything is attached.
+fn filter_function(
+    filter: &select::Filter,
+    kernel: &KernelBtf,
+    verbose: bool,
+) -> Result<Vec<Insn>> {
+    let skb = select::SkbFields::find(discover::skb_field_offsets(&kernel.vmlinux)?)?;
+    let insns = filter.translate(&skb)?;
+    attach::filter::check(&insns)?;
+    timing::step(
+        verbose,
+        &format!("filter: {} eBPF instructions", insns.len()),
+    );
+    Ok(insns)
 }
 
 /// Checks that need more than one option or the file system; usage errors

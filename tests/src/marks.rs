@@ -18,6 +18,8 @@ pub const CLEANUP: u32 = 0x10009;
 pub const NOT_ROOT: u32 = 0x1000a;
 pub const LOST: u32 = 0x1000b;
 pub const TTY: u32 = 0x1000c;
+/// filter.rs: `-m` with `-f`.
+pub const FILTER_AND_MARK: u32 = 0x1000d;
 /// script.rs and packet.rs (scriptable runs, following the packet).
 pub const COMMAND: u32 = 0x20001;
 pub const COMMAND_JSON: u32 = 0x20002;
@@ -111,6 +113,7 @@ mod tests {
             NOT_ROOT,
             LOST,
             TTY,
+            FILTER_AND_MARK,
             PING,
             COMMAND,
             COMMAND_JSON,

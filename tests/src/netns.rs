@@ -1,5 +1,5 @@
 //! Network set-ups a test owns and tears down when it ends, failed or not:
-//! a namespace behind a veth pair, and an iptables rule.
+//! a namespace behind a veth pair, an iptables rule, an nftables table.
 use std::{net::Ipv4Addr, process::Command};
 
 /// Runs a set-up command that must succeed.
@@ -114,5 +114,30 @@ impl IptablesRule {
 impl Drop for IptablesRule {
     fn drop(&mut self) {
         quietly("iptables", &self.args("-D"));
+    }
+}
+
+/// An nftables table of a test's own (`inet NAME`), with one filter chain
+/// on `hook` holding `rules`; deleted on drop.
+pub struct NftTable {
+    name: String,
+}
+
+impl NftTable {
+    pub fn new(name: &str, hook: &str, rules: &[&str]) -> NftTable {
+        let table = NftTable { name: name.into() };
+        must("nft", &[&format!("add table inet {name}")]);
+        let chain = format!("add chain inet {name} c {{ type filter hook {hook} priority -300; }}");
+        must("nft", &[&chain]);
+        for rule in rules {
+            must("nft", &[&format!("add rule inet {name} c {rule}")]);
+        }
+        table
+    }
+}
+
+impl Drop for NftTable {
+    fn drop(&mut self) {
+        quietly("nft", &[&format!("delete table inet {}", self.name)]);
     }
 }

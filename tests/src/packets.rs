@@ -10,7 +10,13 @@ use std::{net::UdpSocket, os::fd::AsRawFd, process::Command};
 
 /// A UDP socket on 127.0.0.1 that receives and never reads.
 pub fn sink() -> UdpSocket {
-    UdpSocket::bind("127.0.0.1:0").expect("bind a UDP receiver on 127.0.0.1")
+    sink_on("127.0.0.1")
+}
+
+/// A UDP socket on `ip` (`127.0.0.1`, `[::1]`) that receives and never
+/// reads; also a sender without a mark.
+pub fn sink_on(ip: &str) -> UdpSocket {
+    UdpSocket::bind(format!("{ip}:0")).unwrap_or_else(|e| panic!("bind a UDP socket on {ip}: {e}"))
 }
 
 /// A UDP socket whose datagrams carry `mark` (SO_MARK; needs root or
@@ -56,13 +62,19 @@ pub fn send(from: &UdpSocket, to: &UdpSocket) {
 /// ipft. Keep the returned sinks until ipft has stopped (see above).
 pub fn send_datagrams(from: &UdpSocket, count: usize) -> Vec<UdpSocket> {
     let sinks: Vec<UdpSocket> = (0..count).map(|_| sink()).collect();
-    for to in &sinks {
+    send_to_each(from, &sinks);
+    sinks
+}
+
+/// Sends one datagram from `from` to each of `sinks`, and waits until each
+/// is queued (see [`send_datagrams`]).
+pub fn send_to_each(from: &UdpSocket, sinks: &[UdpSocket]) {
+    for to in sinks {
         send(from, to);
     }
-    for to in &sinks {
+    for to in sinks {
         wait_queued(to);
     }
-    sinks
 }
 
 /// Waits (hang protection: 10 s) until `socket` has a datagram to read.

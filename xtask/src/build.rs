@@ -74,6 +74,7 @@ const STATIC_RUSTFLAGS: (&str, &str) = (
 /// with a dynamically linked build, never the returned path).
 pub fn build(opts: &Options) -> Result<PathBuf> {
     build_ebpf()?;
+    deps::debian(&[deps::LIBPCAP])?;
     let mut cargo = Command::new("cargo");
     cargo
         .current_dir(root())

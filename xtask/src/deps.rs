@@ -70,6 +70,10 @@ pub fn ebpf_toolchain() -> Result<()> {
     Ok(())
 }
 
+/// libpcap.a, which ipft links in to compile `-f` expressions
+/// (ipft/build.rs): (a command the package installs, the package).
+pub const LIBPCAP: (&str, &str) = ("pcap-config", "libpcap0.8-dev");
+
 /// Debian packages, installed with apt-get when a listed command is missing.
 /// Each entry is (command that proves the package is there, package).
 pub fn debian(packages: &[(&str, &str)]) -> Result<()> {

@@ -30,6 +30,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     // question (may non-root users capture?) takes its default, no, under
     // deps::debian's DEBIAN_FRONTEND=noninteractive.
     ("tshark", "tshark"),
+    // ipft links libpcap.a; clippy and the unit tests build it too.
+    deps::LIBPCAP,
 ];
 
 pub fn run(opts: &Options) -> Result<()> {

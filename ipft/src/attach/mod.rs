@@ -8,6 +8,7 @@
 //! and one arm of [`choose::build`].
 pub mod choose;
 pub mod detach;
+pub mod filter;
 mod ftrace;
 mod functions;
 mod kprobe;

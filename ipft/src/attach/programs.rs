@@ -10,7 +10,9 @@
 //! each program's map references at them and links its calls
 //! ([`Programs::relocate`]), and loads the instructions through
 //! [`crate::sys::bpf`] — as often, and from as many threads, as a backend
-//! needs.
+//! needs. Relocating is also where the `-f` filter's translation takes the
+//! place of its placeholder function ([`inject_filter`]): every program of
+//! every backend gets it from there.
 use std::{
     collections::{HashMap, HashSet},
     ffi::CString,
@@ -21,7 +23,7 @@ use std::{
 use anyhow::{Context, Result};
 use aya::maps::{Map, MapData};
 use aya_obj::{EbpfSectionKind, Object};
-use ipft_common::Config;
+use ipft_common::{Config, FILTER_FUNCTION};
 
 use crate::sys::bpf::{self, Insn};
 
@@ -36,12 +38,16 @@ pub struct Maps {
     defs: HashMap<String, aya_obj::Map>,
     /// The maps' fds, by name (the maps own them).
     fds: HashMap<String, RawFd>,
+    /// `-f`: the filter function's instructions, put in every program
+    /// relocated against these maps; empty without a filter.
+    filter: Vec<Insn>,
 }
 
 impl Maps {
     /// Creates the object's maps, with `config` as the read-only global
-    /// `CONFIG` (the verifier sees it as constants: the map is frozen).
-    pub fn create(config: &Config) -> Result<Self> {
+    /// `CONFIG` (the verifier sees it as constants: the map is frozen), and
+    /// keeps the `-f` filter function (empty for none) for the programs.
+    pub fn create(config: &Config, filter: Vec<Insn>) -> Result<Self> {
         let mut object = parse()?;
         let globals = HashMap::from([("CONFIG", (bytes_of(config), true))]);
         object
@@ -51,6 +57,7 @@ impl Maps {
             maps: HashMap::new(),
             defs: HashMap::new(),
             fds: HashMap::new(),
+            filter,
         };
         for (name, mut def) in object.maps.drain() {
             if let Some(entries) = unused_map_entries(config, &name) {
@@ -90,6 +97,7 @@ impl Maps {
             maps: HashMap::new(),
             defs: HashMap::new(),
             fds: HashMap::new(),
+            filter: Vec::new(),
         }
     }
 }
@@ -155,6 +163,9 @@ impl Programs {
         object
             .relocate_maps(with_fds, &text_sections)
             .context("cannot point ipft's eBPF programs at their maps")?;
+        if !maps.filter.is_empty() {
+            inject_filter(&mut object, &maps.filter)?;
+        }
         object
             .relocate_calls(&text_sections)
             .context("cannot link the calls of ipft's eBPF programs")?;
@@ -184,6 +195,26 @@ impl Programs {
     }
 }
 
+/// Makes the `-f` filter's instructions the body of the placeholder
+/// function [`FILTER_FUNCTION`], before calls are linked: aya-obj then
+/// copies the body into every program that calls it and points the calls at
+/// the copy.
+fn inject_filter(object: &mut Object, filter: &[Insn]) -> Result<()> {
+    let function = object
+        .functions
+        .values_mut()
+        .find(|f| f.name == FILTER_FUNCTION)
+        .with_context(|| format!("ipft's eBPF object has no {FILTER_FUNCTION} function"))?;
+    function.instructions = filter.iter().map(Into::into).collect();
+    // Linking looks relocations up by section offset: past the placeholder's
+    // end they belong to the next functions of its section. The filter
+    // has none (no map, no call but helpers): a section without any.
+    function.section_index.0 = usize::MAX;
+    // The placeholder's source lines describe other instructions.
+    function.line_info = Default::default();
+    Ok(())
+}
+
 /// Loads `program`; when the kernel refuses it, loads it again with the
 /// verifier's log, only to say why.
 pub fn load(program: &bpf::Program<'_>) -> Result<OwnedFd, (io::Error, String)> {
@@ -199,4 +230,55 @@ fn log_tail(log: &[u8]) -> String {
     let text = String::from_utf8_lossy(log.split(|&b| b == 0).next().unwrap_or_default());
     let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     lines[lines.len().saturating_sub(3)..].join(" / ")
+}
+
+#[cfg(test)]
+mod tests {
+    use ipft_common::programs::{self as catalog, Family, Role};
+
+    use super::*;
+
+    /// Where each of a program's calls of its own functions lands.
+    fn call_targets(insns: &[Insn]) -> Vec<usize> {
+        let call = |i: &Insn| i.code == 0x85 && i.regs >> 4 == 1;
+        let calls = insns.iter().enumerate().filter(|(_, i)| call(i));
+        calls
+            .map(|(at, i)| (at as i64 + 1 + i64::from(i.imm)) as usize)
+            .collect()
+    }
+
+    #[test]
+    fn every_program_that_filters_calls_the_injected_filter() {
+        let mut object = parse().unwrap();
+        let filter = [Insn::mov64_imm(0, 0x1f17), Insn::exit()];
+        inject_filter(&mut object, &filter).unwrap();
+        let text_sections: HashSet<usize> = object.functions.keys().map(|(s, _)| *s).collect();
+        object.relocate_calls(&text_sections).unwrap();
+        for (name, program) in &object.programs {
+            let function = &object.functions[&program.function_key()];
+            let insns: Vec<Insn> = function.instructions.iter().map(Insn::from).collect();
+            let at = insns.windows(2).position(|w| w == filter);
+            let entry = catalog::find(name).unwrap();
+            // Returns and kretprobes report what their entry decided.
+            let filters = entry.role != Role::Return && entry.family != Family::Kretprobe;
+            assert_eq!(at.is_some(), filters, "{name}");
+            if let Some(at) = at {
+                assert!(
+                    call_targets(&insns).contains(&at),
+                    "{name} calls its filter"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_object_without_the_placeholder_is_an_error() {
+        let mut object = parse().unwrap();
+        object.functions.retain(|_, f| f.name != FILTER_FUNCTION);
+        let err = inject_filter(&mut object, &[Insn::exit()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ipft's eBPF object has no ipft_filter function"
+        );
+    }
 }

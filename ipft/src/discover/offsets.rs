@@ -1,7 +1,9 @@
 //! Where the fields the programs read (mark, len, head, network header,
 //! dev name, GSO fields; for `-w` the MAC header, data, tail, ifindex and
 //! network namespace) sit in this kernel's structs, from BTF: the eBPF
-//! crate has no CO-RE, so these offsets are passed to it at load.
+//! crate has no CO-RE, so these offsets are passed to it at load. And any
+//! `struct sk_buff` field's, for the `-f` filter's code
+//! ([`skb_field_offsets`]).
 use anyhow::{Context, Result};
 use btf_rs::{Btf, BtfType, Member, Type};
 use ipft_common::{CaptureOffsets, Offsets};
@@ -70,6 +72,14 @@ fn member_path(btf: &Btf, (found, name): &(btf_rs::Struct, &str), path: &[&str])
         }
     }
     Ok(bits / 8)
+}
+
+/// The offset of any `struct sk_buff` field by name, for the `-f`
+/// filter's code: the struct is looked up once, here, and only with `-f`
+/// (a second scan of the types).
+pub fn skb_field_offsets(btf: &Btf) -> Result<impl Fn(&str) -> Result<u32> + '_> {
+    let skb = find_struct(btf, "sk_buff")?;
+    Ok(move |field: &str| field_offset(btf, &skb, field))
 }
 
 /// The (non-empty) struct called `name`, with that name.
@@ -165,5 +175,21 @@ mod tests {
         assert!(ifindex < 4096 && ifindex.is_multiple_of(4), "{c:?}");
         assert!(c.dev_net < 4096 && c.dev_net.is_multiple_of(8), "{c:?}");
         assert!(c.net_inum < 1024 && c.net_inum.is_multiple_of(4), "{c:?}");
+    }
+
+    #[test]
+    fn skb_fields_by_name_agree_with_the_programs_offsets() {
+        let kernel = running_kernel();
+        let o = offsets(&kernel.vmlinux).unwrap();
+        let field = skb_field_offsets(&kernel.vmlinux).unwrap();
+        assert_eq!(field("mark").unwrap(), o.skb_mark);
+        assert_eq!(field("network_header").unwrap(), o.skb_network_header);
+        // data follows head.
+        assert_eq!(field("data").unwrap(), o.skb_head + 8);
+        let err = field("no_such_field").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the kernel's BTF has no sk_buff.no_such_field"
+        );
     }
 }

@@ -80,11 +80,11 @@ pub async fn trace(opts: &Options, prepared: Prepared, mut signals: Signals) -> 
         ..
     } = attached;
     let roles = roles::roles(&targets);
-    if opts.track {
+    if opts.tracks() {
         track::mark_frees(&ebpf, &index, &roles)?;
         let (clone_links, failed) = track::follow_clones(backend.as_ref(), &ebpf, &targets)?;
         if opts.verbose && failed > 0 {
-            eprintln!("--track: {failed} cloning functions could not be hooked: their copies are followed only while marked");
+            eprintln!("--track: {failed} cloning functions could not be hooked: their copies are followed only while they match");
         }
         links.extend(clone_links);
     }
@@ -133,7 +133,7 @@ pub async fn trace(opts: &Options, prepared: Prepared, mut signals: Signals) -> 
     timing::step(opts.verbose, "last events read");
     progress.done(collector.tally.seen);
     collector.tally.lost = collector.tally.lost.max(stream::lost_in_kernel(&ebpf));
-    let track_full = if opts.track {
+    let track_full = if opts.tracks() {
         track::full_count(&ebpf)
     } else {
         0

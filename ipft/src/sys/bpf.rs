@@ -3,7 +3,8 @@
 //! attach type and BTF target ([`prog_load`]), creating a kprobe-multi link
 //! ([`link_create_kprobe_multi`]), attaching a tracing program
 //! ([`raw_tracepoint_open`]), and finding the kernel's module BTF objects
-//! ([`btf_get_next_id`], [`btf_get_fd_by_id`], [`btf_name`]).
+//! ([`btf_get_next_id`], [`btf_get_fd_by_id`], [`btf_name`]), and running a
+//! program once on a packet ([`prog_test_run`]: the `-f` filter's tests).
 //!
 //! Each command has its own `#[repr(C)]` attr struct: that command's member
 //! of the kernel's `union bpf_attr` (include/uapi/linux/bpf.h), cut after
@@ -11,7 +12,8 @@
 //! missing tail as zeros. Each wrapper fills its struct, makes the call, and
 //! returns the new file descriptor or the kernel's error. Under `cfg(test)`
 //! the call goes to a per-thread [`fake`] that records the attr bytes, so the
-//! encoding is tested without a kernel.
+//! encoding is tested without a kernel; a test that needs the kernel itself
+//! says so with [`fake::use_the_kernel`].
 use std::{
     ffi::CStr,
     io,
@@ -21,6 +23,8 @@ use std::{
 /// `enum bpf_cmd` values.
 const BPF_MAP_UPDATE_ELEM: u32 = 2;
 const BPF_PROG_LOAD: u32 = 5;
+#[cfg(test)]
+const BPF_PROG_TEST_RUN: u32 = 10;
 const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
 const BPF_RAW_TRACEPOINT_OPEN: u32 = 17;
 const BPF_BTF_GET_FD_BY_ID: u32 = 19;
@@ -36,6 +40,9 @@ const OBJ_NAME_LEN: usize = 16;
 #[repr(u32)]
 pub enum ProgType {
     Kprobe = 2,
+    /// A tc classifier: the `-f` filter is checked and tested inside one,
+    /// since the kernel runs it on a packet with `BPF_PROG_TEST_RUN`.
+    SchedCls = 3,
     Tracing = 26,
 }
 
@@ -93,6 +100,19 @@ impl From<&aya_obj::generated::bpf_insn> for Insn {
             off: i.off,
             imm: i.imm,
         }
+    }
+}
+
+impl From<&Insn> for aya_obj::generated::bpf_insn {
+    fn from(i: &Insn) -> Self {
+        // SAFETY: bpf_insn is plain integers; all zeros is a valid value.
+        let mut out: Self = unsafe { std::mem::zeroed() };
+        out.code = i.code;
+        out.set_dst_reg(i.regs & 0xf);
+        out.set_src_reg(i.regs >> 4);
+        out.off = i.off;
+        out.imm = i.imm;
+        out
     }
 }
 
@@ -164,6 +184,50 @@ pub fn prog_load(prog: &Program<'_>, log: &mut [u8]) -> io::Result<OwnedFd> {
     // SAFETY: insns, license and log point to live memory of the stated
     // sizes for the whole call; on success BPF_PROG_LOAD returns a new fd.
     unsafe { bpf_fd(BPF_PROG_LOAD, &mut attr) }
+}
+
+/// The `BPF_PROG_TEST_RUN` member of `union bpf_attr`, up to `ctx_out`.
+#[cfg(test)]
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+}
+
+/// `BPF_PROG_TEST_RUN`: runs `prog` once on a packet made of `data`, with
+/// `ctx` as its context's initial bytes (for a tc program, a
+/// `struct __sk_buff` whose `cb` and a few other fields the kernel copies
+/// in; empty for none). Returns the program's return value. Only tests run
+/// programs on made-up packets.
+#[cfg(test)]
+pub fn prog_test_run(prog: BorrowedFd<'_>, data: &[u8], ctx: &[u8]) -> io::Result<u32> {
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: len_u32(data.len())?,
+        data_in: data.as_ptr() as u64,
+        ctx_size_in: len_u32(ctx.len())?,
+        ctx_in: if ctx.is_empty() {
+            0
+        } else {
+            ctx.as_ptr() as u64
+        },
+        ..TestRunAttr::default()
+    };
+    // SAFETY: data and ctx outlive the call; no output buffer is given, so
+    // the kernel writes only into attr (retval, duration).
+    unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr) }?;
+    Ok(attr.retval)
 }
 
 /// The `BPF_LINK_CREATE` member of `union bpf_attr`, with its
@@ -414,6 +478,14 @@ unsafe fn bpf_fd<A>(cmd: u32, attr: &mut A) -> io::Result<OwnedFd> {
 
 #[cfg(not(test))]
 unsafe fn syscall(cmd: u32, attr: *mut u8, size: usize) -> io::Result<RawFd> {
+    kernel(cmd, attr, size)
+}
+
+/// bpf(2) itself.
+///
+/// # Safety
+/// As [`bpf`].
+unsafe fn kernel(cmd: u32, attr: *mut u8, size: usize) -> io::Result<RawFd> {
     let ret = libc::syscall(libc::SYS_bpf, cmd, attr, size);
     if ret < 0 {
         return Err(io::Error::last_os_error());
@@ -423,6 +495,9 @@ unsafe fn syscall(cmd: u32, attr: *mut u8, size: usize) -> io::Result<RawFd> {
 
 #[cfg(test)]
 unsafe fn syscall(cmd: u32, attr: *mut u8, size: usize) -> io::Result<RawFd> {
+    if fake::kernel_in_use() {
+        return kernel(cmd, attr, size);
+    }
     fake::call(cmd, std::slice::from_raw_parts(attr, size))
 }
 
@@ -431,7 +506,13 @@ unsafe fn syscall(cmd: u32, attr: *mut u8, size: usize) -> io::Result<RawFd> {
 /// in parallel do not see each other's calls).
 #[cfg(test)]
 pub mod fake {
-    use std::{cell::RefCell, fs::File, io, os::fd::IntoRawFd, os::fd::RawFd};
+    use std::{
+        cell::{Cell, RefCell},
+        fs::File,
+        io,
+        os::fd::IntoRawFd,
+        os::fd::RawFd,
+    };
 
     /// One recorded bpf(2) call.
     #[derive(Clone, Debug)]
@@ -445,6 +526,17 @@ pub mod fake {
     thread_local! {
         static CALLS: RefCell<Vec<Call>> = const { RefCell::new(Vec::new()) };
         static HANDLER: RefCell<Option<Handler>> = const { RefCell::new(None) };
+        static KERNEL: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// This thread's calls go to bpf(2) itself, unrecorded: for the tests
+    /// whose point is what the kernel does (the `-f` filter run on packets).
+    pub fn use_the_kernel() {
+        KERNEL.with(|k| k.set(true));
+    }
+
+    pub(super) fn kernel_in_use() -> bool {
+        KERNEL.with(Cell::get)
     }
 
     /// Answers this thread's next calls with `handler`: `Ok` gives the
@@ -532,7 +624,12 @@ mod tests {
             AttachType::TraceRawTp as u32,
             uapi::bpf_attach_type::BPF_TRACE_RAW_TP as u32
         );
+        assert_eq!(
+            ProgType::SchedCls as u32,
+            uapi::bpf_prog_type::BPF_PROG_TYPE_SCHED_CLS as u32
+        );
         use uapi::bpf_cmd as cmd;
+        assert_eq!(BPF_PROG_TEST_RUN, cmd::BPF_PROG_TEST_RUN as u32);
         assert_eq!(BPF_MAP_UPDATE_ELEM, cmd::BPF_MAP_UPDATE_ELEM as u32);
         assert_eq!(BPF_MAP_FREEZE, cmd::BPF_MAP_FREEZE as u32);
         assert_eq!(BPF_OBJ_GET_INFO_BY_FD, cmd::BPF_OBJ_GET_INFO_BY_FD as u32);
@@ -629,6 +726,50 @@ mod tests {
     }
 
     #[test]
+    fn test_run_attr_has_the_uapi_layout() {
+        type A = TestRunAttr;
+        assert_eq!(offset_of!(A, prog_fd), 0);
+        assert_eq!(offset_of!(A, retval), 4);
+        assert_eq!(offset_of!(A, data_size_in), 8);
+        assert_eq!(offset_of!(A, data_in), 16);
+        assert_eq!(offset_of!(A, data_out), 24);
+        assert_eq!(offset_of!(A, repeat), 32);
+        assert_eq!(offset_of!(A, ctx_size_in), 40);
+        assert_eq!(offset_of!(A, ctx_in), 48);
+        assert_eq!(offset_of!(A, ctx_out), 56);
+        assert_eq!(std::mem::size_of::<A>(), 64);
+    }
+
+    #[test]
+    fn test_run_passes_the_packet_and_context() {
+        let seen = Rc::new(RefCell::new((Vec::new(), Vec::new())));
+        let record = Rc::clone(&seen);
+        // SAFETY: the handler runs during the call, while both buffers live.
+        answer(move |_, attr| {
+            let read = |len: usize, at: usize| match len {
+                0 => Vec::new(),
+                _ => unsafe { std::slice::from_raw_parts(u64_at(attr, at) as *const u8, len) }
+                    .to_vec(),
+            };
+            let (data, ctx) = (u32_at(attr, 8) as usize, u32_at(attr, 40) as usize);
+            *record.borrow_mut() = (read(data, 16), read(ctx, 48));
+            Ok(())
+        });
+        let prog = File::open("/dev/null").unwrap();
+        let retval = prog_test_run(prog.as_fd(), b"packet", &[1, 2]).unwrap();
+        // The fake writes no retval: the kernel would.
+        assert_eq!(retval, 0);
+        let call = &calls()[0];
+        assert_eq!(call.cmd, BPF_PROG_TEST_RUN);
+        assert_eq!(call.attr.len(), 64);
+        assert_eq!(u32_at(&call.attr, 0), prog.as_raw_fd() as u32);
+        assert_eq!(u64_at(&call.attr, 24), 0, "no output buffer");
+        assert_eq!(*seen.borrow(), (b"packet".to_vec(), vec![1, 2]));
+        prog_test_run(prog.as_fd(), b"p", &[]).unwrap();
+        assert_eq!(u64_at(&calls()[1].attr, 48), 0, "no context");
+    }
+
+    #[test]
     fn link_create_attr_has_the_uapi_layout() {
         type A = LinkCreateKprobeMultiAttr;
         assert_eq!(offset_of!(A, prog_fd), 0);
@@ -676,6 +817,9 @@ mod tests {
             )
         };
         assert_eq!(a, b);
+        let back = uapi::bpf_insn::from(&ours);
+        assert_eq!(Insn::from(&back), ours);
+        assert_eq!((back.dst_reg(), back.src_reg()), (3, 1));
     }
 
     #[test]

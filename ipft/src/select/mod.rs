@@ -1,0 +1,212 @@
+//! Select: which packets the programs trace, from the options: the mark
+//! (`-m`, `--mask`), the `-f` filter, `--track`, function_graph, and
+//! whether matched packets' bytes are sent (`-w`, `--snaplen`). It
+//! gives the [`Config`] the programs are loaded with, the kernel's struct
+//! offsets included, and the `-f` filter: compiled by libpcap (`pcap.rs`)
+//! for Ethernet and for raw IP, decoded (`cbpf.rs`), and translated to the
+//! eBPF function injected into every program at load (`translate.rs`).
+mod cbpf;
+mod dbus;
+pub mod pcap;
+mod translate;
+
+use anyhow::{bail, Result};
+use ipft_common::{
+    CaptureOffsets, Config, Offsets, CONFIG_CAPTURE, CONFIG_FILTER, CONFIG_GRAPH, CONFIG_TRACK,
+};
+
+pub use self::translate::SkbFields;
+use crate::{
+    cli::{Options, Tracer},
+    sys::bpf::Insn,
+};
+
+/// The programs' read-only configuration for this run. Without `-m` the
+/// mask is 0: the programs then read no mark. `capture` only matters with
+/// `-w`.
+pub fn config(opts: &Options, offsets: Offsets, capture: CaptureOffsets) -> Config {
+    let mask = match opts.mark {
+        Some(_) => opts.mask,
+        None => 0,
+    };
+    Config {
+        mark: opts.masked_mark(),
+        mask,
+        flags: flags(opts),
+        snaplen: opts.snaplen,
+        offsets,
+        capture,
+    }
+}
+
+/// `Config::flags` for the options.
+fn flags(opts: &Options) -> u32 {
+    let track = match opts.tracks() {
+        true => CONFIG_TRACK,
+        false => 0,
+    };
+    let graph = match opts.tracer {
+        Tracer::FunctionGraph => CONFIG_GRAPH,
+        Tracer::Function => 0,
+    };
+    let filter = match opts.filter {
+        Some(_) => CONFIG_FILTER,
+        None => 0,
+    };
+    let capture = match opts.write {
+        Some(_) => CONFIG_CAPTURE,
+        None => 0,
+    };
+    track | graph | filter | capture
+}
+
+/// Why the options select no packet sensibly: a mark that is 0 under its
+/// mask would match every unmarked packet (ipftrace2 refuses mark 0 too),
+/// unless a filter narrows it.
+pub fn refusal(opts: &Options) -> Option<String> {
+    if opts.list || opts.filter.is_some() || opts.masked_mark() != 0 {
+        return None;
+    }
+    let everything = "would trace every unmarked packet";
+    Some(match opts.mark.unwrap_or(0) {
+        0 => format!("mark 0 {everything}: choose a non-zero mark"),
+        mark => format!(
+            "mark {mark:#x} & mask {:#x} is 0, which {everything}: choose a mark with bits inside the mask",
+            opts.mask
+        ),
+    })
+}
+
+/// A `-f` expression compiled by libpcap for packets that start at their
+/// Ethernet header and for packets that start at their IP header, decoded:
+/// ready to translate for the running kernel.
+pub struct Filter {
+    pub expression: String,
+    ethernet: Vec<cbpf::Op>,
+    raw_ip: Vec<cbpf::Op>,
+}
+
+/// `ret #0`: what a link-layer expression (`ether host`, `vlan`) becomes
+/// for packets without a MAC header, as libpcap's own `arp` does there.
+const NO_MATCH: [pcap::Classic; 1] = [pcap::Classic {
+    code: 0x06,
+    jt: 0,
+    jf: 0,
+    k: 0,
+}];
+
+impl Filter {
+    /// Compiles `expression`. The error is one sentence: libpcap's reason,
+    /// or what ipft cannot translate.
+    pub fn compile(expression: &str) -> Result<Self, String> {
+        let ethernet = pcap::compile(expression, pcap::ETHERNET)
+            .map_err(|why| format!("libpcap rejects the filter '{expression}': {why}"))?;
+        let raw_ip = pcap::compile(expression, pcap::RAW_IP).unwrap_or_else(|_| NO_MATCH.to_vec());
+        let decode = |program: &[pcap::Classic]| {
+            cbpf::decode(program).map_err(|what| {
+                format!("the filter '{expression}' compiles to {what}, which ipft cannot translate")
+            })
+        };
+        Ok(Filter {
+            expression: expression.to_string(),
+            ethernet: decode(&ethernet)?,
+            raw_ip: decode(&raw_ip)?,
+        })
+    }
+
+    /// The filter function, for this kernel's skb layout.
+    pub fn translate(&self, skb: &SkbFields) -> Result<Vec<Insn>> {
+        match translate::translate(&self.ethernet, &self.raw_ip, skb) {
+            Ok(insns) => Ok(insns),
+            Err(len) => bail!(
+                "the filter '{}' is too long: its {len} eBPF instructions are more than a jump can cross ({})",
+                self.expression,
+                translate::MAX_JUMP
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn opts(args: &[&str]) -> Options {
+        Options::parse_from([&["ipft"], args].concat())
+    }
+
+    #[test]
+    fn config_carries_the_masked_mark_and_flags() {
+        let c = config(
+            &opts(&["-m", "0x1f", "--mask", "0xf0", "--track"]),
+            Offsets::default(),
+            CaptureOffsets::default(),
+        );
+        assert_eq!((c.mark, c.mask, c.flags), (0x10, 0xf0, CONFIG_TRACK));
+        let c = config(
+            &opts(&["-m", "1", "-t", "function_graph"]),
+            Offsets::default(),
+            CaptureOffsets::default(),
+        );
+        assert_eq!(c.flags, CONFIG_GRAPH);
+        let c = config(
+            &opts(&["-m", "1", "-w", "-", "--snaplen", "100"]),
+            Offsets::default(),
+            CaptureOffsets::default(),
+        );
+        assert_eq!((c.flags, c.snaplen), (CONFIG_CAPTURE, 100));
+    }
+
+    #[test]
+    fn a_mark_that_matches_everything_is_refused() {
+        assert!(refusal(&opts(&["-m", "0"]))
+            .unwrap()
+            .starts_with("mark 0 would"));
+        let why = refusal(&opts(&["-m", "0x100", "--mask", "0xff"])).unwrap();
+        assert!(why.starts_with("mark 0x100 & mask 0xff is 0"), "{why}");
+        assert_eq!(refusal(&opts(&["-m", "1"])), None);
+        assert_eq!(refusal(&opts(&["-l"])), None);
+    }
+
+    #[test]
+    fn a_filter_needs_no_mark() {
+        let alone = opts(&["-f", "udp"]);
+        assert_eq!(refusal(&alone), None);
+        let c = config(&alone, Offsets::default(), CaptureOffsets::default());
+        assert_eq!(
+            (c.mark, c.mask, c.flags),
+            (0, 0, CONFIG_FILTER | CONFIG_TRACK)
+        );
+        // With -m, both must match: the mark test stays.
+        let both = opts(&["-f", "udp", "-m", "0x10", "--mask", "0xf0", "--no-track"]);
+        let c = config(&both, Offsets::default(), CaptureOffsets::default());
+        assert_eq!((c.mark, c.mask, c.flags), (0x10, 0xf0, CONFIG_FILTER));
+    }
+
+    #[test]
+    fn filter_errors_are_one_sentence() {
+        let err = Filter::compile("tcp port 80 and").err().unwrap();
+        assert_eq!(
+            err,
+            "libpcap rejects the filter 'tcp port 80 and': can't parse filter expression: syntax error"
+        );
+        let err = Filter::compile("ip6 protochain 6").err().unwrap();
+        assert_eq!(
+            err,
+            "the filter 'ip6 protochain 6' compiles to a backward jump (libpcap's protochain), which ipft cannot translate"
+        );
+    }
+
+    #[test]
+    fn a_link_layer_filter_matches_nothing_without_a_mac_header() {
+        let filter = Filter::compile("ether host 1:2:3:4:5:6").unwrap();
+        assert_eq!(
+            filter.raw_ip,
+            [cbpf::Op::Return(cbpf::Verdict::NoMatch)],
+            "libpcap has no raw IP form of it"
+        );
+        assert!(filter.ethernet.len() > 1);
+    }
+}

@@ -1,0 +1,694 @@
+//! The `-f` filter in eBPF: one function, `filter(skb)`, returning 1 when
+//! the packet matches and 0 when it does not. ipft puts it in place of the
+//! eBPF object's placeholder when it loads the programs
+//! (`attach/programs.rs`).
+//!
+//! The function first finds the packet in the skb. A tracing program sees
+//! the skb only through a kernel pointer, so every read is a
+//! `bpf_probe_read_kernel` into the stack, whose result is checked. The
+//! fields (offsets from BTF, [`SkbFields`]) give the start: the MAC header
+//! when it is set (not `~0`, and not equal to the network header with a
+//! `mac_len` of 0), for the Ethernet program; else the network header, for
+//! the raw IP program; else nothing matches. The bytes at hand are the
+//! linear data, up to `head + tail`; the packet's length (classic `len`)
+//! counts from the start to the end of the packet, paged data included.
+//!
+//! Then the classic program runs: A and X live in r6 and r7 (32-bit
+//! operations keep them zero-extended, as classic registers are 32 bits),
+//! the start address in r8, the bytes at hand in r9, scratch memory in
+//! stack slots. Every packet load is the same sequence ([`Code::load`]):
+//! a bounds check against r9, a `bpf_probe_read_kernel` into the stack,
+//! checked, a load and a byte swap to host order. Comparisons use 32-bit
+//! jumps (kernel 5.1) so that constants above 2^31 compare unsigned.
+use super::cbpf::{Alu, Op, Reg, Size, Src, Test, Verdict, SCRATCH_WORDS};
+use crate::sys::bpf::Insn;
+
+/// Where the fields the filter reads lie in this kernel's `struct sk_buff`,
+/// in bytes (from BTF: `discover::skb_field_offsets`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SkbFields {
+    /// `unsigned char *head`: the buffer the header offsets count from.
+    pub head: u32,
+    /// `unsigned char *data`: where `len` counts from.
+    pub data: u32,
+    /// `unsigned int len`: bytes from `data` to the packet's end.
+    pub len: u32,
+    /// `sk_buff_data_t tail`: the end of the linear data, an offset from
+    /// `head` (a `u32` on 64-bit kernels).
+    pub tail: u32,
+    /// `__u16 mac_header`, `network_header`: offsets from `head`, `~0`
+    /// when unset.
+    pub mac_header: u32,
+    pub network_header: u32,
+    /// `__u16 mac_len`.
+    pub mac_len: u32,
+}
+
+impl SkbFields {
+    /// The fields, given each one's offset by name (from BTF).
+    pub fn find(offset: impl Fn(&str) -> anyhow::Result<u32>) -> anyhow::Result<Self> {
+        Ok(SkbFields {
+            head: offset("head")?,
+            data: offset("data")?,
+            len: offset("len")?,
+            tail: offset("tail")?,
+            mac_header: offset("mac_header")?,
+            network_header: offset("network_header")?,
+            mac_len: offset("mac_len")?,
+        })
+    }
+}
+
+/// eBPF jump offsets are 16 bits: the translation cannot be longer.
+pub const MAX_JUMP: usize = i16::MAX as usize;
+
+/// Translates the Ethernet and the raw IP program of one expression into
+/// the filter function. The error is the translation's length when a jump
+/// would be too long for eBPF.
+pub fn translate(ethernet: &[Op], raw_ip: &[Op], skb: &SkbFields) -> Result<Vec<Insn>, usize> {
+    let mut code = Code::new();
+    let on_ethernet = code.label();
+    let tail = code.find_start(skb, on_ethernet);
+    // No MAC header: the raw IP program, from the network header if set.
+    code.jump(jmp64_imm(JEQ, NETWORK, 0xffff), code.unmatched);
+    code.push(mov64(START, NETWORK));
+    // One program or the other runs: they share the stack below here.
+    let stack = code.stack;
+    code.program(raw_ip, skb, tail);
+    code.bind(on_ethernet);
+    code.stack = stack;
+    code.program(ethernet, skb, tail);
+    code.bind(code.matched);
+    code.push(mov64_imm(R0, 1));
+    code.push(exit());
+    code.bind(code.unmatched);
+    code.push(mov64_imm(R0, 0));
+    code.push(exit());
+    code.finish()
+}
+
+// Registers. r1-r5 are arguments and are lost at each helper call; r6-r9
+// are kept.
+const R0: u8 = 0;
+const R1: u8 = 1;
+const R2: u8 = 2;
+const R3: u8 = 3;
+const FP: u8 = 10;
+/// While finding the start: the skb, its head, the chosen header's offset
+/// (first the MAC header's), the network header's offset.
+const SKB: u8 = 6;
+const HEAD: u8 = 7;
+const NETWORK: u8 = 9;
+/// While the classic program runs: A, X, the packet's start address, the
+/// bytes at hand there.
+const A: u8 = 6;
+const X: u8 = 7;
+const START: u8 = 8;
+const LINEAR: u8 = 9;
+
+// The stack: a packet load's bytes, the packet length, scratch memory,
+// then the skb fields read.
+const LOADED: i16 = -8;
+const PACKET_LEN: i16 = -16;
+const SCRATCH: i16 = -16 - 4 * SCRATCH_WORDS as i16;
+
+/// Stack offset of scratch word `k`.
+fn scratch(k: u32) -> i16 {
+    SCRATCH + 4 * k as i16
+}
+
+/// `bpf_probe_read_kernel(dst, size, unsafe_ptr)`.
+const PROBE_READ_KERNEL: i32 = 113;
+
+/// Fields lying within this many bytes are read with one helper call.
+const READ_SPAN: u32 = 64;
+
+/// Where a packet load reads.
+#[derive(Clone, Copy)]
+enum At {
+    /// At a constant offset.
+    Abs(u32),
+    /// At X plus a constant.
+    Ind(u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Label(usize);
+
+/// The function being written: its instructions, the jumps whose targets
+/// are labels, and the stack taken so far.
+struct Code {
+    insns: Vec<Insn>,
+    jumps: Vec<(usize, Label)>,
+    labels: Vec<Option<usize>>,
+    stack: i16,
+    matched: Label,
+    unmatched: Label,
+}
+
+impl Code {
+    fn new() -> Self {
+        Code {
+            insns: Vec::new(),
+            jumps: Vec::new(),
+            labels: vec![None, None],
+            stack: SCRATCH,
+            matched: Label(0),
+            unmatched: Label(1),
+        }
+    }
+
+    fn label(&mut self) -> Label {
+        self.labels.push(None);
+        Label(self.labels.len() - 1)
+    }
+
+    fn bind(&mut self, label: Label) {
+        self.labels[label.0] = Some(self.insns.len());
+    }
+
+    fn push(&mut self, insn: Insn) {
+        self.insns.push(insn);
+    }
+
+    /// A jump whose offset is filled in by [`Code::finish`].
+    fn jump(&mut self, insn: Insn, to: Label) {
+        self.jumps.push((self.insns.len(), to));
+        self.insns.push(insn);
+    }
+
+    /// Resolves the jumps.
+    fn finish(mut self) -> Result<Vec<Insn>, usize> {
+        let len = self.insns.len();
+        for (at, label) in self.jumps {
+            let target = self.labels[label.0].expect("every label is bound");
+            let offset = target as isize - at as isize - 1;
+            self.insns[at].off = i16::try_from(offset).map_err(|_| len)?;
+        }
+        Ok(self.insns)
+    }
+
+    /// Reads the skb's header offsets and head; leaves HEAD, START (the
+    /// MAC header's offset) and NETWORK set and jumps to `on_ethernet` when
+    /// the MAC header is the start, else falls through. Returns where `tail`
+    /// landed on the stack.
+    fn find_start(&mut self, skb: &SkbFields, on_ethernet: Label) -> i16 {
+        self.push(mov64(SKB, R1));
+        let at = self.read_fields(&[
+            (skb.mac_header, 2),
+            (skb.network_header, 2),
+            (skb.tail, 4),
+            (skb.head, 8),
+        ]);
+        self.push(ldx(DW, HEAD, FP, at[3]));
+        self.jump(jmp64_imm(JEQ, HEAD, 0), self.unmatched);
+        self.push(ldx(H, START, FP, at[0]));
+        self.push(ldx(H, NETWORK, FP, at[1]));
+        let on_raw_ip = self.label();
+        self.jump(jmp64_imm(JEQ, START, 0xffff), on_raw_ip);
+        self.jump(jmp64(JNE, START, NETWORK), on_ethernet);
+        // A MAC header at the network header is real only with a length.
+        let mac_len = self.read_fields(&[(skb.mac_len, 2)]);
+        self.push(ldx(H, R1, FP, mac_len[0]));
+        self.jump(jmp64_imm(JNE, R1, 0), on_ethernet);
+        self.bind(on_raw_ip);
+        at[2]
+    }
+
+    /// Reads skb fields (offset, size) into the stack: one
+    /// `bpf_probe_read_kernel` per run of fields within [`READ_SPAN`] bytes,
+    /// from an 8-byte boundary so that each keeps its alignment. Returns
+    /// each field's stack offset. The skb is in SKB.
+    fn read_fields(&mut self, fields: &[(u32, u8)]) -> Vec<i16> {
+        let mut order: Vec<usize> = (0..fields.len()).collect();
+        order.sort_by_key(|&i| fields[i].0);
+        let mut at = vec![0; fields.len()];
+        let mut rest = &order[..];
+        while let Some(&first) = rest.first() {
+            let from = fields[first].0 & !7;
+            let run = rest
+                .iter()
+                .take_while(|&&i| fields[i].0 + u32::from(fields[i].1) - from <= READ_SPAN)
+                .count();
+            let end = rest[..run]
+                .iter()
+                .map(|&i| fields[i].0 + u32::from(fields[i].1))
+                .max()
+                .unwrap_or(from);
+            let span = (end - from).next_multiple_of(8);
+            self.stack -= span as i16;
+            for &i in &rest[..run] {
+                at[i] = self.stack + (fields[i].0 - from) as i16;
+            }
+            let into = self.stack;
+            self.probe_read(into, span as i32, |code| {
+                code.push(mov64(R3, SKB));
+                code.push(add64_imm(R3, from as i32));
+            });
+            rest = &rest[run..];
+        }
+        at
+    }
+
+    /// `bpf_probe_read_kernel(fp + into, size, r3)`, with r3 set by
+    /// `source`; no match when it fails.
+    fn probe_read(&mut self, into: i16, size: i32, source: impl FnOnce(&mut Self)) {
+        source(self);
+        self.push(mov64(R1, FP));
+        self.push(add64_imm(R1, i32::from(into)));
+        self.push(mov64_imm(R2, size));
+        self.push(call(PROBE_READ_KERNEL));
+        self.jump(jmp64_imm(JNE, R0, 0), self.unmatched);
+    }
+
+    /// One classic program, its start's offset in START: the start's
+    /// address, the bytes there and the packet length, then its operations.
+    fn program(&mut self, ops: &[Op], skb: &SkbFields, tail: i16) {
+        self.push(ldx(W, LINEAR, FP, tail));
+        self.jump(jmp64(JLT, LINEAR, START), self.unmatched);
+        self.push(sub64(LINEAR, START));
+        if ops.iter().any(Op::reads_len) {
+            self.packet_len(skb);
+        }
+        self.push(add64(START, HEAD));
+        self.push(mov32_imm(A, 0));
+        self.push(mov32_imm(X, 0));
+        self.clear_scratch(ops);
+        let labels: Vec<Label> = ops.iter().map(|_| self.label()).collect();
+        for (i, op) in ops.iter().enumerate() {
+            self.bind(labels[i]);
+            self.op(op, &labels, i + 1);
+        }
+        if ops.last().is_some_and(Op::falls_through) {
+            self.jump(ja(), self.unmatched);
+        }
+    }
+
+    /// Stores the packet's length from the start: `len + data - head - start`.
+    fn packet_len(&mut self, skb: &SkbFields) {
+        let at = self.read_fields(&[(skb.len, 4), (skb.data, 8)]);
+        self.push(ldx(DW, R1, FP, at[1]));
+        self.push(sub64(R1, HEAD));
+        self.push(sub64(R1, START));
+        self.push(ldx(W, R2, FP, at[0]));
+        self.push(add64(R1, R2));
+        self.push(stx(W, FP, PACKET_LEN, R1));
+    }
+
+    /// Zeroes the scratch words the program reads: the verifier wants
+    /// stack read after it is written (libpcap never reads a word it has
+    /// not stored, so the values never show).
+    fn clear_scratch(&mut self, ops: &[Op]) {
+        let mut read = [false; SCRATCH_WORDS as usize];
+        for op in ops {
+            if let Op::Mem(_, k) = op {
+                read[*k as usize] = true;
+            }
+        }
+        for (k, _) in read.iter().enumerate().filter(|(_, r)| **r) {
+            self.push(st_imm(W, FP, scratch(k as u32), 0));
+        }
+    }
+
+    /// One classic operation; `next` is the index of the one after it.
+    fn op(&mut self, op: &Op, labels: &[Label], next: usize) {
+        match *op {
+            Op::LoadAbs(size, k) => self.load(A, size, At::Abs(k)),
+            Op::LoadInd(size, k) => self.load(A, size, At::Ind(k)),
+            Op::LoadHeaderLen(k) => {
+                self.load(X, Size::Byte, At::Abs(k));
+                self.push(alu32_imm(Alu::And as u8, X, 0xf));
+                self.push(alu32_imm(Alu::Lsh as u8, X, 2));
+            }
+            Op::Imm(reg, k) => self.push(mov32_imm(register(reg), k as i32)),
+            Op::Mem(reg, k) => self.push(ldx(W, register(reg), FP, scratch(k))),
+            Op::Len(reg) => self.push(ldx(W, register(reg), FP, PACKET_LEN)),
+            Op::Store(reg, k) => self.push(stx(W, FP, scratch(k), register(reg))),
+            Op::Alu(alu, src) => self.alu(alu, src),
+            Op::Neg => self.push(insn(ALU | NEG, A, 0, 0, 0)),
+            Op::Copy(Reg::X) => self.push(mov32(X, A)),
+            Op::Copy(Reg::A) => self.push(mov32(A, X)),
+            Op::Jump(to) if to == next => {}
+            Op::Jump(to) => self.jump(ja(), labels[to]),
+            Op::Branch { test, src, yes, no } => {
+                self.branch(test, src, (labels[yes], labels[no]), (yes, no), next)
+            }
+            Op::Return(Verdict::Match) => self.jump(ja(), self.matched),
+            Op::Return(Verdict::NoMatch) => self.jump(ja(), self.unmatched),
+            Op::Return(Verdict::A) => {
+                self.jump(jmp32_imm(JNE, A, 0), self.matched);
+                self.jump(ja(), self.unmatched);
+            }
+        }
+    }
+
+    /// An ALU operation, with libpcap's answers where eBPF's differ: a
+    /// division by zero rejects the packet, a shift by 32 or more gives 0.
+    fn alu(&mut self, alu: Alu, src: Src) {
+        let op = alu as u8;
+        match (alu, src) {
+            (Alu::Div | Alu::Mod, Src::K(0)) => self.jump(ja(), self.unmatched),
+            (Alu::Lsh | Alu::Rsh, Src::K(k)) if k >= 32 => self.push(mov32_imm(A, 0)),
+            (_, Src::K(k)) => self.push(alu32_imm(op, A, k as i32)),
+            (Alu::Div | Alu::Mod, Src::X) => {
+                self.jump(jmp32_imm(JEQ, X, 0), self.unmatched);
+                self.push(alu32(op, A, X));
+            }
+            (Alu::Lsh | Alu::Rsh, Src::X) => {
+                self.push(with_offset(jmp32_imm(JGT, X, 31), 2));
+                self.push(alu32(op, A, X));
+                self.push(with_offset(ja(), 1));
+                self.push(mov32_imm(A, 0));
+            }
+            (_, Src::X) => self.push(alu32(op, A, X)),
+        }
+    }
+
+    /// A conditional jump: one eBPF jump when either target is the next
+    /// operation (inverting the test if needed), else a jump and a `ja`.
+    fn branch(
+        &mut self,
+        test: Test,
+        src: Src,
+        (yes, no): (Label, Label),
+        (yes_at, no_at): (usize, usize),
+        next: usize,
+    ) {
+        let compare = |op: u8| match src {
+            Src::K(k) => jmp32_imm(op, A, k as i32),
+            Src::X => jmp32(op, A, X),
+        };
+        let (op, inverse) = match test {
+            Test::Eq => (JEQ, Some(JNE)),
+            Test::Gt => (JGT, Some(JLE)),
+            Test::Ge => (JGE, Some(JLT)),
+            Test::Set => (JSET, None),
+        };
+        match inverse {
+            _ if no_at == next => self.jump(compare(op), yes),
+            Some(inverse) if yes_at == next => self.jump(compare(inverse), no),
+            _ => {
+                self.jump(compare(op), yes);
+                self.jump(ja(), no);
+            }
+        }
+    }
+
+    /// The packet load: `size` bytes at `at` into `dst`, in host order; no
+    /// match when they are not all in the linear data, or cannot be read.
+    fn load(&mut self, dst: u8, size: Size, at: At) {
+        let bytes = size as i32;
+        // Linear data is far below 2 GiB: a larger offset is never inside.
+        let limit = i32::MAX as u32 - 4;
+        match at {
+            At::Abs(k) | At::Ind(k) if k > limit => return self.jump(ja(), self.unmatched),
+            At::Abs(k) => {
+                self.jump(jmp64_imm(JLT, LINEAR, k as i32 + bytes), self.unmatched);
+                self.probe_read(LOADED, bytes, |code| {
+                    code.push(mov64(R3, START));
+                    code.push(add64_imm(R3, k as i32));
+                });
+            }
+            At::Ind(k) => {
+                // X + k + bytes in 64 bits: no wrapping past the check.
+                self.push(mov32(R3, X));
+                self.push(add64_imm(R3, k as i32));
+                self.push(mov64(R2, R3));
+                self.push(add64_imm(R2, bytes));
+                self.jump(jmp64(JGT, R2, LINEAR), self.unmatched);
+                self.probe_read(LOADED, bytes, |code| code.push(add64(R3, START)));
+            }
+        }
+        let (width, swap) = match size {
+            Size::Byte => (B, None),
+            Size::Half => (H, Some(16)),
+            Size::Word => (W, Some(32)),
+        };
+        self.push(ldx(width, dst, FP, LOADED));
+        if let Some(bits) = swap {
+            self.push(insn(ALU | END | TO_BE, dst, 0, 0, bits));
+        }
+    }
+}
+
+fn register(reg: Reg) -> u8 {
+    match reg {
+        Reg::A => A,
+        Reg::X => X,
+    }
+}
+
+// eBPF encoding (include/uapi/linux/bpf.h, bpf_common.h).
+const LDX: u8 = 0x01;
+const ST: u8 = 0x02;
+const STX: u8 = 0x03;
+const ALU: u8 = 0x04;
+const JMP: u8 = 0x05;
+const JMP32: u8 = 0x06;
+const ALU64: u8 = 0x07;
+const SRC_X: u8 = 0x08;
+const MEM: u8 = 0x60;
+const W: u8 = 0x00;
+const H: u8 = 0x08;
+const B: u8 = 0x10;
+const DW: u8 = 0x18;
+const ADD: u8 = 0x00;
+const SUB: u8 = 0x10;
+const NEG: u8 = 0x80;
+const MOV: u8 = 0xb0;
+const END: u8 = 0xd0;
+/// With END: convert to big-endian (a swap on x86_64).
+const TO_BE: u8 = 0x08;
+const JA: u8 = 0x00;
+const JEQ: u8 = 0x10;
+const JGT: u8 = 0x20;
+const JGE: u8 = 0x30;
+const JSET: u8 = 0x40;
+const JNE: u8 = 0x50;
+const CALL: u8 = 0x80;
+const EXIT: u8 = 0x90;
+const JLT: u8 = 0xa0;
+const JLE: u8 = 0xb0;
+
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn {
+        code,
+        regs: (src << 4) | dst,
+        off,
+        imm,
+    }
+}
+
+fn with_offset(mut insn: Insn, off: i16) -> Insn {
+    insn.off = off;
+    insn
+}
+
+fn mov64(dst: u8, src: u8) -> Insn {
+    insn(ALU64 | MOV | SRC_X, dst, src, 0, 0)
+}
+
+fn mov64_imm(dst: u8, imm: i32) -> Insn {
+    insn(ALU64 | MOV, dst, 0, 0, imm)
+}
+
+fn mov32(dst: u8, src: u8) -> Insn {
+    insn(ALU | MOV | SRC_X, dst, src, 0, 0)
+}
+
+fn mov32_imm(dst: u8, imm: i32) -> Insn {
+    insn(ALU | MOV, dst, 0, 0, imm)
+}
+
+fn add64(dst: u8, src: u8) -> Insn {
+    insn(ALU64 | ADD | SRC_X, dst, src, 0, 0)
+}
+
+fn add64_imm(dst: u8, imm: i32) -> Insn {
+    insn(ALU64 | ADD, dst, 0, 0, imm)
+}
+
+fn sub64(dst: u8, src: u8) -> Insn {
+    insn(ALU64 | SUB | SRC_X, dst, src, 0, 0)
+}
+
+fn alu32(op: u8, dst: u8, src: u8) -> Insn {
+    insn(ALU | op | SRC_X, dst, src, 0, 0)
+}
+
+fn alu32_imm(op: u8, dst: u8, imm: i32) -> Insn {
+    insn(ALU | op, dst, 0, 0, imm)
+}
+
+fn ldx(size: u8, dst: u8, src: u8, off: i16) -> Insn {
+    insn(LDX | MEM | size, dst, src, off, 0)
+}
+
+fn stx(size: u8, dst: u8, off: i16, src: u8) -> Insn {
+    insn(STX | MEM | size, dst, src, off, 0)
+}
+
+fn st_imm(size: u8, dst: u8, off: i16, imm: i32) -> Insn {
+    insn(ST | MEM | size, dst, 0, off, imm)
+}
+
+fn jmp64(op: u8, dst: u8, src: u8) -> Insn {
+    insn(JMP | op | SRC_X, dst, src, 0, 0)
+}
+
+fn jmp64_imm(op: u8, dst: u8, imm: i32) -> Insn {
+    insn(JMP | op, dst, 0, 0, imm)
+}
+
+fn jmp32(op: u8, dst: u8, src: u8) -> Insn {
+    insn(JMP32 | op | SRC_X, dst, src, 0, 0)
+}
+
+fn jmp32_imm(op: u8, dst: u8, imm: i32) -> Insn {
+    insn(JMP32 | op, dst, 0, 0, imm)
+}
+
+fn ja() -> Insn {
+    insn(JMP | JA, 0, 0, 0, 0)
+}
+
+fn call(helper: i32) -> Insn {
+    insn(JMP | CALL, 0, 0, 0, helper)
+}
+
+fn exit() -> Insn {
+    insn(JMP | EXIT, 0, 0, 0, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This kernel's layout, near enough: what matters is that the fields
+    /// are apart.
+    const SKB: SkbFields = SkbFields {
+        head: 192,
+        data: 200,
+        len: 112,
+        tail: 184,
+        mac_header: 182,
+        network_header: 180,
+        mac_len: 120,
+    };
+
+    /// The instructions' jump targets: each must land inside the function.
+    fn targets(insns: &[Insn]) -> Vec<usize> {
+        let jumps = insns.iter().enumerate().filter(|(_, i)| {
+            let class = i.code & 0x07;
+            let op = i.code & 0xf0;
+            (class == JMP || class == JMP32) && op != CALL && op != EXIT
+        });
+        jumps
+            .map(|(at, i)| (at as isize + 1 + i.off as isize) as usize)
+            .collect()
+    }
+
+    #[test]
+    fn every_jump_lands_inside_and_both_verdicts_exit() {
+        let ethernet = [
+            Op::LoadAbs(Size::Half, 12),
+            Op::Branch {
+                test: Test::Eq,
+                src: Src::K(0x800),
+                yes: 2,
+                no: 3,
+            },
+            Op::Return(Verdict::Match),
+            Op::Return(Verdict::NoMatch),
+        ];
+        let insns = translate(&ethernet, &[Op::Return(Verdict::NoMatch)], &SKB).unwrap();
+        assert!(targets(&insns).iter().all(|&t| t < insns.len()));
+        let exits: Vec<&Insn> = insns.iter().filter(|i| i.code == JMP | EXIT).collect();
+        assert_eq!(exits.len(), 2, "one exit per verdict");
+        assert_eq!(insns[insns.len() - 2], mov64_imm(R0, 0));
+        assert_eq!(insns[insns.len() - 4], mov64_imm(R0, 1));
+    }
+
+    #[test]
+    fn a_packet_load_is_one_bounds_check_one_read_and_a_swap() {
+        let insns = |ops: &[Op]| translate(ops, &[Op::Return(Verdict::NoMatch)], &SKB).unwrap();
+        let base = insns(&[Op::Return(Verdict::Match)]).len();
+        let abs = insns(&[Op::LoadAbs(Size::Word, 26), Op::Return(Verdict::A)]);
+        // 10 for the load; `ret a` is one longer than `ret #match`.
+        assert_eq!(abs.len() - base, 1 + 10);
+        let probe_reads = abs
+            .iter()
+            .filter(|i| i.code == JMP | CALL && i.imm == PROBE_READ_KERNEL);
+        // The skb's header offsets, its mac_len, and the packet.
+        assert_eq!(probe_reads.count(), 3);
+        assert!(abs.contains(&insn(ALU | END | TO_BE, A, 0, 0, 32)));
+        let byte = insns(&[Op::LoadAbs(Size::Byte, 23), Op::Return(Verdict::A)]);
+        assert_eq!(byte.len(), abs.len() - 1, "a byte needs no swap");
+    }
+
+    #[test]
+    fn reading_the_length_reads_len_and_data() {
+        let insns = |ops: &[Op]| translate(ops, ops, &SKB).unwrap();
+        let without = insns(&[Op::Return(Verdict::A)]);
+        let with = insns(&[Op::Len(Reg::A), Op::Return(Verdict::A)]);
+        let reads = |insns: &[Insn]| insns.iter().filter(|i| i.imm == PROBE_READ_KERNEL).count();
+        // len and data are 88 bytes apart: two reads, in each program.
+        assert_eq!(reads(&with) - reads(&without), 4);
+    }
+
+    #[test]
+    fn offsets_past_the_linear_data_never_match() {
+        let far = translate(
+            &[
+                Op::LoadAbs(Size::Word, u32::MAX - 1),
+                Op::Return(Verdict::A),
+            ],
+            &[],
+            &SKB,
+        );
+        let near = translate(
+            &[Op::LoadAbs(Size::Word, 0), Op::Return(Verdict::A)],
+            &[],
+            &SKB,
+        );
+        assert_eq!(
+            far.unwrap().len(),
+            near.unwrap().len() - 9,
+            "one `ja` instead of the load"
+        );
+    }
+
+    #[test]
+    fn a_translation_jumps_cannot_cross_is_refused_with_its_length() {
+        let mut ops = vec![Op::Branch {
+            test: Test::Eq,
+            src: Src::K(1),
+            yes: 5000,
+            no: 1,
+        }];
+        ops.extend((1..5000).map(|k| Op::LoadAbs(Size::Byte, k)));
+        ops.push(Op::Return(Verdict::Match));
+        let len = translate(&ops, &[], &SKB).unwrap_err();
+        assert!(len > MAX_JUMP, "{len}");
+    }
+
+    #[test]
+    fn skb_fields_are_found_by_name() {
+        let offsets = |field: &str| match field {
+            "head" => Ok(192),
+            "data" => Ok(200),
+            "len" => Ok(112),
+            "tail" => Ok(184),
+            "mac_header" => Ok(182),
+            "network_header" => Ok(180),
+            "mac_len" => Ok(120),
+            _ => anyhow::bail!("no {field}"),
+        };
+        assert_eq!(SkbFields::find(offsets).unwrap(), SKB);
+        let missing = SkbFields::find(|f| match f {
+            "mac_len" => anyhow::bail!("no sk_buff.mac_len"),
+            _ => Ok(0),
+        });
+        assert_eq!(missing.unwrap_err().to_string(), "no sk_buff.mac_len");
+    }
+}
