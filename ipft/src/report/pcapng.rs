@@ -142,7 +142,7 @@ impl Pcapng {
 }
 
 /// `dev@netns`, or `(no device)` for a packet not yet on one.
-pub fn interface_name(row: &Row) -> String {
+fn interface_name(row: &Row) -> String {
     let c = &row.frame.capture;
     if c.ifindex == 0 {
         return "(no device)".into();
