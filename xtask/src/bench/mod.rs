@@ -7,6 +7,13 @@
 //! reference figures); tracepoint on this host. Each backend runs once, on
 //! every skb function. The same program measures both places: the xtask
 //! binary is copied into the guest and runs `xtask bench probe` there.
+//!
+//! When ipftrace2's static binary lies beside the checkout
+//! (`../shared/anchors/ipftrace2`), it is copied into the guest image at run
+//! time and measured in the same boot, side by side with ipft (see
+//! [`anchor`]); without it the bench measures ipft alone.
+mod anchor;
+mod compare;
 mod probe;
 mod traffic;
 
@@ -35,6 +42,16 @@ pub struct Options {
     /// Skip the host's tracepoint run.
     #[arg(long)]
     no_host: bool,
+    /// ipftrace2's static binary, measured side by side in the guest
+    /// [default: ../shared/anchors/ipftrace2 beside the checkout, if there].
+    #[arg(long)]
+    anchor: Option<PathBuf>,
+    /// Measure ipft alone even when ipftrace2 is there.
+    #[arg(long)]
+    no_anchor: bool,
+    /// Interleaved rounds of the side by side (the median is shown).
+    #[arg(long, default_value_t = 3)]
+    anchor_rounds: u32,
     #[command(subcommand)]
     inner: Option<Inner>,
 }
@@ -70,7 +87,8 @@ pub fn run(opts: &Options) -> Result<()> {
             .split(',')
             .filter(|b| !b.is_empty())
             .collect();
-        let (release, rows) = run_vm(&ipft, &backends)?;
+        let anchor = anchor_binary(opts);
+        let (release, rows) = run_vm(&ipft, &backends, anchor.as_deref(), opts.anchor_rounds)?;
         vm_kernel = json!(release);
         results.extend(rows);
     }
@@ -83,6 +101,7 @@ pub fn run(opts: &Options) -> Result<()> {
         "results": results,
     });
     print_table(&results);
+    compare::print(&results);
     let path = save(&report)?;
     println!(
         "bench took {:.0} s; figures in {}",
@@ -99,11 +118,42 @@ fn host_probe(ipft: &Path) -> probe::Options {
         packets: 10_000,
         seconds: 2.0,
         timeout: 600,
+        anchor: None,
+        anchor_rounds: 0,
+    }
+}
+
+/// ipftrace2's binary when it is there and wanted; says which.
+fn anchor_binary(opts: &Options) -> Option<PathBuf> {
+    if opts.no_anchor {
+        return None;
+    }
+    let path = opts
+        .anchor
+        .clone()
+        .unwrap_or_else(|| anchor::default_path(&build::root()));
+    if path.is_file() {
+        eprintln!(
+            "xtask: bench measures ipftrace2 ({}) side by side on kprobe-multi",
+            path.display()
+        );
+        Some(path)
+    } else {
+        eprintln!(
+            "xtask: no ipftrace2 at {}: ipft measured alone",
+            path.display()
+        );
+        None
     }
 }
 
 /// Boots the 6.12 guest once and measures each backend in turn.
-fn run_vm(ipft: &Path, backends: &[&str]) -> Result<(String, Vec<Value>)> {
+fn run_vm(
+    ipft: &Path,
+    backends: &[&str],
+    anchor: Option<&Path>,
+    rounds: u32,
+) -> Result<(String, Vec<Value>)> {
     deps::debian(vm::PACKAGES)?;
     let work = build::root().join("target/vm");
     kernel::update_package_lists();
@@ -115,7 +165,7 @@ fn run_vm(ipft: &Path, backends: &[&str]) -> Result<(String, Vec<Value>)> {
     let dir = build::root().join("target/bench/vm-6.12");
     fs::create_dir_all(&dir)?;
     let initrd = dir.join("initrd.cpio");
-    build_image(ipft, backends, &initrd)?;
+    build_image(ipft, backends, anchor, rounds, &initrd)?;
     eprintln!(
         "xtask: bench booting {} ({})",
         kernel.release,
@@ -154,9 +204,24 @@ fn guest_figures(run: &guest::Run, backend: &str) -> Value {
     figures
 }
 
+/// Where the guest finds ipftrace2 (a run-time copy, in the image only).
+const GUEST_ANCHOR: &str = "/vm/anchor/ipftrace2";
+
 /// The VM suite's init and image, with this benchmark as the only "cases".
-fn build_image(ipft: &Path, backends: &[&str], out: &Path) -> Result<()> {
+fn build_image(
+    ipft: &Path,
+    backends: &[&str],
+    anchor: Option<&Path>,
+    rounds: u32,
+    out: &Path,
+) -> Result<()> {
     let mut img = vm::base_image(ipft)?;
+    let mut anchor_args = String::new();
+    if let Some(path) = anchor {
+        // Static: no libraries to bring.
+        img.copy(path, GUEST_ANCHOR, 0o755)?;
+        anchor_args = format!(" --anchor {GUEST_ANCHOR} --anchor-rounds {rounds}");
+    }
     let bench = build::root().join("tests/vm/bench.sh");
     img.copy(&bench, "/vm/bench.sh", 0o644)?;
     // This very program measures inside the guest (`xtask bench probe`).
@@ -165,7 +230,7 @@ fn build_image(ipft: &Path, backends: &[&str], out: &Path) -> Result<()> {
     img.file("/vm/modules/order", 0o644, Vec::new());
     let mut cases = String::from(". /vm/bench.sh\n");
     for b in backends {
-        cases += &format!("bench_backend {b}\n");
+        cases += &format!("bench_backend {b}{anchor_args}\n");
     }
     img.file("/vm/cases", 0o644, cases.into_bytes());
     img.write(out)
@@ -365,8 +430,8 @@ const METRICS: &[Metric] = &[
 fn print_table(results: &[Value]) {
     println!();
     println!(
-        "{:<24} {:<26} {:>12}  {:<10} {:<4} ipftrace2",
-        "Backend", "Metric", "Value", "Target", "Met"
+        "{:<24} {:<26} {:>12}  {:<10} {:<4} {:>10}  ipft/ipftrace2",
+        "Backend", "Metric", "Value", "Target", "Met", "ipftrace2"
     );
     for r in results {
         let backend = r["backend"].as_str().unwrap_or("?");
@@ -389,7 +454,7 @@ fn print_table(results: &[Value]) {
                 m.name,
                 value.map_or("-".into(), |v| shown(v, m.unit)),
                 target.map_or(String::new(), |t| t.show(m.unit)),
-                (m.reference)(backend).unwrap_or(""),
+                beside(r, m, backend, value),
             );
         }
         if let Some(e) = r["error"].as_str() {
@@ -400,6 +465,31 @@ fn print_table(results: &[Value]) {
         }
     }
     println!("One run per backend (not medians); throughput measured 2 s each over loopback.");
+    println!(
+        "ipftrace2: measured in the same boot where shown with a ratio; else an earlier reference."
+    );
+}
+
+/// The ipftrace2 columns of a row: its figure measured in this boot and
+/// ipft's over it, or else the reference measured earlier.
+fn beside(r: &Value, m: &Metric, backend: &str, value: Option<f64>) -> String {
+    match anchor_value(r, m.key) {
+        Some(a) => {
+            let ratio = value.map_or("-".into(), |v| format!("{:.2}", v / a));
+            format!("{:>10}  {ratio}", shown(a, m.unit))
+        }
+        None => format!("{:>10}", (m.reference)(backend).unwrap_or("")),
+    }
+}
+
+/// ipftrace2's figure for a metric, from the side by side on its own set.
+fn anchor_value(r: &Value, key: &str) -> Option<f64> {
+    let run = &r["anchor"]["runs"]["ipftrace2_full_real"];
+    match key {
+        "attached" | "ready_s" | "exit_s" => run[key].as_f64(),
+        "udp_ratio" => run["udp_kept"].as_f64(),
+        _ => None,
+    }
 }
 
 fn metric_value(r: &Value, key: &str) -> Option<f64> {

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::traffic;
+use super::{anchor, traffic};
 
 #[derive(clap::Args, Clone)]
 pub struct Options {
@@ -33,6 +33,12 @@ pub struct Options {
     /// Longest wait for readiness and for the exit, each.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// ipftrace2's binary: measure it side by side (kprobe-multi only).
+    #[arg(long)]
+    pub anchor: Option<PathBuf>,
+    /// Interleaved rounds of the side by side (the median is kept).
+    #[arg(long, default_value_t = 3)]
+    pub anchor_rounds: u32,
 }
 
 /// 0x55555555, as in the VM suite.
@@ -98,8 +104,23 @@ pub fn measure(opts: &Options) -> Result<Value> {
     if opts.backend == "kprobe-multi" && ready.is_ok() {
         figures["udp_ratio_empty_program"] =
             json!(empty_program_udp(opts, &ready_file)? / udp_without);
+        if let Some(anchor) = &opts.anchor {
+            figures["anchor"] = side_by_side(opts, anchor);
+        }
     }
     Ok(figures)
+}
+
+/// ipftrace2 beside ipft in this boot, or why not.
+fn side_by_side(opts: &Options, ipftrace2: &Path) -> Value {
+    let a = anchor::Anchor {
+        ipft: &opts.ipft,
+        ipftrace2,
+        rounds: opts.anchor_rounds.max(1),
+        seconds: opts.seconds,
+        timeout: opts.timeout,
+    };
+    anchor::measure(&a).unwrap_or_else(|e| json!({ "error": format!("{e:#}") }))
 }
 
 /// Unmarked UDP throughput with ipft attached to the same functions but
@@ -189,7 +210,7 @@ fn wait_ready(child: &mut Child, file: &Path, timeout: u64) -> Result<()> {
 }
 
 /// Exit status, or None when it had to be killed after `timeout`.
-fn wait_exit(child: &mut Child, timeout: u64) -> Option<i32> {
+pub(super) fn wait_exit(child: &mut Child, timeout: u64) -> Option<i32> {
     let (tx, rx) = mpsc::channel();
     let pid = child.id();
     // A watchdog rather than polling: the reap time is what is measured.
@@ -230,8 +251,9 @@ fn settle_rss(pid: u32) -> u64 {
 }
 
 /// The counts ipft prints: attach line, lost events, `-v` totals.
-fn stderr_figures(err: &str, figures: &mut Value) {
-    for line in err.lines() {
+/// ipftrace2's attach line has the same form, rewritten in place with `\r`.
+pub(super) fn stderr_figures(err: &str, figures: &mut Value) {
+    for line in err.split(['\n', '\r']) {
         if let Some(rest) = line.strip_prefix("Attaching program (total ") {
             let n: Vec<u64> = numbers(rest);
             if n.len() == 4 {
@@ -281,7 +303,7 @@ fn numbers(text: &str) -> Vec<u64> {
         .collect()
 }
 
-fn tail(text: &str, n: usize) -> String {
+pub(super) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
@@ -310,5 +332,18 @@ mod tests {
         assert_eq!(f["events_received"], 100);
         assert_eq!(f["bytes_per_event"], 40);
         assert_eq!(f["rss_bytes_per_event"], 40.0);
+    }
+
+    #[test]
+    fn reads_ipftrace2s_rewritten_attach_line() {
+        let mut f = json!({});
+        stderr_figures(
+            "Attaching program (total 1584, succeeded 0, failed 0, filtered: 0)\r\
+             Attaching program (total 1584, succeeded 1584, failed 0, filtered: 0)\n\
+             Trace ready!\n",
+            &mut f,
+        );
+        assert_eq!(f["attached"], 1584);
+        assert_eq!(f["failed"], 0);
     }
 }
