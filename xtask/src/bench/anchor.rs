@@ -24,7 +24,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::{probe, traffic};
+use super::probe;
 
 /// ipftrace2 prints names with `%64.64s`: a name this long may be cut.
 const CUT: usize = 64;
@@ -33,11 +33,10 @@ const CUT: usize = 64;
 const BACKEND: &str = "kprobe-multi";
 
 pub struct Anchor<'a> {
-    pub ipft: &'a Path,
     pub ipftrace2: &'a Path,
+    /// ipft, the timeout and the UDP method.
+    pub probe: &'a probe::Options,
     pub rounds: u32,
-    pub seconds: f64,
-    pub timeout: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -70,7 +69,7 @@ impl Run {
 /// Everything the side by side found, as the `anchor` object of the
 /// kprobe-multi figures.
 pub fn measure(a: &Anchor) -> Result<Value> {
-    let ipft_list = list(a.ipft)?;
+    let ipft_list = list(&a.probe.ipft)?;
     let anchor_list = list(a.ipftrace2)?;
     let sets = Sets::new(&ipft_list, &anchor_list);
     let regex = anchored_alternation(&sets.common);
@@ -128,7 +127,7 @@ fn plan(sets: &Sets) -> Vec<Run> {
 
 fn command(a: &Anchor, run: &Run, regex: &str) -> Command {
     let program = match run.tool {
-        Tool::Ipft => a.ipft,
+        Tool::Ipft => &a.probe.ipft,
         Tool::Ipftrace2 => a.ipftrace2,
     };
     let mut cmd = Command::new(program);
@@ -150,7 +149,7 @@ fn command(a: &Anchor, run: &Run, regex: &str) -> Command {
 /// One start, unmarked UDP, Ctrl-C, exit; the throughput without either
 /// tool is measured just before, so that each ratio has its own baseline.
 fn once(a: &Anchor, run: &Run, regex: &str) -> Result<Value> {
-    let without = traffic::udp_rate(a.seconds)?;
+    let without = a.probe.udp_rate()?;
     let started = Instant::now();
     let mut child = command(a, run, regex)
         .stdin(Stdio::null())
@@ -160,10 +159,10 @@ fn once(a: &Anchor, run: &Run, regex: &str) -> Result<Value> {
         .with_context(|| format!("starting {}", run.key()))?;
     let (ready, stderr) = watch_ready(&mut child)?;
     let mut figures = json!({});
-    let ready = ready.recv_timeout(Duration::from_secs(a.timeout));
+    let ready = ready.recv_timeout(Duration::from_secs(a.probe.timeout));
     if let Ok(at) = ready {
         figures["ready_s"] = json!(at.duration_since(started).as_secs_f64());
-        let with = traffic::udp_rate(a.seconds)?;
+        let with = a.probe.udp_rate()?;
         figures["udp_pps_without"] = json!(without);
         figures["udp_pps_with"] = json!(with);
         figures["udp_kept"] = json!(with / without);
@@ -171,7 +170,7 @@ fn once(a: &Anchor, run: &Run, regex: &str) -> Result<Value> {
     let sigint = Instant::now();
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    figures["exit_status"] = json!(probe::wait_exit(&mut child, a.timeout));
+    figures["exit_status"] = json!(probe::wait_exit(&mut child, a.probe.timeout));
     figures["exit_s"] = json!(sigint.elapsed().as_secs_f64());
     let err = stderr.join().unwrap_or_default();
     probe::stderr_figures(&err, &mut figures);

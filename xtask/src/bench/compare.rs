@@ -39,7 +39,10 @@ fn print_one(r: &Value) {
         r["where"].as_str().unwrap_or("?"),
         a["rounds"]
     );
-    println!("each UDP figure is against the throughput measured just before that run.");
+    println!(
+        "UDP ({}) against the throughput measured just before each run.",
+        r["udp_method"].as_str().unwrap_or("?")
+    );
     if let Some(e) = a["error"].as_str() {
         println!("side by side failed: {e}");
         return;

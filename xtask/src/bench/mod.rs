@@ -52,6 +52,12 @@ pub struct Options {
     /// Interleaved rounds of the side by side (the median is shown).
     #[arg(long, default_value_t = 3)]
     anchor_rounds: u32,
+    /// Boot the guest with one vCPU and QEMU's instruction counting: guest
+    /// time counts instructions (1 ns each), so figures repeat to 0.1%
+    /// whatever the host's load (a wall-clock guest varies by a quarter).
+    /// UDP is then measured by one thread sending and reading back.
+    #[arg(long)]
+    icount: bool,
     #[command(subcommand)]
     inner: Option<Inner>,
 }
@@ -88,7 +94,14 @@ pub fn run(opts: &Options) -> Result<()> {
             .filter(|b| !b.is_empty())
             .collect();
         let anchor = anchor_binary(opts);
-        let (release, rows) = run_vm(&ipft, &backends, anchor.as_deref(), opts.anchor_rounds)?;
+        let plan = VmPlan {
+            ipft: &ipft,
+            backends: &backends,
+            anchor: anchor.as_deref(),
+            rounds: opts.anchor_rounds,
+            icount: opts.icount,
+        };
+        let (release, rows) = run_vm(&plan)?;
         vm_kernel = json!(release);
         results.extend(rows);
     }
@@ -96,7 +109,10 @@ pub fn run(opts: &Options) -> Result<()> {
         "generated_unix": SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
         "host_kernel": host_release(),
         "vm_kernel": vm_kernel,
-        "vm": "qemu TCG, 2 vCPUs, 2 GB",
+        "vm": match opts.icount {
+            true => "qemu TCG, 1 vCPU, icount (1 ns per instruction), 2 GB",
+            false => "qemu TCG, 2 vCPUs, 2 GB",
+        },
         "runs_per_backend": 1,
         "results": results,
     });
@@ -120,7 +136,17 @@ fn host_probe(ipft: &Path) -> probe::Options {
         timeout: 600,
         anchor: None,
         anchor_rounds: 0,
+        lockstep: false,
     }
+}
+
+/// What the guest boot measures.
+struct VmPlan<'a> {
+    ipft: &'a Path,
+    backends: &'a [&'a str],
+    anchor: Option<&'a Path>,
+    rounds: u32,
+    icount: bool,
 }
 
 /// ipftrace2's binary when it is there and wanted; says which.
@@ -148,12 +174,7 @@ fn anchor_binary(opts: &Options) -> Option<PathBuf> {
 }
 
 /// Boots the 6.12 guest once and measures each backend in turn.
-fn run_vm(
-    ipft: &Path,
-    backends: &[&str],
-    anchor: Option<&Path>,
-    rounds: u32,
-) -> Result<(String, Vec<Value>)> {
+fn run_vm(plan: &VmPlan) -> Result<(String, Vec<Value>)> {
     deps::debian(vm::PACKAGES)?;
     let work = build::root().join("target/vm");
     kernel::update_package_lists();
@@ -165,11 +186,12 @@ fn run_vm(
     let dir = build::root().join("target/bench/vm-6.12");
     fs::create_dir_all(&dir)?;
     let initrd = dir.join("initrd.cpio");
-    build_image(ipft, backends, anchor, rounds, &initrd)?;
+    build_image(plan, &initrd)?;
     eprintln!(
-        "xtask: bench booting {} ({})",
+        "xtask: bench booting {} ({}{})",
         kernel.release,
-        backends.join(", ")
+        plan.backends.join(", "),
+        if plan.icount { "; icount" } else { "" }
     );
     let run = guest::boot(&guest::Boot {
         label: "bench",
@@ -178,8 +200,13 @@ fn run_vm(
         console: dir.join("console.log"),
         results: dir.join("results.log"),
         timeout: BOOT_TIMEOUT,
+        icount: plan.icount,
     })?;
-    let rows = backends.iter().map(|b| guest_figures(&run, b)).collect();
+    let rows = plan
+        .backends
+        .iter()
+        .map(|b| guest_figures(&run, b))
+        .collect();
     Ok((kernel.release.clone(), rows))
 }
 
@@ -208,19 +235,18 @@ fn guest_figures(run: &guest::Run, backend: &str) -> Value {
 const GUEST_ANCHOR: &str = "/vm/anchor/ipftrace2";
 
 /// The VM suite's init and image, with this benchmark as the only "cases".
-fn build_image(
-    ipft: &Path,
-    backends: &[&str],
-    anchor: Option<&Path>,
-    rounds: u32,
-    out: &Path,
-) -> Result<()> {
-    let mut img = vm::base_image(ipft)?;
-    let mut anchor_args = String::new();
-    if let Some(path) = anchor {
+fn build_image(plan: &VmPlan, out: &Path) -> Result<()> {
+    let mut img = vm::base_image(plan.ipft)?;
+    let mut probe_args = String::new();
+    if let Some(path) = plan.anchor {
         // Static: no libraries to bring.
         img.copy(path, GUEST_ANCHOR, 0o755)?;
-        anchor_args = format!(" --anchor {GUEST_ANCHOR} --anchor-rounds {rounds}");
+        // Instruction-counted figures repeat: one round says it all.
+        let rounds = if plan.icount { 1 } else { plan.rounds };
+        probe_args = format!(" --anchor {GUEST_ANCHOR} --anchor-rounds {rounds}");
+    }
+    if plan.icount {
+        probe_args += " --lockstep";
     }
     let bench = build::root().join("tests/vm/bench.sh");
     img.copy(&bench, "/vm/bench.sh", 0o644)?;
@@ -229,8 +255,8 @@ fn build_image(
     // No modules: loopback traffic only.
     img.file("/vm/modules/order", 0o644, Vec::new());
     let mut cases = String::from(". /vm/bench.sh\n");
-    for b in backends {
-        cases += &format!("bench_backend {b}{anchor_args}\n");
+    for b in plan.backends {
+        cases += &format!("bench_backend {b}{probe_args}\n");
     }
     img.file("/vm/cases", 0o644, cases.into_bytes());
     img.write(out)

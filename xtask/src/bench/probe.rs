@@ -39,6 +39,27 @@ pub struct Options {
     /// Interleaved rounds of the side by side (the median is kept).
     #[arg(long, default_value_t = 3)]
     pub anchor_rounds: u32,
+    /// UDP by one thread that sends and reads back each datagram (for a
+    /// one-vCPU, instruction-counted guest).
+    #[arg(long)]
+    pub lockstep: bool,
+}
+
+impl Options {
+    /// Unmarked UDP datagrams per second, by the chosen method.
+    pub fn udp_rate(&self) -> Result<f64> {
+        match self.lockstep {
+            true => traffic::lockstep_rate(self.seconds),
+            false => traffic::udp_rate(self.seconds),
+        }
+    }
+
+    fn udp_method(&self) -> &'static str {
+        match self.lockstep {
+            true => "one thread, send then read back",
+            false => "sender and receiver threads",
+        }
+    }
 }
 
 /// 0x55555555, as in the VM suite.
@@ -54,7 +75,7 @@ pub fn main(opts: &Options) -> Result<()> {
 
 pub fn measure(opts: &Options) -> Result<Value> {
     // Throughput without ipft first, right before it starts.
-    let udp_without = traffic::udp_rate(opts.seconds)?;
+    let udp_without = opts.udp_rate()?;
     let tcp_without = traffic::tcp_rate(opts.seconds)?;
     let ready_file = std::env::temp_dir().join(format!("ipft-bench-{}.ready", opts.backend));
     let _ = fs::remove_file(&ready_file);
@@ -63,10 +84,10 @@ pub fn measure(opts: &Options) -> Result<Value> {
     let stdout = watch_stdout(&mut ipft)?;
     let stderr = collect_stderr(&mut ipft)?;
     let ready = wait_ready(&mut ipft, &ready_file, opts.timeout).map(|()| started.elapsed());
-    let mut figures = json!({ "backend": opts.backend });
+    let mut figures = json!({ "backend": opts.backend, "udp_method": opts.udp_method() });
     if let Ok(ready) = &ready {
         figures["ready_s"] = json!(ready.as_secs_f64());
-        let udp_with = traffic::udp_rate(opts.seconds)?;
+        let udp_with = opts.udp_rate()?;
         let tcp_with = traffic::tcp_rate(opts.seconds)?;
         // After the unmarked traffic: start-up's transient memory is freed.
         let rss_before = settle_rss(ipft.id());
@@ -114,11 +135,9 @@ pub fn measure(opts: &Options) -> Result<Value> {
 /// ipftrace2 beside ipft in this boot, or why not.
 fn side_by_side(opts: &Options, ipftrace2: &Path) -> Value {
     let a = anchor::Anchor {
-        ipft: &opts.ipft,
         ipftrace2,
+        probe: opts,
         rounds: opts.anchor_rounds.max(1),
-        seconds: opts.seconds,
-        timeout: opts.timeout,
     };
     anchor::measure(&a).unwrap_or_else(|e| json!({ "error": format!("{e:#}") }))
 }
@@ -135,7 +154,7 @@ fn empty_program_udp(opts: &Options, ready_file: &Path) -> Result<f64> {
         .spawn()
         .context("starting ipft with an empty program")?;
     wait_ready(&mut ipft, ready_file, opts.timeout)?;
-    let udp = traffic::udp_rate(opts.seconds);
+    let udp = opts.udp_rate();
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(ipft.id() as i32, libc::SIGINT) };
     wait_exit(&mut ipft, opts.timeout);

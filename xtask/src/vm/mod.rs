@@ -247,6 +247,7 @@ fn run_kernel(
         console: dir.join("console.log"),
         results: dir.join("results.log"),
         timeout: BOOT_TIMEOUT,
+        icount: false,
     })?;
     let mut result = KernelResult {
         label: format!("{} ({})", kernel.series, kernel.release),
