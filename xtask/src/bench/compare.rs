@@ -8,6 +8,11 @@ const VS_IPFTRACE2: f64 = 1.2;
 /// …and of what an empty program on the same functions keeps.
 const VS_FLOOR: f64 = 0.8;
 
+/// Rounds of one run that differ by more than this factor (largest over
+/// smallest) say the host's load, not the tools, set the figure: the
+/// targets are then not judged.
+const UNSTABLE: f64 = 1.25;
+
 /// Rows of the table: run key, set, tool, program.
 const ROWS: &[(&str, &str, &str, &str)] = &[
     ("ipft_full_real", "ipft's full set", "ipft", "real"),
@@ -129,6 +134,9 @@ fn ratio_lines(runs: &Value) -> Vec<String> {
         get("ipft_common_real", "udp_kept"),
         get("ipft_common_empty", "udp_kept"),
     );
+    let steady = |runs_used: &[&str]| runs_used.iter().all(|r| !unstable(&runs[*r]));
+    let vs_steady = steady(&["ipft_common_real", anchor_common]);
+    let floor_steady = steady(&["ipft_common_real", "ipft_common_empty"]);
     let full_floor = ratio(
         get("ipft_full_real", "udp_kept"),
         get("ipft_full_empty", "udp_kept"),
@@ -144,9 +152,9 @@ fn ratio_lines(runs: &Value) -> Vec<String> {
         format!(
             "common set, UDP kept: ipft/ipftrace2 {} {}; ipft real/empty floor {} {}",
             fixed(common_vs, 2),
-            verdict(common_vs, VS_IPFTRACE2),
+            verdict(common_vs, VS_IPFTRACE2, vs_steady),
             fixed(common_floor, 2),
-            verdict(common_floor, VS_FLOOR),
+            verdict(common_floor, VS_FLOOR, floor_steady),
         ),
         format!(
             "ipft's full set, UDP kept: ipft real/empty floor {}",
@@ -155,8 +163,23 @@ fn ratio_lines(runs: &Value) -> Vec<String> {
     ]
 }
 
-fn verdict(v: Option<f64>, at_least: f64) -> String {
+/// Whether a run's UDP rounds disagree too much to judge a target.
+fn unstable(run: &Value) -> bool {
+    let kept: Vec<f64> = run["udp_kept_rounds"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    let (lo, hi) = kept
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    kept.len() > 1 && hi > lo * UNSTABLE
+}
+
+fn verdict(v: Option<f64>, at_least: f64, steady: bool) -> String {
     match v {
+        Some(_) if !steady => {
+            format!("(target >= {at_least}: not judged, rounds differ by over 25%; try --icount)")
+        }
         Some(v) if v >= at_least => format!("(target >= {at_least}: met)"),
         Some(_) => format!("(target >= {at_least}: NOT met)"),
         None => String::new(),
@@ -195,6 +218,24 @@ mod tests {
             lines[2],
             "ipft's full set, UDP kept: ipft real/empty floor 0.40"
         );
+    }
+
+    #[test]
+    fn targets_are_not_judged_on_rounds_that_disagree() {
+        let runs = json!({
+            "ipft_full_real": {"udp_kept": 0.1},
+            "ipft_full_empty": {"udp_kept": 0.25},
+            "ipftrace2_full_real": {"udp_kept": 0.2, "udp_kept_rounds": [0.2, 0.21, 0.19]},
+            "ipft_common_real": {"udp_kept": 0.3, "udp_kept_rounds": [0.3, 2.2, 0.1]},
+            "ipft_common_empty": {"udp_kept": 0.25, "udp_kept_rounds": [0.25]},
+        });
+        let lines = ratio_lines(&runs);
+        assert!(
+            lines[1].contains("1.50 (target >= 1.2: not judged"),
+            "{}",
+            lines[1]
+        );
+        assert!(!unstable(&runs["ipftrace2_full_real"]));
     }
 
     #[test]
