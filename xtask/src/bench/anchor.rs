@@ -174,6 +174,12 @@ fn once(a: &Anchor, run: &Run, regex: &str) -> Result<Value> {
     figures["exit_s"] = json!(sigint.elapsed().as_secs_f64());
     let err = stderr.join().unwrap_or_default();
     probe::stderr_figures(&err, &mut figures);
+    if run.tool == Tool::Ipftrace2 {
+        // Its last attach line says `total 0`: only `succeeded` is right.
+        if let Some(f) = figures.as_object_mut() {
+            f.remove("functions");
+        }
+    }
     figures["not_attached"] = json!(not_attached(&err));
     if ready.is_err() {
         figures["error"] = json!(format!("never ready; stderr: {}", probe::tail(&err, 10)));
