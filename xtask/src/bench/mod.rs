@@ -7,6 +7,13 @@
 //! reference figures); tracepoint on this host. Each backend runs once, on
 //! every skb function. The same program measures both places: the xtask
 //! binary is copied into the guest and runs `xtask bench probe` there.
+//!
+//! When ipftrace2's static binary lies beside the checkout
+//! (`../shared/anchors/ipftrace2`), it is copied into the guest image at run
+//! time and measured in the same boot, side by side with ipft (see
+//! [`anchor`]); without it the bench measures ipft alone.
+mod anchor;
+mod compare;
 mod probe;
 mod traffic;
 
@@ -35,6 +42,22 @@ pub struct Options {
     /// Skip the host's tracepoint run.
     #[arg(long)]
     no_host: bool,
+    /// ipftrace2's static binary, measured side by side in the guest
+    /// [default: ../shared/anchors/ipftrace2 beside the checkout, if there].
+    #[arg(long)]
+    anchor: Option<PathBuf>,
+    /// Measure ipft alone even when ipftrace2 is there.
+    #[arg(long)]
+    no_anchor: bool,
+    /// Interleaved rounds of the side by side (the median is shown).
+    #[arg(long, default_value_t = 3)]
+    anchor_rounds: u32,
+    /// Boot the guest with one vCPU and QEMU's instruction counting: guest
+    /// time counts instructions (1 ns each), so figures repeat to 0.1%
+    /// whatever the host's load (a wall-clock guest varies by a quarter).
+    /// UDP is then measured by one thread sending and reading back.
+    #[arg(long)]
+    icount: bool,
     #[command(subcommand)]
     inner: Option<Inner>,
 }
@@ -76,7 +99,15 @@ pub fn run(opts: &Options) -> Result<()> {
             .split(',')
             .filter(|b| !b.is_empty())
             .collect();
-        let (release, rows) = run_vm(&ipft, &backends)?;
+        let anchor = anchor_binary(opts);
+        let plan = VmPlan {
+            ipft: &ipft,
+            backends: &backends,
+            anchor: anchor.as_deref(),
+            rounds: opts.anchor_rounds,
+            icount: opts.icount,
+        };
+        let (release, rows) = run_vm(&plan)?;
         vm_kernel = json!(release);
         results.extend(rows);
     }
@@ -84,11 +115,15 @@ pub fn run(opts: &Options) -> Result<()> {
         "generated_unix": SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
         "host_kernel": host_release(),
         "vm_kernel": vm_kernel,
-        "vm": "qemu TCG, 2 vCPUs, 2 GB",
+        "vm": match opts.icount {
+            true => "qemu TCG, 1 vCPU, icount (1 ns per instruction), 2 GB",
+            false => "qemu TCG, 2 vCPUs, 2 GB",
+        },
         "runs_per_backend": 1,
         "results": results,
     });
     print_table(&results);
+    compare::print(&results);
     let path = save(&report)?;
     println!(
         "bench took {:.0} s; figures in {}",
@@ -106,11 +141,47 @@ fn host_probe(ipft: &Path, write: bool) -> probe::Options {
         seconds: 2.0,
         timeout: 600,
         write,
+        anchor: None,
+        anchor_rounds: 0,
+        lockstep: false,
+    }
+}
+
+/// What the guest boot measures.
+struct VmPlan<'a> {
+    ipft: &'a Path,
+    backends: &'a [&'a str],
+    anchor: Option<&'a Path>,
+    rounds: u32,
+    icount: bool,
+}
+
+/// ipftrace2's binary when it is there and wanted; says which.
+fn anchor_binary(opts: &Options) -> Option<PathBuf> {
+    if opts.no_anchor {
+        return None;
+    }
+    let path = opts
+        .anchor
+        .clone()
+        .unwrap_or_else(|| anchor::default_path(&build::root()));
+    if path.is_file() {
+        eprintln!(
+            "xtask: bench measures ipftrace2 ({}) side by side on kprobe-multi",
+            path.display()
+        );
+        Some(path)
+    } else {
+        eprintln!(
+            "xtask: no ipftrace2 at {}: ipft measured alone",
+            path.display()
+        );
+        None
     }
 }
 
 /// Boots the 6.12 guest once and measures each backend in turn.
-fn run_vm(ipft: &Path, backends: &[&str]) -> Result<(String, Vec<Value>)> {
+fn run_vm(plan: &VmPlan) -> Result<(String, Vec<Value>)> {
     deps::debian(vm::PACKAGES)?;
     let work = build::root().join("target/vm");
     kernel::update_package_lists();
@@ -122,11 +193,12 @@ fn run_vm(ipft: &Path, backends: &[&str]) -> Result<(String, Vec<Value>)> {
     let dir = build::root().join("target/bench/vm-6.12");
     fs::create_dir_all(&dir)?;
     let initrd = dir.join("initrd.cpio");
-    build_image(ipft, backends, &initrd)?;
+    build_image(plan, &initrd)?;
     eprintln!(
-        "xtask: bench booting {} ({})",
+        "xtask: bench booting {} ({}{})",
         kernel.release,
-        backends.join(", ")
+        plan.backends.join(", "),
+        if plan.icount { "; icount" } else { "" }
     );
     let run = guest::boot(&guest::Boot {
         label: "bench",
@@ -135,8 +207,13 @@ fn run_vm(ipft: &Path, backends: &[&str]) -> Result<(String, Vec<Value>)> {
         console: dir.join("console.log"),
         results: dir.join("results.log"),
         timeout: BOOT_TIMEOUT,
+        icount: plan.icount,
     })?;
-    let rows = backends.iter().map(|b| guest_figures(&run, b)).collect();
+    let rows = plan
+        .backends
+        .iter()
+        .map(|b| guest_figures(&run, b))
+        .collect();
     Ok((kernel.release.clone(), rows))
 }
 
@@ -161,9 +238,23 @@ fn guest_figures(run: &guest::Run, backend: &str) -> Value {
     figures
 }
 
+/// Where the guest finds ipftrace2 (a run-time copy, in the image only).
+const GUEST_ANCHOR: &str = "/vm/anchor/ipftrace2";
+
 /// The VM suite's init and image, with this benchmark as the only "cases".
-fn build_image(ipft: &Path, backends: &[&str], out: &Path) -> Result<()> {
-    let mut img = vm::base_image(ipft)?;
+fn build_image(plan: &VmPlan, out: &Path) -> Result<()> {
+    let mut img = vm::base_image(plan.ipft)?;
+    let mut probe_args = String::new();
+    if let Some(path) = plan.anchor {
+        // Static: no libraries to bring.
+        img.copy(path, GUEST_ANCHOR, 0o755)?;
+        // Instruction-counted figures repeat: one round says it all.
+        let rounds = if plan.icount { 1 } else { plan.rounds };
+        probe_args = format!(" --anchor {GUEST_ANCHOR} --anchor-rounds {rounds}");
+    }
+    if plan.icount {
+        probe_args += " --lockstep";
+    }
     let bench = build::root().join("tests/vm/bench.sh");
     img.copy(&bench, "/vm/bench.sh", 0o644)?;
     // This very program measures inside the guest (`xtask bench probe`).
@@ -171,8 +262,8 @@ fn build_image(ipft: &Path, backends: &[&str], out: &Path) -> Result<()> {
     // No modules: loopback traffic only.
     img.file("/vm/modules/order", 0o644, Vec::new());
     let mut cases = String::from(". /vm/bench.sh\n");
-    for b in backends {
-        cases += &format!("bench_backend {b}\n");
+    for b in plan.backends {
+        cases += &format!("bench_backend {b}{probe_args}\n");
     }
     img.file("/vm/cases", 0o644, cases.into_bytes());
     img.write(out)
@@ -386,8 +477,8 @@ const METRICS: &[Metric] = &[
 fn print_table(results: &[Value]) {
     println!();
     println!(
-        "{:<24} {:<26} {:>12}  {:<10} {:<4} ipftrace2",
-        "Backend", "Metric", "Value", "Target", "Met"
+        "{:<24} {:<26} {:>12}  {:<10} {:<4} {:>10}  ipft/ipftrace2",
+        "Backend", "Metric", "Value", "Target", "Met", "ipftrace2"
     );
     for r in results {
         let backend = r["backend"].as_str().unwrap_or("?");
@@ -410,7 +501,7 @@ fn print_table(results: &[Value]) {
                 m.name,
                 value.map_or("-".into(), |v| shown(v, m.unit)),
                 target.map_or(String::new(), |t| t.show(m.unit)),
-                (m.reference)(backend).unwrap_or(""),
+                beside(r, m, backend, value),
             );
         }
         if let Some(e) = r["error"].as_str() {
@@ -421,6 +512,31 @@ fn print_table(results: &[Value]) {
         }
     }
     println!("One run per backend (not medians); throughput measured 2 s each over loopback.");
+    println!(
+        "ipftrace2: measured in the same boot where shown with a ratio; else an earlier reference."
+    );
+}
+
+/// The ipftrace2 columns of a row: its figure measured in this boot and
+/// ipft's over it, or else the reference measured earlier.
+fn beside(r: &Value, m: &Metric, backend: &str, value: Option<f64>) -> String {
+    match anchor_value(r, m.key) {
+        Some(a) => {
+            let ratio = value.map_or("-".into(), |v| format!("{:.2}", v / a));
+            format!("{:>10}  {ratio}", shown(a, m.unit))
+        }
+        None => format!("{:>10}", (m.reference)(backend).unwrap_or("")),
+    }
+}
+
+/// ipftrace2's figure for a metric, from the side by side on its own set.
+fn anchor_value(r: &Value, key: &str) -> Option<f64> {
+    let run = &r["anchor"]["runs"]["ipftrace2_full_real"];
+    match key {
+        "attached" | "ready_s" | "exit_s" => run[key].as_f64(),
+        "udp_ratio" => run["udp_kept"].as_f64(),
+        _ => None,
+    }
 }
 
 fn metric_value(r: &Value, key: &str) -> Option<f64> {

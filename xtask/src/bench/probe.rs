@@ -14,7 +14,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::traffic;
+use super::{anchor, traffic};
 
 #[derive(clap::Args, Clone)]
 pub struct Options {
@@ -36,6 +36,33 @@ pub struct Options {
     /// Also write the packets as pcapng (`ipft -w`), to measure its cost.
     #[arg(long)]
     pub write: bool,
+    /// ipftrace2's binary: measure it side by side (kprobe-multi only).
+    #[arg(long)]
+    pub anchor: Option<PathBuf>,
+    /// Interleaved rounds of the side by side (the median is kept).
+    #[arg(long, default_value_t = 3)]
+    pub anchor_rounds: u32,
+    /// UDP by one thread that sends and reads back each datagram (for a
+    /// one-vCPU, instruction-counted guest).
+    #[arg(long)]
+    pub lockstep: bool,
+}
+
+impl Options {
+    /// Unmarked UDP datagrams per second, by the chosen method.
+    pub fn udp_rate(&self) -> Result<f64> {
+        match self.lockstep {
+            true => traffic::lockstep_rate(self.seconds),
+            false => traffic::udp_rate(self.seconds),
+        }
+    }
+
+    fn udp_method(&self) -> &'static str {
+        match self.lockstep {
+            true => "one thread, send then read back",
+            false => "sender and receiver threads",
+        }
+    }
 }
 
 /// 0x55555555, as in the VM suite.
@@ -51,7 +78,7 @@ pub fn main(opts: &Options) -> Result<()> {
 
 pub fn measure(opts: &Options) -> Result<Value> {
     // Throughput without ipft first, right before it starts.
-    let udp_without = traffic::udp_rate(opts.seconds)?;
+    let udp_without = opts.udp_rate()?;
     let tcp_without = traffic::tcp_rate(opts.seconds)?;
     let ready_file = std::env::temp_dir().join(format!("ipft-bench-{}.ready", opts.backend));
     let _ = fs::remove_file(&ready_file);
@@ -64,10 +91,10 @@ pub fn measure(opts: &Options) -> Result<Value> {
         true => format!("{} -w", opts.backend),
         false => opts.backend.clone(),
     };
-    let mut figures = json!({ "backend": label });
+    let mut figures = json!({ "backend": label, "udp_method": opts.udp_method() });
     if let Ok(ready) = &ready {
         figures["ready_s"] = json!(ready.as_secs_f64());
-        let udp_with = traffic::udp_rate(opts.seconds)?;
+        let udp_with = opts.udp_rate()?;
         let tcp_with = traffic::tcp_rate(opts.seconds)?;
         // After the unmarked traffic: start-up's transient memory is freed.
         let rss_before = settle_rss(ipft.id());
@@ -106,8 +133,21 @@ pub fn measure(opts: &Options) -> Result<Value> {
     if opts.backend == "kprobe-multi" && ready.is_ok() {
         figures["udp_ratio_empty_program"] =
             json!(empty_program_udp(opts, &ready_file)? / udp_without);
+        if let Some(anchor) = &opts.anchor {
+            figures["anchor"] = side_by_side(opts, anchor);
+        }
     }
     Ok(figures)
+}
+
+/// ipftrace2 beside ipft in this boot, or why not.
+fn side_by_side(opts: &Options, ipftrace2: &Path) -> Value {
+    let a = anchor::Anchor {
+        ipftrace2,
+        probe: opts,
+        rounds: opts.anchor_rounds.max(1),
+    };
+    anchor::measure(&a).unwrap_or_else(|e| json!({ "error": format!("{e:#}") }))
 }
 
 /// Unmarked UDP throughput with ipft attached to the same functions but
@@ -122,7 +162,7 @@ fn empty_program_udp(opts: &Options, ready_file: &Path) -> Result<f64> {
         .spawn()
         .context("starting ipft with an empty program")?;
     wait_ready(&mut ipft, ready_file, opts.timeout)?;
-    let udp = traffic::udp_rate(opts.seconds);
+    let udp = opts.udp_rate();
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(ipft.id() as i32, libc::SIGINT) };
     wait_exit(&mut ipft, opts.timeout);
@@ -200,7 +240,7 @@ fn wait_ready(child: &mut Child, file: &Path, timeout: u64) -> Result<()> {
 }
 
 /// Exit status, or None when it had to be killed after `timeout`.
-fn wait_exit(child: &mut Child, timeout: u64) -> Option<i32> {
+pub(super) fn wait_exit(child: &mut Child, timeout: u64) -> Option<i32> {
     let (tx, rx) = mpsc::channel();
     let pid = child.id();
     // A watchdog rather than polling: the reap time is what is measured.
@@ -241,8 +281,9 @@ fn settle_rss(pid: u32) -> u64 {
 }
 
 /// The counts ipft prints: attach line, lost events, `-v` totals.
-fn stderr_figures(err: &str, figures: &mut Value) {
-    for line in err.lines() {
+/// ipftrace2's attach line has the same form, rewritten in place with `\r`.
+pub(super) fn stderr_figures(err: &str, figures: &mut Value) {
+    for line in err.split(['\n', '\r']) {
         if let Some(rest) = line.strip_prefix("Attaching program (total ") {
             let n: Vec<u64> = numbers(rest);
             if n.len() == 4 {
@@ -306,7 +347,7 @@ fn numbers(text: &str) -> Vec<u64> {
         .collect()
 }
 
-fn tail(text: &str, n: usize) -> String {
+pub(super) fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
@@ -339,5 +380,18 @@ mod tests {
         assert_eq!(f["pcapng_bytes"], 3200724);
         assert_eq!(f["pcapng_bytes_per_packet"], 320072.4);
         assert_eq!(f["rss_bytes_per_event"], 40.0);
+    }
+
+    #[test]
+    fn reads_ipftrace2s_rewritten_attach_line() {
+        let mut f = json!({});
+        stderr_figures(
+            "Attaching program (total 1584, succeeded 0, failed 0, filtered: 0)\r\
+             Attaching program (total 1584, succeeded 1584, failed 0, filtered: 0)\n\
+             Trace ready!\n",
+            &mut f,
+        );
+        assert_eq!(f["attached"], 1584);
+        assert_eq!(f["failed"], 0);
     }
 }

@@ -89,6 +89,27 @@ pub fn tcp_rate(secs: f64) -> Result<f64> {
     Ok(bytes as f64 / secs)
 }
 
+/// Unmarked small datagrams per second over `secs`, one thread sending
+/// each and reading it back: every datagram's whole path runs on one CPU,
+/// none is dropped, so on a one-vCPU, instruction-counted guest the figure
+/// repeats exactly (two threads would measure the scheduler).
+pub fn lockstep_rate(secs: f64) -> Result<f64> {
+    let rx = UdpSocket::bind("127.0.0.1:0")?;
+    rx.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let tx = UdpSocket::bind("127.0.0.1:0")?;
+    tx.connect(rx.local_addr()?)?;
+    let (mut received, mut buf) = (0u64, [0u8; 2048]);
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(secs);
+    while Instant::now() < until {
+        tx.send(&[0u8; SMALL])?;
+        if rx.recv(&mut buf).is_ok() {
+            received += 1;
+        }
+    }
+    Ok(received as f64 / started.elapsed().as_secs_f64())
+}
+
 type Sink = (
     std::net::SocketAddr,
     Arc<AtomicBool>,

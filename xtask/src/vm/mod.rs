@@ -284,6 +284,7 @@ fn run_kernel(kernel: &kernel::Kernel, suite: &Suite, dir: &Path) -> Result<Kern
         console: dir.join("console.log"),
         results: dir.join("results.log"),
         timeout: BOOT_TIMEOUT,
+        icount: false,
     })?;
     let mut result = KernelResult {
         label: format!("{} ({})", kernel.series, kernel.release),
