@@ -85,14 +85,8 @@ mod tests {
     #[test]
     fn tracepoint_frees_and_kfree_skbmem() {
         let target = |name: &str, kind| Target {
-            name: name.into(),
-            module: "vmlinux".into(),
-            addr: 0,
-            skb_pos: 0,
-            nargs: 1,
-            reason_pos: None,
             kind,
-            btf_id: 0,
+            ..crate::discover::tests::candidate(name, "vmlinux").target
         };
         let tps = [
             target("net_dev_queue", TargetKind::Tracepoint),

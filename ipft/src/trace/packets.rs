@@ -104,14 +104,8 @@ mod tests {
 
     fn target(name: &str, kind: TargetKind) -> Target {
         Target {
-            name: name.into(),
-            module: "vmlinux".into(),
-            addr: 0,
-            skb_pos: 0,
-            nargs: 1,
-            reason_pos: None,
             kind,
-            btf_id: 0,
+            ..crate::discover::tests::candidate(name, "vmlinux").target
         }
     }
 
