@@ -109,9 +109,17 @@ pub struct Config {
     /// `mark & mask`, precomputed so the program does one AND and one compare.
     pub mark: u32,
     pub mask: u32,
-    /// Bit flags: [`CONFIG_TRACK`], [`CONFIG_GRAPH`].
+    /// Bit flags: [`CONFIG_TRACK`], [`CONFIG_GRAPH`], [`CONFIG_RDONLY_CAST`].
     pub flags: u32,
     pub offsets: Offsets,
+    /// vmlinux BTF id of `struct sk_buff`: the type `bpf_rdonly_cast` casts
+    /// the skb to (with [`CONFIG_RDONLY_CAST`]); the kfunc takes it as a
+    /// constant, which a frozen map's value is to the verifier.
+    pub skb_btf_id: u32,
+    /// vmlinux BTF id of the FUNC `bpf_rdonly_cast`: userspace turns each
+    /// [`KFUNC_RDONLY_CAST`] call into a kfunc call to it. The programs do
+    /// not read it.
+    pub rdonly_cast_btf_id: u32,
 }
 
 /// `Config::flags` bit: keep tracing a matched skb (by pointer, in the
@@ -121,6 +129,18 @@ pub const CONFIG_TRACK: u32 = 1;
 /// the `ENTERED` map so that its fexit reports the return without reading
 /// the skb again (it may be freed and reused by then).
 pub const CONFIG_GRAPH: u32 = 2;
+/// `Config::flags` bit: the kernel has the kfunc `bpf_rdonly_cast` (6.2+).
+/// The programs then read `skb->mark` through the cast pointer with a plain
+/// load, which costs a fifth of a `bpf_probe_read_kernel` call on the path
+/// every unmatched packet takes.
+pub const CONFIG_RDONLY_CAST: u32 = 4;
+
+/// Placeholder helper id the programs call for `bpf_rdonly_cast`: Rust
+/// cannot emit a kfunc call, so userspace rewrites each `call` with this
+/// immediate before loading — into the kfunc call with
+/// [`CONFIG_RDONLY_CAST`], else into `r0 = 0` (that code is dead then, but
+/// no unknown helper id reaches the verifier). Far above any real helper id.
+pub const KFUNC_RDONLY_CAST: u32 = 0x7ff0_0001;
 
 /// Key of the `ENTERED` map: one traced call in flight.
 #[repr(C)]

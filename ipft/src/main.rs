@@ -88,7 +88,11 @@ async fn run(opts: &Options) -> Result<ExitCode> {
     };
     let kernel = KernelBtf::load(&opts.btf_dir, false)?;
     timing::step(verbose, "vmlinux BTF opened");
-    let config = select::config(opts, discover::offsets(&kernel.vmlinux)?);
+    let config = select::config(
+        opts,
+        discover::offsets(&kernel.vmlinux)?,
+        discover::rdonly_cast_ids(&kernel.vmlinux),
+    );
     let (listing, pages, wakeup) = (opts.list, opts.perf_page_count, opts.perf_wakeup_events);
     let mut programs = Background::start(move || {
         let maps = Maps::create(&config)?;

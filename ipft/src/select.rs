@@ -2,17 +2,33 @@
 //! mark (`-m`, `--mask`), `--track` and function_graph; it gives the
 //! [`Config`] the programs are maps with, the kernel's struct offsets
 //! included.
-use ipft_common::{Config, Offsets, CONFIG_GRAPH, CONFIG_TRACK};
+use ipft_common::{Config, Offsets, CONFIG_GRAPH, CONFIG_RDONLY_CAST, CONFIG_TRACK};
 
 use crate::cli::{Options, Tracer};
 
-/// The programs' read-only configuration for this run.
-pub fn config(opts: &Options, offsets: Offsets) -> Config {
+/// The vmlinux BTF ids a `bpf_rdonly_cast` read of the mark needs (found by
+/// `discover::rdonly_cast_ids`): the FUNC `bpf_rdonly_cast`, the kfunc
+/// call's immediate, and the STRUCT `sk_buff`, its argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RdonlyCastIds {
+    pub func: u32,
+    pub skb: u32,
+}
+
+/// The programs' read-only configuration for this run; `cast` when the
+/// kernel has `bpf_rdonly_cast`, which the programs then read the mark with.
+pub fn config(opts: &Options, offsets: Offsets, cast: Option<RdonlyCastIds>) -> Config {
+    let (cast_flag, skb_btf_id, rdonly_cast_btf_id) = match cast {
+        Some(ids) => (CONFIG_RDONLY_CAST, ids.skb, ids.func),
+        None => (0, 0, 0),
+    };
     Config {
         mark: opts.masked_mark(),
         mask: opts.mask,
-        flags: flags(opts),
+        flags: flags(opts) | cast_flag,
         offsets,
+        skb_btf_id,
+        rdonly_cast_btf_id,
     }
 }
 
@@ -60,13 +76,23 @@ mod tests {
         let c = config(
             &opts(&["-m", "0x1f", "--mask", "0xf0", "--track"]),
             Offsets::default(),
+            None,
         );
         assert_eq!((c.mark, c.mask, c.flags), (0x10, 0xf0, CONFIG_TRACK));
         let c = config(
             &opts(&["-m", "1", "-t", "function_graph"]),
             Offsets::default(),
+            None,
         );
         assert_eq!(c.flags, CONFIG_GRAPH);
+    }
+
+    #[test]
+    fn the_kfunc_sets_the_cast_flag_and_its_ids() {
+        let ids = RdonlyCastIds { func: 7, skb: 9 };
+        let c = config(&opts(&["-m", "1"]), Offsets::default(), Some(ids));
+        assert_eq!(c.flags, CONFIG_RDONLY_CAST);
+        assert_eq!((c.rdonly_cast_btf_id, c.skb_btf_id), (7, 9));
     }
 
     #[test]

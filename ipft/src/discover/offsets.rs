@@ -6,6 +6,7 @@ use btf_rs::{Btf, BtfType, Type};
 use ipft_common::Offsets;
 
 use super::btf::MAX_DEPTH;
+use crate::select::RdonlyCastIds;
 
 /// Where the fields the programs read live in this kernel's structs.
 pub fn offsets(btf: &Btf) -> Result<Offsets> {
@@ -32,6 +33,26 @@ pub fn offsets(btf: &Btf) -> Result<Offsets> {
         shinfo_gso_size: shinfo("gso_size")?,
         shinfo_gso_segs: shinfo("gso_segs")?,
         shinfo_gso_type: shinfo("gso_type")?,
+    })
+}
+
+/// The vmlinux BTF ids a `bpf_rdonly_cast` read of the skb needs: the FUNC
+/// `bpf_rdonly_cast` (the kfunc call's immediate) and the STRUCT `sk_buff`
+/// (its argument). `None` when the kernel lacks the kfunc (before 6.2): the
+/// programs then read the mark with `bpf_probe_read_kernel`.
+pub fn rdonly_cast_ids(btf: &Btf) -> Option<RdonlyCastIds> {
+    let first = |name, want: fn(&Type) -> bool| {
+        btf.resolve_ids_by_name(name)
+            .ok()?
+            .into_iter()
+            .find(|&id| btf.resolve_type_by_id(id).is_ok_and(|t| want(&t)))
+    };
+    Some(RdonlyCastIds {
+        func: first("bpf_rdonly_cast", |t| matches!(t, Type::Func(_)))?,
+        skb: first(
+            "sk_buff",
+            |t| matches!(t, Type::Struct(s) if !s.members.is_empty()),
+        )?,
     })
 }
 
@@ -99,5 +120,21 @@ mod tests {
         }
         assert_ne!(o.skb_mark, o.skb_len);
         assert!(o.dev_name < 4096);
+    }
+
+    /// The host kernel (6.18) has the kfunc; the ids name what they claim.
+    #[test]
+    fn running_kernel_has_rdonly_cast() {
+        let kernel = running_kernel();
+        let ids = rdonly_cast_ids(&kernel.vmlinux).expect("bpf_rdonly_cast in vmlinux BTF");
+        let btf = &kernel.vmlinux;
+        match btf.resolve_type_by_id(ids.func).unwrap() {
+            Type::Func(f) => assert_eq!(btf.resolve_name(&f).unwrap(), "bpf_rdonly_cast"),
+            other => panic!("FUNC expected, got {}", other.name()),
+        }
+        match btf.resolve_type_by_id(ids.skb).unwrap() {
+            Type::Struct(s) => assert_eq!(btf.resolve_name(&s).unwrap(), "sk_buff"),
+            other => panic!("STRUCT expected, got {}", other.name()),
+        }
     }
 }
