@@ -169,13 +169,21 @@ pub struct Config {
     /// 0 when no mark is asked for (`-f` alone): the programs read none.
     pub mask: u32,
     /// Bit flags: [`CONFIG_TRACK`], [`CONFIG_GRAPH`], [`CONFIG_CAPTURE`],
-    /// [`CONFIG_FILTER`].
+    /// [`CONFIG_FILTER`], [`CONFIG_RDONLY_CAST`].
     pub flags: u32,
     /// `-w`: bytes of each frame to capture, at most [`SNAPLEN_MAX`].
     pub snaplen: u32,
     pub offsets: Offsets,
     /// `-w` only (zero without): read on the capture path alone.
     pub capture: CaptureOffsets,
+    /// vmlinux BTF id of `struct sk_buff`: the type `bpf_rdonly_cast` casts
+    /// the skb to (with [`CONFIG_RDONLY_CAST`]); the kfunc takes it as a
+    /// constant, which a frozen map's value is to the verifier.
+    pub skb_btf_id: u32,
+    /// vmlinux BTF id of the FUNC `bpf_rdonly_cast`: userspace turns each
+    /// [`KFUNC_RDONLY_CAST`] call into a kfunc call to it. The programs do
+    /// not read it.
+    pub rdonly_cast_btf_id: u32,
 }
 
 /// `Config::flags` bit: keep tracing a matched skb (by pointer, in the
@@ -197,6 +205,19 @@ pub const CONFIG_FILTER: u32 = 8;
 /// own, `fn(skb: u64) -> u64` (non-zero: the packet matches), called only
 /// when [`CONFIG_FILTER`] is set.
 pub const FILTER_FUNCTION: &str = "ipft_filter";
+
+/// `Config::flags` bit: the kernel has the kfunc `bpf_rdonly_cast` (6.2+).
+/// The programs then read `skb->mark` through the cast pointer with a plain
+/// load, which costs a fifth of a `bpf_probe_read_kernel` call on the path
+/// every unmatched packet takes.
+pub const CONFIG_RDONLY_CAST: u32 = 16;
+
+/// Placeholder helper id the programs call for `bpf_rdonly_cast`: Rust
+/// cannot emit a kfunc call, so userspace rewrites each `call` with this
+/// immediate before loading — into the kfunc call with
+/// [`CONFIG_RDONLY_CAST`], else into `r0 = 0` (that code is dead then, but
+/// no unknown helper id reaches the verifier). Far above any real helper id.
+pub const KFUNC_RDONLY_CAST: u32 = 0x7ff0_0001;
 
 /// Key of the `ENTERED` map: one traced call in flight.
 #[repr(C)]

@@ -102,7 +102,9 @@ async fn run(opts: &Options, filter: Option<&select::Filter>) -> Result<ExitCode
         Some(_) => discover::capture_offsets(&kernel.vmlinux)?,
         None => Default::default(),
     };
-    let config = select::config(opts, discover::offsets(&kernel.vmlinux)?, capture);
+    let offsets = discover::offsets(&kernel.vmlinux)?;
+    let cast = discover::rdonly_cast_ids(&kernel.vmlinux);
+    let config = select::config(opts, offsets, capture, cast);
     let filter = match filter.filter(|_| !opts.list) {
         Some(filter) => filter_function(filter, &kernel, verbose)?,
         None => Vec::new(),

@@ -41,6 +41,9 @@ pub struct Maps {
     /// `-f`: the filter function's instructions, put in every program
     /// relocated against these maps; empty without a filter.
     filter: Vec<Insn>,
+    /// vmlinux BTF id of `bpf_rdonly_cast` when `CONFIG` selects it: what
+    /// the programs' placeholder calls become (see [`rewrite_kfunc_calls`]).
+    rdonly_cast: Option<u32>,
 }
 
 impl Maps {
@@ -53,11 +56,13 @@ impl Maps {
         object
             .patch_map_data(globals)
             .context("cannot set the filter in ipft's eBPF object")?;
+        let cast = config.flags & ipft_common::CONFIG_RDONLY_CAST != 0;
         let mut maps = Maps {
             maps: HashMap::new(),
             defs: HashMap::new(),
             fds: HashMap::new(),
             filter,
+            rdonly_cast: cast.then_some(config.rdonly_cast_btf_id),
         };
         for (name, mut def) in object.maps.drain() {
             if let Some(entries) = unused_map_entries(config, &name) {
@@ -98,6 +103,7 @@ impl Maps {
             defs: HashMap::new(),
             fds: HashMap::new(),
             filter: Vec::new(),
+            rdonly_cast: None,
         }
     }
 }
@@ -174,10 +180,9 @@ impl Programs {
             .iter()
             .map(|(name, prog)| {
                 let function = &object.functions[&prog.function_key()];
-                (
-                    name.clone(),
-                    function.instructions.iter().map(Insn::from).collect(),
-                )
+                let mut insns: Vec<Insn> = function.instructions.iter().map(Insn::from).collect();
+                rewrite_kfunc_calls(&mut insns, maps.rdonly_cast);
+                (name.clone(), insns)
             })
             .collect();
         Ok(Programs {
@@ -213,6 +218,36 @@ fn inject_filter(object: &mut Object, filter: &[Insn]) -> Result<()> {
     // The placeholder's source lines describe other instructions.
     function.line_info = Default::default();
     Ok(())
+}
+
+/// `BPF_JMP | BPF_CALL`.
+const CALL: u8 = 0x85;
+/// `src_reg` of a call to a kernel function (kfunc) by its BTF id.
+const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
+
+/// Turns each call of the placeholder helper `KFUNC_RDONLY_CAST` into a call
+/// of the kfunc `bpf_rdonly_cast` (`rdonly_cast`: its vmlinux BTF id; `off`
+/// 0 names vmlinux), or, where the kernel lacks it, into `r0 = 0`. The
+/// programs reach that call only when `CONFIG` says the kernel has the
+/// kfunc, and the verifier skips the branch otherwise; but an unknown helper
+/// id must not reach it even in dead code, whatever a kernel version does
+/// with unreachable instructions.
+fn rewrite_kfunc_calls(insns: &mut [Insn], rdonly_cast: Option<u32>) {
+    let placeholder = ipft_common::KFUNC_RDONLY_CAST as i32;
+    for insn in insns
+        .iter_mut()
+        .filter(|i| i.code == CALL && i.regs >> 4 == 0 && i.imm == placeholder)
+    {
+        *insn = match rdonly_cast {
+            Some(id) => Insn {
+                code: CALL,
+                regs: BPF_PSEUDO_KFUNC_CALL << 4,
+                off: 0,
+                imm: id as i32,
+            },
+            None => Insn::mov64_imm(0, 0),
+        };
+    }
 }
 
 /// Loads `program`; when the kernel refuses it, loads it again with the
@@ -280,5 +315,80 @@ mod tests {
             err.to_string(),
             "ipft's eBPF object has no ipft_filter function"
         );
+    }
+
+    fn call(src: u8, imm: i32) -> Insn {
+        Insn {
+            code: CALL,
+            regs: src << 4,
+            off: 0,
+            imm,
+        }
+    }
+
+    /// A mark read as the programs compile it: a helper call, the
+    /// placeholder, a bpf-to-bpf call whose immediate happens to equal it.
+    fn program() -> Vec<Insn> {
+        let placeholder = ipft_common::KFUNC_RDONLY_CAST as i32;
+        vec![
+            call(0, 113), // bpf_probe_read_kernel
+            call(0, placeholder),
+            call(1, placeholder), // BPF_PSEUDO_CALL: an offset, not a helper
+            Insn::exit(),
+        ]
+    }
+
+    #[test]
+    fn the_placeholder_becomes_the_kfunc_call() {
+        let mut insns = program();
+        rewrite_kfunc_calls(&mut insns, Some(12345));
+        let mut want = program();
+        want[1] = call(BPF_PSEUDO_KFUNC_CALL, 12345);
+        assert_eq!(insns, want);
+    }
+
+    #[test]
+    fn without_the_kfunc_the_placeholder_becomes_r0_0() {
+        let mut insns = program();
+        rewrite_kfunc_calls(&mut insns, None);
+        let mut want = program();
+        want[1] = Insn::mov64_imm(0, 0);
+        assert_eq!(insns, want);
+    }
+
+    /// The programs' mark read compiles to the placeholder call (else it
+    /// would be read the slow way everywhere), and the rewrite leaves none
+    /// of it in any function. (Relocation against real maps needs bpf(),
+    /// which unit tests lack: the end-to-end tests load the result.)
+    #[test]
+    fn the_embedded_programs_call_it_and_the_rewrite_leaves_none() {
+        let placeholder = ipft_common::KFUNC_RDONLY_CAST as i32;
+        let is_placeholder = |i: &Insn| i.code == CALL && i.regs >> 4 == 0 && i.imm == placeholder;
+        let object = parse().unwrap();
+        for name in ["kprobe_skb_0", "tp_p0_s0", "fentry_skb_0"] {
+            let prog = &object.programs[name];
+            let function = &object.functions[&prog.function_key()];
+            assert!(
+                function
+                    .instructions
+                    .iter()
+                    .map(Insn::from)
+                    .any(|i| is_placeholder(&i)),
+                "{name} does not call KFUNC_RDONLY_CAST"
+            );
+        }
+        for rdonly_cast in [Some(777), None] {
+            for function in object.functions.values() {
+                let mut insns: Vec<Insn> = function.instructions.iter().map(Insn::from).collect();
+                let calls = insns.iter().filter(|i| is_placeholder(i)).count();
+                rewrite_kfunc_calls(&mut insns, rdonly_cast);
+                assert!(!insns.iter().any(is_placeholder), "{}", function.name);
+                let kfuncs = insns
+                    .iter()
+                    .filter(|i| i.code == CALL && i.regs >> 4 == BPF_PSEUDO_KFUNC_CALL)
+                    .count();
+                assert_eq!(kfuncs, calls * rdonly_cast.is_some() as usize);
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@ use btf_rs::{Btf, BtfType, Member, Type};
 use ipft_common::{CaptureOffsets, Offsets};
 
 use super::{btf::MAX_DEPTH, params::strip_modifiers};
+use crate::select::RdonlyCastIds;
 
 /// Where the fields the programs read live in this kernel's structs.
 pub fn offsets(btf: &Btf) -> Result<Offsets> {
@@ -80,6 +81,26 @@ fn member_path(btf: &Btf, (found, name): &(btf_rs::Struct, &str), path: &[&str])
 pub fn skb_field_offsets(btf: &Btf) -> Result<impl Fn(&str) -> Result<u32> + '_> {
     let skb = find_struct(btf, "sk_buff")?;
     Ok(move |field: &str| field_offset(btf, &skb, field))
+}
+
+/// The vmlinux BTF ids a `bpf_rdonly_cast` read of the skb needs: the FUNC
+/// `bpf_rdonly_cast` (the kfunc call's immediate) and the STRUCT `sk_buff`
+/// (its argument). `None` when the kernel lacks the kfunc (before 6.2): the
+/// programs then read the mark with `bpf_probe_read_kernel`.
+pub fn rdonly_cast_ids(btf: &Btf) -> Option<RdonlyCastIds> {
+    let first = |name, want: fn(&Type) -> bool| {
+        btf.resolve_ids_by_name(name)
+            .ok()?
+            .into_iter()
+            .find(|&id| btf.resolve_type_by_id(id).is_ok_and(|t| want(&t)))
+    };
+    Some(RdonlyCastIds {
+        func: first("bpf_rdonly_cast", |t| matches!(t, Type::Func(_)))?,
+        skb: first(
+            "sk_buff",
+            |t| matches!(t, Type::Struct(s) if !s.members.is_empty()),
+        )?,
+    })
 }
 
 /// The (non-empty) struct called `name`, with that name.
@@ -191,5 +212,27 @@ mod tests {
             err.to_string(),
             "the kernel's BTF has no sk_buff.no_such_field"
         );
+    }
+
+    /// The ids name what they claim; none on a kernel without the kfunc.
+    #[test]
+    fn rdonly_cast_ids_name_the_kfunc_and_sk_buff() {
+        let kernel = running_kernel();
+        let btf = &kernel.vmlinux;
+        let Some(ids) = rdonly_cast_ids(btf) else {
+            let funcs = btf
+                .resolve_types_by_name("bpf_rdonly_cast")
+                .unwrap_or_default();
+            assert!(!funcs.iter().any(|t| matches!(t, Type::Func(_))));
+            return;
+        };
+        match btf.resolve_type_by_id(ids.func).unwrap() {
+            Type::Func(f) => assert_eq!(btf.resolve_name(&f).unwrap(), "bpf_rdonly_cast"),
+            other => panic!("FUNC expected, got {}", other.name()),
+        }
+        match btf.resolve_type_by_id(ids.skb).unwrap() {
+            Type::Struct(s) => assert_eq!(btf.resolve_name(&s).unwrap(), "sk_buff"),
+            other => panic!("STRUCT expected, got {}", other.name()),
+        }
     }
 }

@@ -12,7 +12,8 @@ mod translate;
 
 use anyhow::{bail, Result};
 use ipft_common::{
-    CaptureOffsets, Config, Offsets, CONFIG_CAPTURE, CONFIG_FILTER, CONFIG_GRAPH, CONFIG_TRACK,
+    CaptureOffsets, Config, Offsets, CONFIG_CAPTURE, CONFIG_FILTER, CONFIG_GRAPH,
+    CONFIG_RDONLY_CAST, CONFIG_TRACK,
 };
 
 pub use self::translate::SkbFields;
@@ -21,10 +22,29 @@ use crate::{
     sys::bpf::Insn,
 };
 
+/// The vmlinux BTF ids a `bpf_rdonly_cast` read of the mark needs (found by
+/// `discover::rdonly_cast_ids`): the FUNC `bpf_rdonly_cast`, the kfunc
+/// call's immediate, and the STRUCT `sk_buff`, its argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RdonlyCastIds {
+    pub func: u32,
+    pub skb: u32,
+}
+
 /// The programs' read-only configuration for this run. Without `-m` the
 /// mask is 0: the programs then read no mark. `capture` only matters with
-/// `-w`.
-pub fn config(opts: &Options, offsets: Offsets, capture: CaptureOffsets) -> Config {
+/// `-w`; `cast` is there when the kernel has `bpf_rdonly_cast`, which the
+/// programs then read the mark with.
+pub fn config(
+    opts: &Options,
+    offsets: Offsets,
+    capture: CaptureOffsets,
+    cast: Option<RdonlyCastIds>,
+) -> Config {
+    let (cast_flag, skb_btf_id, rdonly_cast_btf_id) = match cast {
+        Some(ids) => (CONFIG_RDONLY_CAST, ids.skb, ids.func),
+        None => (0, 0, 0),
+    };
     let mask = match opts.mark {
         Some(_) => opts.mask,
         None => 0,
@@ -32,10 +52,12 @@ pub fn config(opts: &Options, offsets: Offsets, capture: CaptureOffsets) -> Conf
     Config {
         mark: opts.masked_mark(),
         mask,
-        flags: flags(opts),
+        flags: flags(opts) | cast_flag,
         snaplen: opts.snaplen,
         offsets,
         capture,
+        skb_btf_id,
+        rdonly_cast_btf_id,
     }
 }
 
@@ -143,20 +165,36 @@ mod tests {
             &opts(&["-m", "0x1f", "--mask", "0xf0", "--track"]),
             Offsets::default(),
             CaptureOffsets::default(),
+            None,
         );
         assert_eq!((c.mark, c.mask, c.flags), (0x10, 0xf0, CONFIG_TRACK));
         let c = config(
             &opts(&["-m", "1", "-t", "function_graph"]),
             Offsets::default(),
             CaptureOffsets::default(),
+            None,
         );
         assert_eq!(c.flags, CONFIG_GRAPH);
         let c = config(
             &opts(&["-m", "1", "-w", "-", "--snaplen", "100"]),
             Offsets::default(),
             CaptureOffsets::default(),
+            None,
         );
         assert_eq!((c.flags, c.snaplen), (CONFIG_CAPTURE, 100));
+    }
+
+    #[test]
+    fn the_kfunc_sets_the_cast_flag_and_its_ids() {
+        let ids = RdonlyCastIds { func: 7, skb: 9 };
+        let c = config(
+            &opts(&["-m", "1"]),
+            Offsets::default(),
+            CaptureOffsets::default(),
+            Some(ids),
+        );
+        assert_eq!(c.flags, CONFIG_RDONLY_CAST);
+        assert_eq!((c.rdonly_cast_btf_id, c.skb_btf_id), (7, 9));
     }
 
     #[test]
@@ -174,14 +212,14 @@ mod tests {
     fn a_filter_needs_no_mark() {
         let alone = opts(&["-f", "udp"]);
         assert_eq!(refusal(&alone), None);
-        let c = config(&alone, Offsets::default(), CaptureOffsets::default());
+        let c = config(&alone, Offsets::default(), CaptureOffsets::default(), None);
         assert_eq!(
             (c.mark, c.mask, c.flags),
             (0, 0, CONFIG_FILTER | CONFIG_TRACK)
         );
         // With -m, both must match: the mark test stays.
         let both = opts(&["-f", "udp", "-m", "0x10", "--mask", "0xf0", "--no-track"]);
-        let c = config(&both, Offsets::default(), CaptureOffsets::default());
+        let c = config(&both, Offsets::default(), CaptureOffsets::default(), None);
         assert_eq!((c.mark, c.mask, c.flags), (0x10, 0xf0, CONFIG_FILTER));
     }
 
