@@ -31,6 +31,12 @@ pub struct Options {
     /// Which kernel to boot: 6.1, 6.12 or all.
     #[arg(long, default_value = "all")]
     pub kernel: String,
+    /// Also run the host end-to-end test binaries inside the guests. Off in
+    /// `cargo xtask test` for now: the 6.12 guest kernel has twice died of
+    /// an `int3` Oops in `__netif_receive_skb_core` while they ran (code
+    /// patched live under emulation), which would fail CI at random.
+    #[arg(long)]
+    pub host_tests: bool,
 }
 
 /// Host tools the suite needs: QEMU, the guest's shell and network tools,
@@ -78,7 +84,10 @@ pub fn run(opts: &Options) -> Result<()> {
     let ipft = ipft_binary()?;
     let implemented = implemented_backends(&ipft);
     let work = build::root().join("target/vm");
-    let tests = host_tests::build(&work.join("tests"))?;
+    let tests = match opts.host_tests {
+        true => host_tests::build(&work.join("tests"))?,
+        false => Vec::new(),
+    };
     let tests: Vec<_> = tests.into_iter().filter(|t| wanted(&t.id())).collect();
     let suite = Suite {
         ipft: &ipft,
