@@ -9,7 +9,6 @@ use btf_rs::{Btf, BtfType, Member, Type};
 use ipft_common::{CaptureOffsets, Offsets};
 
 use super::{btf::MAX_DEPTH, params::strip_modifiers};
-use crate::select::RdonlyCastIds;
 
 /// Where the fields the programs read live in this kernel's structs.
 pub fn offsets(btf: &Btf) -> Result<Offsets> {
@@ -81,6 +80,15 @@ fn member_path(btf: &Btf, (found, name): &(btf_rs::Struct, &str), path: &[&str])
 pub fn skb_field_offsets(btf: &Btf) -> Result<impl Fn(&str) -> Result<u32> + '_> {
     let skb = find_struct(btf, "sk_buff")?;
     Ok(move |field: &str| field_offset(btf, &skb, field))
+}
+
+/// The vmlinux BTF ids a `bpf_rdonly_cast` read of the mark needs (found by
+/// `discover::rdonly_cast_ids`): the FUNC `bpf_rdonly_cast`, the kfunc
+/// call's immediate, and the STRUCT `sk_buff`, its argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RdonlyCastIds {
+    pub func: u32,
+    pub skb: u32,
 }
 
 /// The vmlinux BTF ids a `bpf_rdonly_cast` read of the skb needs: the FUNC

@@ -19,17 +19,9 @@ use ipft_common::{
 pub use self::translate::SkbFields;
 use crate::{
     cli::{Options, Tracer},
+    discover::RdonlyCastIds,
     sys::bpf::Insn,
 };
-
-/// The vmlinux BTF ids a `bpf_rdonly_cast` read of the mark needs (found by
-/// `discover::rdonly_cast_ids`): the FUNC `bpf_rdonly_cast`, the kfunc
-/// call's immediate, and the STRUCT `sk_buff`, its argument.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RdonlyCastIds {
-    pub func: u32,
-    pub skb: u32,
-}
 
 /// The programs' read-only configuration for this run. Without `-m` the
 /// mask is 0: the programs then read no mark. `capture` only matters with
