@@ -17,7 +17,7 @@ use super::{
 use crate::{
     cli::Field,
     discover::{Target, TargetKind},
-    trace::group::{Details, Groups, Packets, Record, NONE},
+    trace::group::{Details, Groups, Packets, Record},
 };
 
 fn target(name: &str, module: &str, addr: u64, skb_pos: u8) -> Target {
@@ -62,19 +62,7 @@ fn targets() -> Vec<Target> {
     ]
 }
 
-fn rec(skb: u64, tstamp: u64, func: u32, cpu: u16, is_return: bool) -> Record {
-    Record {
-        skb,
-        tstamp,
-        func,
-        packet: skb as u32,
-        drop_reason: NONE,
-        fields: NONE,
-        next: NONE,
-        cpu,
-        is_return,
-    }
-}
+use crate::trace::group::tests::record_at as rec;
 
 /// Groups `records` (given in arrival order) as the aggregate output does.
 fn groups(records: &[Record]) -> Groups {

@@ -259,15 +259,12 @@ pub fn record(event: &Event, func: u32, packet: u32) -> Record {
     }
 }
 
-/// Call depth of each row of a timestamp-sorted function_graph group.
-///
-/// An entry prints at the current depth, then goes one deeper; a return goes
-/// one up first, then prints. The depth never drops below 0: a return without
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn rec(skb: u64, tstamp: u64, func: u32) -> Record {
+    /// A record of packet `skb` (its number too), without extras.
+    pub fn record_at(skb: u64, tstamp: u64, func: u32, cpu: u16, is_return: bool) -> Record {
         Record {
             skb,
             tstamp,
@@ -276,9 +273,13 @@ mod tests {
             drop_reason: NONE,
             fields: NONE,
             next: NONE,
-            cpu: 0,
-            is_return: false,
+            cpu,
+            is_return,
         }
+    }
+
+    fn rec(skb: u64, tstamp: u64, func: u32) -> Record {
+        record_at(skb, tstamp, func, 0, false)
     }
 
     /// Every group's records, in table order.
