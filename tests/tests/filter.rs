@@ -4,6 +4,10 @@
 //! Other tests run at the same time and send datagrams on 127.0.0.1 too,
 //! so each filter names the ports of this test's own receivers, bound
 //! before ipft starts: no other test's packet can match.
+//!
+//! The tracing tests use the tracepoint backend, which every kernel with
+//! BTF has, so that they check the same rows everywhere; the VM suite's
+//! `-f` scenarios cover the function backends.
 use std::net::UdpSocket;
 
 use ipft_tests::{
@@ -69,7 +73,7 @@ fn addresses(sinks: &[&UdpSocket]) -> Vec<String> {
 fn only_the_filters_datagrams_are_traced_ipv4_and_ipv6() {
     let (wanted4, wanted6, others) = (sinks(V4, 3), sinks(V6, 3), sinks(V4, 3));
     let wanted: Vec<&UdpSocket> = wanted4.iter().chain(&wanted6).collect();
-    let ipft = Ipft::start(&["-f", &to_ports(&wanted)]);
+    let ipft = Ipft::start(&["-b", "tracepoint", "-f", &to_ports(&wanted)]);
     let start = monotonic_ns();
     let (from4, from6) = (sink_on(V4), sink_on(V6));
     packets::send_to_each(&from4, &wanted4);
@@ -93,7 +97,7 @@ fn with_a_mark_a_packet_must_match_both() {
     let (both, filter_only, mark_only) = (sinks(V4, 2), sinks(V4, 2), sinks(V4, 2));
     let named: Vec<&UdpSocket> = both.iter().chain(&filter_only).collect();
     let mark = format!("{:#x}", marks::FILTER_AND_MARK);
-    let ipft = Ipft::start(&["-m", &mark, "-f", &to_ports(&named)]);
+    let ipft = Ipft::start(&["-b", "tracepoint", "-m", &mark, "-f", &to_ports(&named)]);
     let start = monotonic_ns();
     let marked = packets::sender(Some(marks::FILTER_AND_MARK));
     packets::send_to_each(&marked, &both);
@@ -125,8 +129,9 @@ fn a_matched_packet_is_followed_after_its_headers_change() {
     let rule = format!("udp dport {port} udp dport set {unused}");
     let _table = NftTable::new("ipft_filter_track", "prerouting", &[&rule]);
     let filter = format!("udp dst port {port}");
-    let tracking = Ipft::start(&["-f", &filter, "-o", "json"]);
-    let not_tracking = Ipft::start(&["-f", &filter, "-o", "json", "--no-track"]);
+    let args = ["-b", "tracepoint", "-f", &filter, "-o", "json"];
+    let tracking = Ipft::start(&args);
+    let not_tracking = Ipft::start(&[&args[..], &["--no-track"]].concat());
     packets::send(&sink_on(V4), &to);
     let dropped = poll_until(POLL_TIMEOUT, || tracking.stdout().contains("NO_SOCKET"));
     let (tracked, untracked) = (tracking.stop(libc::SIGINT), not_tracking.stop(libc::SIGINT));

@@ -67,7 +67,7 @@ pub fn run(opts: &Options) -> Result<()> {
     if !opts.no_vm {
         vm::run(&vm::Options {
             kernel: opts.kernel.clone(),
-            host_tests: false,
+            no_host_tests: false,
         })?;
     }
     // One closing line for the whole run (the VM suite's cases are in its

@@ -113,12 +113,13 @@ impl Filter {
     /// Compiles `expression`. The error is one sentence: libpcap's reason,
     /// or what ipft cannot translate.
     pub fn compile(expression: &str) -> Result<Self, String> {
+        let quoted = quote(expression);
         let ethernet = pcap::compile(expression, pcap::ETHERNET)
-            .map_err(|why| format!("libpcap rejects the filter '{expression}': {why}"))?;
+            .map_err(|why| format!("libpcap rejects the filter {quoted}: {why}"))?;
         let raw_ip = pcap::compile(expression, pcap::RAW_IP).unwrap_or_else(|_| NO_MATCH.to_vec());
         let decode = |program: &[pcap::Classic]| {
             cbpf::decode(program).map_err(|what| {
-                format!("the filter '{expression}' compiles to {what}, which ipft cannot translate")
+                format!("the filter {quoted} compiles to {what}, which ipft cannot translate")
             })
         };
         Ok(Filter {
@@ -133,13 +134,29 @@ impl Filter {
         match translate::translate(&self.ethernet, &self.raw_ip, skb) {
             Ok(insns) => Ok(insns),
             Err(len) => bail!(
-                "the filter '{}' is too long: its {len} eBPF instructions are more than a jump can cross ({})",
-                self.expression,
+                "the filter {} is too long: its {len} eBPF instructions are more than a jump can cross ({})",
+                quote(&self.expression),
                 translate::MAX_JUMP
             ),
         }
     }
 }
+
+/// The expression as an error quotes it: whole up to [`QUOTED`] characters,
+/// else its start and end around an ellipsis (a generated filter can be
+/// tens of kilobytes, and the error is one line).
+fn quote(expression: &str) -> String {
+    let chars: Vec<char> = expression.chars().collect();
+    if chars.len() <= QUOTED {
+        return format!("'{expression}'");
+    }
+    let head: String = chars[..QUOTED / 2].iter().collect();
+    let tail: String = chars[chars.len() - QUOTED / 2..].iter().collect();
+    let (head, tail) = (head.trim_end(), tail.trim_start());
+    format!("'{head} … {tail}' ({} characters)", chars.len())
+}
+
+const QUOTED: usize = 120;
 
 #[cfg(test)]
 mod tests {
@@ -227,6 +244,20 @@ mod tests {
             err,
             "the filter 'ip6 protochain 6' compiles to a backward jump (libpcap's protochain), which ipft cannot translate"
         );
+    }
+
+    #[test]
+    fn a_long_filter_is_quoted_by_its_ends() {
+        let long: Vec<String> = (0..100).map(|i| format!("port {i}")).collect();
+        let long = long.join(" or ");
+        let quoted = quote(&long);
+        assert!(quoted.starts_with("'port 0 or port 1 or "), "{quoted}");
+        assert!(
+            quoted.ends_with(" or port 99' (1086 characters)"),
+            "{quoted}"
+        );
+        assert!(quoted.contains(" … "), "{quoted}");
+        assert_eq!(quote("udp"), "'udp'");
     }
 
     #[test]

@@ -208,6 +208,7 @@ fn run_vm(plan: &VmPlan) -> Result<(String, Vec<Value>)> {
         results: dir.join("results.log"),
         timeout: BOOT_TIMEOUT,
         icount: plan.icount,
+        single_thread: false,
     })?;
     let rows = plan
         .backends
