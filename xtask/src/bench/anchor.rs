@@ -45,13 +45,27 @@ enum Tool {
     Ipftrace2,
 }
 
+/// What the program selects packets by.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Program {
+    /// The mark, `-m` (both tools).
+    Real,
+    /// ipft's empty program: the floor.
+    Empty,
+    /// ipft's `-f` ([`FILTER`]) instead of a mark (issue 13's cost).
+    Filter,
+}
+
+/// The filter measured against the mark: no datagram of the bench matches
+/// it (their ports are ephemeral, above 32767).
+pub const FILTER: &str = "udp and dst port 7777";
+
 /// One configuration measured each round.
 struct Run {
     tool: Tool,
     /// The common set (an `-r` alternation) rather than the tool's own.
     common: bool,
-    /// ipft's empty program.
-    empty: bool,
+    program: Program,
 }
 
 impl Run {
@@ -61,7 +75,11 @@ impl Run {
             Tool::Ipftrace2 => "ipftrace2",
         };
         let set = if self.common { "common" } else { "full" };
-        let program = if self.empty { "empty" } else { "real" };
+        let program = match self.program {
+            Program::Real => "real",
+            Program::Empty => "empty",
+            Program::Filter => "filter",
+        };
         format!("{tool}_{set}_{program}")
     }
 }
@@ -99,26 +117,27 @@ pub fn measure(a: &Anchor) -> Result<Value> {
     }))
 }
 
-/// ipft real and empty on both sets; ipftrace2 on its own, and on the
-/// common set too only when that differs from its own.
+/// ipft real and empty on both sets, and with `-f` on its own; ipftrace2
+/// on its own, and on the common set too only when that differs from its
+/// own.
 fn plan(sets: &Sets) -> Vec<Run> {
     let mut runs = Vec::new();
     for common in [false, true] {
-        runs.push(Run {
+        let ipft = |program| Run {
             tool: Tool::Ipft,
             common,
-            empty: false,
-        });
-        runs.push(Run {
-            tool: Tool::Ipft,
-            common,
-            empty: true,
-        });
+            program,
+        };
+        runs.push(ipft(Program::Real));
+        runs.push(ipft(Program::Empty));
+        if !common {
+            runs.push(ipft(Program::Filter));
+        }
         if !common || !sets.only_ipftrace2.is_empty() {
             runs.push(Run {
                 tool: Tool::Ipftrace2,
                 common,
-                empty: false,
+                program: Program::Real,
             });
         }
     }
@@ -131,7 +150,11 @@ fn command(a: &Anchor, run: &Run, regex: &str) -> Command {
         Tool::Ipftrace2 => a.ipftrace2,
     };
     let mut cmd = Command::new(program);
-    cmd.args(["-m", "0x55555555", "-b", BACKEND]);
+    match run.program {
+        Program::Filter => cmd.args(["-f", FILTER]),
+        _ => cmd.args(["-m", "0x55555555"]),
+    };
+    cmd.args(["-b", BACKEND]);
     if run.common {
         cmd.args(["-r", regex]);
     }
@@ -140,7 +163,7 @@ fn command(a: &Anchor, run: &Run, regex: &str) -> Command {
         // debug output).
         cmd.arg("-v");
     }
-    if run.empty {
+    if run.program == Program::Empty {
         cmd.env("IPFT_TEST_HOOK", "empty-program");
     }
     cmd
@@ -458,7 +481,8 @@ mod tests {
     }
 
     #[test]
-    fn ipftrace2_is_measured_on_the_common_set_only_when_it_differs() {
+    fn ipftrace2_is_measured_on_the_common_set_only_when_it_differs_and_the_filter_on_the_full_one()
+    {
         let same = Sets::new(&[row("a", 0), row("b", 5)], &[row("a", 0)]);
         let keys: Vec<String> = plan(&same).iter().map(Run::key).collect();
         assert_eq!(
@@ -466,6 +490,7 @@ mod tests {
             [
                 "ipft_full_real",
                 "ipft_full_empty",
+                "ipft_full_filter",
                 "ipftrace2_full_real",
                 "ipft_common_real",
                 "ipft_common_empty"

@@ -8,6 +8,14 @@ const VS_IPFTRACE2: f64 = 1.2;
 /// …and of what an empty program on the same functions keeps.
 const VS_FLOOR: f64 = 0.8;
 
+/// Targets of issue 13 for `-f` on ipft's full set: unmatched UDP keeps at
+/// least this much of what it keeps with the mark…
+const FILTER_VS_MARK: f64 = 0.9;
+/// …and of what it keeps with the empty program; ready at most this much
+/// later than with the mark.
+const FILTER_VS_FLOOR: f64 = 0.5;
+const FILTER_READY_ADDED: f64 = 0.1;
+
 /// Rounds of one run that differ by more than this factor (largest over
 /// smallest) say the host's load, not the tools, set the figure: the
 /// targets are then not judged.
@@ -17,6 +25,7 @@ const UNSTABLE: f64 = 1.25;
 const ROWS: &[(&str, &str, &str, &str)] = &[
     ("ipft_full_real", "ipft's full set", "ipft", "real"),
     ("ipft_full_empty", "ipft's full set", "ipft", "empty"),
+    ("ipft_full_filter", "ipft's full set", "ipft", "-f"),
     (
         "ipftrace2_full_real",
         "ipftrace2's set",
@@ -141,7 +150,7 @@ fn ratio_lines(runs: &Value) -> Vec<String> {
         get("ipft_full_real", "udp_kept"),
         get("ipft_full_empty", "udp_kept"),
     );
-    vec![
+    let mut lines = vec![
         format!(
             "ipft/ipftrace2, each on its own set: attached {}, ready {}, exit {}, UDP kept {}",
             fixed(own("attached"), 2),
@@ -160,7 +169,47 @@ fn ratio_lines(runs: &Value) -> Vec<String> {
             "ipft's full set, UDP kept: ipft real/empty floor {}",
             fixed(full_floor, 2)
         ),
-    ]
+    ];
+    if runs["ipft_full_filter"].is_object() {
+        lines.push(filter_line(runs));
+    }
+    lines
+}
+
+/// `-f` against the mark and the floor on ipft's full set (issue 13).
+fn filter_line(runs: &Value) -> String {
+    let get = |run: &str, key: &str| runs[run][key].as_f64();
+    let kept = |run| get(run, "udp_kept");
+    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    let vs_mark = ratio(kept("ipft_full_filter"), kept("ipft_full_real"));
+    let vs_floor = ratio(kept("ipft_full_filter"), kept("ipft_full_empty"));
+    let steady = |a: &str, b: &str| !unstable(&runs[a]) && !unstable(&runs[b]);
+    let added = get("ipft_full_filter", "ready_s")
+        .zip(get("ipft_full_real", "ready_s"))
+        .map(|(f, m)| f - m);
+    let ready = match added {
+        Some(a) if a <= FILTER_READY_ADDED => {
+            format!("{a:+.2} s (target <= +{FILTER_READY_ADDED} s: met)")
+        }
+        Some(a) => format!("{a:+.2} s (target <= +{FILTER_READY_ADDED} s: NOT met)"),
+        None => "-".into(),
+    };
+    format!(
+        "-f '{}' on ipft's full set, UDP kept: -f/-m {} {}; -f/empty floor {} {}; ready {ready}",
+        super::anchor::FILTER,
+        fixed(vs_mark, 2),
+        verdict(
+            vs_mark,
+            FILTER_VS_MARK,
+            steady("ipft_full_filter", "ipft_full_real")
+        ),
+        fixed(vs_floor, 2),
+        verdict(
+            vs_floor,
+            FILTER_VS_FLOOR,
+            steady("ipft_full_filter", "ipft_full_empty")
+        ),
+    )
 }
 
 /// Whether a run's UDP rounds disagree too much to judge a target.
@@ -217,6 +266,21 @@ mod tests {
         assert_eq!(
             lines[2],
             "ipft's full set, UDP kept: ipft real/empty floor 0.40"
+        );
+    }
+
+    #[test]
+    fn the_filter_is_judged_against_the_mark_and_the_floor() {
+        let runs = json!({
+            "ipft_full_real": {"udp_kept": 0.30, "ready_s": 1.00},
+            "ipft_full_empty": {"udp_kept": 0.40},
+            "ipft_full_filter": {"udp_kept": 0.285, "ready_s": 1.15},
+        });
+        let lines = ratio_lines(&runs);
+        assert_eq!(
+            lines[3],
+            "-f 'udp and dst port 7777' on ipft's full set, UDP kept: -f/-m 0.95 (target >= 0.9: met); \
+             -f/empty floor 0.71 (target >= 0.5: met); ready +0.15 s (target <= +0.1 s: NOT met)"
         );
     }
 
