@@ -66,9 +66,9 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
 const MODULES: &[&str] = &["veth", "nf_tables", "vxlan", "nft_compat", "xt_mark"];
 
 /// The most one kernel's boot may take before it is stopped: the
-/// scenarios take 10 to 13 minutes with both guests side by side, the host
-/// test binaries (with -f and -w now) several more; the margin is for a
-/// slower machine, and keeps CI well inside its 90 minutes.
+/// scenarios and the host test binaries take about 12 minutes with both
+/// guests side by side; the margin is for a slower machine, and keeps CI
+/// well inside its 90 minutes.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(40 * 60);
 
 /// Backends the ipft contract promises; kprobe-multi is tested once ipft
