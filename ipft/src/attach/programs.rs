@@ -113,13 +113,16 @@ fn parse() -> Result<Object> {
 }
 
 /// A run's unused hash maps get one entry: the kernel allocates a hash
-/// map's every entry up front, and one entry costs nothing to create.
+/// map's every entry up front, and one entry costs nothing to create. The
+/// stack map, a kilobyte an entry, is small unless `--stack` asks for it.
 fn unused_map_entries(config: &Config, name: &str) -> Option<u32> {
     let track = config.flags & ipft_common::CONFIG_TRACK != 0;
     let graph = config.flags & ipft_common::CONFIG_GRAPH != 0;
+    let stack = config.flags & (ipft_common::CONFIG_STACK | ipft_common::CONFIG_STACK_DROPS) != 0;
     match name {
         "TRACKED" | "CLONING" if !track => Some(1),
         "ENTERED" if !graph => Some(1),
+        "STACKS" if !stack => Some(ipft_common::STACKS_DROPS_ONLY),
         _ => None,
     }
 }
