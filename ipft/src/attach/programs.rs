@@ -95,6 +95,20 @@ impl Maps {
         Ok(bpf::map_update_elem(fd, key, value)?)
     }
 
+    /// A descriptor of map `name` of one's own, for reading it after
+    /// these maps are gone.
+    pub fn fd(&self, name: &str) -> Result<OwnedFd> {
+        let raw = *self
+            .fds
+            .get(name)
+            .with_context(|| format!("the eBPF object has no {name} map"))?;
+        // SAFETY: the map, which `self.maps` owns, keeps this fd open while
+        // it is duplicated.
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        fd.try_clone_to_owned()
+            .with_context(|| format!("cannot duplicate the descriptor of the {name} map"))
+    }
+
     /// No maps at all: for tests of what only passes a `Maps` along.
     #[cfg(test)]
     pub fn empty() -> Self {

@@ -101,16 +101,6 @@ impl Symbols {
         let (start, name, module) = &self.sorted[at];
         Some((module, name, addr - start))
     }
-
-    /// `function+0x1c` (vmlinux) or `module:function+0x1c`; the address in
-    /// hex when no symbol holds it.
-    pub fn name(&self, addr: u64) -> String {
-        match self.lookup(addr) {
-            Some(("", name, offset)) => format!("{name}+{offset:#x}"),
-            Some((module, name, offset)) => format!("{module}:{name}+{offset:#x}"),
-            None => format!("{addr:#x}"),
-        }
-    }
 }
 
 /// Reads `/proc/kallsyms`, failing with a sentence the user can act on.
@@ -168,12 +158,21 @@ ffffffffc0b01000 t veth_xmit\t[other]
     #[test]
     fn symbols_name_addresses_inside_functions() {
         let syms = Symbols::parse(KALLSYMS);
-        assert_eq!(syms.name(0xffffffff81a00010), "ip_rcv+0x0");
-        assert_eq!(syms.name(0xffffffff81a0002c), "ip_rcv_finish+0xc");
-        assert_eq!(syms.name(0xffffffffc0a0101c), "veth:veth_xmit+0x1c");
-        assert_eq!(syms.name(0x1000), "0x1000");
+        assert_eq!(syms.lookup(0xffffffff81a00010), Some(("", "ip_rcv", 0)));
+        assert_eq!(
+            syms.lookup(0xffffffff81a0002c),
+            Some(("", "ip_rcv_finish", 0xc))
+        );
+        assert_eq!(
+            syms.lookup(0xffffffffc0a0101c),
+            Some(("veth", "veth_xmit", 0x1c))
+        );
+        assert_eq!(syms.lookup(0x1000), None);
         // The data symbol is not a function: the address is still ip_rcv_finish's.
-        assert_eq!(syms.name(0xffffffff81a00031), "ip_rcv_finish+0x11");
+        assert_eq!(
+            syms.lookup(0xffffffff81a00031),
+            Some(("", "ip_rcv_finish", 0x11))
+        );
     }
 
     #[test]

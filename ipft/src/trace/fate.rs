@@ -132,6 +132,14 @@ impl Fates {
         Some(&life.fate)
     }
 
+    /// Whether the event of target `func` drops its packet: a freeing
+    /// function of the kfree_skb family, with a drop reason that is one.
+    pub fn drops(&self, event: &Event, func: u32) -> bool {
+        let step = self.steps.get(func as usize).copied();
+        let reason = (event.flags & EVENT_DROP_REASON != 0).then_some(event.drop_reason);
+        step == Some(Step::Drop) && reason.is_none_or(|r| !self.not_drops.contains(&r))
+    }
+
     /// Every packet's fate, by packet number.
     pub fn into_map(self) -> HashMap<u32, Fate> {
         self.lives.into_iter().map(|(p, l)| (p, l.fate)).collect()
