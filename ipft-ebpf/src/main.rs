@@ -23,8 +23,7 @@ use aya_ebpf::{
     bindings::BPF_F_CURRENT_CPU,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_func_ip, bpf_get_smp_processor_id, bpf_get_stackid,
-        bpf_ktime_get_ns,
-        bpf_perf_event_output, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_ktime_get_ns, bpf_perf_event_output, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
         generated::bpf_probe_read_kernel as read_kernel_raw,
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
@@ -319,7 +318,10 @@ enum Site {
 
 impl Site {
     fn drops(self) -> bool {
-        matches!(self, Site::KprobeDrop | Site::FentryDrop | Site::Location(_))
+        matches!(
+            self,
+            Site::KprobeDrop | Site::FentryDrop | Site::Location(_)
+        )
     }
 }
 
@@ -606,7 +608,14 @@ macro_rules! fentry_skb {
     ($name:ident, $pos:expr) => {
         #[fentry]
         pub fn $name(ctx: FEntryContext) -> i32 {
-            trace(&ctx, ctx.arg::<u64>($pos), || func_ip(&ctx), 0, 0, Site::Plain);
+            trace(
+                &ctx,
+                ctx.arg::<u64>($pos),
+                || func_ip(&ctx),
+                0,
+                0,
+                Site::Plain,
+            );
             0
         }
     };

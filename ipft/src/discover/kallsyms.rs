@@ -97,7 +97,10 @@ impl Symbols {
     /// The function `addr` lies in: (module, name, offset), the module
     /// empty for vmlinux; `None` below the first symbol.
     pub fn lookup(&self, addr: u64) -> Option<(&str, &str, u64)> {
-        let at = self.sorted.partition_point(|s| s.0 <= addr).checked_sub(1)?;
+        let at = self
+            .sorted
+            .partition_point(|s| s.0 <= addr)
+            .checked_sub(1)?;
         let (start, name, module) = &self.sorted[at];
         Some((module, name, addr - start))
     }

@@ -134,18 +134,40 @@ fn step(target: &Target) -> Step {
         | "ipv6_rcv" => Step::Receive,
         "ip_forward" | "ip6_forward" | "br_forward" | "__br_forward" => Step::Forward,
         "net_dev_queue" | "__dev_queue_xmit" | "dev_queue_xmit" => Step::Queue,
-        "net_dev_start_xmit" | "net_dev_xmit" | "dev_hard_start_xmit" | "xmit_one"
-        | "netdev_start_xmit" | "__dev_direct_xmit" => Step::Xmit,
-        "ip_tunnel_xmit" | "iptunnel_xmit" | "ip6tunnel_xmit" | "ip6_tnl_xmit"
-        | "udp_tunnel_xmit_skb" | "udp_tunnel6_xmit_skb" | "vxlan_xmit" | "geneve_xmit"
-        | "ipgre_xmit" | "gre_tap_xmit" | "ipip_tunnel_xmit" | "ip6gre_tunnel_xmit"
-        | "xfrm_output" | "wg_xmit" => Step::Encap,
+        "net_dev_start_xmit"
+        | "net_dev_xmit"
+        | "dev_hard_start_xmit"
+        | "xmit_one"
+        | "netdev_start_xmit"
+        | "__dev_direct_xmit" => Step::Xmit,
+        "ip_tunnel_xmit"
+        | "iptunnel_xmit"
+        | "ip6tunnel_xmit"
+        | "ip6_tnl_xmit"
+        | "udp_tunnel_xmit_skb"
+        | "udp_tunnel6_xmit_skb"
+        | "vxlan_xmit"
+        | "geneve_xmit"
+        | "ipgre_xmit"
+        | "gre_tap_xmit"
+        | "ipip_tunnel_xmit"
+        | "ip6gre_tunnel_xmit"
+        | "xfrm_output"
+        | "wg_xmit" => Step::Encap,
         "skb_copy_datagram_iovec" | "skb_copy_datagram_iter" => Step::Read,
         _ if tracepoint => Step::Pass,
-        "udp_queue_rcv_one_skb" | "udp_queue_rcv_skb" | "__udp_enqueue_schedule_skb"
-        | "udpv6_queue_rcv_one_skb" | "udpv6_queue_rcv_skb" => socket(Socket::Udp),
-        "tcp_v4_do_rcv" | "tcp_v6_do_rcv" | "tcp_rcv_established" | "tcp_rcv_state_process"
-        | "tcp_add_backlog" | "tcp_data_queue" | "tcp_queue_rcv" => socket(Socket::Tcp),
+        "udp_queue_rcv_one_skb"
+        | "udp_queue_rcv_skb"
+        | "__udp_enqueue_schedule_skb"
+        | "udpv6_queue_rcv_one_skb"
+        | "udpv6_queue_rcv_skb" => socket(Socket::Udp),
+        "tcp_v4_do_rcv"
+        | "tcp_v6_do_rcv"
+        | "tcp_rcv_established"
+        | "tcp_rcv_state_process"
+        | "tcp_add_backlog"
+        | "tcp_data_queue"
+        | "tcp_queue_rcv" => socket(Socket::Tcp),
         "raw_rcv" | "raw_rcv_skb" | "rawv6_rcv" | "rawv6_rcv_skb" => socket(Socket::Raw),
         "ping_rcv" | "ping_queue_rcv_skb" => socket(Socket::Icmp),
         "icmp_echo" | "icmpv6_echo_reply" => socket(Socket::IcmpEcho),

@@ -20,8 +20,8 @@ pub mod json;
 pub mod list;
 pub mod pcapng;
 pub mod progress;
-pub mod sites;
 pub mod sink;
+pub mod sites;
 pub mod table;
 #[cfg(test)]
 mod tests;

@@ -136,9 +136,14 @@ pub fn stack_id(event: &Event) -> Option<u32> {
 /// traced function.
 fn machinery(frame: &Site) -> bool {
     frame.full.starts_with("bpf:")
-        || ["bpf_trace_run", "__bpf_trace_", "__traceiter_", "bpf_trampoline"]
-            .iter()
-            .any(|p| frame.function.starts_with(p))
+        || [
+            "bpf_trace_run",
+            "__bpf_trace_",
+            "__traceiter_",
+            "bpf_trampoline",
+        ]
+        .iter()
+        .any(|p| frame.function.starts_with(p))
 }
 
 #[cfg(test)]
@@ -154,7 +159,10 @@ mod tests {
         let site = sites.caller(0xffffffff8100008f, None, "kfree_skb").unwrap();
         assert_eq!(site.full, "nf_hook_slow+0x8f");
         assert_eq!(site.function, "nf_hook_slow");
-        assert_eq!(sites.name(0xffffffffc0000010).full, "nf_tables:nft_do_chain+0x10");
+        assert_eq!(
+            sites.name(0xffffffffc0000010).full,
+            "nf_tables:nft_do_chain+0x10"
+        );
         // No caller and no stack: none.
         assert_eq!(sites.caller(0, None, "kfree_skb"), None);
     }
@@ -165,8 +173,14 @@ mod tests {
             full: full.into(),
             function: function.into(),
         };
-        assert!(machinery(&site("bpf:bpf_prog_1234_tp_kfree_skb+0x4", "bpf_prog_1234")));
+        assert!(machinery(&site(
+            "bpf:bpf_prog_1234_tp_kfree_skb+0x4",
+            "bpf_prog_1234"
+        )));
         assert!(machinery(&site("bpf_trace_run4+0x80", "bpf_trace_run4")));
-        assert!(!machinery(&site("sk_skb_reason_drop+0x80", "sk_skb_reason_drop")));
+        assert!(!machinery(&site(
+            "sk_skb_reason_drop+0x80",
+            "sk_skb_reason_drop"
+        )));
     }
 }
