@@ -93,6 +93,10 @@ pub fn table(stdout: &str, tracer: Tracer) -> Result<Vec<Packet>, String> {
             packets.push(Packet::default());
             continue;
         }
+        if closing_summary(line) {
+            // With `-w -` the table goes to stderr, where the summary follows it.
+            continue;
+        }
         let packet = packets
             .last_mut()
             .ok_or_else(|| format!("row before the first `===`: {line:?}"))?;
@@ -193,6 +197,14 @@ fn drop_reason(rest: &str) -> Option<Option<String>> {
         .strip_prefix(" (drop: ")
         .and_then(|r| r.split_once(')'));
     Some(reason.map(|(name, _)| name.to_string()))
+}
+
+/// `12 packets: 9 delivered, 3 dropped (NO_SOCKET at __udp4_lib_rcv)`:
+/// how the run's packets ended, on stderr.
+pub fn closing_summary(line: &str) -> bool {
+    static LINE: OnceLock<Regex> = OnceLock::new();
+    let re = LINE.get_or_init(|| Regex::new(r"^[0-9]+ packets?: [0-9]+ [a-z]").unwrap());
+    re.is_match(line)
 }
 
 /// ` (caller: SITE)` in what follows the function column.
@@ -427,6 +439,13 @@ mod tests {
         // Nothing of the packet after its fate; no frame before a row.
         let late = ["===".into(), "fate: consumed".into(), row_line()];
         assert!(table(&function_table(&late), Tracer::Function).is_err());
+        let summary = [
+            "===".into(),
+            row_line(),
+            "fate: consumed".into(),
+            "1 packet: 1 consumed".into(),
+        ];
+        assert!(table(&function_table(&summary), Tracer::Function).is_ok());
         let early = [
             "===".into(),
             "UDP summary".into(),
