@@ -27,7 +27,7 @@ pub struct Event {
     /// CPU the function ran on.
     pub cpu: u32,
     /// Bit flags: [`EVENT_RETURN`], [`EVENT_DROP_REASON`], [`EVENT_CLONE`],
-    /// [`EVENT_CAPTURE`].
+    /// [`EVENT_CAPTURE`], [`EVENT_STACK`].
     pub flags: u32,
     /// `skb->len`, `skb->data_len`, `skb->mark`.
     pub len: u32,
@@ -50,6 +50,15 @@ pub struct Event {
     pub headers: [u8; HEADER_BYTES],
     /// With [`EVENT_CLONE`]: the skb this one was cloned or copied from.
     pub parent: u64,
+    /// Where the function was called from, when the program can tell: the
+    /// return address at a kprobe's entry (`*(u64 *)regs->sp`), or the
+    /// `kfree_skb` tracepoint's `location`; 0 otherwise (fentry programs
+    /// leave it to the stack, see [`EVENT_STACK`]).
+    pub caller: u64,
+    /// With [`EVENT_STACK`]: the kernel stack's id in the `STACKS` map.
+    pub stack_id: u32,
+    /// Zero; keeps the size a multiple of 8 with no hidden padding.
+    pub reserved: u32,
 }
 
 /// Bytes of packet headers each event carries: an IPv6 header (40) plus the
@@ -76,6 +85,9 @@ impl Event {
             dev: [0; 16],
             headers: [0; HEADER_BYTES],
             parent: 0,
+            caller: 0,
+            stack_id: 0,
+            reserved: 0,
         }
     }
 }
@@ -90,6 +102,10 @@ pub const EVENT_CLONE: u32 = 4;
 /// `Event::flags` bit (`-w`): a [`Capture`] and its bytes follow the event
 /// in the same perf record.
 pub const EVENT_CAPTURE: u32 = 8;
+/// `Event::flags` bit: `stack_id` names the kernel stack of the call in the
+/// `STACKS` map (`--stack`, and the drop programs of fentry, whose caller
+/// comes from the stack).
+pub const EVENT_STACK: u32 = 16;
 
 /// `-w`: where a captured frame came from and how its bytes lie in the skb.
 /// Follows the [`Event`] in a record flagged [`EVENT_CAPTURE`], and is
@@ -156,7 +172,7 @@ pub struct Cloning {
 
 /// Size in bytes of an [`Event`] as it travels through the perf buffer.
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
-const _: () = assert!(EVENT_SIZE == 136);
+const _: () = assert!(EVENT_SIZE == 152);
 
 /// Filter configuration and the running kernel's struct layout, set once per
 /// run as the read-only global `CONFIG` before the programs load (so the
@@ -169,7 +185,8 @@ pub struct Config {
     /// 0 when no mark is asked for (`-f` alone): the programs read none.
     pub mask: u32,
     /// Bit flags: [`CONFIG_TRACK`], [`CONFIG_GRAPH`], [`CONFIG_CAPTURE`],
-    /// [`CONFIG_FILTER`], [`CONFIG_RDONLY_CAST`].
+    /// [`CONFIG_FILTER`], [`CONFIG_RDONLY_CAST`], [`CONFIG_STACK`],
+    /// [`CONFIG_STACK_DROPS`].
     pub flags: u32,
     /// `-w`: bytes of each frame to capture, at most [`SNAPLEN_MAX`].
     pub snaplen: u32,
@@ -211,6 +228,22 @@ pub const FILTER_FUNCTION: &str = "ipft_filter";
 /// load, which costs a fifth of a `bpf_probe_read_kernel` call on the path
 /// every unmatched packet takes.
 pub const CONFIG_RDONLY_CAST: u32 = 16;
+
+/// `Config::flags` bit (`--stack`): every traced call also records its
+/// kernel stack in the `STACKS` map ([`EVENT_STACK`]). Checked only after
+/// the packet matched.
+pub const CONFIG_STACK: u32 = 32;
+/// `Config::flags` bit (`--stack=drops`): only the programs of the
+/// functions and tracepoint that free an skb with a drop reason record it.
+pub const CONFIG_STACK_DROPS: u32 = 64;
+
+/// Entries of the `STACKS` map with `--stack`: distinct kernel stacks kept
+/// (the kernel keeps the first stack of each hash bucket: a later stack
+/// that collides gets none).
+pub const STACKS_MAX: u32 = 4096;
+/// Entries of the `STACKS` map without `--stack`, where only fentry's drop
+/// programs use it (their caller is read from the stack).
+pub const STACKS_DROPS_ONLY: u32 = 256;
 
 /// Placeholder helper id the programs call for `bpf_rdonly_cast`: Rust
 /// cannot emit a kfunc call, so userspace rewrites each `call` with this

@@ -22,21 +22,21 @@
 use aya_ebpf::{
     bindings::BPF_F_CURRENT_CPU,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_func_ip, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        bpf_perf_event_output, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_get_current_pid_tgid, bpf_get_func_ip, bpf_get_smp_processor_id, bpf_get_stackid,
+        bpf_ktime_get_ns, bpf_perf_event_output, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
         generated::bpf_probe_read_kernel as read_kernel_raw,
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
-    maps::{HashMap, PerCpuArray, PerfEventArray},
+    maps::{HashMap, PerCpuArray, PerfEventArray, StackTrace},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
 };
 use ipft_common::{
     tracepoint_id, Call, Capture, CaptureOffsets, CaptureRecord, Cloning, Config, Event, Offsets,
-    CAPTURE_SIZE, CONFIG_CAPTURE, CONFIG_FILTER, CONFIG_GRAPH, CONFIG_RDONLY_CAST, CONFIG_TRACK,
-    ENTERED_MAX, EVENT_CAPTURE, EVENT_CLONE, EVENT_DROP_REASON, EVENT_RETURN, EVENT_SIZE,
-    KFUNC_RDONLY_CAST, LINK_ETHERNET, LINK_NONE, LINK_RAW, SNAPLEN_MAX, TP_KFREE_SKB_ID,
-    TRACKED_MAX,
+    CAPTURE_SIZE, CONFIG_CAPTURE, CONFIG_FILTER, CONFIG_GRAPH, CONFIG_RDONLY_CAST, CONFIG_STACK,
+    CONFIG_STACK_DROPS, CONFIG_TRACK, ENTERED_MAX, EVENT_CAPTURE, EVENT_CLONE, EVENT_DROP_REASON,
+    EVENT_RETURN, EVENT_SIZE, EVENT_STACK, KFUNC_RDONLY_CAST, LINK_ETHERNET, LINK_NONE, LINK_RAW,
+    SNAPLEN_MAX, STACKS_MAX, TP_KFREE_SKB_ID, TRACKED_MAX,
 };
 
 /// Set by userspace before loading; read-only, so the verifier sees constants.
@@ -144,6 +144,12 @@ static CAPTURE_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// reported (see [`returned`]).
 #[map]
 static ENTERED: HashMap<Call, u8> = HashMap::with_max_entries(ENTERED_MAX, 0);
+
+/// Kernel stacks of traced calls (`--stack`, and fentry's drop programs,
+/// whose caller userspace reads from the stack). Userspace shrinks it to
+/// `STACKS_DROPS_ONLY` entries without `--stack`.
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(STACKS_MAX, 0);
 
 /// `--track`: identities of functions that clone or copy an skb.
 #[map]
@@ -293,10 +299,76 @@ fn new_event(skb: u64, func: u64, flags: u32) -> Event {
     event
 }
 
+/// Where a traced call came from: how the program finds its caller, and
+/// whether its calls free an skb with a drop reason.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Site {
+    /// No caller read: the rows of ordinary functions and tracepoints.
+    Plain,
+    /// A kprobe: the return address at the top of the stack at entry.
+    Kprobe,
+    /// A kprobe on a function with a drop reason.
+    KprobeDrop,
+    /// An fentry program on a function with a drop reason: the caller is
+    /// in the stack it records.
+    FentryDrop,
+    /// The `kfree_skb` tracepoint: its `location` argument.
+    Location(u64),
+}
+
+impl Site {
+    fn drops(self) -> bool {
+        matches!(
+            self,
+            Site::KprobeDrop | Site::FentryDrop | Site::Location(_)
+        )
+    }
+}
+
+/// The return address a kprobe's function will go back to: at the top of
+/// the stack, as the function is entered (kprobe-multi and ftrace-based
+/// kprobes fill `sp` the same way).
+#[inline(always)]
+fn return_address(ctx: *mut core::ffi::c_void) -> u64 {
+    let regs = ctx as *const aya_ebpf::bindings::pt_regs;
+    // Direct context access: kprobe programs may read pt_regs.
+    let sp = unsafe { (*regs).rsp };
+    read(sp)
+}
+
+/// Fills the caller and, when asked for, the stack of a matched call.
+#[inline(always)]
+fn locate<C: EbpfContext>(ctx: &C, site: Site, event: &mut Event) {
+    event.caller = match site {
+        Site::Kprobe | Site::KprobeDrop => return_address(ctx.as_ptr()),
+        Site::Location(location) => location,
+        Site::Plain | Site::FentryDrop => 0,
+    };
+    let flags = config!(flags);
+    let stack = flags & CONFIG_STACK != 0
+        || (site.drops() && flags & CONFIG_STACK_DROPS != 0)
+        || site == Site::FentryDrop;
+    if stack {
+        let map = core::ptr::addr_of!(STACKS).cast_mut().cast();
+        let id = unsafe { bpf_get_stackid(ctx.as_ptr(), map, 0) };
+        if id >= 0 {
+            event.stack_id = id as u32;
+            event.flags |= EVENT_STACK;
+        }
+    }
+}
+
 /// Traces one call: filter, then send the event; forget a tracked skb once
 /// a freeing function saw it.
 #[inline(always)]
-fn trace<C: EbpfContext>(ctx: &C, skb: u64, func: impl FnOnce() -> u64, flags: u32, reason: u32) {
+fn trace<C: EbpfContext>(
+    ctx: &C,
+    skb: u64,
+    func: impl FnOnce() -> u64,
+    flags: u32,
+    reason: u32,
+    site: Site,
+) {
     if !wanted(skb) {
         return;
     }
@@ -305,6 +377,7 @@ fn trace<C: EbpfContext>(ctx: &C, skb: u64, func: impl FnOnce() -> u64, flags: u
     let func = func();
     let mut event = new_event(skb, func, flags);
     event.drop_reason = reason;
+    locate(ctx, site, &mut event);
     let offsets = config!(offsets);
     snapshot(&offsets, skb, &mut event);
     send_snapshot(ctx, skb, &event);
@@ -486,7 +559,7 @@ macro_rules! kprobe_skb {
         #[kprobe]
         pub fn $name(ctx: ProbeContext) -> u32 {
             if let Some(skb) = ctx.arg::<u64>($pos) {
-                trace(&ctx, skb, || func_ip(&ctx), 0, 0);
+                trace(&ctx, skb, || func_ip(&ctx), 0, 0, Site::Kprobe);
             }
             0
         }
@@ -505,6 +578,7 @@ macro_rules! kprobe_skb_reason {
                     || func_ip(&ctx),
                     EVENT_DROP_REASON,
                     reason as u32,
+                    Site::KprobeDrop,
                 );
             }
             0
@@ -534,7 +608,14 @@ macro_rules! fentry_skb {
     ($name:ident, $pos:expr) => {
         #[fentry]
         pub fn $name(ctx: FEntryContext) -> i32 {
-            trace(&ctx, ctx.arg::<u64>($pos), || func_ip(&ctx), 0, 0);
+            trace(
+                &ctx,
+                ctx.arg::<u64>($pos),
+                || func_ip(&ctx),
+                0,
+                0,
+                Site::Plain,
+            );
             0
         }
     };
@@ -552,6 +633,7 @@ macro_rules! fentry_skb_reason {
                 || func_ip(&ctx),
                 EVENT_DROP_REASON,
                 reason,
+                Site::FentryDrop,
             );
             0
         }
@@ -599,25 +681,28 @@ macro_rules! tp_slot {
                 || tracepoint_id($pos, $slot),
                 0,
                 0,
+                Site::Plain,
             );
             0
         }
     };
 }
 
-/// The `kfree_skb` tracepoint with its drop reason:
+/// The `kfree_skb` tracepoint with its drop reason and where it was freed:
 /// `TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...)`.
 macro_rules! tp_kfree_skb {
     ($name:ident, $pos:expr, $reason:expr) => {
         #[btf_tracepoint]
         pub fn $name(ctx: BtfTracePointContext) -> i32 {
             let reason = ctx.arg::<u64>($reason) as u32;
+            let location = ctx.arg::<u64>(1);
             trace(
                 &ctx,
                 ctx.arg::<u64>($pos),
                 || TP_KFREE_SKB_ID,
                 EVENT_DROP_REASON,
                 reason,
+                Site::Location(location),
             );
             0
         }

@@ -89,6 +89,12 @@ pub struct Options {
     #[arg(long, value_enum, value_name = "NAME")]
     pub field: Vec<Field>,
 
+    /// Show each row's kernel stack (symbolized from /proc/kallsyms), on
+    /// every row, or with `--stack=drops` on the rows that drop the packet.
+    #[arg(long, value_enum, value_name = "drops", num_args = 0..=1,
+          require_equals = true, default_missing_value = "all")]
+    pub stack: Option<Stacks>,
+
     /// Stop after this many seconds of tracing (fractions allowed).
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -195,6 +201,15 @@ pub enum Tracer {
 pub enum Output {
     Aggregate,
     Json,
+}
+
+/// `--stack`: which rows show their kernel stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Stacks {
+    /// Every row.
+    All,
+    /// The rows that drop the packet (the kfree_skb family with a reason).
+    Drops,
 }
 
 /// `--capture-at`: which rows of a packet `-w` writes, besides the default.

@@ -48,6 +48,11 @@ pub const TRACK: u32 = 0x20018;
 pub const FREED_REUSED: u32 = 0x20019;
 /// backends.rs: datagrams read one after another.
 pub const READ_REUSED: u32 = 0x2001a;
+/// fate.rs: how each packet ended, and where it was dropped.
+pub const FATE_DELIVERED: u32 = 0x2001b;
+pub const FATE_NO_SOCKET: u32 = 0x2001c;
+pub const FATE_NFT_DROP: u32 = 0x2001d;
+pub const FATE_JSON: u32 = 0x2001e;
 /// pcapng.rs: `-w`, read back with tshark.
 pub const PCAP_UDP: u32 = 0x50001;
 pub const PCAP_POINTS: u32 = 0x50002;
@@ -141,6 +146,10 @@ mod tests {
             TRACK,
             FREED_REUSED,
             READ_REUSED,
+            FATE_DELIVERED,
+            FATE_NO_SOCKET,
+            FATE_NFT_DROP,
+            FATE_JSON,
             PCAP_UDP,
             PCAP_POINTS,
             PCAP_NETNS,

@@ -23,6 +23,10 @@ pub struct Row {
     pub drop_reason: Option<String>,
     /// json only: the skb pointer (`packet_id`), which the kernel reuses.
     pub packet_id: String,
+    /// ` (caller: nf_hook_slow+0x8f)` after a dropping row, json `caller`.
+    pub caller: Option<String>,
+    /// `--stack`: the indented frame lines under the row, json `stack`.
+    pub stack: Vec<String>,
 }
 
 /// The rows of one packet, in output order.
@@ -36,6 +40,9 @@ pub struct Packet {
     pub packet: Option<u64>,
     /// json only: `parent_packet`, the packet a clone was made from.
     pub parent: Option<u64>,
+    /// How it ended: the `fate: …` line ending its group, json
+    /// `fate.text` (on its freeing line only).
+    pub fate: Option<String>,
 }
 
 impl Packet {
@@ -65,7 +72,9 @@ pub fn table_header(tracer: Tracer) -> String {
 
 /// The aggregate table printed on exit: a blank line, the header, then per
 /// packet `===`, at most one summary line right after it (README, "What
-/// each packet shows"), and its rows. Blank lines are allowed.
+/// each packet shows"), its rows (each maybe followed by its stack, a
+/// frame a line indented by four spaces), and at most one `fate: …` line
+/// last. Blank lines are allowed.
 pub fn table(stdout: &str, tracer: Tracer) -> Result<Vec<Packet>, String> {
     let rest = stdout
         .strip_prefix('\n')
@@ -84,9 +93,26 @@ pub fn table(stdout: &str, tracer: Tracer) -> Result<Vec<Packet>, String> {
             packets.push(Packet::default());
             continue;
         }
+        if closing_summary(line) {
+            // With `-w -` the table goes to stderr, where the summary follows it.
+            continue;
+        }
         let packet = packets
             .last_mut()
             .ok_or_else(|| format!("row before the first `===`: {line:?}"))?;
+        if packet.fate.is_some() {
+            return Err(format!("a line after the fate line: {line:?}"));
+        }
+        if let Some(fate) = line.strip_prefix("fate: ") {
+            packet.fate = Some(fate.to_string());
+            continue;
+        }
+        if let (Some(frame), Some(last)) = (line.strip_prefix("    "), packet.rows.last_mut()) {
+            if !frame.is_empty() && !frame.starts_with(' ') {
+                last.stack.push(frame.to_string());
+                continue;
+            }
+        }
         match row(line, tracer) {
             Some(row) => packet.rows.push(row),
             None if packet.rows.is_empty() && packet.summary.is_none() => {
@@ -116,6 +142,8 @@ fn row(line: &str, tracer: Tracer) -> Option<Row> {
         indent,
         drop_reason: drop_reason(rest)?,
         packet_id: String::new(),
+        caller: caller(rest),
+        stack: Vec::new(),
     };
     let exact = printed(&row, tracer) == line[..line.len() - rest.len()];
     (exact && (row.is_return || !row.function.is_empty())).then_some(row)
@@ -171,6 +199,20 @@ fn drop_reason(rest: &str) -> Option<Option<String>> {
     Some(reason.map(|(name, _)| name.to_string()))
 }
 
+/// `12 packets: 9 delivered, 3 dropped (NO_SOCKET at __udp4_lib_rcv)`:
+/// how the run's packets ended, on stderr.
+pub fn closing_summary(line: &str) -> bool {
+    static LINE: OnceLock<Regex> = OnceLock::new();
+    let re = LINE.get_or_init(|| Regex::new(r"^[0-9]+ packets?: [0-9]+ [a-z]").unwrap());
+    re.is_match(line)
+}
+
+/// ` (caller: SITE)` in what follows the function column.
+fn caller(rest: &str) -> Option<String> {
+    let (_, after) = rest.split_once(" (caller: ")?;
+    Some(after.split_once(')')?.0.to_string())
+}
+
 /// Every line of `-o json`, in order: valid JSON starting with the
 /// contract's keys in the contract's order; keys after them (`--field`
 /// values, ipft's `packet`, `summary`, `drop_reason`…) are allowed. A last
@@ -199,6 +241,9 @@ pub fn json(stdout: &str) -> Result<Vec<Packet>, String> {
         group.parent = group.parent.or(value["parent_packet"].as_u64());
         if let Some(summary) = value["summary"].as_str() {
             group.summary.get_or_insert_with(|| summary.to_string());
+        }
+        if let Some(fate) = value["fate"]["text"].as_str() {
+            group.fate = Some(fate.to_string());
         }
         group.rows.push(row);
     }
@@ -243,6 +288,16 @@ fn json_line(line: &str) -> Result<(Row, serde_json::Value), String> {
         indent: 0,
         drop_reason: v["drop_reason"].as_str().map(str::to_string),
         packet_id: text("packet_id"),
+        caller: v["caller"].as_str().map(str::to_string),
+        stack: v["stack"]
+            .as_array()
+            .map(|frames| {
+                frames
+                    .iter()
+                    .filter_map(|f| f.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     Ok((row, v))
 }
@@ -352,6 +407,55 @@ mod tests {
         );
         assert_eq!(packet.rows[0].function, "kfree_skb");
         assert_eq!(packet.rows[0].drop_reason.as_deref(), Some("NO_SOCKET"));
+    }
+
+    #[test]
+    fn table_reads_a_caller_a_stack_and_the_fate() {
+        let row = function_row(7, 0, "vmlinux", "kfree_skb");
+        let lines = [
+            "===".into(),
+            format!("{row} (drop: NETFILTER_DROP) (caller: nf_hook_slow+0x8f)"),
+            "    sk_skb_reason_drop+0x90".into(),
+            "    nf_hook_slow+0x8f".into(),
+            "fate: dropped at nf_hook_slow+0x8f (NETFILTER_DROP)".into(),
+            "===".into(),
+            function_row(8, 0, "vmlinux", "netif_rx"),
+            "fate: still in flight when tracing stopped".into(),
+        ];
+        let packets = table(&function_table(&lines), Tracer::Function).unwrap();
+        let row = &packets[0].rows[0];
+        assert_eq!(row.drop_reason.as_deref(), Some("NETFILTER_DROP"));
+        assert_eq!(row.caller.as_deref(), Some("nf_hook_slow+0x8f"));
+        assert_eq!(row.stack, ["sk_skb_reason_drop+0x90", "nf_hook_slow+0x8f"]);
+        assert_eq!(
+            packets[0].fate.as_deref(),
+            Some("dropped at nf_hook_slow+0x8f (NETFILTER_DROP)")
+        );
+        assert_eq!(packets[1].rows.len(), 1);
+        assert_eq!(
+            packets[1].fate.as_deref(),
+            Some("still in flight when tracing stopped")
+        );
+        // Nothing of the packet after its fate; no frame before a row.
+        let late = ["===".into(), "fate: consumed".into(), row_line()];
+        assert!(table(&function_table(&late), Tracer::Function).is_err());
+        let summary = [
+            "===".into(),
+            row_line(),
+            "fate: consumed".into(),
+            "1 packet: 1 consumed".into(),
+        ];
+        assert!(table(&function_table(&summary), Tracer::Function).is_ok());
+        let early = [
+            "===".into(),
+            "UDP summary".into(),
+            "    nf_hook_slow+0x8f".into(),
+        ];
+        assert!(table(&function_table(&early), Tracer::Function).is_err());
+    }
+
+    fn row_line() -> String {
+        function_row(9, 0, "vmlinux", "netif_rx")
     }
 
     #[test]

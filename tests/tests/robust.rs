@@ -349,10 +349,11 @@ fn sigterm_on_a_tty_leaves_the_terminal_on_a_fresh_line() {
     let _sinks = packets::send_datagrams(&packets::sender(Some(mark)), 2);
     let out = ipft.stop(libc::SIGTERM);
     assert_eq!(out.code(), Some(0), "{out}");
-    let end = regex::Regex::new(r"Got \d+ traces\n$").unwrap();
+    // Then the closing summary of the packets' fates, on a line of its own.
+    let end = regex::Regex::new(r"Got \d+ traces\n\d+ packets?: [^\n]*\n$").unwrap();
     assert!(
         end.is_match(&out.stderr),
-        "ends with the final count and a newline: {:?}",
+        "ends with the final count, the fates and a newline: {:?}",
         out.stderr
     );
 }

@@ -95,6 +95,20 @@ impl Maps {
         Ok(bpf::map_update_elem(fd, key, value)?)
     }
 
+    /// A descriptor of map `name` of one's own, for reading it after
+    /// these maps are gone.
+    pub fn fd(&self, name: &str) -> Result<OwnedFd> {
+        let raw = *self
+            .fds
+            .get(name)
+            .with_context(|| format!("the eBPF object has no {name} map"))?;
+        // SAFETY: the map, which `self.maps` owns, keeps this fd open while
+        // it is duplicated.
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        fd.try_clone_to_owned()
+            .with_context(|| format!("cannot duplicate the descriptor of the {name} map"))
+    }
+
     /// No maps at all: for tests of what only passes a `Maps` along.
     #[cfg(test)]
     pub fn empty() -> Self {
@@ -113,13 +127,16 @@ fn parse() -> Result<Object> {
 }
 
 /// A run's unused hash maps get one entry: the kernel allocates a hash
-/// map's every entry up front, and one entry costs nothing to create.
+/// map's every entry up front, and one entry costs nothing to create. The
+/// stack map, a kilobyte an entry, is small unless `--stack` asks for it.
 fn unused_map_entries(config: &Config, name: &str) -> Option<u32> {
     let track = config.flags & ipft_common::CONFIG_TRACK != 0;
     let graph = config.flags & ipft_common::CONFIG_GRAPH != 0;
+    let stack = config.flags & (ipft_common::CONFIG_STACK | ipft_common::CONFIG_STACK_DROPS) != 0;
     match name {
         "TRACKED" | "CLONING" if !track => Some(1),
         "ENTERED" if !graph => Some(1),
+        "STACKS" if !stack => Some(ipft_common::STACKS_DROPS_ONLY),
         _ => None,
     }
 }

@@ -66,6 +66,46 @@ pub fn resolve_addresses(
     (found, missing)
 }
 
+/// Every text symbol of `/proc/kallsyms` (the kernel's, its modules' and
+/// BPF programs'), sorted by address: names the addresses of callers and
+/// stacks. Read once, when the first one is to be named.
+pub struct Symbols {
+    /// (address, name, module); the module empty for vmlinux.
+    sorted: Vec<(u64, Box<str>, Box<str>)>,
+}
+
+impl Symbols {
+    pub fn parse(text: &str) -> Self {
+        let mut sorted: Vec<(u64, Box<str>, Box<str>)> = text
+            .lines()
+            .filter_map(kallsyms_line)
+            .filter(|(_, kind, _, _)| matches!(kind, b't' | b'T'))
+            .filter_map(|(addr, _, name, module)| {
+                let addr = u64::from_str_radix(addr, 16).ok()?;
+                let module = if module == "vmlinux" { "" } else { module };
+                Some((addr, name.into(), module.into()))
+            })
+            .collect();
+        sorted.sort_unstable_by_key(|s| s.0);
+        Symbols { sorted }
+    }
+
+    pub fn read() -> Result<Self> {
+        Ok(Self::parse(&read_kallsyms()?))
+    }
+
+    /// The function `addr` lies in: (module, name, offset), the module
+    /// empty for vmlinux; `None` below the first symbol.
+    pub fn lookup(&self, addr: u64) -> Option<(&str, &str, u64)> {
+        let at = self
+            .sorted
+            .partition_point(|s| s.0 <= addr)
+            .checked_sub(1)?;
+        let (start, name, module) = &self.sorted[at];
+        Some((module, name, addr - start))
+    }
+}
+
 /// Reads `/proc/kallsyms`, failing with a sentence the user can act on.
 pub fn read_kallsyms() -> Result<String> {
     let text = fs::read_to_string("/proc/kallsyms").context("cannot read /proc/kallsyms")?;
@@ -116,6 +156,26 @@ ffffffffc0b01000 t veth_xmit\t[other]
             "data symbol kept"
         );
         assert_eq!(syms.len(), 3);
+    }
+
+    #[test]
+    fn symbols_name_addresses_inside_functions() {
+        let syms = Symbols::parse(KALLSYMS);
+        assert_eq!(syms.lookup(0xffffffff81a00010), Some(("", "ip_rcv", 0)));
+        assert_eq!(
+            syms.lookup(0xffffffff81a0002c),
+            Some(("", "ip_rcv_finish", 0xc))
+        );
+        assert_eq!(
+            syms.lookup(0xffffffffc0a0101c),
+            Some(("veth", "veth_xmit", 0x1c))
+        );
+        assert_eq!(syms.lookup(0x1000), None);
+        // The data symbol is not a function: the address is still ip_rcv_finish's.
+        assert_eq!(
+            syms.lookup(0xffffffff81a00031),
+            Some(("", "ip_rcv_finish", 0x11))
+        );
     }
 
     #[test]

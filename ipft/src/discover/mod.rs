@@ -18,7 +18,7 @@ mod tracepoints;
 pub use btf::{KernelBtf, SYS_BTF_DIR};
 pub use drop_reasons::drop_reasons;
 pub use functions::functions;
-pub use kallsyms::{read_kallsyms, resolve_addresses};
+pub use kallsyms::{read_kallsyms, resolve_addresses, Symbols};
 pub use offsets::{capture_offsets, offsets, rdonly_cast_ids, skb_field_offsets, RdonlyCastIds};
 pub use tracepoints::tracepoints;
 

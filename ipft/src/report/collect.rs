@@ -4,6 +4,7 @@
 use std::{
     collections::HashMap,
     io::{self, Write},
+    os::fd::OwnedFd,
 };
 
 use anyhow::Result;
@@ -11,21 +12,26 @@ use anyhow::Result;
 use super::pcapng::Pcapng;
 use super::{
     capture::Captures,
+    fate::{self, Told},
     json::{self, JsonSeen},
+    names,
     pcapng::Written,
     sink::{ok_unless_closed, Sink},
+    sites::{self, Sites},
     table, Extras,
 };
 use crate::{
     cli::{Options, Output, Tracer},
-    discover::{roles::Role, Target},
+    discover::{roles, roles::Role, Target},
     timing,
     trace::{
-        group::{self, Packets},
+        fate::Fates,
+        group::{self, Located, Packets},
         packets::PacketIds,
         stream,
     },
 };
+use ipft_common::Event;
 
 /// Why tracing stopped.
 pub enum Stop {
@@ -47,6 +53,8 @@ pub struct Tally {
     /// `-w`: what was written, and the rows whose bytes could not be read.
     pub written: Option<Written>,
     pub unreadable: u64,
+    /// How the packets ended, in one line (none without packets).
+    pub fates: Option<String>,
 }
 
 /// Turns events into output: names packets, then streams json lines or
@@ -62,12 +70,16 @@ pub struct Collector {
     sink: Sink,
     /// `-w`.
     captures: Option<Captures>,
+    fates: Fates,
+    /// Names callers and stacks.
+    sites: Sites,
     pub tally: Tally,
 }
 
 impl Collector {
     /// A collector for the events of `targets` (whose [`Role`]s are
-    /// `roles`), writing to `sink`, and with `-w` frames to `captures`.
+    /// `roles`), writing to `sink`, and with `-w` frames to `captures`;
+    /// `stacks` is the `STACKS` map, which stacks are read from.
     pub fn new(
         opts: &Options,
         targets: Vec<Target>,
@@ -75,15 +87,19 @@ impl Collector {
         reasons: HashMap<u32, String>,
         sink: Sink,
         captures: Option<Pcapng>,
+        stacks: Option<OwnedFd>,
     ) -> Self {
         let max_events = opts
             .max_events
             .unwrap_or_else(|| group::default_max_events(!opts.field.is_empty()));
         let captures = captures.map(|file| Captures::new(opts, file, &targets, &roles));
+        let fates = Fates::new(roles::steps(&targets), roles.clone(), &reasons);
         Collector {
             opts: opts.clone(),
             targets,
             reasons,
+            fates,
+            sites: Sites::new(stacks),
             ids: PacketIds::new(roles),
             packets: Packets::new(),
             max_events,
@@ -128,8 +144,11 @@ impl Collector {
                     return Ok(Some(Stop::StdoutClosed));
                 }
             }
+            let ended = self.fates.observe(seen.packet, event, func).cloned();
             let record = group::record(event, func, seen.packet);
+            let located = self.locate(event, func);
             if json {
+                let fate = ended.map(|f| self.tell(&f).json);
                 let extras = Extras {
                     reasons: Some(&self.reasons),
                     fields: &self.opts.field,
@@ -139,6 +158,8 @@ impl Collector {
                 let seen = JsonSeen {
                     summary: seen.summary.as_deref(),
                     parent: seen.parent,
+                    located: located.as_ref(),
+                    fate: fate.as_ref(),
                 };
                 let written = json::event(
                     &mut self.sink,
@@ -152,8 +173,8 @@ impl Collector {
                     return Ok(Some(Stop::StdoutClosed));
                 }
             } else if (self.packets.events() as u64) < self.max_events {
-                self.packets
-                    .push_event(record, seen, keep_fields.then_some(event));
+                let snapshot = (keep_fields || located.is_some()).then_some(event);
+                self.packets.push_event(record, seen, snapshot, located);
             } else {
                 self.tally.unstored += 1;
             }
@@ -169,10 +190,47 @@ impl Collector {
         Ok(stop)
     }
 
+    /// Where a row was called from: a dropping row's caller, and its stack
+    /// when it recorded one; `None` for most rows.
+    fn locate(&mut self, event: &Event, func: u32) -> Option<Located> {
+        let stack_id = sites::stack_id(event);
+        let drops = self.fates.drops(event, func);
+        if !drops && stack_id.is_none() {
+            return None;
+        }
+        let caller = match drops {
+            true => {
+                let (_, function) = names(&self.targets, func);
+                let site = self.sites.caller(event.caller, stack_id, function);
+                site.map(|s| s.full)
+            }
+            false => None,
+        };
+        let stack = self.sites.stack(event).unwrap_or_default();
+        Some(Located {
+            caller,
+            stack: stack.into_iter().map(|s| s.full).collect(),
+        })
+    }
+
+    fn tell(&mut self, fate: &crate::trace::fate::Fate) -> Told {
+        fate::tell(fate, &self.targets, &self.reasons, &mut self.sites)
+    }
+
+    /// Every packet's fate, worded, by packet number.
+    fn told(&mut self) -> HashMap<u32, Told> {
+        let fates = std::mem::take(&mut self.fates).into_map();
+        fates.iter().map(|(p, f)| (*p, self.tell(f))).collect()
+    }
+
     /// Completes the pcapng file (`-w`), prints the table (aggregate mode)
     /// and closes the output; gives what the run saw.
     pub fn finish(mut self, verbose: bool) -> (io::Result<()>, Tally) {
         let mut tally = std::mem::take(&mut self.tally);
+        let told = self.told();
+        if !told.is_empty() {
+            tally.fates = Some(fate::summary(told.values()));
+        }
         let mut captured = Ok(());
         if let Some(captures) = self.captures.take() {
             tally.unreadable = captures.unreadable;
@@ -186,13 +244,14 @@ impl Collector {
             timing::step(verbose, "pcapng written");
         }
         // The table is printed even when the pcapng reader has gone.
-        let printed = self.print(verbose);
+        let printed = self.print(verbose, told);
         (captured.and(printed), tally)
     }
 
-    fn print(mut self, verbose: bool) -> io::Result<()> {
+    fn print(mut self, verbose: bool, told: HashMap<u32, Told>) -> io::Result<()> {
         if self.opts.output == Output::Aggregate {
-            let (groups, details) = std::mem::take(&mut self.packets).into_groups();
+            let (groups, mut details) = std::mem::take(&mut self.packets).into_groups();
+            details.fates = told.into_iter().map(|(p, t)| (p, t.text)).collect();
             timing::step(verbose, "events grouped per packet");
             let extras = Extras {
                 reasons: Some(&self.reasons),

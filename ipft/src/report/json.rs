@@ -4,7 +4,10 @@ use std::io::{self, Write};
 use ipft_common::Event;
 
 use super::{fields, names, Extras};
-use crate::{discover::Target, trace::group::Record};
+use crate::{
+    discover::Target,
+    trace::group::{Located, Record},
+};
 
 /// What the packet naming found for a json line.
 #[derive(Clone, Copy, Default)]
@@ -13,6 +16,10 @@ pub struct JsonSeen<'a> {
     pub summary: Option<&'a str>,
     /// For a clone: the packet it was made from.
     pub parent: Option<u32>,
+    /// A dropping row's caller, a row's stack.
+    pub located: Option<&'a Located>,
+    /// On the packet's last line (its free): how it ended.
+    pub fate: Option<&'a serde_json::Value>,
 }
 
 /// Writes one event as a JSON line, keys in ipftrace2's order:
@@ -27,8 +34,10 @@ pub struct JsonSeen<'a> {
 /// `packet_id` is the reusable skb pointer), `"drop_reason":"NAME"` when the
 /// kernel gave one, `"parent_packet":N` on a clone's first line (`--track`),
 /// `"summary":"UDP …"` on the packet's first line that
-/// knows it, and one `"field":"value"` per `--field` (strings, as
-/// ipftrace2's extension data).
+/// knows it, `"caller":"nf_hook_slow+0x8f"` on a row that drops the packet,
+/// `"stack":["kfree_skb_reason+0x9", …]` with `--stack`, `"fate":{…}` on
+/// the row that frees the packet, and one `"field":"value"` per `--field`
+/// (strings, as ipftrace2's extension data).
 pub fn event(
     out: &mut dyn Write,
     r: &Record,
@@ -57,6 +66,18 @@ pub fn event(
     if let Some(summary) = seen.summary {
         out.write_all(br#","summary":"#)?;
         json_str(out, summary)?;
+    }
+    if let Some(caller) = seen.located.and_then(|l| l.caller.as_deref()) {
+        out.write_all(br#","caller":"#)?;
+        json_str(out, caller)?;
+    }
+    if let Some(located) = seen.located.filter(|l| !l.stack.is_empty()) {
+        out.write_all(br#","stack":"#)?;
+        serde_json::to_writer(&mut *out, &located.stack).map_err(io::Error::from)?;
+    }
+    if let Some(fate) = seen.fate {
+        out.write_all(br#","fate":"#)?;
+        serde_json::to_writer(&mut *out, fate).map_err(io::Error::from)?;
     }
     if let Some(event) = snapshot {
         for field in extras.fields {

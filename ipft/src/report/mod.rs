@@ -13,6 +13,7 @@
 //! would cut bytes); kernel symbols are ASCII, where the two agree.
 pub mod capture;
 pub mod collect;
+pub mod fate;
 pub mod fields;
 pub mod frames;
 pub mod json;
@@ -20,6 +21,7 @@ pub mod list;
 pub mod pcapng;
 pub mod progress;
 pub mod sink;
+pub mod sites;
 pub mod table;
 #[cfg(test)]
 mod tests;
@@ -31,7 +33,7 @@ use ipft_common::Event;
 use crate::{
     cli::Field,
     discover::Target,
-    trace::group::{Details, Record, NONE},
+    trace::group::{Details, Located, Record, NONE},
 };
 
 /// What rows show besides the function: drop reasons by name, packet
@@ -62,12 +64,20 @@ impl Extras<'_> {
         self.details?.snapshots.get(r.fields as usize)
     }
 
-    /// ` (drop: REASON) ( len: 84 gso_size: 0 )` after a row; empty when
-    /// neither applies.
+    /// Where the row was called from, when known.
+    fn located(&self, r: &Record) -> Option<&Located> {
+        self.details?.located.get(&r.fields)
+    }
+
+    /// ` (drop: REASON) (caller: nf_hook_slow+0x8f) ( len: 84 gso_size: 0 )`
+    /// after a row; empty when none applies.
     fn suffix(&self, r: &Record) -> String {
         let mut out = String::new();
         if let Some(reason) = self.reason(r) {
             out.push_str(&format!(" (drop: {reason})"));
+        }
+        if let Some(caller) = self.located(r).and_then(|l| l.caller.as_deref()) {
+            out.push_str(&format!(" (caller: {caller})"));
         }
         if let (false, Some(event)) = (self.fields.is_empty(), self.snapshot(r)) {
             out.push_str(" (");

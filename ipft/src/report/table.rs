@@ -57,6 +57,7 @@ pub fn aggregate<G: GroupList + ?Sized>(
                     end_row(buf, r, extras)?;
                 }
             }
+            fate_line(buf, group[0].packet, extras)?;
         }
         Ok(())
     };
@@ -141,12 +142,26 @@ fn summary_line(
     }
 }
 
-/// Ends a row: its drop reason and fields, if any, then the newline.
+/// Ends a row: its drop reason, caller and fields, if any, then the
+/// newline; then its stack, a frame a line, indented.
 fn end_row(out: &mut dyn Write, r: &Record, extras: &Extras) -> io::Result<()> {
-    if r.drop_reason == NONE && extras.fields.is_empty() {
+    let located = extras.located(r);
+    if r.drop_reason == NONE && extras.fields.is_empty() && located.is_none() {
         return out.write_all(b"\n");
     }
-    writeln!(out, "{}", extras.suffix(r))
+    writeln!(out, "{}", extras.suffix(r))?;
+    for frame in located.map_or(&[][..], |l| &l.stack) {
+        writeln!(out, "    {frame}")?;
+    }
+    Ok(())
+}
+
+/// The line ending a packet's group: how it ended.
+fn fate_line(out: &mut dyn Write, packet: u32, extras: &Extras) -> io::Result<()> {
+    match extras.details.and_then(|d| d.fates.get(&packet)) {
+        Some(fate) => writeln!(out, "fate: {fate}"),
+        None => Ok(()),
+    }
 }
 
 /// The blank line and header line before the table.

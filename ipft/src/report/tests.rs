@@ -17,7 +17,7 @@ use super::{
 use crate::{
     cli::Field,
     discover::{Target, TargetKind},
-    trace::group::{Details, Groups, Packets, Record},
+    trace::group::{Details, Groups, Located, Packets, Record},
 };
 
 fn target(name: &str, module: &str, addr: u64, skb_pos: u8) -> Target {
@@ -329,7 +329,7 @@ fn json_escapes_strings() {
 }
 
 #[test]
-fn drop_reasons_summaries_and_fields() {
+fn drop_reasons_callers_stacks_fates_summaries_and_fields() {
     let mut snapshot = Event::zeroed();
     snapshot.len = 84;
     snapshot.gso_size = 0;
@@ -339,6 +339,15 @@ fn drop_reasons_summaries_and_fields() {
         "ICMP 127.0.0.1 -> 127.0.0.1 type 8 code 0 len 84 dev lo".into(),
     );
     details.snapshots.push(snapshot);
+    let located = Located {
+        caller: Some("nf_hook_slow+0x8f".into()),
+        stack: vec!["kfree_skb_reason+0x9".into(), "nf_hook_slow+0x8f".into()],
+    };
+    details.located.insert(0, located.clone());
+    details.fates.insert(
+        A as u32,
+        "dropped at nf_hook_slow+0x8f (NETFILTER_DROP)".into(),
+    );
     let reasons = HashMap::from([(6, "NETFILTER_DROP".to_string())]);
     let fields = [Field::Len, Field::GsoSize];
     let extras = Extras {
@@ -358,9 +367,13 @@ fn drop_reasons_summaries_and_fields() {
             "===",
             "ICMP 127.0.0.1 -> 127.0.0.1 type 8 code 0 len 84 dev lo",
             "1                    001                  vmlinux                           ip_rcv",
-            "2                    001                  vmlinux                     kfree_skbmem (drop: NETFILTER_DROP) ( len: 84 gso_size: 0 )",
+            "2                    001                  vmlinux                     kfree_skbmem (drop: NETFILTER_DROP) (caller: nf_hook_slow+0x8f) ( len: 84 gso_size: 0 )",
+            "    kfree_skb_reason+0x9",
+            "    nf_hook_slow+0x8f",
+            "fate: dropped at nf_hook_slow+0x8f (NETFILTER_DROP)",
         ]
     );
+    let fate = serde_json::json!({"kind": "dropped", "reason": "NETFILTER_DROP"});
     let json = render(|out| {
         json::event(
             out,
@@ -370,6 +383,8 @@ fn drop_reasons_summaries_and_fields() {
             JsonSeen {
                 summary: Some("ICMP x"),
                 parent: Some(1),
+                located: Some(&located),
+                fate: Some(&fate),
             },
             Some(&snapshot),
         )
@@ -380,7 +395,12 @@ fn drop_reasons_summaries_and_fields() {
     assert_eq!(v["len"], "84");
     assert_eq!(v["packet"], A as u32);
     assert_eq!(v["parent_packet"], 1);
-    assert_eq!(v["parent_packet"], 1);
+    assert_eq!(v["caller"], "nf_hook_slow+0x8f");
+    assert_eq!(
+        v["stack"],
+        serde_json::json!(["kfree_skb_reason+0x9", "nf_hook_slow+0x8f"])
+    );
+    assert_eq!(v["fate"], fate);
 }
 
 #[test]

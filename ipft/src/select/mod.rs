@@ -13,12 +13,12 @@ mod translate;
 use anyhow::{bail, Result};
 use ipft_common::{
     CaptureOffsets, Config, Offsets, CONFIG_CAPTURE, CONFIG_FILTER, CONFIG_GRAPH,
-    CONFIG_RDONLY_CAST, CONFIG_TRACK,
+    CONFIG_RDONLY_CAST, CONFIG_STACK, CONFIG_STACK_DROPS, CONFIG_TRACK,
 };
 
 pub use self::translate::SkbFields;
 use crate::{
-    cli::{Options, Tracer},
+    cli::{Options, Stacks, Tracer},
     discover::RdonlyCastIds,
     sys::bpf::Insn,
 };
@@ -71,7 +71,12 @@ fn flags(opts: &Options) -> u32 {
         Some(_) => CONFIG_CAPTURE,
         None => 0,
     };
-    track | graph | filter | capture
+    let stack = match opts.stack {
+        Some(Stacks::All) => CONFIG_STACK,
+        Some(Stacks::Drops) => CONFIG_STACK_DROPS,
+        None => 0,
+    };
+    track | graph | filter | capture | stack
 }
 
 /// Why the options select no packet sensibly: a mark that is 0 under its

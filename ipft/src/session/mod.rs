@@ -104,7 +104,8 @@ pub async fn trace(opts: &Options, prepared: Prepared, mut signals: Signals) -> 
         }
         None => None,
     };
-    let mut collector = Collector::new(opts, targets, roles, reasons, sink, captures);
+    let stacks = Some(ebpf.fd("STACKS")?);
+    let mut collector = Collector::new(opts, targets, roles, reasons, sink, captures, stacks);
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let stop = loop {
         let batch = tokio::select! {
@@ -234,6 +235,9 @@ fn report(tally: &Tally, stored: (usize, usize), track_full: u64, verbose: bool)
             "--track: {track_full} packets could not be followed past a mark change: the map of {} tracked skbs was full",
             ipft_common::TRACKED_MAX
         );
+    }
+    if let Some(fates) = &tally.fates {
+        eprintln!("{fates}");
     }
     if tally.lost > 0 {
         let smaller = match tally.written {

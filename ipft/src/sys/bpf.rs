@@ -21,6 +21,7 @@ use std::{
 };
 
 /// `enum bpf_cmd` values.
+const BPF_MAP_LOOKUP_ELEM: u32 = 1;
 const BPF_MAP_UPDATE_ELEM: u32 = 2;
 const BPF_PROG_LOAD: u32 = 5;
 #[cfg(test)]
@@ -331,6 +332,24 @@ pub fn map_update_elem(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Res
     };
     // SAFETY: key and value outlive the call; the command returns 0, no fd.
     unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }.map(drop)
+}
+
+/// `BPF_MAP_LOOKUP_ELEM`: reads `key`'s value into `value` (which must be
+/// the map's value size); `Ok(false)` when the map has no such key.
+pub fn map_lookup_elem(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        value: value.as_mut_ptr() as u64,
+        ..MapElemAttr::default()
+    };
+    // SAFETY: key and value outlive the call and value has the map's value
+    // size; the command returns 0, no fd.
+    match unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) } {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The `BPF_MAP_FREEZE` member of `union bpf_attr`.

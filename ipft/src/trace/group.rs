@@ -37,6 +37,15 @@ pub struct Record {
 /// "Absent" for [`Record`]'s optional indexes and values.
 pub const NONE: u32 = u32::MAX;
 
+/// Where a row was called from, named (`report::sites`): its caller (a
+/// dropping row's) and its kernel stack (`--stack`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Located {
+    pub caller: Option<String>,
+    /// Frames from the traced call outwards; empty without a stack.
+    pub stack: Vec<String>,
+}
+
 #[derive(Debug, Default)]
 pub struct Details {
     /// Summary line per packet id.
@@ -45,6 +54,10 @@ pub struct Details {
     pub snapshots: Vec<Event>,
     /// Clone or copy → the packet it was made from (`--track`).
     pub parents: HashMap<u32, u32>,
+    /// Callers and stacks, by the row's `Record::fields` index.
+    pub located: HashMap<u32, Located>,
+    /// Each packet's fate, worded (filled once tracing stopped).
+    pub fates: HashMap<u32, String>,
 }
 
 /// Events collected during a trace, grouped per packet as they come: each
@@ -128,8 +141,15 @@ impl Packets {
     }
 
     /// Stores one event with what [`PacketIds`] found and, for `--field`,
-    /// the snapshot its values come from.
-    pub fn push_event(&mut self, mut record: Record, seen: Seen, snapshot: Option<&Event>) {
+    /// the snapshot its values come from; a row with a caller or a stack
+    /// keeps its snapshot too, and where it was called from.
+    pub fn push_event(
+        &mut self,
+        mut record: Record,
+        seen: Seen,
+        snapshot: Option<&Event>,
+        located: Option<Located>,
+    ) {
         if let Some(summary) = seen.summary {
             self.details.summaries.insert(seen.packet, summary);
         }
@@ -139,6 +159,9 @@ impl Packets {
         if let Some(event) = snapshot {
             record.fields = self.details.snapshots.len() as u32;
             self.details.snapshots.push(*event);
+            if let Some(located) = located {
+                self.details.located.insert(record.fields, located);
+            }
         }
         self.push(record);
     }
@@ -305,7 +328,7 @@ pub(crate) mod tests {
     fn default_cap_is_sized_for_a_gigabyte() {
         assert_eq!(std::mem::size_of::<Record>(), 40);
         assert_eq!(default_max_events(false), 6_710_886);
-        assert_eq!(default_max_events(true), 2_485_513);
+        assert_eq!(default_max_events(true), 2_314_098);
     }
 
     #[test]

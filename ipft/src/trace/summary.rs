@@ -11,6 +11,21 @@ use ipft_common::Event;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 
+/// The IP protocol (next header for IPv6) of the event's packet, when its
+/// network header holds an IP packet.
+pub fn ip_protocol(event: &Event) -> Option<u8> {
+    if event.network_header == 0xffff {
+        return None;
+    }
+    let proto = u16::from_be(event.protocol);
+    let h = &event.headers;
+    match h[0] >> 4 {
+        4 if matches!(proto, ETH_P_IP | 0) => Some(h[9]),
+        6 if matches!(proto, ETH_P_IPV6 | 0) => Some(h[6]),
+        _ => None,
+    }
+}
+
 /// The packet summary, when the event's network header holds an IP packet.
 pub fn describe(event: &Event) -> Option<String> {
     if event.network_header == 0xffff {
