@@ -106,7 +106,7 @@ async fn run(opts: &Options, filter: Option<&select::Filter>) -> Result<ExitCode
     let cast = discover::rdonly_cast_ids(&kernel.vmlinux);
     let config = select::config(opts, offsets, capture, cast);
     let filter = match filter.filter(|_| !opts.list) {
-        Some(filter) => filter_function(filter, &kernel, verbose)?,
+        Some(filter) => filter_function(filter, &kernel, cast, verbose)?,
         None => Vec::new(),
     };
     let (listing, pages, wakeup) = (opts.list, opts.perf_page_count, opts.perf_wakeup_events);
@@ -192,9 +192,14 @@ async fn run(opts: &Options, filter: Option<&select::Filter>) -> Result<ExitCode
 fn filter_function(
     filter: &select::Filter,
     kernel: &KernelBtf,
+    cast: Option<discover::RdonlyCastIds>,
     verbose: bool,
 ) -> Result<Vec<Insn>> {
-    let skb = select::SkbFields::find(discover::skb_field_offsets(&kernel.vmlinux)?)?;
+    let mut skb = select::SkbFields::find(discover::skb_field_offsets(&kernel.vmlinux)?)?;
+    skb.cast = cast.map(|ids| select::Cast {
+        func: ids.func,
+        skb: ids.skb,
+    });
     let insns = filter.translate(&skb)?;
     attach::filter::check(&insns)?;
     timing::step(

@@ -116,6 +116,14 @@ impl Op {
     pub fn reads_len(&self) -> bool {
         matches!(self, Op::Len(_))
     }
+
+    /// Bytes of the packet are read.
+    pub fn loads_packet(&self) -> bool {
+        matches!(
+            self,
+            Op::LoadAbs(..) | Op::LoadInd(..) | Op::LoadHeaderLen(_)
+        )
+    }
 }
 
 /// Decodes a program libpcap compiled; the error names what ipft cannot

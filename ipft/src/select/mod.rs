@@ -16,7 +16,7 @@ use ipft_common::{
     CONFIG_RDONLY_CAST, CONFIG_STACK, CONFIG_STACK_DROPS, CONFIG_TRACK,
 };
 
-pub use self::translate::SkbFields;
+pub use self::translate::{Cast, SkbFields};
 use crate::{
     cli::{Options, Stacks, Tracer},
     discover::RdonlyCastIds,

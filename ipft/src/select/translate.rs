@@ -4,9 +4,11 @@
 //! (`attach/programs.rs`).
 //!
 //! The function first finds the packet in the skb. A tracing program sees
-//! the skb only through a kernel pointer, so every read is a
-//! `bpf_probe_read_kernel` into the stack, whose result is checked. The
-//! fields (offsets from BTF, [`SkbFields`]) give the start: the MAC header
+//! the skb only through a kernel pointer: where the kernel has the kfunc
+//! `bpf_rdonly_cast` (6.2), the fields are plain loads through the cast
+//! pointer, which the verifier makes fault-safe; elsewhere each run of
+//! fields is a `bpf_probe_read_kernel` into the stack, whose result is
+//! checked. The fields (offsets from BTF, [`SkbFields`]) give the start: the MAC header
 //! when it is set (not `~0`, and not equal to the network header with a
 //! `mac_len` of 0), for the Ethernet program; else the network header, for
 //! the raw IP program; else nothing matches. The bytes at hand are the
@@ -16,10 +18,17 @@
 //! Then the classic program runs: A and X live in r6 and r7 (32-bit
 //! operations keep them zero-extended, as classic registers are 32 bits),
 //! the start address in r8, the bytes at hand in r9, scratch memory in
-//! stack slots. Every packet load is the same sequence ([`Code::load`]):
-//! a bounds check against r9, a `bpf_probe_read_kernel` into the stack,
-//! checked, a load and a byte swap to host order. Comparisons use 32-bit
-//! jumps (kernel 5.1) so that constants above 2^31 compare unsigned.
+//! stack slots. The first [`WINDOW`] bytes at hand are copied to the stack
+//! once, by one `bpf_probe_read_kernel`: a packet load there
+//! ([`Code::load`]) is a bounds check against r9, a stack load and a byte
+//! swap to host order; a load past them reads its bytes with a helper call
+//! of its own. Comparisons use 32-bit jumps (kernel 5.1) so that constants
+//! above 2^31 compare unsigned.
+//!
+//! Why one copy: a helper call costs about a hundred instructions, and the
+//! filter runs on every call of every traced function, for packets that do
+//! not match as much as for those that do; an expression such as `udp and
+//! dst port 53` reads five bytes fields of the headers (issue 13's cost).
 use super::cbpf::{Alu, Op, Reg, Size, Src, Test, Verdict, SCRATCH_WORDS};
 use crate::sys::bpf::Insn;
 
@@ -42,6 +51,18 @@ pub struct SkbFields {
     pub network_header: u32,
     /// `__u16 mac_len`.
     pub mac_len: u32,
+    /// Where the kernel has `bpf_rdonly_cast`: its BTF id and `sk_buff`'s,
+    /// for plain loads of the fields.
+    pub cast: Option<Cast>,
+}
+
+/// The BTF ids a `bpf_rdonly_cast(skb, sk_buff)` call needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cast {
+    /// The kfunc (the call's immediate).
+    pub func: u32,
+    /// `struct sk_buff` (its argument).
+    pub skb: u32,
 }
 
 impl SkbFields {
@@ -55,6 +76,7 @@ impl SkbFields {
             mac_header: offset("mac_header")?,
             network_header: offset("network_header")?,
             mac_len: offset("mac_len")?,
+            cast: None,
         })
     }
 }
@@ -67,6 +89,7 @@ pub const MAX_JUMP: usize = i16::MAX as usize;
 /// would be too long for eBPF.
 pub fn translate(ethernet: &[Op], raw_ip: &[Op], skb: &SkbFields) -> Result<Vec<Insn>, usize> {
     let mut code = Code::new();
+    code.cast = skb.cast;
     let on_ethernet = code.label();
     let tail = code.find_start(skb, on_ethernet);
     // No MAC header: the raw IP program, from the network header if set.
@@ -123,6 +146,14 @@ const PROBE_READ_KERNEL: i32 = 113;
 /// Fields lying within this many bytes are read with one helper call.
 const READ_SPAN: u32 = 64;
 
+/// Bytes from the start copied once to the stack: Ethernet, an IPv4 header
+/// without options and the ports (38), IPv6 with TCP flags (67); within
+/// the 512-byte stack the calling program shares.
+pub const WINDOW: u32 = 64;
+
+/// `src_reg` of a call to a kernel function (kfunc) by its BTF id.
+const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
+
 /// Where a packet load reads.
 #[derive(Clone, Copy)]
 enum At {
@@ -144,6 +175,10 @@ struct Code {
     stack: i16,
     matched: Label,
     unmatched: Label,
+    cast: Option<Cast>,
+    /// The stack offset of the current program's copy of the first
+    /// [`WINDOW`] bytes, when it has one.
+    window: Option<i16>,
 }
 
 impl Code {
@@ -155,6 +190,8 @@ impl Code {
             stack: SCRATCH,
             matched: Label(0),
             unmatched: Label(1),
+            cast: None,
+            window: None,
         }
     }
 
@@ -220,6 +257,9 @@ impl Code {
     /// from an 8-byte boundary so that each keeps its alignment. Returns
     /// each field's stack offset. The skb is in SKB.
     fn read_fields(&mut self, fields: &[(u32, u8)]) -> Vec<i16> {
+        if let Some(cast) = self.cast {
+            return self.load_fields(cast, fields);
+        }
         let mut order: Vec<usize> = (0..fields.len()).collect();
         order.sort_by_key(|&i| fields[i].0);
         let mut at = vec![0; fields.len()];
@@ -250,6 +290,35 @@ impl Code {
         at
     }
 
+    /// [`Code::read_fields`] with `bpf_rdonly_cast`: the cast (the verifier
+    /// inlines it: one move), then a load and a store per field, so that
+    /// the rest of the code finds them on the stack either way.
+    fn load_fields(&mut self, cast: Cast, fields: &[(u32, u8)]) -> Vec<i16> {
+        self.push(mov64(R1, SKB));
+        self.push(mov64_imm(R2, cast.skb as i32));
+        self.push(insn(
+            JMP | CALL,
+            0,
+            BPF_PSEUDO_KFUNC_CALL,
+            0,
+            cast.func as i32,
+        ));
+        let mut at = Vec::with_capacity(fields.len());
+        for &(offset, size) in fields {
+            let width = match size {
+                1 => B,
+                2 => H,
+                4 => W,
+                _ => DW,
+            };
+            self.stack -= 8;
+            self.push(ldx(width, R1, R0, offset as i16));
+            self.push(stx(width, FP, self.stack, R1));
+            at.push(self.stack);
+        }
+        at
+    }
+
     /// `bpf_probe_read_kernel(fp + into, size, r3)`, with r3 set by
     /// `source`; no match when it fails.
     fn probe_read(&mut self, into: i16, size: i32, source: impl FnOnce(&mut Self)) {
@@ -271,6 +340,10 @@ impl Code {
             self.packet_len(skb);
         }
         self.push(add64(START, HEAD));
+        self.window = None;
+        if ops.iter().any(Op::loads_packet) {
+            self.copy_window();
+        }
         self.push(mov32_imm(A, 0));
         self.push(mov32_imm(X, 0));
         self.clear_scratch(ops);
@@ -282,6 +355,24 @@ impl Code {
         if ops.last().is_some_and(Op::falls_through) {
             self.jump(ja(), self.unmatched);
         }
+    }
+
+    /// Copies the first bytes at hand, at most [`WINDOW`], to the stack. The
+    /// size is a register the verifier knows to be at most `WINDOW`, so it
+    /// takes the whole window as written; the loads read only what the
+    /// bounds checks say was copied.
+    fn copy_window(&mut self) {
+        self.stack -= WINDOW as i16;
+        let window = self.stack;
+        self.push(mov64(R2, LINEAR));
+        self.push(with_offset(jmp64_imm(JLE, R2, WINDOW as i32), 1));
+        self.push(mov64_imm(R2, WINDOW as i32));
+        self.push(mov64(R3, START));
+        self.push(mov64(R1, FP));
+        self.push(add64_imm(R1, i32::from(window)));
+        self.push(call(PROBE_READ_KERNEL));
+        self.jump(jmp64_imm(JNE, R0, 0), self.unmatched);
+        self.window = Some(window);
     }
 
     /// Stores the packet's length from the start: `len + data - head - start`.
@@ -400,14 +491,29 @@ impl Code {
         let bytes = size as i32;
         // Linear data is far below 2 GiB: a larger offset is never inside.
         let limit = i32::MAX as u32 - 4;
+        let (width, swap) = match size {
+            Size::Byte => (B, None),
+            Size::Half => (H, Some(16)),
+            Size::Word => (W, Some(32)),
+        };
+        let window = self.window.filter(|_| bytes as u32 <= WINDOW);
+        let in_window = WINDOW as i32 - bytes;
         match at {
             At::Abs(k) | At::Ind(k) if k > limit => return self.jump(ja(), self.unmatched),
             At::Abs(k) => {
                 self.jump(jmp64_imm(JLT, LINEAR, k as i32 + bytes), self.unmatched);
-                self.probe_read(LOADED, bytes, |code| {
-                    code.push(mov64(R3, START));
-                    code.push(add64_imm(R3, k as i32));
-                });
+                match window {
+                    Some(window) if k as i32 <= in_window => {
+                        return self.window_load(dst, bytes, FP, window + k as i16);
+                    }
+                    _ => {
+                        self.probe_read(LOADED, bytes, |code| {
+                            code.push(mov64(R3, START));
+                            code.push(add64_imm(R3, k as i32));
+                        });
+                        self.push(ldx(width, dst, FP, LOADED));
+                    }
+                }
             }
             At::Ind(k) => {
                 // X + k + bytes in 64 bits: no wrapping past the check.
@@ -416,17 +522,40 @@ impl Code {
                 self.push(mov64(R2, R3));
                 self.push(add64_imm(R2, bytes));
                 self.jump(jmp64(JGT, R2, LINEAR), self.unmatched);
+                let past = self.label();
+                let done = self.label();
+                if let Some(window) = window {
+                    // Stack loads at a variable offset the check bounds.
+                    self.jump(jmp64_imm(JGT, R3, in_window), past);
+                    self.push(mov64(R1, FP));
+                    self.push(add64(R1, R3));
+                    self.window_load(dst, bytes, R1, window);
+                    self.jump(ja(), done);
+                }
+                self.bind(past);
                 self.probe_read(LOADED, bytes, |code| code.push(add64(R3, START)));
+                self.push(ldx(width, dst, FP, LOADED));
+                if let Some(bits) = swap {
+                    self.push(insn(ALU | END | TO_BE, dst, 0, 0, bits));
+                }
+                self.bind(done);
+                return;
             }
         }
-        let (width, swap) = match size {
-            Size::Byte => (B, None),
-            Size::Half => (H, Some(16)),
-            Size::Word => (W, Some(32)),
-        };
-        self.push(ldx(width, dst, FP, LOADED));
         if let Some(bits) = swap {
             self.push(insn(ALU | END | TO_BE, dst, 0, 0, bits));
+        }
+    }
+
+    /// `bytes` bytes of the window at `base + off` into `dst`, big-endian
+    /// as classic loads are: a byte at a time, because the verifier wants
+    /// every stack access aligned to its size and packet fields are not.
+    fn window_load(&mut self, dst: u8, bytes: i32, base: u8, off: i16) {
+        self.push(ldx(B, dst, base, off));
+        for i in 1..bytes as i16 {
+            self.push(ldx(B, R2, base, off + i));
+            self.push(alu32_imm(Alu::Lsh as u8, dst, 8));
+            self.push(alu32(Alu::Or as u8, dst, R2));
         }
     }
 }
@@ -574,6 +703,7 @@ mod tests {
         mac_header: 182,
         network_header: 180,
         mac_len: 120,
+        cast: None,
     };
 
     /// The instructions' jump targets: each must land inside the function.
@@ -609,21 +739,74 @@ mod tests {
         assert_eq!(insns[insns.len() - 4], mov64_imm(R0, 1));
     }
 
+    fn probe_reads(insns: &[Insn]) -> usize {
+        let call = |i: &&Insn| i.code == JMP | CALL && i.regs == 0 && i.imm == PROBE_READ_KERNEL;
+        insns.iter().filter(call).count()
+    }
+
     #[test]
-    fn a_packet_load_is_one_bounds_check_one_read_and_a_swap() {
+    fn packet_loads_in_the_window_are_a_bounds_check_a_stack_load_and_a_swap() {
         let insns = |ops: &[Op]| translate(ops, &[Op::Return(Verdict::NoMatch)], &SKB).unwrap();
-        let base = insns(&[Op::Return(Verdict::Match)]).len();
-        let abs = insns(&[Op::LoadAbs(Size::Word, 26), Op::Return(Verdict::A)]);
-        // 10 for the load; `ret a` is one longer than `ret #match`.
-        assert_eq!(abs.len() - base, 1 + 10);
-        let probe_reads = abs
-            .iter()
-            .filter(|i| i.code == JMP | CALL && i.imm == PROBE_READ_KERNEL);
-        // The skb's header offsets, its mac_len, and the packet.
-        assert_eq!(probe_reads.count(), 3);
-        assert!(abs.contains(&insn(ALU | END | TO_BE, A, 0, 0, 32)));
+        let one = insns(&[Op::LoadAbs(Size::Word, 26), Op::Return(Verdict::A)]);
+        let two = insns(&[
+            Op::LoadAbs(Size::Word, 26),
+            Op::LoadAbs(Size::Word, 30),
+            Op::Return(Verdict::A),
+        ]);
+        assert_eq!(two.len() - one.len(), 1 + 10, "check, then 4 bytes shifted in");
+        // The skb's header offsets, its mac_len, and the window.
+        assert_eq!(probe_reads(&two), 3);
+        assert!(!one.iter().any(|i| i.code == ALU | END | TO_BE), "no swap");
         let byte = insns(&[Op::LoadAbs(Size::Byte, 23), Op::Return(Verdict::A)]);
-        assert_eq!(byte.len(), abs.len() - 1, "a byte needs no swap");
+        assert_eq!(byte.len(), one.len() - 9, "a byte is one load");
+        let far = insns(&[Op::LoadAbs(Size::Word, WINDOW - 3), Op::Return(Verdict::A)]);
+        assert_eq!(probe_reads(&far), 4, "past the window: a read of its own");
+    }
+
+    #[test]
+    fn an_indexed_load_tries_the_window_first() {
+        let ops = [
+            Op::LoadHeaderLen(14),
+            Op::LoadInd(Size::Half, 16),
+            Op::Return(Verdict::A),
+        ];
+        let insns = translate(&ops, &[Op::Return(Verdict::NoMatch)], &SKB).unwrap();
+        // Header offsets, mac_len, the window, and the fallback past it.
+        assert_eq!(probe_reads(&insns), 4);
+        let bound = jmp64_imm(JGT, R3, (WINDOW - 2) as i32);
+        assert!(insns
+            .iter()
+            .any(|i| i.code == bound.code && i.imm == bound.imm));
+        assert!(targets(&insns).iter().all(|&t| t < insns.len()));
+    }
+
+    #[test]
+    fn without_packet_loads_nothing_is_copied() {
+        let ops = [Op::Len(Reg::A), Op::Return(Verdict::A)];
+        let insns = translate(&ops, &ops, &SKB).unwrap();
+        // len and data (88 bytes apart), header offsets, mac_len: no window.
+        assert_eq!(probe_reads(&insns), 2 * 2 + 2);
+    }
+
+    #[test]
+    fn with_bpf_rdonly_cast_skb_fields_are_plain_loads() {
+        let cast = Cast {
+            func: 1234,
+            skb: 99,
+        };
+        let skb = SkbFields {
+            cast: Some(cast),
+            ..SKB
+        };
+        let ops = [Op::LoadAbs(Size::Half, 12), Op::Return(Verdict::A)];
+        let insns = translate(&ops, &ops, &skb).unwrap();
+        assert_eq!(probe_reads(&insns), 2, "only the window, in each program");
+        let kfunc = insn(JMP | CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, 1234);
+        assert_eq!(insns.iter().filter(|i| **i == kfunc).count(), 2);
+        assert!(
+            insns.contains(&ldx(DW, R1, R0, 192)),
+            "head through the cast"
+        );
     }
 
     #[test]
@@ -631,9 +814,8 @@ mod tests {
         let insns = |ops: &[Op]| translate(ops, ops, &SKB).unwrap();
         let without = insns(&[Op::Return(Verdict::A)]);
         let with = insns(&[Op::Len(Reg::A), Op::Return(Verdict::A)]);
-        let reads = |insns: &[Insn]| insns.iter().filter(|i| i.imm == PROBE_READ_KERNEL).count();
         // len and data are 88 bytes apart: two reads, in each program.
-        assert_eq!(reads(&with) - reads(&without), 4);
+        assert_eq!(probe_reads(&with) - probe_reads(&without), 4);
     }
 
     #[test]
@@ -653,8 +835,8 @@ mod tests {
         );
         assert_eq!(
             far.unwrap().len(),
-            near.unwrap().len() - 9,
-            "one `ja` instead of the load"
+            near.unwrap().len() - 10,
+            "one `ja` instead of the check and the loads"
         );
     }
 

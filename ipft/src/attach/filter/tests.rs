@@ -21,7 +21,7 @@ use super::{call_ahead, check, classifier, packets, packets::Packet};
 use crate::{
     attach::programs,
     discover::{self, KernelBtf},
-    select::{pcap, Filter, SkbFields},
+    select::{pcap, Cast, Filter, SkbFields},
     sys::bpf::{self, AttachType, Insn, ProgType},
 };
 
@@ -138,18 +138,31 @@ impl Libpcap {
 fn the_kernel_gives_libpcap_verdicts() {
     bpf::fake::use_the_kernel();
     let kernel = KernelBtf::load(Path::new(discover::SYS_BTF_DIR), false).unwrap();
-    let skb = SkbFields::find(discover::skb_field_offsets(&kernel.vmlinux).unwrap()).unwrap();
+    let probe_read =
+        SkbFields::find(discover::skb_field_offsets(&kernel.vmlinux).unwrap()).unwrap();
+    // Both ways of reading the skb's fields where this kernel has both.
+    let mut reads = vec![("bpf_probe_read_kernel", probe_read)];
+    if let Some(ids) = discover::rdonly_cast_ids(&kernel.vmlinux) {
+        let cast = Some(Cast {
+            func: ids.func,
+            skb: ids.skb,
+        });
+        reads.push(("bpf_rdonly_cast", SkbFields { cast, ..probe_read }));
+    }
     let packets = packets::corpus();
     assert!(packets.len() >= 200, "{} packets", packets.len());
     let (mut runs, mut wrong, mut one_sided) = (0, Vec::new(), Vec::new());
-    for expression in EXPRESSIONS {
+    for ((read, fields), expression) in reads
+        .iter()
+        .flat_map(|r| EXPRESSIONS.iter().map(move |e| (r, e)))
+    {
         let libpcap = Libpcap::compile(expression);
         let filter = Filter::compile(expression)
             .unwrap()
-            .translate(&skb)
+            .translate(fields)
             .unwrap();
         let real = load(&classifier(&filter));
-        let made_up = load(&made_up_skb(&filter, &skb));
+        let made_up = load(&made_up_skb(&filter, fields));
         let mut seen = [false; 2];
         for packet in &packets {
             for skb in WAYS {
@@ -166,7 +179,7 @@ fn the_kernel_gives_libpcap_verdicts() {
                 runs += 1;
                 if got != want {
                     wrong.push(format!(
-                        "{expression:?} on {} ({skb:?}): libpcap {want}, ipft {got}",
+                        "{expression:?} on {} ({skb:?}, {read}): libpcap {want}, ipft {got}",
                         packet.name
                     ));
                 }
@@ -177,10 +190,11 @@ fn the_kernel_gives_libpcap_verdicts() {
         }
     }
     println!(
-        "{} expressions x {} packets x {} ways: {runs} runs, {} differ",
+        "{} expressions x {} packets x {} ways x {} skb reads: {runs} runs, {} differ",
         EXPRESSIONS.len(),
         packets.len(),
         WAYS.len(),
+        reads.len(),
         wrong.len()
     );
     assert_eq!(
