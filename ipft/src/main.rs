@@ -199,6 +199,7 @@ fn filter_function(
     skb.cast = cast.map(|ids| select::Cast {
         func: ids.func,
         skb: ids.skb,
+        bytes: ids.bytes,
     });
     let insns = filter.translate(&skb)?;
     attach::filter::check(&insns)?;

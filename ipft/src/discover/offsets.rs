@@ -89,7 +89,23 @@ pub fn skb_field_offsets(btf: &Btf) -> Result<impl Fn(&str) -> Result<u32> + '_>
 pub struct RdonlyCastIds {
     pub func: u32,
     pub skb: u32,
+    /// A struct that begins with an array of at least 4 bytes (see
+    /// [`BYTE_ARRAYS`]): `-f` casts packet addresses to it to load 1, 2 or
+    /// 4 bytes at its start.
+    pub bytes: Option<u32>,
 }
+
+/// Structs whose first member is a byte array, in the order tried: the
+/// verifier lets a load through a cast pointer read anywhere within its
+/// first member's array, so that a packet's bytes are plain loads. Any of
+/// them will do; which ones a kernel has depends on its architecture and
+/// configuration (`bpf_sockopt_buf`: cgroup BPF, 5.9; `irq_stack`: x86).
+const BYTE_ARRAYS: &[&str] = &[
+    "bpf_sockopt_buf",
+    "irq_stack",
+    "ifla_vf_broadcast",
+    "edid_info",
+];
 
 /// The vmlinux BTF ids a `bpf_rdonly_cast` read of the skb needs: the FUNC
 /// `bpf_rdonly_cast` (the kfunc call's immediate) and the STRUCT `sk_buff`
@@ -108,7 +124,27 @@ pub fn rdonly_cast_ids(btf: &Btf) -> Option<RdonlyCastIds> {
             "sk_buff",
             |t| matches!(t, Type::Struct(s) if !s.members.is_empty()),
         )?,
+        bytes: BYTE_ARRAYS.iter().find_map(|name| {
+            let ids = btf.resolve_ids_by_name(name).ok()?;
+            ids.into_iter().find(|&id| starts_with_bytes(btf, id))
+        }),
     })
+}
+
+/// Whether type `id` is a struct whose first member, at offset 0, is an
+/// array of at least 4 one-byte integers.
+fn starts_with_bytes(btf: &Btf, id: u32) -> bool {
+    let Ok(Type::Struct(s)) = btf.resolve_type_by_id(id) else {
+        return false;
+    };
+    let Some(first) = s.members.first().filter(|m| m.bit_offset() == 0) else {
+        return false;
+    };
+    let Some(Type::Array(array)) = strip_modifiers(btf, first.get_type_id()) else {
+        return false;
+    };
+    let element = strip_modifiers(btf, array.get_type_id());
+    array.len() >= 4 && matches!(element, Some(Type::Int(i)) if i.size() == 1)
 }
 
 /// The (non-empty) struct called `name`, with that name.

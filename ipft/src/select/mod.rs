@@ -200,7 +200,11 @@ mod tests {
 
     #[test]
     fn the_kfunc_sets_the_cast_flag_and_its_ids() {
-        let ids = RdonlyCastIds { func: 7, skb: 9 };
+        let ids = RdonlyCastIds {
+            func: 7,
+            skb: 9,
+            bytes: None,
+        };
         let c = config(
             &opts(&["-m", "1"]),
             Offsets::default(),

@@ -18,7 +18,11 @@
 //! Then the classic program runs: A and X live in r6 and r7 (32-bit
 //! operations keep them zero-extended, as classic registers are 32 bits),
 //! the start address in r8, the bytes at hand in r9, scratch memory in
-//! stack slots. The first [`WINDOW`] bytes at hand are copied to the stack
+//! stack slots. With `bpf_rdonly_cast`, a packet load is a bounds check
+//! against r9 and a plain load through the packet address cast to a struct
+//! that begins with a byte array (the verifier checks such a load against
+//! the array, and makes it fault-safe), then a byte swap: no helper call at
+//! all. Without it, the first [`WINDOW`] bytes at hand are copied to the stack
 //! once, by one `bpf_probe_read_kernel`: a packet load there
 //! ([`Code::load`]) is a bounds check against r9, a stack load and a byte
 //! swap to host order; a load past them reads its bytes with a helper call
@@ -63,6 +67,10 @@ pub struct Cast {
     pub func: u32,
     /// `struct sk_buff` (its argument).
     pub skb: u32,
+    /// A struct that begins with a byte array (`discover`'s
+    /// `RdonlyCastIds::bytes`): a packet address cast to it is loaded from
+    /// directly, 1, 2 or 4 bytes at offset 0.
+    pub bytes: Option<u32>,
 }
 
 impl SkbFields {
@@ -341,7 +349,8 @@ impl Code {
         }
         self.push(add64(START, HEAD));
         self.window = None;
-        if ops.iter().any(Op::loads_packet) {
+        let direct = self.cast.and_then(|c| c.bytes).is_some();
+        if !direct && ops.iter().any(Op::loads_packet) {
             self.copy_window();
         }
         self.push(mov32_imm(A, 0));
@@ -498,8 +507,25 @@ impl Code {
         };
         let window = self.window.filter(|_| bytes as u32 <= WINDOW);
         let in_window = WINDOW as i32 - bytes;
+        let direct = self.cast.and_then(|c| c.bytes.map(|b| (c.func, b)));
         match at {
             At::Abs(k) | At::Ind(k) if k > limit => return self.jump(ja(), self.unmatched),
+            At::Abs(k) if direct.is_some() => {
+                self.jump(jmp64_imm(JLT, LINEAR, k as i32 + bytes), self.unmatched);
+                self.push(mov64(R1, START));
+                self.push(add64_imm(R1, k as i32));
+                self.direct_load(dst, width, direct.unwrap());
+            }
+            At::Ind(k) if direct.is_some() => {
+                self.push(mov32(R3, X));
+                self.push(add64_imm(R3, k as i32));
+                self.push(mov64(R2, R3));
+                self.push(add64_imm(R2, bytes));
+                self.jump(jmp64(JGT, R2, LINEAR), self.unmatched);
+                self.push(mov64(R1, START));
+                self.push(add64(R1, R3));
+                self.direct_load(dst, width, direct.unwrap());
+            }
             At::Abs(k) => {
                 self.jump(jmp64_imm(JLT, LINEAR, k as i32 + bytes), self.unmatched);
                 match window {
@@ -545,6 +571,15 @@ impl Code {
         if let Some(bits) = swap {
             self.push(insn(ALU | END | TO_BE, dst, 0, 0, bits));
         }
+    }
+
+    /// A load of `width` at the address in r1, through `bpf_rdonly_cast`
+    /// to the byte-array struct `(kfunc, struct)`: the verifier inlines the
+    /// cast (a move) and makes the load fault-safe.
+    fn direct_load(&mut self, dst: u8, width: u8, (kfunc, bytes): (u32, u32)) {
+        self.push(mov64_imm(R2, bytes as i32));
+        self.push(insn(JMP | CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, kfunc as i32));
+        self.push(ldx(width, dst, R0, 0));
     }
 
     /// `bytes` bytes of the window at `base + off` into `dst`, big-endian
@@ -753,7 +788,11 @@ mod tests {
             Op::LoadAbs(Size::Word, 30),
             Op::Return(Verdict::A),
         ]);
-        assert_eq!(two.len() - one.len(), 1 + 10, "check, then 4 bytes shifted in");
+        assert_eq!(
+            two.len() - one.len(),
+            1 + 10,
+            "check, then 4 bytes shifted in"
+        );
         // The skb's header offsets, its mac_len, and the window.
         assert_eq!(probe_reads(&two), 3);
         assert!(!one.iter().any(|i| i.code == ALU | END | TO_BE), "no swap");
@@ -793,6 +832,7 @@ mod tests {
         let cast = Cast {
             func: 1234,
             skb: 99,
+            bytes: None,
         };
         let skb = SkbFields {
             cast: Some(cast),
@@ -816,6 +856,34 @@ mod tests {
         let with = insns(&[Op::Len(Reg::A), Op::Return(Verdict::A)]);
         // len and data are 88 bytes apart: two reads, in each program.
         assert_eq!(probe_reads(&with) - probe_reads(&without), 4);
+    }
+
+    #[test]
+    fn with_a_byte_array_struct_packet_loads_make_no_helper_call() {
+        let cast = Cast {
+            func: 1234,
+            skb: 99,
+            bytes: Some(77),
+        };
+        let skb = SkbFields {
+            cast: Some(cast),
+            ..SKB
+        };
+        let ops = [
+            Op::LoadAbs(Size::Half, 12),
+            Op::LoadHeaderLen(14),
+            Op::LoadInd(Size::Word, 16),
+            Op::Return(Verdict::A),
+        ];
+        let insns = translate(&ops, &ops, &skb).unwrap();
+        assert_eq!(probe_reads(&insns), 0);
+        let loads: Vec<&Insn> = insns
+            .iter()
+            .filter(|i| i.code & 0x07 == LDX && i.regs & 0x0f != R1 && i.regs >> 4 == R0)
+            .collect();
+        // Three loads through the cast packet address in each program.
+        assert_eq!(loads.len(), 6, "{loads:?}");
+        assert!(insns.contains(&mov64_imm(R2, 77)));
     }
 
     #[test]

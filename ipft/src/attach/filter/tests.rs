@@ -140,14 +140,33 @@ fn the_kernel_gives_libpcap_verdicts() {
     let kernel = KernelBtf::load(Path::new(discover::SYS_BTF_DIR), false).unwrap();
     let probe_read =
         SkbFields::find(discover::skb_field_offsets(&kernel.vmlinux).unwrap()).unwrap();
-    // Both ways of reading the skb's fields where this kernel has both.
+    // Every way of reading the skb and the packet this kernel allows:
+    // bpf_probe_read_kernel; the fields through bpf_rdonly_cast and the
+    // packet copied; both through bpf_rdonly_cast.
     let mut reads = vec![("bpf_probe_read_kernel", probe_read)];
     if let Some(ids) = discover::rdonly_cast_ids(&kernel.vmlinux) {
-        let cast = Some(Cast {
+        let cast = |bytes| Cast {
             func: ids.func,
             skb: ids.skb,
-        });
-        reads.push(("bpf_rdonly_cast", SkbFields { cast, ..probe_read }));
+            bytes,
+        };
+        let fields = Some(cast(None));
+        reads.push((
+            "fields cast",
+            SkbFields {
+                cast: fields,
+                ..probe_read
+            },
+        ));
+        let bytes = ids.bytes.expect("a struct beginning with a byte array");
+        let all = Some(cast(Some(bytes)));
+        reads.push((
+            "fields and packet cast",
+            SkbFields {
+                cast: all,
+                ..probe_read
+            },
+        ));
     }
     let packets = packets::corpus();
     assert!(packets.len() >= 200, "{} packets", packets.len());
