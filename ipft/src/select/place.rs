@@ -68,9 +68,11 @@ fn open(netns: &Netns) -> Result<(File, String), String> {
         ),
         Netns::Inode(inode) => match find_inode(*inode) {
             Some(path) => (path, format!("the network namespace with inode {inode}")),
-            None => return Err(format!(
+            None => {
+                return Err(format!(
                 "no network namespace has inode {inode} (none in {NAMED} nor of a running process)"
-            )),
+            ))
+            }
         },
     };
     let file = match File::open(&path) {
