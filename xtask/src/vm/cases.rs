@@ -1132,7 +1132,7 @@ mod tests {
         let whole = flow(&path, udp);
         let steps = SELECT_FORWARD_STEPS;
         assert_eq!(
-            selected(&[whole.clone()], "10.0.2.2", steps).status,
+            selected(std::slice::from_ref(&whole), "10.0.2.2", steps).status,
             Status::Pass
         );
         // A retransmission seen only in part is the same flow: fine.
