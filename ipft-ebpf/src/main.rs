@@ -231,28 +231,65 @@ fn matches(skb: u64) -> bool {
 
 /// `--netns`, `--dev`: whether the packet is on the selected device (with
 /// `--dev`) in the selected namespace. A packet without a device is in its
-/// socket's namespace (a local sender's packet before routing gives it
-/// one), and on no device: `--dev` does not match it.
+/// socket's namespace (a local sender's packet before its output function
+/// gives it one), and on no device: `--dev` does not match it.
 #[inline(always)]
 fn placed(skb: u64) -> bool {
+    if config!(flags) & CONFIG_RDONLY_CAST != 0 {
+        return placed_cast(skb);
+    }
     let dev: u64 = read(skb + config!(offsets.skb_dev) as u64);
-    let net: u64 = if dev != 0 {
-        if config!(flags) & CONFIG_DEV != 0 {
-            let ifindex: u32 = read(dev + config!(place.dev_ifindex) as u64);
-            if ifindex != config!(ifindex) {
-                return false;
-            }
-        }
-        read(dev + config!(place.dev_net) as u64)
-    } else if config!(flags) & CONFIG_DEV != 0 {
-        return false;
-    } else {
-        let sk: u64 = read(skb + config!(place.skb_sk) as u64);
-        if sk == 0 {
+    if dev == 0 {
+        return config!(flags) & CONFIG_DEV == 0 && in_socket_netns(skb);
+    }
+    if config!(flags) & CONFIG_DEV != 0 {
+        let ifindex: u32 = read(dev + config!(place.dev_ifindex) as u64);
+        if ifindex != config!(ifindex) {
             return false;
         }
-        read(sk + config!(place.sk_net) as u64)
-    };
+    }
+    let net: u64 = read(dev + config!(place.dev_net) as u64);
+    net != 0 && read::<u32>(net + config!(place.net_inum) as u64) == config!(netns)
+}
+
+/// [`placed`] with plain loads through `bpf_rdonly_cast`: the verifier
+/// follows the pointers by BTF (`sk_buff.dev` is a `net_device *`,
+/// `nd_net.net` a `net *`) and makes each load faulting-safe, so the walk
+/// costs three loads instead of three helper calls.
+#[inline(always)]
+fn placed_cast(skb: u64) -> bool {
+    let base = unsafe { rdonly_cast(skb, config!(skb_btf_id)) };
+    let at = |ptr: *const u8, offset: u32| unsafe { ptr.add(offset as usize) };
+    let dev =
+        unsafe { core::ptr::read_volatile(at(base, config!(offsets.skb_dev)).cast::<*const u8>()) };
+    if dev.is_null() {
+        return config!(flags) & CONFIG_DEV == 0 && in_socket_netns(skb);
+    }
+    if config!(flags) & CONFIG_DEV != 0 {
+        let ifindex =
+            unsafe { core::ptr::read_volatile(at(dev, config!(place.dev_ifindex)).cast::<u32>()) };
+        if ifindex != config!(ifindex) {
+            return false;
+        }
+    }
+    let net =
+        unsafe { core::ptr::read_volatile(at(dev, config!(place.dev_net)).cast::<*const u8>()) };
+    unsafe {
+        core::ptr::read_volatile(at(net, config!(place.net_inum)).cast::<u32>()) == config!(netns)
+    }
+}
+
+/// Whether the skb's socket is in the selected namespace: read with
+/// `bpf_probe_read_kernel`, because `sk_buff.sk` shares a union with
+/// `ip_defrag_offset` (a fragment being reassembled holds a number there),
+/// so it is not a pointer the verifier would follow.
+#[inline(never)]
+fn in_socket_netns(skb: u64) -> bool {
+    let sk: u64 = read(skb + config!(place.skb_sk) as u64);
+    if sk == 0 {
+        return false;
+    }
+    let net: u64 = read(sk + config!(place.sk_net) as u64);
     net != 0 && read::<u32>(net + config!(place.net_inum) as u64) == config!(netns)
 }
 
