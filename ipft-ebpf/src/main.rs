@@ -258,25 +258,26 @@ fn placed(skb: u64) -> bool {
 /// costs three loads instead of three helper calls.
 #[inline(always)]
 fn placed_cast(skb: u64) -> bool {
-    let base = unsafe { rdonly_cast(skb, config!(skb_btf_id)) };
-    let at = |ptr: *const u8, offset: u32| unsafe { ptr.add(offset as usize) };
-    let dev =
-        unsafe { core::ptr::read_volatile(at(base, config!(offsets.skb_dev)).cast::<*const u8>()) };
+    let btf_id = config!(skb_btf_id);
+    let base = unsafe { rdonly_cast(skb, btf_id) };
+    let dev: *const u8 = load(base, config!(offsets.skb_dev));
     if dev.is_null() {
         return config!(flags) & CONFIG_DEV == 0 && in_socket_netns(skb);
     }
-    if config!(flags) & CONFIG_DEV != 0 {
-        let ifindex =
-            unsafe { core::ptr::read_volatile(at(dev, config!(place.dev_ifindex)).cast::<u32>()) };
-        if ifindex != config!(ifindex) {
-            return false;
-        }
+    if config!(flags) & CONFIG_DEV != 0
+        && load::<u32>(dev, config!(place.dev_ifindex)) != config!(ifindex)
+    {
+        return false;
     }
-    let net =
-        unsafe { core::ptr::read_volatile(at(dev, config!(place.dev_net)).cast::<*const u8>()) };
-    unsafe {
-        core::ptr::read_volatile(at(net, config!(place.net_inum)).cast::<u32>()) == config!(netns)
-    }
+    let net: *const u8 = load(dev, config!(place.dev_net));
+    load::<u32>(net, config!(place.net_inum)) == config!(netns)
+}
+
+/// A plain load of the field at `offset` in a `bpf_rdonly_cast` object (or
+/// one reached from it), which the verifier makes faulting-safe.
+#[inline(always)]
+fn load<T>(object: *const u8, offset: u32) -> T {
+    unsafe { core::ptr::read_volatile(object.add(offset as usize).cast::<T>()) }
 }
 
 /// Whether the skb's socket is in the selected namespace: read with
