@@ -133,10 +133,13 @@ SELECTED=7777
 # `udp_to NS ADDR PORT`: read requests from NS to ADDR:PORT for 2 s.
 udp_to() { $IP netns exec $1 timeout 2 busybox tftp -g -r ipft -l /dev/null $2 $3 || true; }
 
-# `beside NS ADDR`: the other traffic to ADDR, in the background.
+# `beside NS ADDR`: the other traffic to ADDR, in the background; its
+# processes in BESIDE (a plain `wait` would wait for ipft too).
 beside() {
     udp_to $1 $2 7778 &
+    BESIDE=$!
     $IP netns exec $1 $PING -c 20 -i 0.1 -W 1 $2 >/dev/null 2>&1 &
+    BESIDE="$BESIDE $!"
 }
 
 select_forward_setup() {
@@ -147,13 +150,13 @@ select_forward_setup() {
 select_forward_traffic() {
     beside ns1 10.0.2.2
     udp_to ns1 10.0.2.2 $SELECTED
-    wait
+    wait $BESIDE
 }
 
 select_vxlan_traffic() {
     beside a 10.0.4.2
     udp_to a 10.0.4.2 $SELECTED
-    wait
+    wait $BESIDE
 }
 
 # SRv6 between ns s and ns d over the veth pair vs (fc00::1, 10.0.7.1) / vd
@@ -189,7 +192,7 @@ srv6_setup() {
 srv6_traffic() {
     beside s 10.0.8.1
     udp_to s 10.0.8.1 $SELECTED
-    wait
+    wait $BESIDE
 }
 
 srv6_teardown() { for n in s d; do $IP netns del $n; done; }
