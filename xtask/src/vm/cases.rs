@@ -56,7 +56,8 @@ const SELECT_FORWARD_STEPS: &[&[&str]] = &[
 ];
 
 /// The inner packet's send, the encapsulation, the veth crossing, the outer
-/// receive and the decapsulation to the inner receive.
+/// receive and the decapsulation to the inner receive (whose IP receive is
+/// ip_list_rcv from the GRO cells, not in the regex).
 const SELECT_VXLAN_STEPS: &[&[&str]] = &[
     &["ip_output"],
     &["vxlan_xmit", "vxlan_xmit_one"],
@@ -66,7 +67,6 @@ const SELECT_VXLAN_STEPS: &[&[&str]] = &[
     &["ip_rcv"],
     &["udp_rcv"],
     &["vxlan_rcv"],
-    &["ip_rcv"],
     &["udp_rcv"],
 ];
 
