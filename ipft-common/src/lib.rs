@@ -186,13 +186,16 @@ pub struct Config {
     pub mask: u32,
     /// Bit flags: [`CONFIG_TRACK`], [`CONFIG_GRAPH`], [`CONFIG_CAPTURE`],
     /// [`CONFIG_FILTER`], [`CONFIG_RDONLY_CAST`], [`CONFIG_STACK`],
-    /// [`CONFIG_STACK_DROPS`].
+    /// [`CONFIG_STACK_DROPS`], [`CONFIG_NETNS`], [`CONFIG_DEV`].
     pub flags: u32,
     /// `-w`: bytes of each frame to capture, at most [`SNAPLEN_MAX`].
     pub snaplen: u32,
     pub offsets: Offsets,
     /// `-w` only (zero without): read on the capture path alone.
     pub capture: CaptureOffsets,
+    /// `-w`, `--netns` and `--dev` only (zero without): where a packet's
+    /// device and namespace are.
+    pub place: PlaceOffsets,
     /// vmlinux BTF id of `struct sk_buff`: the type `bpf_rdonly_cast` casts
     /// the skb to (with [`CONFIG_RDONLY_CAST`]); the kfunc takes it as a
     /// constant, which a frozen map's value is to the verifier.
@@ -201,6 +204,12 @@ pub struct Config {
     /// [`KFUNC_RDONLY_CAST`] call into a kfunc call to it. The programs do
     /// not read it.
     pub rdonly_cast_btf_id: u32,
+    /// With [`CONFIG_NETNS`]: the inode number of the namespace a packet
+    /// must be in (its device's, or without a device its socket's).
+    pub netns: u32,
+    /// With [`CONFIG_DEV`]: the `ifindex` of the device (in the namespace
+    /// `netns`) a packet must be on.
+    pub ifindex: u32,
 }
 
 /// `Config::flags` bit: keep tracing a matched skb (by pointer, in the
@@ -223,6 +232,16 @@ pub const CONFIG_FILTER: u32 = 8;
 /// when [`CONFIG_FILTER`] is set.
 pub const FILTER_FUNCTION: &str = "ipft_filter";
 
+/// `Config::flags` bit (`--netns`, and `--dev`, which also names its
+/// namespace): a packet must be in the namespace `Config::netns`: its
+/// device's (`skb->dev->nd_net`), or, while it has no device yet, its
+/// socket's (`skb->sk->__sk_common.skc_net`).
+pub const CONFIG_NETNS: u32 = 32;
+/// `Config::flags` bit (`--dev`): a packet must be on the device
+/// `Config::ifindex` (with [`CONFIG_NETNS`], of that namespace); a packet
+/// without a device does not match.
+pub const CONFIG_DEV: u32 = 64;
+
 /// `Config::flags` bit: the kernel has the kfunc `bpf_rdonly_cast` (6.2+).
 /// The programs then read `skb->mark` through the cast pointer with a plain
 /// load, which costs a fifth of a `bpf_probe_read_kernel` call on the path
@@ -232,10 +251,33 @@ pub const CONFIG_RDONLY_CAST: u32 = 16;
 /// `Config::flags` bit (`--stack`): every traced call also records its
 /// kernel stack in the `STACKS` map ([`EVENT_STACK`]). Checked only after
 /// the packet matched.
-pub const CONFIG_STACK: u32 = 32;
+pub const CONFIG_STACK: u32 = 128;
 /// `Config::flags` bit (`--stack=drops`): only the programs of the
 /// functions and tracepoint that free an skb with a drop reason record it.
-pub const CONFIG_STACK_DROPS: u32 = 64;
+pub const CONFIG_STACK_DROPS: u32 = 256;
+
+// Every flag its own bit: their sum is their union only then.
+const _: () = {
+    let flags = [
+        CONFIG_TRACK,
+        CONFIG_GRAPH,
+        CONFIG_CAPTURE,
+        CONFIG_FILTER,
+        CONFIG_RDONLY_CAST,
+        CONFIG_NETNS,
+        CONFIG_DEV,
+        CONFIG_STACK,
+        CONFIG_STACK_DROPS,
+    ];
+    let (mut sum, mut union, mut i) = (0, 0, 0);
+    while i < flags.len() {
+        assert!(flags[i].is_power_of_two());
+        sum += flags[i];
+        union |= flags[i];
+        i += 1;
+    }
+    assert!(sum == union, "two CONFIG flags share a bit");
+};
 
 /// Entries of the `STACKS` map with `--stack`: distinct kernel stacks kept
 /// (the kernel keeps the first stack of each hash bucket: a later stack
@@ -282,19 +324,30 @@ pub struct Offsets {
     pub shinfo_gso_type: u32,
 }
 
-/// `-w`: where the frame's bytes, device and namespace are. Apart from
-/// [`Offsets`] so that a matched call without `-w` loads none of them.
+/// `-w`: where the frame's bytes are. Apart from [`Offsets`] so that a
+/// matched call without `-w` loads none of them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CaptureOffsets {
     pub skb_mac_header: u32,
     pub skb_data: u32,
     pub skb_tail: u32,
+}
+
+/// `-w`, `--netns`, `--dev`: where a packet's device and namespace are.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlaceOffsets {
     pub dev_ifindex: u32,
     /// `net_device.nd_net.net`: the device's `struct net *`.
     pub dev_net: u32,
     /// `net.ns.inum`: the namespace's inode number.
     pub net_inum: u32,
+    /// `sk_buff.sk`: the socket, whose namespace stands for a packet's
+    /// while it has no device.
+    pub skb_sk: u32,
+    /// `sock.__sk_common.skc_net.net`: the socket's `struct net *`.
+    pub sk_net: u32,
 }
 
 /// Entries of the `TRACKED` map (`--track`): skbs followed at once.

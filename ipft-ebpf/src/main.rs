@@ -33,10 +33,11 @@ use aya_ebpf::{
 };
 use ipft_common::{
     tracepoint_id, Call, Capture, CaptureOffsets, CaptureRecord, Cloning, Config, Event, Offsets,
-    CAPTURE_SIZE, CONFIG_CAPTURE, CONFIG_FILTER, CONFIG_GRAPH, CONFIG_RDONLY_CAST, CONFIG_STACK,
-    CONFIG_STACK_DROPS, CONFIG_TRACK, ENTERED_MAX, EVENT_CAPTURE, EVENT_CLONE, EVENT_DROP_REASON,
-    EVENT_RETURN, EVENT_SIZE, EVENT_STACK, KFUNC_RDONLY_CAST, LINK_ETHERNET, LINK_NONE, LINK_RAW,
-    SNAPLEN_MAX, STACKS_MAX, TP_KFREE_SKB_ID, TRACKED_MAX,
+    PlaceOffsets, CAPTURE_SIZE, CONFIG_CAPTURE, CONFIG_DEV, CONFIG_FILTER, CONFIG_GRAPH,
+    CONFIG_NETNS, CONFIG_RDONLY_CAST, CONFIG_STACK, CONFIG_STACK_DROPS, CONFIG_TRACK, ENTERED_MAX,
+    EVENT_CAPTURE, EVENT_CLONE, EVENT_DROP_REASON, EVENT_RETURN, EVENT_SIZE, EVENT_STACK,
+    KFUNC_RDONLY_CAST, LINK_ETHERNET, LINK_NONE, LINK_RAW, SNAPLEN_MAX, STACKS_MAX,
+    TP_KFREE_SKB_ID, TRACKED_MAX,
 };
 
 /// Set by userspace before loading; read-only, so the verifier sees constants.
@@ -64,12 +65,18 @@ static CONFIG: Config = Config {
         skb_mac_header: 0,
         skb_data: 0,
         skb_tail: 0,
+    },
+    place: PlaceOffsets {
         dev_ifindex: 0,
         dev_net: 0,
         net_inum: 0,
+        skb_sk: 0,
+        sk_net: 0,
     },
     skb_btf_id: 0,
     rdonly_cast_btf_id: 0,
+    netns: 0,
+    ifindex: 0,
 };
 
 #[map]
@@ -211,9 +218,10 @@ fn mark_of(skb: u64) -> Option<u32> {
     unsafe { bpf_probe_read_kernel(mark_ptr) }.ok()
 }
 
-/// The hot path: one read of `skb->mark`, one compare; then, with `-f`,
-/// the filter. Without `-m` the mask is 0 and no mark is read. The
-/// verifier knows `CONFIG`, so a test that is off costs nothing.
+/// The hot path: one read of `skb->mark`, one compare; then, with
+/// `--netns`/`--dev`, the device's (or socket's) namespace and index; then,
+/// with `-f`, the filter. Without `-m` the mask is 0 and no mark is read.
+/// The verifier knows `CONFIG`, so a test that is off costs nothing.
 #[inline(always)]
 fn matches(skb: u64) -> bool {
     if config!(mask) != 0 {
@@ -222,7 +230,75 @@ fn matches(skb: u64) -> bool {
             _ => return false,
         }
     }
+    if config!(flags) & CONFIG_NETNS != 0 && !placed(skb) {
+        return false;
+    }
     config!(flags) & CONFIG_FILTER == 0 || ipft_filter(skb) != 0
+}
+
+/// `--netns`, `--dev`: whether the packet is on the selected device (with
+/// `--dev`) in the selected namespace. A packet without a device is in its
+/// socket's namespace (a local sender's packet before its output function
+/// gives it one), and on no device: `--dev` does not match it.
+#[inline(always)]
+fn placed(skb: u64) -> bool {
+    if config!(flags) & CONFIG_RDONLY_CAST != 0 {
+        return placed_cast(skb);
+    }
+    let dev: u64 = read(skb + config!(offsets.skb_dev) as u64);
+    if dev == 0 {
+        return config!(flags) & CONFIG_DEV == 0 && in_socket_netns(skb);
+    }
+    if config!(flags) & CONFIG_DEV != 0 {
+        let ifindex: u32 = read(dev + config!(place.dev_ifindex) as u64);
+        if ifindex != config!(ifindex) {
+            return false;
+        }
+    }
+    let net: u64 = read(dev + config!(place.dev_net) as u64);
+    net != 0 && read::<u32>(net + config!(place.net_inum) as u64) == config!(netns)
+}
+
+/// [`placed`] with plain loads through `bpf_rdonly_cast`: the verifier
+/// follows the pointers by BTF (`sk_buff.dev` is a `net_device *`,
+/// `nd_net.net` a `net *`) and makes each load faulting-safe, so the walk
+/// costs three loads instead of three helper calls.
+#[inline(always)]
+fn placed_cast(skb: u64) -> bool {
+    let btf_id = config!(skb_btf_id);
+    let base = unsafe { rdonly_cast(skb, btf_id) };
+    let dev: *const u8 = load(base, config!(offsets.skb_dev));
+    if dev.is_null() {
+        return config!(flags) & CONFIG_DEV == 0 && in_socket_netns(skb);
+    }
+    if config!(flags) & CONFIG_DEV != 0
+        && load::<u32>(dev, config!(place.dev_ifindex)) != config!(ifindex)
+    {
+        return false;
+    }
+    let net: *const u8 = load(dev, config!(place.dev_net));
+    load::<u32>(net, config!(place.net_inum)) == config!(netns)
+}
+
+/// A plain load of the field at `offset` in a `bpf_rdonly_cast` object (or
+/// one reached from it), which the verifier makes faulting-safe.
+#[inline(always)]
+fn load<T>(object: *const u8, offset: u32) -> T {
+    unsafe { core::ptr::read_volatile(object.add(offset as usize).cast::<T>()) }
+}
+
+/// Whether the skb's socket is in the selected namespace: read with
+/// `bpf_probe_read_kernel`, because `sk_buff.sk` shares a union with
+/// `ip_defrag_offset` (a fragment being reassembled holds a number there),
+/// so it is not a pointer the verifier would follow.
+#[inline(never)]
+fn in_socket_netns(skb: u64) -> bool {
+    let sk: u64 = read(skb + config!(place.skb_sk) as u64);
+    if sk == 0 {
+        return false;
+    }
+    let net: u64 = read(sk + config!(place.sk_net) as u64);
+    net != 0 && read::<u32>(net + config!(place.net_inum) as u64) == config!(netns)
 }
 
 /// `-f`: whether the packet of `skb` matches the filter (non-zero). This
@@ -504,6 +580,7 @@ fn frame_start(mac: u16, network: u16) -> (u16, u16) {
 #[inline(always)]
 fn capture(skb: u64, network: u16, record: &mut CaptureRecord) -> u32 {
     let c = config!(capture);
+    let p = config!(place);
     let head: u64 = read(skb + config!(offsets.skb_head) as u64);
     let data: u64 = read(skb + c.skb_data as u64);
     let tail: u32 = read(skb + c.skb_tail as u64);
@@ -512,10 +589,10 @@ fn capture(skb: u64, network: u16, record: &mut CaptureRecord) -> u32 {
     let dev: u64 = read(skb + config!(offsets.skb_dev) as u64);
     let (mut netns, mut ifindex) = (0, 0);
     if dev != 0 {
-        ifindex = read(dev + c.dev_ifindex as u64);
-        let net: u64 = read(dev + c.dev_net as u64);
+        ifindex = read(dev + p.dev_ifindex as u64);
+        let net: u64 = read(dev + p.dev_net as u64);
         if net != 0 {
-            netns = read(net + c.net_inum as u64);
+            netns = read(net + p.net_inum as u64);
         }
     }
     let mut captured = 0;

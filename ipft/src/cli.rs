@@ -24,13 +24,26 @@ use regex::Regex;
 )]
 pub struct Options {
     /// Trace packets whose skb->mark matches this value (0x hex, 0 octal, or decimal).
-    #[arg(short, long, value_parser = parse_u32, required_unless_present_any = ["list", "generate", "filter"])]
+    #[arg(short, long, value_parser = parse_u32, required_unless_present_any = ["list", "generate", "filter", "netns", "dev"])]
     pub mark: Option<u32>,
 
     /// Trace packets that match this pcap-filter expression (tcpdump's
     /// syntax), e.g. 'udp and dst port 2152'; with -m, packets must match both.
     #[arg(short, long, value_name = "EXPR")]
     pub filter: Option<String>,
+
+    /// Trace packets in this network namespace: a name from `ip netns`, a
+    /// path such as /proc/PID/ns/net, or an inode number (`ls -iL
+    /// /proc/PID/ns/net`). A packet is in its device's namespace, or,
+    /// before it has a device, in its socket's.
+    #[arg(long, value_name = "NAME|PATH|INODE", value_parser = parse_netns)]
+    pub netns: Option<Netns>,
+
+    /// Trace packets on this device: a name or an ifindex, in the --netns
+    /// namespace if given, else in ipft's own. A packet without a device
+    /// (before routing) is on none.
+    #[arg(long, value_name = "IFNAME|IFINDEX", value_parser = parse_dev)]
+    pub dev: Option<Device>,
 
     /// Compare only these bits: a packet matches when (mark & mask) == (MARK & mask).
     #[arg(long, value_parser = parse_u32, default_value = "0xffffffff", requires = "mark")]
@@ -76,11 +89,12 @@ pub struct Options {
 
     /// Keep following a matched packet after it stops matching (a mark
     /// cleared, headers changed: tunnels, NAT, namespaces), until it is
-    /// freed. The default with -f.
+    /// freed. The default with -f, --netns and --dev.
     #[arg(long)]
     pub track: bool,
 
-    /// With -f, do not follow a packet once it stops matching the filter.
+    /// With -f, --netns or --dev, do not follow a packet once it stops
+    /// matching them.
     #[arg(long, conflicts_with = "track")]
     pub no_track: bool,
 
@@ -212,6 +226,24 @@ pub enum Stacks {
     Drops,
 }
 
+/// `--netns`: how the namespace is named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Netns {
+    /// A name from `ip netns`: /run/netns/NAME.
+    Name(String),
+    /// A namespace file: /proc/PID/ns/net, or one bind-mounted elsewhere.
+    Path(PathBuf),
+    /// The namespace's inode number.
+    Inode(u32),
+}
+
+/// `--dev`: how the device is named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Device {
+    Name(String),
+    Index(u32),
+}
+
 /// `--capture-at`: which rows of a packet `-w` writes, besides the default.
 #[derive(Clone, Debug)]
 pub enum CaptureAt {
@@ -221,10 +253,15 @@ pub enum CaptureAt {
 
 impl Options {
     /// Whether matched packets are followed until freed (`--track`): asked
-    /// for, or `-f` without `--no-track`, since a packet's headers change on
+    /// for, or a selector without `--no-track`, since a packet's headers change on
     /// the way (encapsulation, NAT) and the filter would lose it.
     pub fn tracks(&self) -> bool {
-        self.track || (self.filter.is_some() && !self.no_track)
+        self.track || (self.selects() && !self.no_track)
+    }
+
+    /// Whether a selector other than the mark is given: -f, --netns, --dev.
+    pub fn selects(&self) -> bool {
+        self.filter.is_some() || self.netns.is_some() || self.dev.is_some()
     }
 
     /// The value the programs compare against: `mark & mask`.
@@ -249,6 +286,51 @@ pub fn parse_u32(s: &str) -> Result<u32, String> {
         ));
     }
     u32::from_str_radix(digits, radix).map_err(|_| format!("`{s}` does not fit in 32 bits"))
+}
+
+/// `--netns`: digits are an inode number, a `/` makes a path, anything
+/// else is a name from `ip netns` (which cannot contain `/`).
+pub fn parse_netns(s: &str) -> Result<Netns, String> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return match s.parse::<u32>() {
+            Ok(inode) if inode > 0 => Ok(Netns::Inode(inode)),
+            _ => Err(format!(
+                "`{s}` is not a namespace inode number (1 to 4294967295)"
+            )),
+        };
+    }
+    if s.contains('/') {
+        return Ok(Netns::Path(PathBuf::from(s)));
+    }
+    match s {
+        "" | "." | ".." => Err(format!("`{s}` is not a namespace name")),
+        name => Ok(Netns::Name(name.to_string())),
+    }
+}
+
+/// `--dev`: digits are an ifindex, anything else a device name as the
+/// kernel allows them (`dev_valid_name`: 1 to 15 bytes, no `/`, `:` or
+/// white space, not `.` or `..`).
+pub fn parse_dev(s: &str) -> Result<Device, String> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return match s.parse::<u32>() {
+            Ok(index) if index > 0 && index <= i32::MAX as u32 => Ok(Device::Index(index)),
+            _ => Err(format!("`{s}` is not an ifindex (1 to 2147483647)")),
+        };
+    }
+    let valid = !s.is_empty()
+        && s.len() < 16
+        && s != "."
+        && s != ".."
+        && !s
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace());
+    match valid {
+        true => Ok(Device::Name(s.to_string())),
+        false => Err(format!(
+            "`{s}` is not a device name (1 to 15 characters, no '/', ':' or spaces)"
+        )),
+    }
 }
 
 fn parse_regex(s: &str) -> Result<Regex, String> {
@@ -374,6 +456,69 @@ mod tests {
         assert!(Options::try_parse_from(["ipft", "-f", "udp", "--track", "--no-track"]).is_err());
         // A mask without a mark would be ignored: refused.
         assert!(Options::try_parse_from(["ipft", "-f", "udp", "--mask", "0xff"]).is_err());
+    }
+
+    #[test]
+    fn namespaces_are_names_paths_or_inodes() {
+        assert_eq!(parse_netns("blue"), Ok(Netns::Name("blue".into())));
+        assert_eq!(parse_netns("ns-1.a"), Ok(Netns::Name("ns-1.a".into())));
+        assert_eq!(
+            parse_netns("/proc/42/ns/net"),
+            Ok(Netns::Path("/proc/42/ns/net".into()))
+        );
+        assert_eq!(parse_netns("./ns"), Ok(Netns::Path("./ns".into())));
+        assert_eq!(parse_netns("4026531840"), Ok(Netns::Inode(4026531840)));
+        assert_eq!(parse_netns("4294967295"), Ok(Netns::Inode(u32::MAX)));
+        for bad in ["", ".", "..", "0", "4294967296", "99999999999999999999"] {
+            assert!(parse_netns(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn devices_are_names_or_indexes() {
+        assert_eq!(parse_dev("eth0"), Ok(Device::Name("eth0".into())));
+        assert_eq!(
+            parse_dev("veth-a.100"),
+            Ok(Device::Name("veth-a.100".into()))
+        );
+        assert_eq!(parse_dev("0eth"), Ok(Device::Name("0eth".into())));
+        assert_eq!(
+            parse_dev("fifteen-chars-x"),
+            Ok(Device::Name("fifteen-chars-x".into()))
+        );
+        assert_eq!(parse_dev("1"), Ok(Device::Index(1)));
+        assert_eq!(parse_dev("2147483647"), Ok(Device::Index(i32::MAX as u32)));
+        for bad in [
+            "",
+            ".",
+            "..",
+            "sixteen-chars-xy",
+            "a/b",
+            "eth0:1",
+            "a b",
+            "0",
+            "2147483648",
+        ] {
+            assert!(parse_dev(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn selectors_need_no_mark_and_track_by_default() {
+        let parse = |args: &[&str]| Options::try_parse_from([&["ipft"], args].concat());
+        for args in [&["--netns", "blue"][..], &["--dev", "eth0"]] {
+            let opts = parse(args).unwrap();
+            assert_eq!(opts.mark, None);
+            assert!(opts.selects() && opts.tracks(), "{args:?}");
+            let opts = parse(&[args, &["--no-track"]].concat()).unwrap();
+            assert!(!opts.tracks(), "{args:?} --no-track");
+        }
+        let opts = parse(&["--netns", "7", "--dev", "3", "-f", "udp", "-m", "1"]).unwrap();
+        assert_eq!(
+            (opts.netns, opts.dev),
+            (Some(Netns::Inode(7)), Some(Device::Index(3)))
+        );
+        assert!(parse(&["--dev", "a/b"]).is_err());
     }
 
     #[test]

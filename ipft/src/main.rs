@@ -59,12 +59,21 @@ fn main() -> ExitCode {
         Some(Ok(filter)) => Some(filter),
         None => None,
     };
+    // So are a namespace or a device that is not there: resolved once,
+    // here, to the numbers the programs compare.
+    let place = match select::resolve_place(opts.netns.as_ref(), opts.dev.as_ref()) {
+        Ok(place) => place,
+        Err(why) => {
+            eprintln!("ipft: {why}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
     let result = runtime
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run(&opts, filter.as_ref())));
+        .and_then(|rt| rt.block_on(run(&opts, filter.as_ref(), place)));
     match result {
         Ok(code) => code,
         Err(err) => {
@@ -79,7 +88,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(opts: &Options, filter: Option<&select::Filter>) -> Result<ExitCode> {
+async fn run(
+    opts: &Options,
+    filter: Option<&select::Filter>,
+    place: Option<select::Place>,
+) -> Result<ExitCode> {
     // First of all: a Ctrl-C during start-up must stop ipft, not be lost.
     timing::start_clock();
     let signals = Signals::new()?;
@@ -102,9 +115,17 @@ async fn run(opts: &Options, filter: Option<&select::Filter>) -> Result<ExitCode
         Some(_) => discover::capture_offsets(&kernel.vmlinux)?,
         None => Default::default(),
     };
-    let offsets = discover::offsets(&kernel.vmlinux)?;
+    let place_offsets = match opts.write.is_some() || place.is_some() {
+        true => discover::place_offsets(&kernel.vmlinux)?,
+        false => Default::default(),
+    };
+    let layout = select::Layout {
+        offsets: discover::offsets(&kernel.vmlinux)?,
+        capture,
+        place: place_offsets,
+    };
     let cast = discover::rdonly_cast_ids(&kernel.vmlinux);
-    let config = select::config(opts, offsets, capture, cast);
+    let config = select::config(opts, layout, place, cast);
     let filter = match filter.filter(|_| !opts.list) {
         Some(filter) => filter_function(filter, &kernel, cast, verbose)?,
         None => Vec::new(),

@@ -20,6 +20,8 @@ pub const LOST: u32 = 0x1000b;
 pub const TTY: u32 = 0x1000c;
 /// filter.rs: `-m` with `-f`.
 pub const FILTER_AND_MARK: u32 = 0x1000d;
+/// selectors.rs: `-m` with `--dev`.
+pub const DEV_AND_MARK: u32 = 0x1000e;
 /// script.rs and packet.rs (scriptable runs, following the packet).
 pub const COMMAND: u32 = 0x20001;
 pub const COMMAND_JSON: u32 = 0x20002;
@@ -119,6 +121,7 @@ mod tests {
             LOST,
             TTY,
             FILTER_AND_MARK,
+            DEV_AND_MARK,
             PING,
             COMMAND,
             COMMAND_JSON,

@@ -22,11 +22,12 @@ fn quietly(program: &str, args: &[&str]) {
 }
 
 /// A namespace reached through a veth pair: `host_dev` in the root namespace
-/// with `host_addr`/24, its peer inside `netns` with `peer_addr`/24.
-/// Dropping it deletes the namespace, which deletes the pair.
+/// with `host_addr`/24, its peer `peer_dev` inside `netns` with
+/// `peer_addr`/24. Dropping it deletes the namespace, which deletes the pair.
 pub struct Veth {
     pub netns: String,
     pub host_dev: String,
+    pub peer_dev: String,
     pub host_addr: Ipv4Addr,
     pub peer_addr: Ipv4Addr,
 }
@@ -36,11 +37,23 @@ impl Veth {
     /// 198.18.`subnet`.0/24 (RFC 2544's benchmarking range, unused on real
     /// networks). Both must be unique per test.
     pub fn new(tag: &str, subnet: u8) -> Veth {
+        Veth::with_peer(tag, subnet, "eth0")
+    }
+
+    /// As [`Veth::new`], with a peer named after the test too, unlike any
+    /// device of another namespace: a row's device then says where it is.
+    pub fn unique(tag: &str, subnet: u8) -> Veth {
+        let pid = std::process::id() % 1_000_000;
+        Veth::with_peer(tag, subnet, &format!("ipfp{tag}{pid}"))
+    }
+
+    fn with_peer(tag: &str, subnet: u8, peer: &str) -> Veth {
         assert!(tag.len() <= 5, "interface names have at most 15 characters");
         let pid = std::process::id() % 1_000_000;
         let veth = Veth {
             netns: format!("ipft-{tag}-{pid}"),
             host_dev: format!("ipft{tag}{pid}"),
+            peer_dev: peer.to_string(),
             host_addr: Ipv4Addr::new(198, 18, subnet, 1),
             peer_addr: Ipv4Addr::new(198, 18, subnet, 2),
         };
@@ -52,7 +65,7 @@ impl Veth {
     fn create(&self) {
         let (ns, dev) = (self.netns.as_str(), self.host_dev.as_str());
         must("ip", &["netns", "add", ns]);
-        let peer = "eth0";
+        let peer = self.peer_dev.as_str();
         must(
             "ip",
             &[

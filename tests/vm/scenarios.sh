@@ -20,6 +20,21 @@ ping_lo_dropped() { $PING -m $MARK -c 1 -W 1 127.0.0.1 || true; }
 forward_setup() {
     echo "ipft -l -b $1 -r '^veth_xmit\$':"
     ipft -l -b $1 -r '^veth_xmit$' 2>&1
+    three_namespaces
+    $IP netns exec ns2 $NFT -f - <<NFT
+table ip ipft {
+    chain pre {
+        type filter hook prerouting priority raw;
+        ip saddr 10.0.1.1 ip daddr 10.0.2.2 meta mark set $MARK
+    }
+}
+NFT
+    # Resolve neighbours now, so the traced packet is not parked in a queue.
+    $IP netns exec ns1 $PING -c 1 -W 5 10.0.2.2
+}
+
+# The forward scenario's namespaces, without any mark.
+three_namespaces() {
     for n in ns1 ns2 ns3; do
         $IP netns add $n
         $IP -n $n link set lo up
@@ -34,16 +49,6 @@ forward_setup() {
     $IP -n ns1 route add default via 10.0.1.2
     $IP -n ns3 route add default via 10.0.2.1
     $IP netns exec ns2 sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward'
-    $IP netns exec ns2 $NFT -f - <<NFT
-table ip ipft {
-    chain pre {
-        type filter hook prerouting priority raw;
-        ip saddr 10.0.1.1 ip daddr 10.0.2.2 meta mark set $MARK
-    }
-}
-NFT
-    # Resolve neighbours now, so the traced packet is not parked in a queue.
-    $IP netns exec ns1 $PING -c 1 -W 5 10.0.2.2
 }
 
 forward_ping() { $IP netns exec ns1 $PING -c 1 -W 2 10.0.2.2; }
@@ -119,3 +124,75 @@ broadcast_setup() {
 broadcast_ping() { $PING -b -m $MARK -c 1 -W 1 10.0.6.255 || true; }
 
 broadcast_teardown() { $IP link del vc0; }
+
+# -f and --netns/--dev: the selected flow is UDP to port 7777 (SELECTED),
+# sent by busybox tftp (a read request, retried for 2 s; nothing answers,
+# so the receiver drops it in udp_rcv); unmarked. Other traffic runs beside
+# it on the same path and must not be traced: UDP to port 7778 and pings.
+SELECTED=7777
+# `udp_to NS ADDR PORT`: read requests from NS to ADDR:PORT for 2 s.
+udp_to() { $IP netns exec $1 timeout 2 busybox tftp -g -r ipft -l /dev/null $2 $3 || true; }
+
+# `beside NS ADDR`: the other traffic to ADDR, in the background; its
+# processes in BESIDE (a plain `wait` would wait for ipft too).
+beside() {
+    udp_to $1 $2 7778 &
+    BESIDE=$!
+    $IP netns exec $1 $PING -c 20 -i 0.1 -W 1 $2 >/dev/null 2>&1 &
+    BESIDE="$BESIDE $!"
+}
+
+select_forward_setup() {
+    three_namespaces
+    $IP netns exec ns1 $PING -c 1 -W 5 10.0.2.2
+}
+
+select_forward_traffic() {
+    beside ns1 10.0.2.2
+    udp_to ns1 10.0.2.2 $SELECTED
+    wait $BESIDE
+}
+
+select_vxlan_traffic() {
+    beside a 10.0.4.2
+    udp_to a 10.0.4.2 $SELECTED
+    wait $BESIDE
+}
+
+# SRv6 between ns s and ns d over the veth pair vs (fc00::1, 10.0.7.1) / vd
+# (fc00::2, 10.0.7.2): s sends 10.0.8.0/24 encapsulated in IPv6 with a
+# segment routing header (seg6 mode encap) to the segment fc00::100, which
+# d decapsulates with End.DX4 (seg6local) to 10.0.8.1, one of its own
+# addresses: the inner UDP is received by d's udp_rcv.
+srv6_setup() {
+    for n in s d; do
+        $IP netns add $n
+        $IP -n $n link set lo up
+        $IP netns exec $n sh -c 'echo 1 >/proc/sys/net/ipv6/conf/all/seg6_enabled; echo 1 >/proc/sys/net/ipv6/conf/all/forwarding; echo 0 >/proc/sys/net/ipv4/conf/all/rp_filter'
+    done
+    $IP link add vs netns s type veth peer name vd netns d
+    $IP netns exec d sh -c 'echo 1 >/proc/sys/net/ipv6/conf/vd/seg6_enabled; echo 0 >/proc/sys/net/ipv4/conf/vd/rp_filter'
+    $IP -n s addr add fc00::1/64 dev vs nodad
+    $IP -n d addr add fc00::2/64 dev vd nodad
+    $IP -n s addr add 10.0.7.1/24 dev vs
+    $IP -n d addr add 10.0.7.2/24 dev vd
+    $IP -n d addr add 10.0.8.1/32 dev lo
+    $IP -n s link set vs up
+    $IP -n d link set vd up
+    $IP -n s -6 route add fc00::100/128 via fc00::2 dev vs
+    $IP -n s route add 10.0.8.0/24 encap seg6 mode encap segs fc00::100 dev vs
+    $IP -n d -6 route add fc00::100/128 encap seg6local action End.DX4 nh4 10.0.8.1 dev vd
+    $IP -n s route show
+    $IP -n d -6 route show
+    # Neighbours on both layers, and the tunnel once.
+    $IP netns exec s $PING -c 1 -W 5 fc00::2
+    $IP netns exec s $PING -c 1 -W 5 10.0.8.1
+}
+
+srv6_traffic() {
+    beside s 10.0.8.1
+    udp_to s 10.0.8.1 $SELECTED
+    wait $BESIDE
+}
+
+srv6_teardown() { for n in s d; do $IP netns del $n; done; }

@@ -19,7 +19,9 @@ pub use btf::{KernelBtf, SYS_BTF_DIR};
 pub use drop_reasons::drop_reasons;
 pub use functions::functions;
 pub use kallsyms::{read_kallsyms, resolve_addresses, Symbols};
-pub use offsets::{capture_offsets, offsets, rdonly_cast_ids, skb_field_offsets, RdonlyCastIds};
+pub use offsets::{
+    capture_offsets, offsets, place_offsets, rdonly_cast_ids, skb_field_offsets, RdonlyCastIds,
+};
 pub use tracepoints::tracepoints;
 
 use std::path::Path;

@@ -1,12 +1,13 @@
 //! Where the fields the programs read (mark, len, head, network header,
 //! dev name, GSO fields; for `-w` the MAC header, data, tail, ifindex and
-//! network namespace) sit in this kernel's structs, from BTF: the eBPF
+//! network namespace; for `--netns` and `--dev` the device's and the
+//! socket's namespace) sit in this kernel's structs, from BTF: the eBPF
 //! crate has no CO-RE, so these offsets are passed to it at load. And any
 //! `struct sk_buff` field's, for the `-f` filter's code
 //! ([`skb_field_offsets`]).
 use anyhow::{Context, Result};
 use btf_rs::{Btf, BtfType, Member, Type};
-use ipft_common::{CaptureOffsets, Offsets};
+use ipft_common::{CaptureOffsets, Offsets, PlaceOffsets};
 
 use super::{btf::MAX_DEPTH, params::strip_modifiers};
 
@@ -38,19 +39,29 @@ pub fn offsets(btf: &Btf) -> Result<Offsets> {
     })
 }
 
-/// `-w`: where the frame's bytes, device and namespace are. Looked up only
-/// with `-w`: each struct lookup scans the types.
+/// `-w`: where the frame's bytes are. Looked up only with `-w`: each
+/// struct lookup scans the types.
 pub fn capture_offsets(btf: &Btf) -> Result<CaptureOffsets> {
     let skb = find_struct(btf, "sk_buff")?;
     let skb = |field| field_offset(btf, &skb, field);
-    let dev = find_struct(btf, "net_device")?;
     Ok(CaptureOffsets {
         skb_mac_header: skb("mac_header")?,
         skb_data: skb("data")?,
         skb_tail: skb("tail")?,
+    })
+}
+
+/// `-w`, `--netns`, `--dev`: where a packet's device, socket and their
+/// namespace are. Looked up only with one of those options.
+pub fn place_offsets(btf: &Btf) -> Result<PlaceOffsets> {
+    let dev = find_struct(btf, "net_device")?;
+    let sock = find_struct(btf, "sock")?;
+    Ok(PlaceOffsets {
         dev_ifindex: field_offset(btf, &dev, "ifindex")?,
         dev_net: member_path(btf, &dev, &["nd_net", "net"])?,
         net_inum: member_path(btf, &find_struct(btf, "net")?, &["ns", "inum"])?,
+        skb_sk: field_offset(btf, &find_struct(btf, "sk_buff")?, "sk")?,
+        sk_net: member_path(btf, &sock, &["__sk_common", "skc_net", "net"])?,
     })
 }
 
@@ -227,6 +238,7 @@ mod tests {
         let kernel = running_kernel();
         let o = offsets(&kernel.vmlinux).unwrap();
         let c = capture_offsets(&kernel.vmlinux).unwrap();
+        let p = place_offsets(&kernel.vmlinux).unwrap();
         for (name, off, size) in [
             ("mac_header", c.skb_mac_header, 2),
             ("tail", c.skb_tail, 4),
@@ -236,10 +248,17 @@ mod tests {
         }
         assert_eq!(o.skb_network_header + 2, c.skb_mac_header, "{c:?}");
         assert_eq!(c.skb_tail + 4, o.skb_end, "tail and end are neighbours");
-        let ifindex = c.dev_ifindex;
-        assert!(ifindex < 4096 && ifindex.is_multiple_of(4), "{c:?}");
-        assert!(c.dev_net < 4096 && c.dev_net.is_multiple_of(8), "{c:?}");
-        assert!(c.net_inum < 1024 && c.net_inum.is_multiple_of(4), "{c:?}");
+        let ifindex = p.dev_ifindex;
+        assert!(ifindex < 4096 && ifindex.is_multiple_of(4), "{p:?}");
+        assert!(p.dev_net < 4096 && p.dev_net.is_multiple_of(8), "{p:?}");
+        assert!(p.net_inum < 1024 && p.net_inum.is_multiple_of(4), "{p:?}");
+        assert!(p.skb_sk < 256 && p.skb_sk.is_multiple_of(8), "{p:?}");
+        // skc_net follows skc_daddr, skc_rcv_saddr, skc_hash and the ports
+        // in sock_common, which starts struct sock.
+        assert!(
+            p.sk_net >= 16 && p.sk_net < 128 && p.sk_net.is_multiple_of(8),
+            "{p:?}"
+        );
     }
 
     #[test]

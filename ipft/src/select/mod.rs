@@ -1,5 +1,6 @@
 //! Select: which packets the programs trace, from the options: the mark
-//! (`-m`, `--mask`), the `-f` filter, `--track`, function_graph, and
+//! (`-m`, `--mask`), the `-f` filter, the namespace and device (`--netns`,
+//! `--dev`: `place.rs` resolves them once), `--track`, function_graph, and
 //! whether matched packets' bytes are sent (`-w`, `--snaplen`). It
 //! gives the [`Config`] the programs are loaded with, the kernel's struct
 //! offsets included, and the `-f` filter: compiled by libpcap (`pcap.rs`)
@@ -8,33 +9,56 @@
 mod cbpf;
 mod dbus;
 pub mod pcap;
+mod place;
 mod translate;
 
 use anyhow::{bail, Result};
 use ipft_common::{
-    CaptureOffsets, Config, Offsets, CONFIG_CAPTURE, CONFIG_FILTER, CONFIG_GRAPH,
-    CONFIG_RDONLY_CAST, CONFIG_STACK, CONFIG_STACK_DROPS, CONFIG_TRACK,
+    CaptureOffsets, Config, Offsets, PlaceOffsets, CONFIG_CAPTURE, CONFIG_DEV, CONFIG_FILTER,
+    CONFIG_GRAPH, CONFIG_NETNS, CONFIG_RDONLY_CAST, CONFIG_STACK, CONFIG_STACK_DROPS, CONFIG_TRACK,
 };
 
-pub use self::translate::{Cast, SkbFields};
+pub use self::{
+    place::{resolve as resolve_place, Place},
+    translate::{Cast, SkbFields},
+};
 use crate::{
     cli::{Options, Stacks, Tracer},
     discover::RdonlyCastIds,
     sys::bpf::Insn,
 };
 
+/// The offsets the programs read with, from the kernel's BTF: `capture`
+/// only matters with `-w`, `place` with `-w`, `--netns` or `--dev`.
+pub struct Layout {
+    pub offsets: Offsets,
+    pub capture: CaptureOffsets,
+    pub place: PlaceOffsets,
+}
+
 /// The programs' read-only configuration for this run. Without `-m` the
-/// mask is 0: the programs then read no mark. `capture` only matters with
-/// `-w`; `cast` is there when the kernel has `bpf_rdonly_cast`, which the
-/// programs then read the mark with.
+/// mask is 0: the programs then read no mark. `place` is where `--netns`
+/// and `--dev` select packets; `cast` is there when the kernel has
+/// `bpf_rdonly_cast`, which the programs then read the mark with.
 pub fn config(
     opts: &Options,
-    offsets: Offsets,
-    capture: CaptureOffsets,
+    layout: Layout,
+    place: Option<Place>,
     cast: Option<RdonlyCastIds>,
 ) -> Config {
     let (cast_flag, skb_btf_id, rdonly_cast_btf_id) = match cast {
         Some(ids) => (CONFIG_RDONLY_CAST, ids.skb, ids.func),
+        None => (0, 0, 0),
+    };
+    let (place_flags, netns, ifindex) = match place {
+        Some(Place {
+            netns,
+            ifindex: Some(ifindex),
+        }) => (CONFIG_NETNS | CONFIG_DEV, netns, ifindex),
+        Some(Place {
+            netns,
+            ifindex: None,
+        }) => (CONFIG_NETNS, netns, 0),
         None => (0, 0, 0),
     };
     let mask = match opts.mark {
@@ -44,12 +68,15 @@ pub fn config(
     Config {
         mark: opts.masked_mark(),
         mask,
-        flags: flags(opts) | cast_flag,
+        flags: flags(opts) | cast_flag | place_flags,
         snaplen: opts.snaplen,
-        offsets,
-        capture,
+        offsets: layout.offsets,
+        capture: layout.capture,
+        place: layout.place,
         skb_btf_id,
         rdonly_cast_btf_id,
+        netns,
+        ifindex,
     }
 }
 
@@ -81,9 +108,9 @@ fn flags(opts: &Options) -> u32 {
 
 /// Why the options select no packet sensibly: a mark that is 0 under its
 /// mask would match every unmarked packet (ipftrace2 refuses mark 0 too),
-/// unless a filter narrows it.
+/// unless a filter, namespace or device narrows it.
 pub fn refusal(opts: &Options) -> Option<String> {
-    if opts.list || opts.filter.is_some() || opts.masked_mark() != 0 {
+    if opts.list || opts.selects() || opts.masked_mark() != 0 {
         return None;
     }
     let everything = "would trace every unmarked packet";
@@ -173,26 +200,34 @@ mod tests {
         Options::parse_from([&["ipft"], args].concat())
     }
 
+    fn layout() -> Layout {
+        Layout {
+            offsets: Offsets::default(),
+            capture: CaptureOffsets::default(),
+            place: PlaceOffsets::default(),
+        }
+    }
+
     #[test]
     fn config_carries_the_masked_mark_and_flags() {
         let c = config(
             &opts(&["-m", "0x1f", "--mask", "0xf0", "--track"]),
-            Offsets::default(),
-            CaptureOffsets::default(),
+            layout(),
+            None,
             None,
         );
         assert_eq!((c.mark, c.mask, c.flags), (0x10, 0xf0, CONFIG_TRACK));
         let c = config(
             &opts(&["-m", "1", "-t", "function_graph"]),
-            Offsets::default(),
-            CaptureOffsets::default(),
+            layout(),
+            None,
             None,
         );
         assert_eq!(c.flags, CONFIG_GRAPH);
         let c = config(
             &opts(&["-m", "1", "-w", "-", "--snaplen", "100"]),
-            Offsets::default(),
-            CaptureOffsets::default(),
+            layout(),
+            None,
             None,
         );
         assert_eq!((c.flags, c.snaplen), (CONFIG_CAPTURE, 100));
@@ -205,12 +240,7 @@ mod tests {
             skb: 9,
             bytes: None,
         };
-        let c = config(
-            &opts(&["-m", "1"]),
-            Offsets::default(),
-            CaptureOffsets::default(),
-            Some(ids),
-        );
+        let c = config(&opts(&["-m", "1"]), layout(), None, Some(ids));
         assert_eq!(c.flags, CONFIG_RDONLY_CAST);
         assert_eq!((c.rdonly_cast_btf_id, c.skb_btf_id), (7, 9));
     }
@@ -230,15 +260,38 @@ mod tests {
     fn a_filter_needs_no_mark() {
         let alone = opts(&["-f", "udp"]);
         assert_eq!(refusal(&alone), None);
-        let c = config(&alone, Offsets::default(), CaptureOffsets::default(), None);
+        let c = config(&alone, layout(), None, None);
         assert_eq!(
             (c.mark, c.mask, c.flags),
             (0, 0, CONFIG_FILTER | CONFIG_TRACK)
         );
         // With -m, both must match: the mark test stays.
         let both = opts(&["-f", "udp", "-m", "0x10", "--mask", "0xf0", "--no-track"]);
-        let c = config(&both, Offsets::default(), CaptureOffsets::default(), None);
+        let c = config(&both, layout(), None, None);
         assert_eq!((c.mark, c.mask, c.flags), (0x10, 0xf0, CONFIG_FILTER));
+    }
+
+    #[test]
+    fn a_namespace_or_device_needs_no_mark_and_sets_its_values() {
+        let netns = opts(&["--netns", "blue"]);
+        assert_eq!(refusal(&netns), None);
+        let place = Place {
+            netns: 4026532000,
+            ifindex: None,
+        };
+        let c = config(&netns, layout(), Some(place), None);
+        assert_eq!((c.mask, c.flags), (0, CONFIG_NETNS | CONFIG_TRACK));
+        assert_eq!((c.netns, c.ifindex), (4026532000, 0));
+        // A device is one of a namespace: both are compared.
+        let dev = opts(&["--dev", "eth0", "-f", "udp", "--no-track"]);
+        assert_eq!(refusal(&dev), None);
+        let place = Place {
+            netns: 4026531840,
+            ifindex: Some(2),
+        };
+        let c = config(&dev, layout(), Some(place), None);
+        assert_eq!(c.flags, CONFIG_NETNS | CONFIG_DEV | CONFIG_FILTER);
+        assert_eq!((c.netns, c.ifindex), (4026531840, 2));
     }
 
     #[test]

@@ -36,6 +36,60 @@ const REUSE_COUNT: usize = 6;
 /// A broadcast's path: ip_mc_output clones it for local delivery.
 const CLONE_RE: &str = "^(ip_output|ip_mc_output|ip_mc_finish_output|skb_clone|__dev_queue_xmit|veth_xmit|dev_loopback_xmit|ip_rcv|icmp_rcv|consume_skb|kfree_skb.*|sk_skb_reason_drop)$";
 
+/// `-f`: the selected flow (`SELECTED` in scenarios.sh); other traffic
+/// runs beside it on the same path.
+const SELECTED_FILTER: &str = "udp and dst port 7777";
+
+/// Three namespaces, the middle one forwarding.
+const SELECT_FORWARD_RE: &str =
+    "^(ip_output|veth_xmit|ip_rcv|ip_forward|udp_rcv|consume_skb|kfree_skb.*|sk_skb_reason_drop)$";
+
+const SELECT_FORWARD_STEPS: &[&[&str]] = &[
+    &["ip_output"],
+    &["veth_xmit"],
+    &["ip_rcv"],
+    &["ip_forward"],
+    &["ip_output"],
+    &["veth_xmit"],
+    &["ip_rcv"],
+    &["udp_rcv"],
+];
+
+/// The inner packet's send, the encapsulation, the veth crossing, the outer
+/// receive and the decapsulation to the inner receive (whose IP receive is
+/// ip_list_rcv from the GRO cells, not in the regex).
+const SELECT_VXLAN_STEPS: &[&[&str]] = &[
+    &["ip_output"],
+    &["vxlan_xmit", "vxlan_xmit_one"],
+    &["udp_tunnel_xmit_skb", "iptunnel_xmit"],
+    &["ip_local_out", "__ip_local_out"],
+    &["veth_xmit"],
+    &["ip_rcv"],
+    &["udp_rcv"],
+    &["vxlan_rcv"],
+    &["udp_rcv"],
+];
+
+/// IPv4 into SRv6 (seg6 encap through the route's lwtunnel output), the
+/// veth crossing, the IPv6 receive, End.DX4 (seg6local input) and the inner
+/// local delivery.
+const SRV6_RE: &str = "^(ip_local_out|__ip_local_out|ip_output|lwtunnel_output|seg6_output|seg6_output_core|seg6_do_srh_encap|ip6_output|ip6_finish_output2|veth_xmit|ipv6_rcv|ip6_rcv_finish|lwtunnel_input|seg6_local_input|seg6_local_input_core|input_action_end_dx4|ip_rcv|ip_local_deliver|udp_rcv|consume_skb|kfree_skb.*|sk_skb_reason_drop)$";
+
+const SRV6_STEPS: &[&[&str]] = &[
+    &["ip_local_out", "__ip_local_out"],
+    &["lwtunnel_output", "seg6_output*"],
+    &["ip6_output", "ip6_finish_output2"],
+    &["veth_xmit"],
+    &["ipv6_rcv"],
+    &[
+        "lwtunnel_input",
+        "seg6_local_input*",
+        "input_action_end_dx4",
+    ],
+    &["ip_local_deliver"],
+    &["udp_rcv"],
+];
+
 /// Loopback milestones in order: each step is a set of acceptable names
 /// (kernels rename and inline these over time).
 const LOOPBACK_STEPS: &[&[&str]] = &[
@@ -82,6 +136,12 @@ pub enum Scenario {
     Capture,
     /// VXLAN with `--track -w -` piped into `tshark -r -`.
     CaptureStream,
+    /// `-f`, no mark: UDP through three namespaces.
+    SelectForward,
+    /// `-f`, no mark: UDP through a VXLAN tunnel between namespaces.
+    SelectVxlan,
+    /// `-f`, no mark: UDP over IPv4 through an SRv6 encapsulation.
+    SelectSrv6,
 }
 
 impl Scenario {
@@ -101,6 +161,9 @@ impl Scenario {
             Scenario::Clone => "clone",
             Scenario::Capture => "pcapng",
             Scenario::CaptureStream => "pcapng-stream",
+            Scenario::SelectForward => "select-forward",
+            Scenario::SelectVxlan => "select-vxlan",
+            Scenario::SelectSrv6 => "select-srv6",
         }
     }
 
@@ -162,9 +225,22 @@ impl Case {
         matches!(self.scenario, Scenario::Graph | Scenario::AutoGraph)
     }
 
+    /// `-f` selects these scenarios' packets; the others' are marked.
+    fn selects(&self) -> bool {
+        matches!(
+            self.scenario,
+            Scenario::SelectForward | Scenario::SelectVxlan | Scenario::SelectSrv6
+        )
+    }
+
     /// ipft's command line.
     pub fn args(&self) -> Vec<String> {
-        let mut args = vec!["-m", MARK, "-b", self.backend, "-o", self.format()];
+        let selector = match self.selects() {
+            true => ["-f", SELECTED_FILTER],
+            false => ["-m", MARK],
+        };
+        let mut args = selector.to_vec();
+        args.extend(["-b", self.backend, "-o", self.format()]);
         if self.graph() {
             args.extend(["-t", "function_graph"]);
         }
@@ -187,6 +263,9 @@ impl Case {
             Scenario::Capture | Scenario::CaptureStream => Some(TUNNEL_RE),
             Scenario::Reuse => Some(REUSE_RE),
             Scenario::Clone => Some(CLONE_RE),
+            Scenario::SelectForward => Some(SELECT_FORWARD_RE),
+            Scenario::SelectVxlan => Some(TUNNEL_RE),
+            Scenario::SelectSrv6 => Some(SRV6_RE),
         };
         if let Some(re) = regex {
             args.extend(["-r", re]);
@@ -218,6 +297,13 @@ impl Case {
             }
             Scenario::Reuse => ["none", "ping_lo_repeat", "none"],
             Scenario::Clone => ["broadcast_setup", "broadcast_ping", "broadcast_teardown"],
+            Scenario::SelectForward => [
+                "select_forward_setup",
+                "select_forward_traffic",
+                "forward_teardown",
+            ],
+            Scenario::SelectVxlan => ["vxlan_setup", "select_vxlan_traffic", "vxlan_teardown"],
+            Scenario::SelectSrv6 => ["srv6_setup", "srv6_traffic", "srv6_teardown"],
             _ => ["none", "ping_lo", "none"],
         }
     }
@@ -348,6 +434,9 @@ pub fn judge(case: &Case, out: &CaseOutput, features: &Features, implemented: &[
         Scenario::DropReason => drop_reason(&groups),
         Scenario::Reuse => reuse(&groups),
         Scenario::Clone => clone_of(&groups, case.json),
+        Scenario::SelectForward => selected(&groups, "10.0.2.2", SELECT_FORWARD_STEPS),
+        Scenario::SelectVxlan => selected(&groups, "10.0.4.2", SELECT_VXLAN_STEPS),
+        Scenario::SelectSrv6 => selected(&groups, "10.0.8.1", SRV6_STEPS),
         Scenario::Capture | Scenario::CaptureStream => unreachable!("judged above"),
     };
     if case.scenario == Scenario::Scale {
@@ -712,6 +801,50 @@ fn tunnel(groups: &[Packet], tracked: bool, stderr: &str) -> Verdict {
     }
 }
 
+/// `-f` with other traffic beside the selected flow: every traced packet
+/// is UDP to `to`:7777 (the pings and the UDP to 7778 stay out), and one
+/// of them went through every step in order, however its headers changed.
+fn selected(groups: &[Packet], to: &str, steps: &[&[&str]]) -> Verdict {
+    let flow = format!(" -> {to}:7777 ");
+    let other = groups.iter().find(|g| {
+        let said = g.summary.as_deref().unwrap_or_default();
+        !(said.starts_with("UDP ") && said.contains(&flow))
+    });
+    if let Some(g) = other {
+        return Verdict::fail(format!(
+            "a packet the filter does not select was traced: {:?} [{}]",
+            g.summary,
+            shorten(&g.functions().join(","), 200)
+        ));
+    }
+    let followed = groups.iter().find_map(|g| {
+        let rows = entries(g);
+        let mut at = 0;
+        for step in steps {
+            at += rows[at..]
+                .iter()
+                .position(|r| any_match(&r.function, step))?
+                + 1;
+        }
+        Some(g)
+    });
+    match followed {
+        Some(g) => Verdict::pass(format!(
+            "{} packet(s), all UDP to {to}:7777; followed: {}",
+            groups.len(),
+            shorten(&g.functions().join(","), 300)
+        )),
+        None => {
+            let wanted: Vec<String> = steps.iter().map(|s| s.join("|")).collect();
+            Verdict::fail(format!(
+                "no packet went through {} in order; {}",
+                wanted.join(","),
+                summary(groups)
+            ))
+        }
+    }
+}
+
 /// The drop names its reason: netfilter's verdict.
 fn drop_reason(groups: &[Packet]) -> Verdict {
     let dropped = groups
@@ -977,6 +1110,46 @@ mod tests {
         assert_eq!(tunnel(&[group(&fentry)], false, "").status, Status::Fail);
         let said = "cannot attach iptunnel_xmit (vmlinux): E2BIG\n";
         assert_eq!(tunnel(&[group(&fentry)], false, said).status, Status::Pass);
+    }
+
+    #[test]
+    fn selected_needs_the_flow_only_and_the_whole_path() {
+        let flow = |names: &[&str], summary: &str| Packet {
+            summary: Some(summary.to_string()),
+            ..group(names)
+        };
+        let udp = "UDP 10.0.1.1:40000 -> 10.0.2.2:7777 len 33 dev v12";
+        let path = [
+            "ip_output",
+            "veth_xmit",
+            "ip_rcv",
+            "ip_forward",
+            "ip_output",
+            "veth_xmit",
+            "ip_rcv",
+            "udp_rcv",
+        ];
+        let whole = flow(&path, udp);
+        let steps = SELECT_FORWARD_STEPS;
+        assert_eq!(
+            selected(std::slice::from_ref(&whole), "10.0.2.2", steps).status,
+            Status::Pass
+        );
+        // A retransmission seen only in part is the same flow: fine.
+        let part = flow(&path[..3], udp);
+        let both = [part.clone(), whole.clone()];
+        assert_eq!(selected(&both, "10.0.2.2", steps).status, Status::Pass);
+        assert_eq!(selected(&[part], "10.0.2.2", steps).status, Status::Fail);
+        // Other traffic must not be there.
+        let other = flow(&path, "UDP 10.0.1.1:40001 -> 10.0.2.2:7778 len 33 dev v12");
+        let ping = flow(
+            &path,
+            "ICMP 10.0.1.1 -> 10.0.2.2 type 8 code 0 len 84 dev v12",
+        );
+        for intruder in [other, ping, group(&path)] {
+            let v = selected(&[whole.clone(), intruder], "10.0.2.2", steps);
+            assert_eq!(v.status, Status::Fail, "{}", v.reason);
+        }
     }
 
     #[test]

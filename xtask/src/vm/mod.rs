@@ -206,6 +206,17 @@ fn plan(implemented: &[&str]) -> Vec<Case> {
     for &backend in &functions {
         plan.extend(follow_cases(backend));
     }
+    // -f without marks: kprobe everywhere, kprobe-multi where ipft has it
+    // (its refusal on a kernel without fprobe is judged too).
+    for &backend in functions.iter().filter(|b| **b != "ftrace") {
+        for scenario in [
+            Scenario::SelectForward,
+            Scenario::SelectVxlan,
+            Scenario::SelectSrv6,
+        ] {
+            plan.push(Case::new(scenario, backend, true));
+        }
+    }
     plan.push(Case::new(Scenario::Auto, "auto", true));
     plan.push(Case::new(Scenario::AutoGraph, "auto", true));
     // -w through the VXLAN tunnel: a file read once ipft exits, and a
