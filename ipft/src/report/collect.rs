@@ -71,6 +71,9 @@ pub struct Collector {
     /// `-w`.
     captures: Option<Captures>,
     fates: Fates,
+    /// How many packets ended with each fate (summary wording), the packets
+    /// themselves forgotten: json's, and those past `--max-events`.
+    ended: HashMap<String, usize>,
     /// Names callers and stacks.
     sites: Sites,
     pub tally: Tally,
@@ -99,6 +102,7 @@ impl Collector {
             targets,
             reasons,
             fates,
+            ended: HashMap::new(),
             sites: Sites::new(stacks),
             ids: PacketIds::new(roles),
             packets: Packets::new(),
@@ -147,8 +151,9 @@ impl Collector {
             let ended = self.fates.observe(seen.packet, event, func).cloned();
             let record = group::record(event, func, seen.packet);
             let located = self.locate(event, func);
+            let packet = seen.packet;
             if json {
-                let fate = ended.map(|f| self.tell(&f).json);
+                let fate = ended.map(|f| self.count_and_forget(packet, &f).json);
                 let extras = Extras {
                     reasons: Some(&self.reasons),
                     fields: &self.opts.field,
@@ -177,6 +182,11 @@ impl Collector {
                 self.packets.push_event(record, seen, snapshot, located);
             } else {
                 self.tally.unstored += 1;
+                // Past --max-events: a packet the table will not show is
+                // only counted.
+                if let Some(f) = ended.filter(|_| !self.packets.holds(packet)) {
+                    self.count_and_forget(packet, &f);
+                }
             }
         }
         if json && !ok_unless_closed(self.sink.flush())? {
@@ -213,23 +223,44 @@ impl Collector {
         })
     }
 
+    /// Counts the fate of a packet that ended, for the summary, and
+    /// forgets the packet; gives the fate in words.
+    fn count_and_forget(&mut self, packet: u32, fate: &crate::trace::fate::Fate) -> Told {
+        let told = self.tell(fate);
+        self.fates.forget(packet);
+        *self.ended.entry(told.count_as.clone()).or_default() += 1;
+        told
+    }
+
     fn tell(&mut self, fate: &crate::trace::fate::Fate) -> Told {
         fate::tell(fate, &self.targets, &self.reasons, &mut self.sites)
     }
 
-    /// Every packet's fate, worded, by packet number.
-    fn told(&mut self) -> HashMap<u32, Told> {
+    /// The fates of the packets the table shows, in words, by packet
+    /// number; and each fate's count for the summary, over every packet
+    /// (json's already forgotten included). One packet at a time: a flood
+    /// leaves hundreds of thousands, most of them counted, not stored.
+    fn told(&mut self) -> (HashMap<u32, String>, HashMap<String, usize>) {
         let fates = std::mem::take(&mut self.fates).into_map();
-        fates.iter().map(|(p, f)| (*p, self.tell(f))).collect()
+        let mut counts = std::mem::take(&mut self.ended);
+        let mut texts = HashMap::new();
+        for (packet, fate) in fates {
+            let told = self.tell(&fate);
+            *counts.entry(told.count_as).or_default() += 1;
+            if self.packets.holds(packet) {
+                texts.insert(packet, told.text);
+            }
+        }
+        (texts, counts)
     }
 
     /// Completes the pcapng file (`-w`), prints the table (aggregate mode)
     /// and closes the output; gives what the run saw.
     pub fn finish(mut self, verbose: bool) -> (io::Result<()>, Tally) {
         let mut tally = std::mem::take(&mut self.tally);
-        let told = self.told();
-        if !told.is_empty() {
-            tally.fates = Some(fate::summary(told.values()));
+        let (told, counts) = self.told();
+        if !counts.is_empty() {
+            tally.fates = Some(fate::summary(counts.iter().map(|(k, n)| (k.as_str(), *n))));
         }
         let mut captured = Ok(());
         if let Some(captures) = self.captures.take() {
@@ -248,10 +279,10 @@ impl Collector {
         (captured.and(printed), tally)
     }
 
-    fn print(mut self, verbose: bool, told: HashMap<u32, Told>) -> io::Result<()> {
+    fn print(mut self, verbose: bool, told: HashMap<u32, String>) -> io::Result<()> {
         if self.opts.output == Output::Aggregate {
             let (groups, mut details) = std::mem::take(&mut self.packets).into_groups();
-            details.fates = told.into_iter().map(|(p, t)| (p, t.text)).collect();
+            details.fates = told;
             timing::step(verbose, "events grouped per packet");
             let extras = Extras {
                 reasons: Some(&self.reasons),

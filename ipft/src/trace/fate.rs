@@ -141,6 +141,13 @@ impl Fates {
     }
 
     /// Every packet's fate, by packet number.
+    /// Drops what is known of `packet` (whose fate was given): with json,
+    /// each line is written as it comes, and only the count of each fate
+    /// is kept.
+    pub fn forget(&mut self, packet: u32) {
+        self.lives.remove(&packet);
+    }
+
     pub fn into_map(self) -> HashMap<u32, Fate> {
         self.lives.into_iter().map(|(p, l)| (p, l.fate)).collect()
     }

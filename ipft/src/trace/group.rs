@@ -167,6 +167,15 @@ impl Packets {
     }
 
     /// Number of events stored.
+    /// Whether any event of `packet` is stored.
+    pub fn holds(&self, packet: u32) -> bool {
+        let chain = match self.chains.get(packet as usize) {
+            Some(chain) => Some(chain),
+            None => self.far.get(&packet),
+        };
+        chain.is_some_and(|c| c.rows > 0)
+    }
+
     pub fn events(&self) -> usize {
         self.records.len()
     }
