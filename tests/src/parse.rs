@@ -269,6 +269,22 @@ fn ends_with_newline(stdout: &str) -> Result<(), String> {
     }
 }
 
+/// Each return of a function_graph packet's rows, named by the entry it
+/// closes (a table's returns have no name), with its value: `("nf_hook_slow",
+/// Some("-1 EPERM"))`. A return with no open entry is left out.
+pub fn returns(rows: &[Row]) -> Vec<(String, Option<String>)> {
+    let mut open: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for r in rows {
+        if !r.is_return {
+            open.push(&r.function);
+        } else if let Some(name) = open.pop() {
+            out.push((name.to_string(), r.retval.clone()));
+        }
+    }
+    out
+}
+
 /// A json return's `retval` (and `errno`), as the table shows them.
 fn json_retval(v: &serde_json::Value) -> Option<String> {
     let value = match &v["retval"] {
