@@ -27,6 +27,7 @@ fn invocation(p: &Program) -> String {
             format!("kprobe_skb_reason!({name}, {skb}, {reason});")
         }
         (Family::Kretprobe, Role::Clone, None, None) => format!("kretprobe_clone!({name});"),
+        (Family::Kretprobe, Role::Return, None, None) => format!("kretprobe_graph!({name});"),
         (Family::Fentry, Role::Call, Some(skb), None) => format!("fentry_skb!({name}, {skb});"),
         (Family::Fentry, Role::Call, Some(skb), Some(reason)) => {
             format!("fentry_skb_reason!({name}, {skb}, {reason});")

@@ -59,6 +59,10 @@ pub struct Event {
     pub stack_id: u32,
     /// Zero; keeps the size a multiple of 8 with no hidden padding.
     pub reserved: u32,
+    /// With [`EVENT_RETURN`] (function_graph): the function's return
+    /// value, the whole register (`rax`, or fexit's return slot); userspace
+    /// reads as much of it as the function's BTF return type says.
+    pub retval: u64,
 }
 
 /// Bytes of packet headers each event carries: an IPv6 header (40) plus the
@@ -88,6 +92,7 @@ impl Event {
             caller: 0,
             stack_id: 0,
             reserved: 0,
+            retval: 0,
         }
     }
 }
@@ -172,7 +177,7 @@ pub struct Cloning {
 
 /// Size in bytes of an [`Event`] as it travels through the perf buffer.
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
-const _: () = assert!(EVENT_SIZE == 152);
+const _: () = assert!(EVENT_SIZE == 160);
 
 /// Filter configuration and the running kernel's struct layout, set once per
 /// run as the read-only global `CONFIG` before the programs load (so the
@@ -215,9 +220,10 @@ pub struct Config {
 /// `Config::flags` bit: keep tracing a matched skb (by pointer, in the
 /// `TRACKED` map) after its mark changes, until it is freed.
 pub const CONFIG_TRACK: u32 = 1;
-/// `Config::flags` bit: function_graph. fentry remembers each traced call in
-/// the `ENTERED` map so that its fexit reports the return without reading
-/// the skb again (it may be freed and reused by then).
+/// `Config::flags` bit: function_graph. The entry programs remember each
+/// traced call in the `ENTERED` map (see [`Call`]) so that its return is
+/// reported without reading the skb again (it may be freed and reused by
+/// then, and a return probe no longer has it).
 pub const CONFIG_GRAPH: u32 = 2;
 /// `Config::flags` bit (`-w`): each traced call also sends the packet's
 /// bytes ([`CaptureRecord`]). Checked only after the mark matched.
@@ -294,11 +300,25 @@ pub const STACKS_DROPS_ONLY: u32 = 256;
 /// no unknown helper id reaches the verifier). Far above any real helper id.
 pub const KFUNC_RDONLY_CAST: u32 = 0x7ff0_0001;
 
-/// Key of the `ENTERED` map: one traced call in flight.
+/// Key of the `ENTERED` map: one traced call in flight; the value is its
+/// skb.
+///
+/// `frame` tells apart the calls of one function in flight in one task at
+/// once (a tunnel re-enters `__dev_queue_xmit` with the inner skb while the
+/// outer call waits). fentry/fexit both have the skb argument, so it is the
+/// skb. A return probe has no arguments left, so kprobes key by the call's
+/// stack frame instead: the address of the return address, which is
+/// `regs->sp` at entry (the function has pushed nothing yet) and
+/// `regs->sp - 8` at return (the kernel's return trampoline reports the
+/// stack pointer after `ret` popped it: rethook on x86, the same for
+/// kretprobes and kprobe-multi return links). Nested calls have distinct
+/// frames; a tail call shares its caller's frame but not its `func`. Only
+/// a traced call's entry writes the map, so untraced calls cost nothing on
+/// entry, and a return finds nothing for them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Call {
-    pub skb: u64,
+    pub frame: u64,
     pub func: u64,
     pub pid_tgid: u64,
 }

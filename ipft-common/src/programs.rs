@@ -52,7 +52,8 @@ pub enum Role {
     /// by [`crate::TP_KFREE_SKB_ID`].
     Call,
     /// function_graph: the return of a call that its [`Role::Call`] twin
-    /// reported.
+    /// reported (fexit, per skb position), or of any traced call
+    /// ([`KRETPROBE_GRAPH`]).
     Return,
     /// A tracepoint hit, identified by `tracepoint_id(skb_pos, slot)`:
     /// one program per attached tracepoint (see [`crate::TP_SLOTS`]).
@@ -70,7 +71,7 @@ pub struct Program {
     pub family: Family,
     pub role: Role,
     /// The argument position of the `struct sk_buff *`, when fixed in the
-    /// program. `None` for the kretprobe, which takes it from the map its
+    /// program. `None` for the kretprobes, which take it from the map their
     /// entry probe filled.
     pub skb_pos: Option<u8>,
     /// The argument position of the `enum skb_drop_reason`, for the
@@ -110,6 +111,10 @@ pub fn find_loaded(kernel_name: &str) -> Option<&'static Program> {
 
 /// `--track` with kprobes: attached to the return of cloning functions.
 pub const KRETPROBE_CLONE: &str = "kretprobe_clone";
+/// function_graph with kprobes and kprobe-multi: attached to the return
+/// of every traced function, whatever its argument layout (it reads no
+/// argument: the entry left the skb in the `ENTERED` map).
+pub const KRETPROBE_GRAPH: &str = "kretprobe_graph";
 /// `--track` with ftrace: attached to the return of cloning functions.
 pub const FEXIT_CLONE: &str = "fexit_clone";
 /// The `kfree_skb` tracepoint program that also reads the drop reason.
@@ -156,7 +161,7 @@ pub const COUNT: usize = KPROBE_POSITIONS
     + 2 * FTRACE_POSITIONS
     + TP_POSITIONS * TP_SLOTS
     + 2 * REASON_POSITIONS.len()
-    + 3;
+    + 4;
 
 /// Every program of ipft's eBPF object, and nothing else.
 pub const CATALOG: &[Program] = &catalog();
@@ -233,7 +238,14 @@ const fn catalog() -> [Program; COUNT] {
         skb_pos: Some(0),
         reason_pos: None,
     };
-    n += 3;
+    out[n + 3] = Program {
+        name: KRETPROBE_GRAPH,
+        family: Family::Kretprobe,
+        role: Role::Return,
+        skb_pos: None,
+        reason_pos: None,
+    };
+    n += 4;
     assert!(n == COUNT, "COUNT does not match the programs listed");
     out
 }
@@ -417,6 +429,7 @@ mod tests {
                 (Family::TpBtf, Role::Slot(slot), Some(s), None) => format!("tp_p{s}_s{slot}"),
                 (Family::TpBtf, Role::Call, Some(0), Some(2)) => TP_KFREE_SKB.into(),
                 (Family::Kretprobe, Role::Clone, None, None) => KRETPROBE_CLONE.into(),
+                (Family::Kretprobe, Role::Return, None, None) => KRETPROBE_GRAPH.into(),
                 (Family::Fexit, Role::Clone, Some(0), None) => FEXIT_CLONE.into(),
                 _ => panic!("unexpected entry {p:?}"),
             };

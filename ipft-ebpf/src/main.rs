@@ -147,10 +147,10 @@ static CAPTURES: PerCpuArray<CaptureRecord> = PerCpuArray::with_max_entries(CAPT
 #[map]
 static CAPTURE_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// function_graph: traced calls in flight, so that their returns are
-/// reported (see [`returned`]).
+/// function_graph: traced calls in flight, and their skbs, so that their
+/// returns are reported (see [`entered`], [`returned`]).
 #[map]
-static ENTERED: HashMap<Call, u8> = HashMap::with_max_entries(ENTERED_MAX, 0);
+static ENTERED: HashMap<Call, u64> = HashMap::with_max_entries(ENTERED_MAX, 0);
 
 /// Kernel stacks of traced calls (`--stack`, and fentry's drop programs,
 /// whose caller userspace reads from the stack). Userspace shrinks it to
@@ -406,10 +406,15 @@ impl Site {
 /// kprobes fill `sp` the same way).
 #[inline(always)]
 fn return_address(ctx: *mut core::ffi::c_void) -> u64 {
+    read(stack_pointer(ctx))
+}
+
+/// A kprobe's `regs->sp`.
+#[inline(always)]
+fn stack_pointer(ctx: *mut core::ffi::c_void) -> u64 {
     let regs = ctx as *const aya_ebpf::bindings::pt_regs;
     // Direct context access: kprobe programs may read pt_regs.
-    let sp = unsafe { (*regs).rsp };
-    read(sp)
+    unsafe { (*regs).rsp }
 }
 
 /// Fills the caller and, when asked for, the stack of a matched call.
@@ -458,12 +463,7 @@ fn trace<C: EbpfContext>(
     snapshot(&offsets, skb, &mut event);
     send_snapshot(ctx, skb, &event);
     if config!(flags) & CONFIG_GRAPH != 0 {
-        let call = Call {
-            skb,
-            func,
-            pid_tgid: bpf_get_current_pid_tgid(),
-        };
-        let _ = ENTERED.insert(&call, &1, 0);
+        entered(ctx, skb, func, site);
     }
     if config!(flags) & CONFIG_TRACK != 0 {
         if unsafe { FREES.get(&func) }.is_some() {
@@ -476,26 +476,45 @@ fn trace<C: EbpfContext>(
     }
 }
 
-/// function_graph: a function whose call was traced returns. Decided by
-/// the `ENTERED` map, not by the mark: the skb may have been freed (and its
-/// memory reused) inside the call. The event carries no snapshot for the
-/// same reason.
+/// function_graph: remembers a traced call until it returns, keyed by its
+/// frame (see [`Call`]): the skb for fentry, the address of the return
+/// address for kprobes (their return probes have no skb).
 #[inline(always)]
-fn returned<C: EbpfContext>(ctx: &C, skb: u64) {
-    if skb == 0 {
+fn entered<C: EbpfContext>(ctx: &C, skb: u64, func: u64, site: Site) {
+    let frame = match site {
+        Site::Kprobe | Site::KprobeDrop => stack_pointer(ctx.as_ptr()),
+        _ => skb,
+    };
+    let call = Call {
+        frame,
+        func,
+        pid_tgid: bpf_get_current_pid_tgid(),
+    };
+    let _ = ENTERED.insert(&call, &skb, 0);
+}
+
+/// function_graph: a function returns; reported when its call was traced
+/// ([`entered`]). Decided by the `ENTERED` map, not by the mark: the skb
+/// may have been freed (and its memory reused) inside the call. The event
+/// carries no snapshot for the same reason, only the return value.
+#[inline(always)]
+fn returned<C: EbpfContext>(ctx: &C, frame: u64, retval: u64) {
+    if frame == 0 {
         return;
     }
     let func = func_ip(ctx);
     let call = Call {
-        skb,
+        frame,
         func,
         pid_tgid: bpf_get_current_pid_tgid(),
     };
-    if ENTERED.remove(&call).is_err() {
+    let Some(skb) = (unsafe { ENTERED.get(&call) }).copied() else {
         return;
-    }
+    };
+    let _ = ENTERED.remove(&call);
     let mut event = new_event(skb, func, EVENT_RETURN);
     event.network_header = 0xffff;
+    event.retval = retval;
     send(ctx, &event);
 }
 
@@ -717,12 +736,30 @@ macro_rules! fentry_skb_reason {
     };
 }
 
-/// function_graph: fexit with the skb at argument `$pos`.
+/// function_graph: fexit with the skb at argument `$pos`. The return value
+/// comes from `bpf_get_func_ret` (5.17+).
 macro_rules! fexit_skb {
     ($name:ident, $pos:expr) => {
         #[fexit]
         pub fn $name(ctx: FExitContext) -> i32 {
-            returned(&ctx, ctx.arg::<u64>($pos));
+            let retval = ctx.ret::<u64>().unwrap_or(0);
+            returned(&ctx, ctx.arg::<u64>($pos), retval);
+            0
+        }
+    };
+}
+
+/// function_graph with kprobes and kprobe-multi: the return of any traced
+/// function. The return trampoline reports `sp` just past the return
+/// address, which the entry's `sp` pointed at: the call's frame is 8 below.
+macro_rules! kretprobe_graph {
+    ($name:ident) => {
+        #[kretprobe]
+        pub fn $name(ctx: RetProbeContext) -> u32 {
+            let regs = ctx.as_ptr() as *const aya_ebpf::bindings::pt_regs;
+            // Direct context access: kprobe programs may read pt_regs.
+            let (sp, rax) = unsafe { ((*regs).rsp, (*regs).rax) };
+            returned(&ctx, sp.wrapping_sub(8), rax);
             0
         }
     };

@@ -53,7 +53,7 @@ pub struct Options {
     #[arg(short, long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
 
-    /// `function` records calls; `function_graph` records calls and returns.
+    /// `function` records calls; `function_graph` records calls and returns, with return values.
     #[arg(short, long, value_enum, default_value_t = Tracer::Function)]
     pub tracer: Tracer,
 

@@ -135,10 +135,32 @@ impl Capabilities {
         format!("Using the {} backend: {why}", self.auto_backend())
     }
 
-    /// The line `-t function_graph` with `-b auto` prints when fentry works.
-    pub fn auto_graph_line(&self) -> Option<&'static str> {
-        let line = "Using the ftrace backend: function_graph needs fexit";
-        self.fentry.is_ok().then_some(line)
+    /// What `-b auto` picks for `-t function_graph`: kprobe-multi, else
+    /// kprobe (kretprobes), else ftrace (fexit); `None` when none works.
+    pub fn graph_backend(&self) -> Option<&'static str> {
+        ["kprobe-multi", "kprobe", "ftrace"]
+            .into_iter()
+            .find(|b| self.has(b))
+    }
+
+    /// The line `-t function_graph` with `-b auto` prints first on stderr
+    /// when a backend here sees returns.
+    pub fn auto_graph_line(&self) -> Option<String> {
+        let why = match self.graph_backend()? {
+            "kprobe-multi" => {
+                "the kernel has fprobe: one link attaches every function's entry, one every return"
+                    .into()
+            }
+            "kprobe" => format!(
+                "the kernel has kprobes and kretprobes but {}",
+                self.no_fprobe()
+            ),
+            _ => "no kprobes, but fexit works".into(),
+        };
+        Some(format!(
+            "Using the {} backend: {why}",
+            self.graph_backend()?
+        ))
     }
 
     /// What ipft must print (its only stderr line, exit 1) for
@@ -168,12 +190,16 @@ impl Capabilities {
         ))
     }
 
-    /// What ipft must print for `-t function_graph` with `-b auto` when
-    /// fentry does not work here.
+    /// What ipft must print for `-t function_graph` with `-b auto` when no
+    /// backend here sees returns.
     pub fn graph_refusal(&self) -> Option<String> {
-        let why = self.fentry.err().map(|_| self.no_fentry())?;
+        if self.graph_backend().is_some() {
+            return None;
+        }
         Some(format!(
-            "ipft: function_graph needs the ftrace backend (fentry/fexit), but {why}"
+            "ipft: function_graph needs function returns: this kernel has no kprobes (CONFIG_KPROBES is off), {}, and {}",
+            self.no_fprobe(),
+            self.no_fentry()
         ))
     }
 

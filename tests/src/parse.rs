@@ -27,6 +27,9 @@ pub struct Row {
     pub caller: Option<String>,
     /// `--stack`: the indented frame lines under the row, json `stack`.
     pub stack: Vec<String>,
+    /// function_graph: a return's value as the table shows it after
+    /// `} = ` (`-22 EINVAL`, `0`, `0xffff…`); json `retval` and `errno`.
+    pub retval: Option<String>,
 }
 
 /// The rows of one packet, in output order.
@@ -129,8 +132,8 @@ pub fn table(stdout: &str, tracer: Tracer) -> Result<Vec<Packet>, String> {
 fn row(line: &str, tracer: Tracer) -> Option<Row> {
     let c = columns(tracer).captures(line)?;
     let (cell, rest) = (&c[4], &c[5]);
-    let (function, is_return, indent) = match tracer {
-        Tracer::Function => (cell.trim_start().to_string(), false, 0),
+    let (function, is_return, indent, retval) = match tracer {
+        Tracer::Function => (cell.trim_start().to_string(), false, 0, None),
         Tracer::FunctionGraph => graph_cell(cell)?,
     };
     let row = Row {
@@ -144,6 +147,7 @@ fn row(line: &str, tracer: Tracer) -> Option<Row> {
         packet_id: String::new(),
         caller: caller(rest),
         stack: Vec::new(),
+        retval,
     };
     let exact = printed(&row, tracer) == line[..line.len() - rest.len()];
     (exact && (row.is_return || !row.function.is_empty())).then_some(row)
@@ -163,25 +167,39 @@ fn columns(tracer: Tracer) -> &'static Regex {
 }
 
 /// `row` as ipftrace2's printf prints it, up to the function column; for
-/// function_graph two spaces per depth, then `name() {` or `}`.
+/// function_graph two spaces per depth, then `name() {` or `}` (and ipft's
+/// ` = value`).
 fn printed(row: &Row, tracer: Tracer) -> String {
     let start = format!("{:<20} {:03} {:>24.24} ", row.tstamp, row.cpu, row.module);
     let call = match (tracer, row.is_return) {
         (Tracer::Function, _) => return format!("{start}{:>32.32}", row.function),
-        (Tracer::FunctionGraph, true) => "}".to_string(),
+        (Tracer::FunctionGraph, true) => match &row.retval {
+            Some(value) => format!("}} = {value}"),
+            None => "}".to_string(),
+        },
         (Tracer::FunctionGraph, false) => format!("{}() {{", row.function),
     };
     format!("{start}{:<64.64}", " ".repeat(row.indent) + &call)
 }
 
-/// function_graph's cell: `    name() {` (an entry) or `    }` (a return).
-fn graph_cell(cell: &str) -> Option<(String, bool, usize)> {
+/// function_graph's cell: `    name() {` (an entry) or `    }` (a return),
+/// which may end in its value: `    } = -22 EINVAL`.
+fn graph_cell(cell: &str) -> Option<(String, bool, usize, Option<String>)> {
     let body = cell.trim();
     let indent = cell.len() - cell.trim_start().len();
-    match body.strip_suffix("() {") {
-        Some(name) if !name.is_empty() => Some((name.to_string(), false, indent)),
-        _ => (body == "}").then(|| (String::new(), true, indent)),
+    if let Some(name) = body.strip_suffix("() {").filter(|n| !n.is_empty()) {
+        return Some((name.to_string(), false, indent, None));
     }
+    let retval = match body.strip_prefix('}')? {
+        "" => None,
+        value => Some(
+            value
+                .strip_prefix(" = ")
+                .filter(|v| !v.is_empty())?
+                .to_string(),
+        ),
+    };
+    Some((String::new(), true, indent, retval))
 }
 
 /// What follows the function column: nothing, or ` (drop: NAME)` and/or
@@ -263,6 +281,35 @@ fn ends_with_newline(stdout: &str) -> Result<(), String> {
     }
 }
 
+/// Each return of a function_graph packet's rows, named by the entry it
+/// closes (a table's returns have no name), with its value: `("nf_hook_slow",
+/// Some("-1 EPERM"))`. A return with no open entry is left out.
+pub fn returns(rows: &[Row]) -> Vec<(String, Option<String>)> {
+    let mut open: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for r in rows {
+        if !r.is_return {
+            open.push(&r.function);
+        } else if let Some(name) = open.pop() {
+            out.push((name.to_string(), r.retval.clone()));
+        }
+    }
+    out
+}
+
+/// A json return's `retval` (and `errno`), as the table shows them.
+fn json_retval(v: &serde_json::Value) -> Option<String> {
+    let value = match &v["retval"] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    Some(match v["errno"].as_str() {
+        Some(errno) => format!("{value} {errno}"),
+        None => value,
+    })
+}
+
 /// One json line as a row, and the whole object for the keys ipft adds.
 fn json_line(line: &str) -> Result<(Row, serde_json::Value), String> {
     static SHAPE: OnceLock<Regex> = OnceLock::new();
@@ -289,6 +336,7 @@ fn json_line(line: &str) -> Result<(Row, serde_json::Value), String> {
         drop_reason: v["drop_reason"].as_str().map(str::to_string),
         packet_id: text("packet_id"),
         caller: v["caller"].as_str().map(str::to_string),
+        retval: json_retval(&v),
         stack: v["stack"]
             .as_array()
             .map(|frames| {
@@ -486,7 +534,8 @@ mod tests {
         let lines = [
             graph_row(1, "ip_rcv() {"),
             graph_row(2, "  ip_rcv_finish() {"),
-            graph_row(3, "  }"),
+            graph_row(3, "  } = -22 EINVAL"),
+            graph_row(4, "}"),
         ];
         let stdout = format!(
             "\n{}\n===\n{}\n",
@@ -496,16 +545,43 @@ mod tests {
         let rows = &table(&stdout, Tracer::FunctionGraph).unwrap()[0].rows;
         let seen: Vec<_> = rows
             .iter()
-            .map(|r| (r.function.as_str(), r.indent, r.is_return))
+            .map(|r| {
+                (
+                    r.function.as_str(),
+                    r.indent,
+                    r.is_return,
+                    r.retval.as_deref(),
+                )
+            })
             .collect();
         assert_eq!(
             seen,
             [
-                ("ip_rcv", 0, false),
-                ("ip_rcv_finish", 2, false),
-                ("", 2, true)
+                ("ip_rcv", 0, false, None),
+                ("ip_rcv_finish", 2, false, None),
+                ("", 2, true, Some("-22 EINVAL")),
+                ("", 0, true, None),
             ]
         );
+        for bad in ["  } =", "  } = ", "  }x", "  } -22"] {
+            let stdout = format!(
+                "\n{}\n===\n{}\n{}\n",
+                table_header(Tracer::FunctionGraph),
+                graph_row(1, "ip_rcv() {"),
+                graph_row(2, bad)
+            );
+            assert!(table(&stdout, Tracer::FunctionGraph).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn json_returns_carry_their_value() {
+        let line = r#"{"packet_id":"0x1","timestamp":1,"processor_id":0,"module":"vmlinux","function":"f","is_return":true,"packet":1,"retval":-22,"errno":"EINVAL"}"#;
+        let (row, _) = super::json_line(line).unwrap();
+        assert_eq!(row.retval.as_deref(), Some("-22 EINVAL"));
+        let line = r#"{"packet_id":"0x1","timestamp":1,"processor_id":0,"module":"vmlinux","function":"f","is_return":true,"packet":1,"retval":"0xffff888003a1c000"}"#;
+        let (row, _) = super::json_line(line).unwrap();
+        assert_eq!(row.retval.as_deref(), Some("0xffff888003a1c000"));
     }
 
     fn json_line(id: &str, ts: u64, function: &str, extra: &str) -> String {

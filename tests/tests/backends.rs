@@ -61,20 +61,21 @@ fn every_backend_this_kernel_allows_traces_a_ping() {
 const GRAPH_RE: &str =
     "^(ip_rcv|ip_rcv_finish|ip_local_deliver|ip_local_deliver_finish|icmp_rcv|consume_skb)$";
 
-/// `-t function_graph` without `-b`: auto takes ftrace, and each call
-/// shows its return, nested.
+/// `-t function_graph` without `-b`: auto takes the best backend that
+/// sees returns (kprobe-multi, kprobe, ftrace), and each call shows its
+/// return, nested, with its value.
 #[test]
 fn function_graph_nests_calls_and_returns() {
     let kernel = capabilities();
-    if let Some(why) = kernel.lacks("ftrace") {
-        return not_applicable(&why);
+    if kernel.graph_backend().is_none() {
+        return not_applicable("needs a function backend (kprobe-multi, kprobe or ftrace)");
     }
     let mark = marks::GRAPH;
     let args = ["-m", &hex(mark), "-t", "function_graph", "-r", GRAPH_RE];
     let out = around_a_ping(&args, mark);
     assert_eq!(out.code(), Some(0), "{out}");
     let first = out.stderr_lines().first().copied();
-    assert_eq!(first, kernel.auto_graph_line(), "{out}");
+    assert_eq!(first, kernel.auto_graph_line().as_deref(), "{out}");
     let packets = parse::table(&out.stdout, Tracer::FunctionGraph);
     let packets = packets.unwrap_or_else(|e| panic!("{e}\n{out}"));
     assert_eq!(packets.len(), 1, "one echo request\n{out}");
@@ -88,6 +89,18 @@ fn function_graph_nests_calls_and_returns() {
         .collect();
     let path = ["ip_rcv", "ip_local_deliver", "icmp_rcv", "consume_skb"];
     assert!(parse::in_order(&calls, &path), "{calls:?}\n{out}");
+    // int functions show their value (the echo request is delivered:
+    // NET_RX_SUCCESS), void ones none.
+    let returns = parse::returns(rows);
+    let value = |name: &str| {
+        returns
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_deref())
+    };
+    assert_eq!(value("ip_rcv"), Some(Some("0")), "{returns:?}\n{out}");
+    assert_eq!(value("icmp_rcv"), Some(Some("0")), "{returns:?}\n{out}");
+    assert_eq!(value("consume_skb"), Some(None), "{returns:?}\n{out}");
 }
 
 /// Datagrams a socket reads, one after another, from one CPU: UDP frees

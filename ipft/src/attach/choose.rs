@@ -27,9 +27,13 @@ pub fn choose(
 ) -> Result<(BackendChoice, String)> {
     let graph = tracer == Tracer::FunctionGraph;
     match choice {
-        BackendChoice::Auto if graph => match fentry_works() {
-            Ok(()) => Ok((BackendChoice::Ftrace, "function_graph needs fexit".into())),
-            Err(why) => bail!("function_graph needs the ftrace backend (fentry/fexit), but {why}"),
+        BackendChoice::Auto if graph => match kprobe_multi_works() {
+            Ok(()) => Ok((
+                BackendChoice::KprobeMulti,
+                "the kernel has fprobe: one link attaches every function's entry, one every return"
+                    .into(),
+            )),
+            Err(why) => graph_without_fprobe(fentry_works, &why),
         },
         BackendChoice::Auto => match kprobe_multi_works() {
             Ok(()) => Ok((
@@ -38,12 +42,8 @@ pub fn choose(
             )),
             Err(why) => auto_without_fprobe(fentry_works, &why),
         },
-        BackendChoice::Kprobe | BackendChoice::KprobeMulti if graph => bail!(
-            "function_graph needs function returns, which the {} backend does not record: use -b ftrace",
-            if choice == BackendChoice::Kprobe { "kprobe" } else { "kprobe-multi" }
-        ),
         BackendChoice::Tracepoint if graph => {
-            bail!("function_graph needs function returns, which tracepoints do not have: use -b ftrace")
+            bail!("function_graph needs function returns, which tracepoints do not have: use -b kprobe-multi, -b kprobe or -b ftrace")
         }
         BackendChoice::Kprobe if !kprobes_available() => bail!(
             "the kprobe backend is unavailable: this kernel has no kprobes (CONFIG_KPROBES is off); try -b tracepoint"
@@ -91,12 +91,33 @@ fn auto_without_fprobe(
     }
 }
 
+/// `auto` for function_graph where kprobe-multi does not work: kretprobes,
+/// else fexit; tracepoints have no returns.
+fn graph_without_fprobe(
+    fentry_works: &mut dyn FnMut() -> Result<(), String>,
+    no_fprobe: &str,
+) -> Result<(BackendChoice, String)> {
+    if kprobes_available() {
+        return Ok((
+            BackendChoice::Kprobe,
+            format!("the kernel has kprobes and kretprobes but {no_fprobe}"),
+        ));
+    }
+    match fentry_works() {
+        Ok(()) => Ok((BackendChoice::Ftrace, "no kprobes, but fexit works".into())),
+        Err(why) => bail!(
+            "function_graph needs function returns: this kernel has no kprobes (CONFIG_KPROBES is off), {no_fprobe}, and {why}"
+        ),
+    }
+}
+
 /// Builds the backend for a choice made by [`choose`].
 pub fn build(choice: BackendChoice, tracer: Tracer) -> Result<Box<dyn Backend>> {
+    let graph = tracer == Tracer::FunctionGraph;
     Ok(match choice {
-        BackendChoice::Kprobe => Box::new(Kprobe),
-        BackendChoice::KprobeMulti => Box::new(KprobeMulti::new()),
-        BackendChoice::Ftrace => Box::new(Ftrace::new(tracer == Tracer::FunctionGraph)),
+        BackendChoice::Kprobe => Box::new(Kprobe::new(graph)),
+        BackendChoice::KprobeMulti => Box::new(KprobeMulti::new(graph)),
+        BackendChoice::Ftrace => Box::new(Ftrace::new(graph)),
         BackendChoice::Tracepoint => Box::new(Tracepoint),
         BackendChoice::Auto => unreachable!("choose() resolves auto"),
     })
@@ -132,23 +153,56 @@ mod tests {
     }
 
     #[test]
-    fn function_graph_never_probes_kprobe_multi() {
-        let (choice, _) = choose(
+    fn function_graph_prefers_kprobe_multi() {
+        let (choice, why) = choose(
             BackendChoice::Auto,
             Tracer::FunctionGraph,
-            &mut works,
             &mut not_asked,
+            &mut works,
         )
         .unwrap();
-        assert_eq!(choice, BackendChoice::Ftrace);
+        assert_eq!(choice, BackendChoice::KprobeMulti);
+        assert!(why.contains("every return"), "{why}");
+        for chosen in [BackendChoice::KprobeMulti, BackendChoice::Ftrace] {
+            let (choice, _) =
+                choose(chosen, Tracer::FunctionGraph, &mut works, &mut works).unwrap();
+            assert_eq!(choice, chosen);
+        }
         let err = choose(
-            BackendChoice::KprobeMulti,
+            BackendChoice::Tracepoint,
             Tracer::FunctionGraph,
             &mut not_asked,
             &mut not_asked,
         )
         .unwrap_err();
-        assert!(err.to_string().contains("use -b ftrace"), "{err}");
+        assert!(err.to_string().contains("-b kprobe-multi"), "{err}");
+    }
+
+    #[test]
+    fn function_graph_without_fprobe_falls_back_to_kretprobes_or_fexit() {
+        // Which one depends on this kernel's kprobes: ask it, as choose does.
+        let result = choose(
+            BackendChoice::Auto,
+            Tracer::FunctionGraph,
+            &mut works,
+            &mut no_fprobe,
+        );
+        let (choice, why) = result.unwrap();
+        match kprobes_available() {
+            true => assert_eq!(choice, BackendChoice::Kprobe),
+            false => assert_eq!(choice, BackendChoice::Ftrace),
+        }
+        assert!(!why.contains("kprobe-multi"), "{why}");
+        if !kprobes_available() {
+            let err = choose(
+                BackendChoice::Auto,
+                Tracer::FunctionGraph,
+                &mut || Err("fentry is refused (EPERM)".into()),
+                &mut no_fprobe,
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("EPERM"), "{err}");
+        }
     }
 
     #[test]

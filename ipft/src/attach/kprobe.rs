@@ -10,8 +10,16 @@
 //! CPU at once ([`super::kprobe::each_target`]). Most of that cost is the kernel's:
 //! each kprobe updates ftrace's call sites under one lock.
 //!
+//! function_graph adds a kretprobe per function, opened before its kprobe
+//! (a function whose return cannot be hooked is not entered either), with
+//! the one program `kretprobe_graph`: it reports the calls whose entry was
+//! traced (`ENTERED`, keyed by the call's stack frame: see
+//! `ipft_common::Call`). A kretprobe keeps a few return slots per CPU
+//! (perf's default `maxactive`); returns beyond them are missed.
+//!
 //! ```text
 //! sudo ipft -m 0x55555555 -b kprobe -r '^ip_'
+//! sudo ipft -m 0x55555555 -b kprobe -t function_graph -r '^ip_'
 //! ```
 use std::{
     collections::HashMap,
@@ -34,8 +42,16 @@ use crate::{
     },
 };
 
-#[derive(Default)]
-pub struct Kprobe;
+pub struct Kprobe {
+    /// function_graph: hook the returns too.
+    graph: bool,
+}
+
+impl Kprobe {
+    pub fn new(graph: bool) -> Self {
+        Kprobe { graph }
+    }
+}
 
 /// kprobes read arguments from registers: the skb must be one of the six.
 pub fn register_argument(target: &Target) -> Result<(), &'static str> {
@@ -70,7 +86,7 @@ impl Backend for Kprobe {
     }
 
     fn attach(&mut self, maps: &Maps, targets: Vec<Target>, report: &mut Report<'_>) -> Vec<Link> {
-        match Probes::new(maps, &targets) {
+        match Probes::new(maps, &targets, self.graph) {
             Ok(probes) => each_target(targets, &|t| probes.attach(t), report),
             Err(err) => fail_all(targets, &err, report),
         }
@@ -91,22 +107,34 @@ impl Backend for Kprobe {
 struct Probes {
     programs: HashMap<&'static str, Result<OwnedFd, String>>,
     pmu_type: u32,
+    /// function_graph: the return program, for every function.
+    returns: Option<OwnedFd>,
 }
 
 impl Probes {
     /// Loads each program `targets` need, once.
-    fn new(maps: &Maps, targets: &[Target]) -> Result<Self> {
+    fn new(maps: &Maps, targets: &[Target], graph: bool) -> Result<Self> {
         let pmu_type = perf::kprobe_pmu_type()
             .context("this kernel has no kprobe PMU (CONFIG_KPROBES is off): try -b tracepoint")?;
         let mut names: Vec<&str> = targets.iter().filter_map(|t| program(t).ok()).collect();
         names.sort_unstable();
         names.dedup();
-        let relocated = Programs::relocate(maps, |name| names.contains(&name))?;
+        let relocated = Programs::relocate(maps, |name| {
+            names.contains(&name) || (graph && name == catalog::KRETPROBE_GRAPH)
+        })?;
+        let returns = match graph {
+            true => Some(load(&relocated, catalog::KRETPROBE_GRAPH).map_err(|why| anyhow!(why))?),
+            false => None,
+        };
         let programs = names
             .into_iter()
             .map(|name| (name, load(&relocated, name)))
             .collect();
-        Ok(Probes { programs, pmu_type })
+        Ok(Probes {
+            programs,
+            pmu_type,
+            returns,
+        })
     }
 
     fn attach(&self, target: &Target) -> Result<Hooked> {
@@ -116,9 +144,17 @@ impl Probes {
             Some(Err(why)) => return Err(anyhow!("{why}")),
             None => return Err(anyhow!("{name} was not maps")),
         };
+        let mut links: Vec<Link> = Vec::with_capacity(2);
+        if let Some(returns) = &self.returns {
+            let link =
+                perf::kprobe_open(self.pmu_type, Probe::Return, target.addr, returns.as_fd())
+                    .context("kretprobe attach failed")?;
+            links.push(Box::new(link));
+        }
         let link = perf::kprobe_open(self.pmu_type, Probe::Entry, target.addr, prog.as_fd())
             .context("kprobe attach failed")?;
-        Ok((vec![Box::new(link)], identities(target)))
+        links.push(Box::new(link));
+        Ok((links, identities(target)))
     }
 }
 

@@ -25,8 +25,16 @@
 //! aya 0.14 cannot load a kprobe program with an expected attach type, so
 //! this backend loads them itself ([`super::programs`]).
 //!
+//! function_graph adds one return link (`BPF_F_KPROBE_MULTI_RETURN`) of
+//! the one program `kretprobe_graph` on every function, made first, so
+//! that a function whose return cannot be hooked gets no entry either. The
+//! return program runs at every return of every attached function; it
+//! reports only the calls whose entry was traced (`ENTERED`, keyed by the
+//! call's stack frame: see `ipft_common::Call`).
+//!
 //! ```text
 //! sudo ipft -m 0x55555555 -b kprobe-multi
+//! sudo ipft -m 0x55555555 -b kprobe-multi -t function_graph
 //! ```
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -39,15 +47,20 @@ use std::{
 
 use anyhow::{anyhow, Result};
 
+use ipft_common::programs::KRETPROBE_GRAPH;
+
 use super::{
     functions::identities,
-    kprobe::{program, register_argument},
+    kprobe::{program, register_argument, Kprobe},
     programs::{self, Maps, Programs},
     Backend, Link, Report,
 };
 use crate::{
     discover::{Target, TargetKind},
-    sys::bpf::{self, AttachType, Insn, ProgType},
+    sys::{
+        bpf::{self, AttachType, Insn, ProgType},
+        perf::Probe,
+    },
 };
 
 /// The kernel-internal "not supported" errno that bpf() can return.
@@ -65,21 +78,18 @@ pub struct KprobeMulti {
     /// emulation), and a full run needs it, because the functions with an
     /// skb parameter include some that ftrace cannot trace.
     filter_functions: Option<JoinHandle<Option<String>>>,
+    /// function_graph: hook the returns too.
+    graph: bool,
 }
 
 impl KprobeMulti {
     /// Starts reading ftrace's list at once, so that it is there by the
     /// time the targets are known.
-    pub fn new() -> Self {
+    pub fn new(graph: bool) -> Self {
         KprobeMulti {
             filter_functions: Some(thread::spawn(read_filter_functions)),
+            graph,
         }
-    }
-}
-
-impl Default for KprobeMulti {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -98,28 +108,49 @@ impl Backend for KprobeMulti {
 
     fn attach(&mut self, maps: &Maps, targets: Vec<Target>, report: &mut Report<'_>) -> Vec<Link> {
         let mut traceable = Lazy::new(self.filter_functions.take(), &targets);
-        let attached = attach_groups(maps, &targets, &mut traceable);
+        let attached = attach_groups(maps, &targets, &mut traceable, self.graph);
         tell(targets, attached, report)
     }
 
     fn follow_clones(&self, maps: &Maps, cloners: &[Target]) -> Result<(Vec<Link>, usize)> {
-        super::kprobe::Kprobe.follow_clones(maps, cloners)
+        Kprobe::new(false).follow_clones(maps, cloners)
     }
 }
 
 /// Attaches each group of targets that share a program (the skb and drop
-/// reason at the same positions) with that program's link.
-fn attach_groups(maps: &Maps, targets: &[Target], traceable: &mut Lazy) -> Result<Attached> {
+/// reason at the same positions) with that program's link; with `graph`,
+/// the return program first, on all of them.
+fn attach_groups(
+    maps: &Maps,
+    targets: &[Target],
+    traceable: &mut Lazy,
+    graph: bool,
+) -> Result<Attached> {
     let groups = by_program(targets);
-    let programs = Programs::relocate(maps, |name| groups.contains_key(name))?;
-    let mut all = Attached {
-        links: Vec::new(),
-        failed: HashMap::new(),
+    let programs = Programs::relocate(maps, |name| {
+        groups.contains_key(name) || (graph && name == KRETPROBE_GRAPH)
+    })?;
+    let mut all = match graph {
+        true => {
+            let everything: Vec<&Target> = groups.values().flatten().copied().collect();
+            load(&programs, KRETPROBE_GRAPH).and_then(|prog| {
+                attach_functions(prog.as_fd(), Probe::Return, &everything, traceable)
+            })?
+        }
+        false => Attached {
+            links: Vec::new(),
+            failed: HashMap::new(),
+        },
     };
-    for (name, group) in groups {
+    for (name, mut group) in groups {
+        // A function whose return is not hooked is not entered either.
+        group.retain(|t| !all.failed.contains_key(&t.addr));
+        if group.is_empty() {
+            continue;
+        }
         // The link holds the program: its fd can close.
         let attached = load(&programs, name)
-            .and_then(|prog| attach_functions(prog.as_fd(), &group, traceable));
+            .and_then(|prog| attach_functions(prog.as_fd(), Probe::Entry, &group, traceable));
         match attached {
             Ok(attached) => {
                 all.links.extend(attached.links);
@@ -179,17 +210,19 @@ struct Attached {
     failed: HashMap<u64, String>,
 }
 
-/// Attaches `prog` to every function in `group` with as few links as
-/// possible. `traceable` reads ftrace's list only when a link fails.
+/// Attaches `prog` to the entry, or the return, of every function in
+/// `group` with as few links as possible. `traceable` reads ftrace's list
+/// only when a link fails.
 fn attach_functions(
     prog: BorrowedFd<'_>,
+    at: Probe,
     group: &[&Target],
     traceable: &mut Lazy,
 ) -> Result<Attached> {
     let mut funcs: Vec<u64> = group.iter().map(|t| t.addr).collect();
     funcs.sort_unstable();
     funcs.dedup();
-    let mut attach = |chunk: &[u64]| bpf::link_create_kprobe_multi(prog, chunk, &[]);
+    let mut attach = |chunk: &[u64]| bpf::link_create_kprobe_multi(prog, at, chunk, &[]);
     let err = match attach(&funcs) {
         Ok(link) => {
             return Ok(Attached {
@@ -540,6 +573,7 @@ mod tests {
             nargs: 1,
             kind: TargetKind::Function,
             btf_id: 0,
+            returns: crate::discover::Returns::Nothing,
         }
     }
 
@@ -568,7 +602,8 @@ mod tests {
             target("ip_rcv", "vmlinux", 0x20),
             target("veth_xmit", "veth", 0x10),
         ];
-        let attached = attach_functions(prog.as_fd(), &refs(&group), &mut no_list()).unwrap();
+        let attached =
+            attach_functions(prog.as_fd(), Probe::Entry, &refs(&group), &mut no_list()).unwrap();
         assert_eq!(attached.links.len(), 1);
         assert!(attached.failed.is_empty());
         assert_eq!(*calls.borrow(), [vec![0x10, 0x20]]);
@@ -581,7 +616,8 @@ mod tests {
         let group: Vec<Target> = (1..=8)
             .map(|i| target(&format!("f{i}"), "vmlinux", i * 0x10))
             .collect();
-        let attached = attach_functions(prog.as_fd(), &refs(&group), &mut no_list()).unwrap();
+        let attached =
+            attach_functions(prog.as_fd(), Probe::Entry, &refs(&group), &mut no_list()).unwrap();
         let mut failed: Vec<u64> = attached.failed.keys().copied().collect();
         failed.sort_unstable();
         assert_eq!(failed, [0x30, 0x50]);
@@ -602,7 +638,8 @@ mod tests {
             parsed: Some(Some(Traceable::parse("good\nother [veth]\n", &wanted))),
             ..no_list()
         };
-        let attached = attach_functions(prog.as_fd(), &refs(&group), &mut list).unwrap();
+        let attached =
+            attach_functions(prog.as_fd(), Probe::Entry, &refs(&group), &mut list).unwrap();
         assert!(attached.failed[&0x20].contains("available_filter_functions"));
         assert_eq!(attached.links.len(), 1);
         // The full set, then only the traceable function.
@@ -614,7 +651,7 @@ mod tests {
         fake::answer(|_, _| Err(errno(libc::EPERM)));
         let prog = File::open("/dev/null").unwrap();
         let group = [target("a", "vmlinux", 0x10), target("b", "vmlinux", 0x20)];
-        let err = attach_functions(prog.as_fd(), &refs(&group), &mut no_list())
+        let err = attach_functions(prog.as_fd(), Probe::Entry, &refs(&group), &mut no_list())
             .err()
             .unwrap();
         assert!(err.to_string().contains("of 2 functions failed"), "{err}");
@@ -649,7 +686,13 @@ mod tests {
         let names: Vec<(&str, usize)> = groups.iter().map(|(n, g)| (*n, g.len())).collect();
         assert_eq!(names, [("kprobe_skb_1_reason_2", 1), ("kprobe_skb_3", 2)]);
         let prog = File::open("/dev/null").unwrap();
-        attach_functions(prog.as_fd(), &groups["kprobe_skb_3"], &mut no_list()).unwrap();
+        attach_functions(
+            prog.as_fd(),
+            Probe::Entry,
+            &groups["kprobe_skb_3"],
+            &mut no_list(),
+        )
+        .unwrap();
         assert_eq!(*cookies.borrow(), [0], "no cookie array");
     }
 

@@ -3,7 +3,7 @@ use btf_rs::{Btf, BtfType, Type};
 use fallible_iterator::FallibleIterator;
 
 use super::{
-    params::{dedup, exclusion, reason_position, SkbTypes},
+    params::{dedup, exclusion, reason_position, returns, SkbTypes},
     Candidate, KernelBtf, Target, TargetKind,
 };
 
@@ -69,6 +69,7 @@ fn scan_functions(
                 reason_pos,
                 kind: TargetKind::Function,
                 btf_id,
+                returns: returns(btf, proto.return_type_id()),
             },
             exclusion: exclusion(btf, &proto.parameters),
         });
@@ -101,6 +102,18 @@ mod tests {
             .iter()
             .all(|c| (c.target.skb_pos as usize) < c.target.nargs as usize));
         assert!(funcs.iter().all(|c| c.target.kind == TargetKind::Function));
+        // What function_graph reads of each return register.
+        use crate::discover::Returns;
+        assert_eq!(find("ip_rcv").target.returns, Returns::Signed(4));
+        assert_eq!(find("skb_clone").target.returns, Returns::Pointer);
+        assert_eq!(find("consume_skb").target.returns, Returns::Nothing);
+        // bool skb_try_coalesce(struct sk_buff *to, struct sk_buff *from, ...)
+        assert_eq!(
+            find("skb_try_coalesce").target.returns,
+            Returns::Unsigned(1)
+        );
+        // u32 skb_get_poff(const struct sk_buff *skb)
+        assert_eq!(find("skb_get_poff").target.returns, Returns::Unsigned(4));
     }
 
     #[test]

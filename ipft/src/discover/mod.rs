@@ -60,6 +60,23 @@ pub struct Target {
     /// BTF), which fentry programs are maps against; for a tracepoint,
     /// its `btf_trace_<name>` type, which tp_btf programs are maps against.
     pub btf_id: u32,
+    /// What the function returns (function_graph shows it on return rows).
+    pub returns: Returns,
+}
+
+/// A function's return type, from its BTF prototype: how much of the
+/// return register is its value, and how to read it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Returns {
+    /// `void`, or a tracepoint (no return).
+    #[default]
+    Nothing,
+    /// A signed integer (or enum) of this many bytes.
+    Signed(u8),
+    /// An unsigned integer (or `bool`) of this many bytes.
+    Unsigned(u8),
+    /// A pointer: an address, or an errno when it is an `ERR_PTR`.
+    Pointer,
 }
 
 /// Why a function with an skb parameter cannot be traced at all.
@@ -161,6 +178,7 @@ pub(crate) mod tests {
                 reason_pos: None,
                 kind: TargetKind::Function,
                 btf_id: 0,
+                returns: Returns::Nothing,
             },
             exclusion: None,
         }

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use btf_rs::{Btf, BtfType, Type};
 
-use super::{btf::MAX_DEPTH, Candidate, Exclusion};
+use super::{btf::MAX_DEPTH, Candidate, Exclusion, Returns};
 
 /// Where an `enum skb_drop_reason` parameter is, in a function that drops
 /// (kfree_skb_reason, sk_skb_reason_drop, the kfree_skb tracepoint, …).
@@ -41,6 +41,24 @@ pub(super) fn exclusion(btf: &Btf, params: &[btf_rs::Parameter]) -> Option<Exclu
         )
     });
     by_value.then_some(Exclusion::AggregateByValue)
+}
+
+/// How a function's return value of type `id` (0: `void`) reads.
+pub(super) fn returns(btf: &Btf, id: u32) -> Returns {
+    if id == 0 {
+        return Returns::Nothing;
+    }
+    let size = |bytes: usize| bytes.min(8) as u8;
+    match strip_modifiers(btf, Some(id)) {
+        Some(Type::Ptr(_)) => Returns::Pointer,
+        Some(Type::Int(int)) if int.is_signed() => Returns::Signed(size(int.size())),
+        Some(Type::Int(int)) => Returns::Unsigned(size(int.size())),
+        Some(Type::Enum(e)) if e.is_signed() => Returns::Signed(size(e.size())),
+        Some(Type::Enum(e)) => Returns::Unsigned(size(e.size())),
+        Some(Type::Enum64(e)) if e.is_signed() => Returns::Signed(size(e.size())),
+        Some(Type::Enum64(e)) => Returns::Unsigned(size(e.size())),
+        _ => Returns::Nothing,
+    }
 }
 
 /// Resolves a type id through typedefs and qualifiers.

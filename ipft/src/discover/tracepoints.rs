@@ -4,7 +4,7 @@ use fallible_iterator::FallibleIterator;
 
 use super::{
     params::{dedup, reason_position, resolve_ptr_target, SkbTypes},
-    Candidate, Target, TargetKind,
+    Candidate, Returns, Target, TargetKind,
 };
 
 /// Every BTF tracepoint (`btf_trace_<name>` typedefs) that carries an skb.
@@ -40,6 +40,7 @@ pub fn tracepoints(btf: &Btf) -> Vec<Candidate> {
                 reason_pos: reason_position(btf, tp_name, params),
                 kind: TargetKind::Tracepoint,
                 btf_id,
+                returns: Returns::Nothing,
             },
             exclusion: None,
         });

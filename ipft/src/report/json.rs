@@ -3,7 +3,7 @@ use std::io::{self, Write};
 
 use ipft_common::Event;
 
-use super::{fields, names, Extras};
+use super::{fields, names, return_value, retval::Value, Extras};
 use crate::{
     discover::Target,
     trace::group::{Located, Record},
@@ -35,7 +35,10 @@ pub struct JsonSeen<'a> {
 /// kernel gave one, `"parent_packet":N` on a clone's first line (`--track`),
 /// `"summary":"UDP …"` on the packet's first line that
 /// knows it, `"caller":"nf_hook_slow+0x8f"` on a row that drops the packet,
-/// `"stack":["kfree_skb_reason+0x9", …]` with `--stack`, `"fate":{…}` on
+/// `"stack":["kfree_skb_reason+0x9", …]` with `--stack`; on a
+/// function_graph return of a function that returns a value,
+/// `"retval":-22` (a number; a pointer is a `"0x…"` string unless it is an
+/// `ERR_PTR`) and, for a negative errno, `"errno":"EINVAL"`; `"fate":{…}` on
 /// the row that frees the packet, and one `"field":"value"` per `--field`
 /// (strings, as ipftrace2's extension data).
 pub fn event(
@@ -74,6 +77,16 @@ pub fn event(
     if let Some(located) = seen.located.filter(|l| !l.stack.is_empty()) {
         out.write_all(br#","stack":"#)?;
         serde_json::to_writer(&mut *out, &located.stack).map_err(io::Error::from)?;
+    }
+    if let Some(value) = return_value(targets, r) {
+        match value {
+            Value::Signed(n) => write!(out, r#","retval":{n}"#)?,
+            Value::Unsigned(n) => write!(out, r#","retval":{n}"#)?,
+            Value::Pointer(p) => write!(out, r#","retval":"{p:#x}""#)?,
+        }
+        if let Some(name) = value.errno() {
+            write!(out, r#","errno":"{name}""#)?;
+        }
     }
     if let Some(fate) = seen.fate {
         out.write_all(br#","fate":"#)?;

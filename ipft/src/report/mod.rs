@@ -1,6 +1,7 @@
 //! Report: what the user reads. The aggregate table ([`table`]), JSON lines
 //! ([`json`]), the `-l` list ([`list`]), the progress lines on stderr
-//! ([`progress`]), and where output goes ([`sink`]). [`collect`] takes each
+//! ([`progress`]), and where output goes ([`sink`]); function_graph's
+//! return values are read by [`retval`]. [`collect`] takes each
 //! event from the trace stage and streams or stores it; with `-w` it also
 //! hands each row's bytes to [`capture`], which writes pcapng frames
 //! ([`frames`] picks them, [`pcapng`] writes them).
@@ -20,6 +21,7 @@ pub mod json;
 pub mod list;
 pub mod pcapng;
 pub mod progress;
+pub mod retval;
 pub mod sink;
 pub mod sites;
 pub mod table;
@@ -98,6 +100,15 @@ impl Extras<'_> {
 /// (a bug elsewhere, but output should not panic over it); ipftrace2 showed
 /// the same for symbols it couldn't resolve.
 pub(crate) const UNKNOWN: &str = "(unknown)";
+
+/// A return row's value, as its function's type reads it (`None` for
+/// entries and `void` functions).
+fn return_value(targets: &[Target], r: &Record) -> Option<retval::Value> {
+    let returns = targets.get(r.func as usize)?.returns;
+    r.is_return
+        .then(|| retval::value(returns, r.retval))
+        .flatten()
+}
 
 /// The (module, name) of the target a record points at.
 fn names(targets: &[Target], func: u32) -> (&str, &str) {

@@ -6,7 +6,7 @@ use std::{
     ops::Range,
 };
 
-use super::{names, Extras, UNKNOWN};
+use super::{names, return_value, Extras, UNKNOWN};
 use crate::{
     discover::Target,
     par,
@@ -18,7 +18,8 @@ use crate::{
 ///
 /// `graph` selects the function_graph layout: the last column becomes
 /// `%-64.64s` holding two spaces per call depth and `name() {` on entry or `}`
-/// on return. Its header uses `%-64.64s` too, so that "Function" sits over the
+/// on return, followed by ` = value` when the function returns one (ipft's
+/// addition: `} = -22 EINVAL`). Its header uses `%-64.64s` too, so that "Function" sits over the
 /// left-aligned call tree (ipftrace2 kept the right-aligned `%32.32s` header
 /// in this mode; rows are unchanged, only that header word moves). `groups` come from
 /// [`crate::group::Packets::into_groups`] (each sorted by timestamp).
@@ -252,6 +253,10 @@ fn graph_row(
     }
     if r.is_return {
         call.push('}');
+        if let Some(value) = return_value(targets, r) {
+            use std::fmt::Write as _;
+            let _ = write!(call, " = {value}");
+        }
     } else {
         call.push_str(name);
         call.push_str("() {");

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     cli::Field,
-    discover::{Target, TargetKind},
+    discover::{Returns, Target, TargetKind},
     trace::group::{Details, Groups, Located, Packets, Record},
 };
 
@@ -30,6 +30,7 @@ fn target(name: &str, module: &str, addr: u64, skb_pos: u8) -> Target {
         nargs: skb_pos + 1,
         kind: TargetKind::Function,
         btf_id: 0,
+        returns: Returns::Nothing,
     }
 }
 
@@ -160,6 +161,117 @@ fn aggregate_function_graph() {
     let text =
         render(|out| aggregate(out, &groups(&records), &targets(), true, &Extras::default()));
     assert_eq!(text, include_str!("../../tests/golden/aggregate_graph.txt"));
+}
+
+/// Targets of each kind of return type, for the return value tests.
+fn returning_targets() -> Vec<Target> {
+    let returning = |name: &str, returns| Target {
+        returns,
+        ..target(name, "vmlinux", 0, 0)
+    };
+    vec![
+        returning("ip_rcv", Returns::Signed(4)),
+        returning("skb_clone", Returns::Pointer),
+        returning("skb_try_coalesce", Returns::Unsigned(1)),
+        returning("kfree_skb", Returns::Nothing),
+        returning("udp_queue_rcv_skb", Returns::Signed(4)),
+    ]
+}
+
+/// A return of target `func` with `retval` in the register.
+fn returned(tstamp: u64, func: u32, retval: u64) -> Record {
+    Record {
+        retval,
+        ..rec(A, tstamp, func, 0, true)
+    }
+}
+
+#[test]
+fn aggregate_graph_shows_return_values() {
+    // The int's -22 arrives with garbage above its 32 bits.
+    let records = vec![
+        rec(A, 1, 0, 0, false),
+        rec(A, 2, 1, 0, false),
+        returned(3, 1, -12i64 as u64),
+        rec(A, 4, 1, 0, false),
+        returned(5, 1, 0xffff_8880_03a1_c000),
+        rec(A, 6, 2, 0, false),
+        returned(7, 2, 0x7f01),
+        rec(A, 8, 3, 0, false),
+        returned(9, 3, 0x1234),
+        rec(A, 10, 4, 0, false),
+        returned(11, 4, 0),
+        returned(12, 0, 0xdead_beef_ffff_ffea),
+    ];
+    let text = render(|out| {
+        aggregate(
+            out,
+            &[records][..],
+            &returning_targets(),
+            true,
+            &Extras::default(),
+        )
+    });
+    let rows: Vec<String> = [
+        (1, "ip_rcv() {"),
+        (2, "  skb_clone() {"),
+        (3, "  } = -12 ENOMEM"),
+        (4, "  skb_clone() {"),
+        (5, "  } = 0xffff888003a1c000"),
+        (6, "  skb_try_coalesce() {"),
+        (7, "  } = 1"),
+        (8, "  kfree_skb() {"),
+        (9, "  }"),
+        (10, "  udp_queue_rcv_skb() {"),
+        (11, "  } = 0"),
+        (12, "} = -22 EINVAL"),
+    ]
+    .iter()
+    .map(|(t, call)| format!("{t:<20} 000 {:>24} {call:<64}\n", "vmlinux"))
+    .collect();
+    let header = format!(
+        "\n{:<20} {:>3} {:>24} {:<64}\n",
+        "Timestamp", "CPU", "Module", "Function"
+    );
+    assert_eq!(text, format!("{header}===\n{}", rows.concat()));
+}
+
+#[test]
+fn json_return_values_are_numbers_with_their_errno() {
+    let targets = returning_targets();
+    let text = render(|out| {
+        for r in [
+            returned(1, 0, 0xdead_beef_ffff_ffea),
+            returned(2, 1, 0xffff_8880_03a1_c000),
+            returned(3, 1, -12i64 as u64),
+            returned(4, 3, 7),
+            rec(A, 5, 0, 0, false),
+        ] {
+            json::event(
+                out,
+                &r,
+                &targets,
+                &Extras::default(),
+                JsonSeen::default(),
+                None,
+            )?;
+        }
+        Ok(())
+    });
+    let tails: Vec<&str> = text
+        .lines()
+        .map(|l| &l[l.find(r#""packet":"#).unwrap()..])
+        .collect();
+    assert_eq!(
+        tails,
+        [
+            r#""packet":2330629888,"retval":-22,"errno":"EINVAL"}"#,
+            r#""packet":2330629888,"retval":"0xffff888003a1c000"}"#,
+            r#""packet":2330629888,"retval":-12,"errno":"ENOMEM"}"#,
+            r#""packet":2330629888}"#,
+            r#""packet":2330629888}"#,
+        ]
+    );
 }
 
 #[test]

@@ -20,6 +20,8 @@ use std::{
     os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
 };
 
+use super::perf::Probe;
+
 /// `enum bpf_cmd` values.
 const BPF_MAP_LOOKUP_ELEM: u32 = 1;
 const BPF_MAP_UPDATE_ELEM: u32 = 2;
@@ -246,7 +248,7 @@ struct LinkCreateKprobeMultiAttr {
 #[repr(C)]
 #[derive(Default)]
 struct KprobeMultiAttr {
-    /// `BPF_F_KPROBE_MULTI_RETURN` for return probes; ipft uses entries.
+    /// [`BPF_F_KPROBE_MULTI_RETURN`] for return probes.
     flags: u32,
     cnt: u32,
     syms: u64,
@@ -254,13 +256,19 @@ struct KprobeMultiAttr {
     cookies: u64,
 }
 
+/// `kprobe_multi.flags`: the link runs its program as each function
+/// returns (5.18+, as kprobe-multi links).
+const BPF_F_KPROBE_MULTI_RETURN: u32 = 1;
+
 /// `BPF_LINK_CREATE` with `BPF_TRACE_KPROBE_MULTI`: attaches `prog` (maps
-/// with [`AttachType::TraceKprobeMulti`]) to the function at every address
-/// in `addrs` (from `/proc/kallsyms`) at once. `cookies`, if not empty, has one value per function, which the
+/// with [`AttachType::TraceKprobeMulti`]) to the entry, or the return, of
+/// the function at every address in `addrs` (from `/proc/kallsyms`) at
+/// once. `cookies`, if not empty, has one value per function, which the
 /// program reads with `bpf_get_attach_cookie`. One function the kernel
 /// cannot trace fails the whole call. Closing the returned fd detaches.
 pub fn link_create_kprobe_multi(
     prog: BorrowedFd<'_>,
+    at: Probe,
     addrs: &[u64],
     cookies: &[u64],
 ) -> io::Result<OwnedFd> {
@@ -269,6 +277,9 @@ pub fn link_create_kprobe_multi(
         attach_type: AttachType::TraceKprobeMulti as u32,
         ..LinkCreateKprobeMultiAttr::default()
     };
+    if at == Probe::Return {
+        attr.kprobe_multi.flags = BPF_F_KPROBE_MULTI_RETURN;
+    }
     attr.kprobe_multi.addrs = addrs.as_ptr() as u64;
     let count = addrs.len();
     attr.kprobe_multi.cnt = len_u32(count)?;
@@ -647,6 +658,7 @@ mod tests {
             ProgType::SchedCls as u32,
             uapi::bpf_prog_type::BPF_PROG_TYPE_SCHED_CLS as u32
         );
+        assert_eq!(BPF_F_KPROBE_MULTI_RETURN, uapi::BPF_F_KPROBE_MULTI_RETURN);
         use uapi::bpf_cmd as cmd;
         assert_eq!(BPF_PROG_TEST_RUN, cmd::BPF_PROG_TEST_RUN as u32);
         assert_eq!(BPF_MAP_UPDATE_ELEM, cmd::BPF_MAP_UPDATE_ELEM as u32);
@@ -905,7 +917,7 @@ mod tests {
         });
         let prog = File::open("/dev/null").unwrap();
         let addrs = [0xffff_ffff_8100_0000, 0xffff_ffff_8100_0040];
-        link_create_kprobe_multi(prog.as_fd(), &addrs, &[]).unwrap();
+        link_create_kprobe_multi(prog.as_fd(), Probe::Entry, &addrs, &[]).unwrap();
         let attr = &calls()[0].attr;
         assert_eq!(calls()[0].cmd, 28);
         assert_eq!(attr.len(), 48);
@@ -920,10 +932,18 @@ mod tests {
     }
 
     #[test]
+    fn return_links_set_the_return_flag() {
+        answer(|_, _| Ok(()));
+        let prog = File::open("/dev/null").unwrap();
+        link_create_kprobe_multi(prog.as_fd(), Probe::Return, &[0x10], &[]).unwrap();
+        assert_eq!(u32_at(&calls()[0].attr, 16), 1);
+    }
+
+    #[test]
     fn kernel_errors_come_back_as_io_errors() {
         answer(|_, _| Err(io::Error::from_raw_os_error(libc::EINVAL)));
         let prog = File::open("/dev/null").unwrap();
-        let err = link_create_kprobe_multi(prog.as_fd(), &[1], &[]).unwrap_err();
+        let err = link_create_kprobe_multi(prog.as_fd(), Probe::Entry, &[1], &[]).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
     }
 
@@ -940,9 +960,9 @@ mod tests {
         });
         let prog = File::open("/dev/null").unwrap();
         let addrs = [0x10, 0x20];
-        link_create_kprobe_multi(prog.as_fd(), &addrs, &[7, 0x102]).unwrap();
+        link_create_kprobe_multi(prog.as_fd(), Probe::Entry, &addrs, &[7, 0x102]).unwrap();
         assert_eq!(*seen.borrow(), [7, 0x102]);
-        let err = link_create_kprobe_multi(prog.as_fd(), &addrs, &[7]).unwrap_err();
+        let err = link_create_kprobe_multi(prog.as_fd(), Probe::Entry, &addrs, &[7]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert_eq!(
             calls().len(),

@@ -11,7 +11,7 @@ use ipft_common::Event;
 
 use super::packets::Seen;
 
-/// One event as stored for the aggregate table: 40 bytes, fixed size. The
+/// One event as stored for the aggregate table: 48 bytes, fixed size. The
 /// function is an index into the run's target list, not a name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -29,8 +29,11 @@ pub struct Record {
     pub fields: u32,
     /// The next record of the same packet (`group::Packets`), or [`NONE`].
     pub next: u32,
+    /// A return's value, the whole register (function_graph): the
+    /// target's `returns` says how to read it.
+    pub retval: u64,
     pub cpu: u16,
-    /// A function return (fexit, function_graph tracer), not an entry.
+    /// A function return (function_graph tracer), not an entry.
     pub is_return: bool,
 }
 
@@ -285,6 +288,7 @@ pub fn record(event: &Event, func: u32, packet: u32) -> Record {
         },
         fields: NONE,
         next: NONE,
+        retval: event.retval,
         // CPU numbers fit 16 bits (the kernel allows at most 8192).
         cpu: event.cpu as u16,
         is_return: event.flags & ipft_common::EVENT_RETURN != 0,
@@ -305,6 +309,7 @@ pub(crate) mod tests {
             drop_reason: NONE,
             fields: NONE,
             next: NONE,
+            retval: 0,
             cpu,
             is_return,
         }
@@ -335,9 +340,9 @@ pub(crate) mod tests {
 
     #[test]
     fn default_cap_is_sized_for_a_gigabyte() {
-        assert_eq!(std::mem::size_of::<Record>(), 40);
-        assert_eq!(default_max_events(false), 6_710_886);
-        assert_eq!(default_max_events(true), 2_314_098);
+        assert_eq!(std::mem::size_of::<Record>(), 48);
+        assert_eq!(default_max_events(false), 5_592_405);
+        assert_eq!(default_max_events(true), 2_097_152);
     }
 
     #[test]

@@ -124,7 +124,11 @@ pub enum Scenario {
     Drop,
     Auto,
     AutoGraph,
+    /// function_graph through the nft drop: nf_hook_slow returns -EPERM.
+    GraphErrno,
     Scale,
+    /// The scale run with function_graph (entry and return links).
+    ScaleGraph,
     /// VXLAN without `--track`: the packet is lost from view at the scrub.
     Untracked,
     /// VXLAN with `--track`: followed into the underlay's UDP transmit.
@@ -153,7 +157,9 @@ impl Scenario {
             Scenario::Drop => "drop",
             Scenario::Auto => "auto",
             Scenario::AutoGraph => "auto-graph",
+            Scenario::GraphErrno => "graph-errno",
             Scenario::Scale => "scale",
+            Scenario::ScaleGraph => "scale-graph",
             Scenario::Untracked => "no-track",
             Scenario::Track => "track",
             Scenario::DropReason => "drop-reason",
@@ -222,7 +228,10 @@ impl Case {
     }
 
     fn graph(&self) -> bool {
-        matches!(self.scenario, Scenario::Graph | Scenario::AutoGraph)
+        matches!(
+            self.scenario,
+            Scenario::Graph | Scenario::AutoGraph | Scenario::GraphErrno | Scenario::ScaleGraph
+        )
     }
 
     /// `-f` selects these scenarios' packets; the others' are marked.
@@ -257,8 +266,8 @@ impl Case {
             Scenario::Loopback | Scenario::Auto => Some(LOOPBACK_RE),
             Scenario::Graph | Scenario::AutoGraph => Some(GRAPH_RE),
             Scenario::Forward => Some(FORWARD_RE),
-            Scenario::Drop | Scenario::DropReason => Some(DROP_RE),
-            Scenario::Scale => None,
+            Scenario::Drop | Scenario::DropReason | Scenario::GraphErrno => Some(DROP_RE),
+            Scenario::Scale | Scenario::ScaleGraph => None,
             Scenario::Untracked | Scenario::Track => Some(TUNNEL_RE),
             Scenario::Capture | Scenario::CaptureStream => Some(TUNNEL_RE),
             Scenario::Reuse => Some(REUSE_RE),
@@ -289,7 +298,7 @@ impl Case {
     pub fn steps(&self) -> [&'static str; 3] {
         match self.scenario {
             Scenario::Forward => ["forward_setup", "forward_ping", "forward_teardown"],
-            Scenario::Drop | Scenario::DropReason => {
+            Scenario::Drop | Scenario::DropReason | Scenario::GraphErrno => {
                 ["drop_setup", "ping_lo_dropped", "drop_teardown"]
             }
             Scenario::Untracked | Scenario::Track | Scenario::Capture | Scenario::CaptureStream => {
@@ -362,6 +371,18 @@ impl Verdict {
             reason: reason.into(),
         }
     }
+
+    /// This verdict and, when it passes, `next`'s: a pass says both.
+    fn and(self, next: impl FnOnce() -> Verdict) -> Verdict {
+        if self.status != Status::Pass {
+            return self;
+        }
+        let next = next();
+        match next.status {
+            Status::Pass => Verdict::pass(format!("{}; {}", self.reason, next.reason)),
+            _ => next,
+        }
+    }
 }
 
 /// What the kernel offers, from its build configuration.
@@ -423,12 +444,14 @@ pub fn judge(case: &Case, out: &CaseOutput, features: &Features, implemented: &[
     let verdict = match case.scenario {
         Scenario::Loopback if case.backend == "tracepoint" => tracepoints(&groups, !case.json),
         Scenario::Loopback => loopback(&groups, !case.json),
-        Scenario::Graph => graph(&groups, case.json),
+        Scenario::Graph => graph(&groups, case.json).and(|| returns_loopback(&groups)),
+        Scenario::GraphErrno => graph(&groups, case.json).and(|| returns_errno(&groups)),
         Scenario::Forward => forward(&groups),
         Scenario::Drop => drop(&groups),
         Scenario::Auto => auto(out, &groups, features, implemented, false),
         Scenario::AutoGraph => auto(out, &groups, features, implemented, true),
         Scenario::Scale => scale(out, &groups),
+        Scenario::ScaleGraph => scale(out, &groups).and(|| graph(&groups, false)),
         Scenario::Untracked => tunnel(&groups, false, &out.stderr),
         Scenario::Track => tunnel(&groups, true, &out.stderr),
         Scenario::DropReason => drop_reason(&groups),
@@ -439,7 +462,7 @@ pub fn judge(case: &Case, out: &CaseOutput, features: &Features, implemented: &[
         Scenario::SelectSrv6 => selected(&groups, "10.0.8.1", SRV6_STEPS),
         Scenario::Capture | Scenario::CaptureStream => unreachable!("judged above"),
     };
-    if case.scenario == Scenario::Scale {
+    if matches!(case.scenario, Scenario::Scale | Scenario::ScaleGraph) {
         return verdict;
     }
     with_ready(verdict, out)
@@ -661,6 +684,54 @@ fn graph(groups: &[Packet], json: bool) -> Verdict {
     }
     let rows: usize = groups.iter().map(|g| g.rows.len()).sum();
     Verdict::pass(format!("{rows} rows balanced, max depth {deepest}"))
+}
+
+/// function_graph on the loopback ping: int functions show their value
+/// (the echo request is delivered: 0), void ones none.
+fn returns_loopback(groups: &[Packet]) -> Verdict {
+    let all: Vec<(String, Option<String>)> = groups
+        .iter()
+        .flat_map(|g| parse::returns(&g.rows))
+        .collect();
+    let value = |name: &str| {
+        all.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_deref())
+    };
+    let expected = [
+        ("ip_rcv", Some("0")),
+        ("icmp_rcv", Some("0")),
+        ("consume_skb", None),
+    ];
+    for (name, want) in expected {
+        if value(name) != Some(want) {
+            return Verdict::fail(format!(
+                "{name} returned {:?}, expected {want:?}; returns: {}",
+                value(name),
+                shorten(&format!("{all:?}"), 300)
+            ));
+        }
+    }
+    Verdict::pass("ip_rcv = 0, icmp_rcv = 0, consume_skb (void)")
+}
+
+/// function_graph through the nft drop: the hook's verdict comes back as
+/// nf_hook_slow's `-1 EPERM`.
+fn returns_errno(groups: &[Packet]) -> Verdict {
+    let all: Vec<(String, Option<String>)> = groups
+        .iter()
+        .flat_map(|g| parse::returns(&g.rows))
+        .collect();
+    let found = all
+        .iter()
+        .any(|(n, v)| n == "nf_hook_slow" && v.as_deref() == Some("-1 EPERM"));
+    match found {
+        true => Verdict::pass("nf_hook_slow = -1 EPERM"),
+        false => Verdict::fail(format!(
+            "no nf_hook_slow return of -1 EPERM; returns: {}",
+            shorten(&format!("{all:?}"), 300)
+        )),
+    }
 }
 
 fn display(r: &Row) -> String {
@@ -977,15 +1048,13 @@ fn auto(
     if !features.has(chosen) {
         return Verdict::fail(format!("auto chose {chosen}, which this kernel lacks"));
     }
-    if graph_tracer && chosen != "ftrace" {
-        return Verdict::fail(format!(
-            "function_graph needs fentry/fexit, but auto chose {chosen}"
-        ));
+    if graph_tracer && chosen == "tracepoint" {
+        return Verdict::fail("function_graph needs returns, but auto chose tracepoint");
     }
     let best = ["kprobe-multi"]
         .into_iter()
         .find(|b| implemented.contains(b) && features.has(b));
-    if let Some(best) = best.filter(|_| !graph_tracer) {
+    if let Some(best) = best {
         if chosen != best {
             return Verdict::fail(format!(
                 "auto chose {chosen} although {best} is implemented and available"

@@ -197,8 +197,12 @@ fn plan(implemented: &[&str]) -> Vec<Case> {
         plan.push(Case::new(Scenario::Loopback, backend, true));
         plan.push(Case::new(Scenario::Loopback, backend, false));
     }
-    plan.push(Case::new(Scenario::Graph, "ftrace", false));
-    plan.push(Case::new(Scenario::Graph, "ftrace", true));
+    for &backend in &functions {
+        plan.push(Case::new(Scenario::Graph, backend, false));
+        plan.push(Case::new(Scenario::Graph, backend, true));
+        plan.push(Case::new(Scenario::GraphErrno, backend, false));
+        plan.push(Case::new(Scenario::GraphErrno, backend, true));
+    }
     for &backend in &functions {
         plan.push(Case::new(Scenario::Forward, backend, true));
         plan.push(Case::new(Scenario::Drop, backend, true));
@@ -225,6 +229,13 @@ fn plan(implemented: &[&str]) -> Vec<Case> {
     plan.push(Case::new(Scenario::CaptureStream, "kprobe", false));
     for backend in scale_backends(implemented) {
         let mut scale = Case::new(Scenario::Scale, backend, false);
+        scale.timeout = 600;
+        plan.push(scale);
+    }
+    // function_graph's start and stop with every function: one entry link
+    // per skb position and one return link.
+    if scale_backends(implemented).contains(&"kprobe-multi") {
+        let mut scale = Case::new(Scenario::ScaleGraph, "kprobe-multi", false);
         scale.timeout = 600;
         plan.push(scale);
     }
