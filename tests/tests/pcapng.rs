@@ -373,7 +373,6 @@ fn every_ending_leaves_a_complete_file() {
     let start = |extra: &[&str], name: &str| Ipft::start(&strs(&with(extra, name)));
     let sigint = start(&[], "sigint");
     let sigterm = start(&[], "sigterm");
-    let duration = start(&["--duration", "20"], "duration");
     let max_traces = start(&["--max-traces", "3"], "max-traces");
     let mut closed = Ipft::spawn_with(
         &strs(&with(&["-o", "json"], "closed")),
@@ -383,6 +382,9 @@ fn every_ending_leaves_a_complete_file() {
         },
     );
     closed.wait_ready();
+    // Last, so that its 20 s are not spent while the others start (they
+    // take seconds each in an emulated guest).
+    let duration = start(&["--duration", "20"], "duration");
     let sender = packets::sender(Some(marks::PCAP_ENDINGS));
     let mut sinks = packets::send_datagrams(&sender, 2);
     // A closed pipe is noticed at the next write: send until it exits.
