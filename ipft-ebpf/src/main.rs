@@ -18,6 +18,7 @@
 //! invocation of one of the macros below.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 use aya_ebpf::{
     bindings::BPF_F_CURRENT_CPU,
@@ -27,7 +28,7 @@ use aya_ebpf::{
         generated::bpf_probe_read_kernel as read_kernel_raw,
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
-    maps::{HashMap, PerCpuArray, PerfEventArray, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, PerfEventArray, StackTrace},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
 };
@@ -85,6 +86,14 @@ static EVENTS: PerfEventArray<Event> = PerfEventArray::new(0);
 /// `--track`: skbs that matched once, followed until they are freed.
 #[map]
 static TRACKED: HashMap<u64, u8> = HashMap::with_max_entries(TRACKED_MAX, 0);
+
+/// `--track`: at least how many skbs `TRACKED` holds (raised before an
+/// insert, lowered after a removal, so never below). The non-matching path
+/// reads it, one load, and skips the hash look-up while it is 0: nothing is
+/// followed most of the time, the packets looked for being few and short-
+/// lived, and the look-up costs more than the rest of that path.
+#[map]
+static TRACKED_COUNT: Array<u64> = Array::with_max_entries(1, 0);
 
 /// `--track`: identities of functions that free an skb (filled by userspace).
 #[map]
@@ -323,14 +332,41 @@ fn wanted(skb: u64) -> bool {
     }
     let track = config!(flags) & CONFIG_TRACK != 0;
     if matches(skb) {
-        if track && unsafe { TRACKED.get(&skb) }.is_none() && TRACKED.insert(&skb, &1, 0).is_err() {
-            if let Some(full) = TRACK_FULL.get_ptr_mut(0) {
-                unsafe { *full += 1 };
-            }
+        if track && unsafe { TRACKED.get(&skb) }.is_none() {
+            track_skb(skb);
         }
         return true;
     }
-    track && unsafe { TRACKED.get(&skb) }.is_some()
+    track && tracking_any() && unsafe { TRACKED.get(&skb) }.is_some()
+}
+
+/// Whether `TRACKED` may hold any skb ([`TRACKED_COUNT`]).
+#[inline(always)]
+fn tracking_any() -> bool {
+    TRACKED_COUNT.get(0).is_some_and(|n| *n != 0)
+}
+
+/// Adds `delta` to [`TRACKED_COUNT`], atomically: every CPU updates it.
+#[inline(always)]
+fn count_tracked(delta: i64) {
+    if let Some(n) = TRACKED_COUNT.get_ptr_mut(0) {
+        // BPF_ATOMIC add (the `lock xadd` of eBPF's first instruction set):
+        // the bpfel target offers no atomic types, and its result is unused.
+        unsafe { core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) n, in(reg) delta) };
+    }
+}
+
+/// Follows `skb` from now on: counted first, so that the count is never
+/// below what the map holds; uncounted when the map is full.
+#[inline(always)]
+fn track_skb(skb: u64) {
+    count_tracked(1);
+    if TRACKED.insert(&skb, &1, 0).is_err() {
+        count_tracked(-1);
+        if let Some(full) = TRACK_FULL.get_ptr_mut(0) {
+            unsafe { *full += 1 };
+        }
+    }
 }
 
 /// Fills the packet snapshot of `event` from the skb.
@@ -467,7 +503,9 @@ fn trace<C: EbpfContext>(
     }
     if config!(flags) & CONFIG_TRACK != 0 {
         if unsafe { FREES.get(&func) }.is_some() {
-            let _ = TRACKED.remove(&skb);
+            if TRACKED.remove(&skb).is_ok() {
+                count_tracked(-1);
+            }
         } else if unsafe { CLONERS.get(&func) }.is_some() {
             // Its return probe reports the new skb.
             let cloning = Cloning { parent: skb, func };
@@ -525,11 +563,7 @@ fn cloned<C: EbpfContext>(ctx: &C, parent: u64, child: u64, func: u64) {
     if child == 0 {
         return;
     }
-    if TRACKED.insert(&child, &1, 0).is_err() {
-        if let Some(full) = TRACK_FULL.get_ptr_mut(0) {
-            unsafe { *full += 1 };
-        }
-    }
+    track_skb(child);
     let mut event = new_event(child, func, EVENT_CLONE | EVENT_RETURN);
     event.parent = parent;
     let offsets = config!(offsets);
