@@ -213,9 +213,9 @@ unsafe fn rdonly_cast(obj: u64, btf_id: u32) -> *const u8 {
 /// it checks only the branch taken: the kfunc call is never verified on
 /// kernels without it, the helper call never where the kfunc is used.
 #[inline(always)]
-fn mark_of(skb: u64) -> Option<u32> {
+fn mark_of(skb: u64, flags: u32) -> Option<u32> {
     let offset = config!(offsets.skb_mark);
-    if config!(flags) & CONFIG_RDONLY_CAST != 0 {
+    if flags & CONFIG_RDONLY_CAST != 0 {
         // A plain load through the cast pointer: ~19 instructions against
         // ~95 for bpf_probe_read_kernel. The offset is a known constant, so
         // the verifier folds it into the pointer's fixed offset and checks
@@ -230,19 +230,21 @@ fn mark_of(skb: u64) -> Option<u32> {
 /// The hot path: one read of `skb->mark`, one compare; then, with
 /// `--netns`/`--dev`, the device's (or socket's) namespace and index; then,
 /// with `-f`, the filter. Without `-m` the mask is 0 and no mark is read.
-/// The verifier knows `CONFIG`, so a test that is off costs nothing.
+/// The verifier knows `CONFIG`, so a test that is off costs nothing but
+/// its load: `flags` and the mask are loaded once.
 #[inline(always)]
-fn matches(skb: u64) -> bool {
-    if config!(mask) != 0 {
-        match mark_of(skb) {
-            Some(mark) if mark & config!(mask) == config!(mark) => {}
+fn matches(skb: u64, flags: u32) -> bool {
+    let mask = config!(mask);
+    if mask != 0 {
+        match mark_of(skb, flags) {
+            Some(mark) if mark & mask == config!(mark) => {}
             _ => return false,
         }
     }
-    if config!(flags) & CONFIG_NETNS != 0 && !placed(skb) {
+    if flags & CONFIG_NETNS != 0 && !placed(skb) {
         return false;
     }
-    config!(flags) & CONFIG_FILTER == 0 || ipft_filter(skb) != 0
+    flags & CONFIG_FILTER == 0 || ipft_filter(skb) != 0
 }
 
 /// `--netns`, `--dev`: whether the packet is on the selected device (with
@@ -330,8 +332,9 @@ fn wanted(skb: u64) -> bool {
     if skb == 0 {
         return false;
     }
-    let track = config!(flags) & CONFIG_TRACK != 0;
-    if matches(skb) {
+    let flags = config!(flags);
+    let track = flags & CONFIG_TRACK != 0;
+    if matches(skb, flags) {
         if track && unsafe { TRACKED.get(&skb) }.is_none() {
             track_skb(skb);
         }
