@@ -494,31 +494,9 @@ fn trace<C: EbpfContext>(
     }
     // Asked only now: the non-matching path makes no helper call but the
     // mark read (none at all with bpf_rdonly_cast).
-    let how = u64::from(flags) | u64::from(reason) << 32;
-    traced(ctx.as_ptr(), skb, func(), how, &site);
-}
-
-/// A program's context as a plain pointer, so that [`traced`] is one
-/// function whatever the program type.
-struct Raw(*mut core::ffi::c_void);
-
-impl EbpfContext for Raw {
-    fn as_ptr(&self) -> *mut core::ffi::c_void {
-        self.0
-    }
-}
-
-/// What a matched call does: its event, sent; function_graph's and
-/// `--track`'s bookkeeping. A function of its own (a BPF-to-BPF call) so
-/// that the programs' hot path, the mark test, stays short enough for the
-/// compiler to keep in registers: inlined, this body made it spill the
-/// skb and the context to the stack on every call. `how` is the event's
-/// flags, and its drop reason in the upper half.
-#[inline(never)]
-fn traced(ctx: *mut core::ffi::c_void, skb: u64, func: u64, how: u64, site: &Site) {
-    let (ctx, site) = (&Raw(ctx), *site);
-    let mut event = new_event(skb, func, how as u32);
-    event.drop_reason = (how >> 32) as u32;
+    let func = func();
+    let mut event = new_event(skb, func, flags);
+    event.drop_reason = reason;
     locate(ctx, site, &mut event);
     let offsets = config!(offsets);
     snapshot(&offsets, skb, &mut event);
