@@ -33,14 +33,14 @@ pub fn choose(
                 "the kernel has fprobe: one link attaches every function's entry, one every return"
                     .into(),
             )),
-            Err(why) => graph_without_fprobe(fentry_works, &why),
+            Err(why) => without_fprobe(fentry_works, &why, true),
         },
         BackendChoice::Auto => match kprobe_multi_works() {
             Ok(()) => Ok((
                 BackendChoice::KprobeMulti,
                 "the kernel has fprobe: one link attaches every function".into(),
             )),
-            Err(why) => auto_without_fprobe(fentry_works, &why),
+            Err(why) => without_fprobe(fentry_works, &why, false),
         },
         BackendChoice::Tracepoint if graph => {
             bail!("function_graph needs function returns, which tracepoints do not have: use -b kprobe-multi, -b kprobe or -b ftrace")
@@ -69,45 +69,34 @@ fn fallback() -> &'static str {
     }
 }
 
-/// `auto` for the function tracer where kprobe-multi does not work: kprobe,
-/// else ftrace, else tracepoint. The reason names no other backend, so the
-/// line names only the chosen one.
-fn auto_without_fprobe(
+/// `auto` where kprobe-multi does not work: kprobe (with kretprobes for
+/// function_graph), else ftrace (fentry, or fexit), else tracepoints, which
+/// have no returns to give function_graph. The reason names no other
+/// backend, so the line names only the chosen one.
+fn without_fprobe(
     fentry_works: &mut dyn FnMut() -> Result<(), String>,
     no_fprobe: &str,
+    graph: bool,
 ) -> Result<(BackendChoice, String)> {
+    let (kprobes, fentry) = match graph {
+        true => ("kprobes and kretprobes", "fexit"),
+        false => ("kprobes", "fentry"),
+    };
     if kprobes_available() {
         return Ok((
             BackendChoice::Kprobe,
-            format!("the kernel has kprobes but {no_fprobe}"),
+            format!("the kernel has {kprobes} but {no_fprobe}"),
         ));
     }
     match fentry_works() {
-        Ok(()) => Ok((BackendChoice::Ftrace, "no kprobes, but fentry works".into())),
+        Ok(()) => Ok((BackendChoice::Ftrace, format!("no kprobes, but {fentry} works"))),
+        Err(why) if graph => bail!(
+            "function_graph needs function returns: this kernel has no kprobes (CONFIG_KPROBES is off), {no_fprobe}, and {why}"
+        ),
         Err(why) => Ok((
             BackendChoice::Tracepoint,
             format!("no kprobes (CONFIG_KPROBES is off) and {why}"),
         )),
-    }
-}
-
-/// `auto` for function_graph where kprobe-multi does not work: kretprobes,
-/// else fexit; tracepoints have no returns.
-fn graph_without_fprobe(
-    fentry_works: &mut dyn FnMut() -> Result<(), String>,
-    no_fprobe: &str,
-) -> Result<(BackendChoice, String)> {
-    if kprobes_available() {
-        return Ok((
-            BackendChoice::Kprobe,
-            format!("the kernel has kprobes and kretprobes but {no_fprobe}"),
-        ));
-    }
-    match fentry_works() {
-        Ok(()) => Ok((BackendChoice::Ftrace, "no kprobes, but fexit works".into())),
-        Err(why) => bail!(
-            "function_graph needs function returns: this kernel has no kprobes (CONFIG_KPROBES is off), {no_fprobe}, and {why}"
-        ),
     }
 }
 

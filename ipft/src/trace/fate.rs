@@ -140,7 +140,6 @@ impl Fates {
         step == Some(Step::Drop) && reason.is_none_or(|r| !self.not_drops.contains(&r))
     }
 
-    /// Every packet's fate, by packet number.
     /// Drops what is known of `packet` (whose fate was given): with json,
     /// each line is written as it comes, and only the count of each fate
     /// is kept.
@@ -148,6 +147,7 @@ impl Fates {
         self.lives.remove(&packet);
     }
 
+    /// Every packet's fate, by packet number.
     pub fn into_map(self) -> HashMap<u32, Fate> {
         self.lives.into_iter().map(|(p, l)| (p, l.fate)).collect()
     }
