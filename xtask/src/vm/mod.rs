@@ -205,6 +205,8 @@ fn plan(implemented: &[&str]) -> Vec<Case> {
     }
     for &backend in &functions {
         plan.push(Case::new(Scenario::Forward, backend, true));
+        // The table: its fate line (json gives a fate on a freeing line).
+        plan.push(Case::new(Scenario::Forward, backend, false));
         plan.push(Case::new(Scenario::Drop, backend, true));
     }
     for &backend in &functions {
