@@ -329,18 +329,31 @@ pub extern "C" fn ipft_filter(skb: u64) -> u64 {
 /// matched before. Tracking costs a map look-up only when enabled.
 #[inline(always)]
 fn wanted(skb: u64) -> bool {
-    if skb == 0 {
-        return false;
-    }
     let flags = config!(flags);
     let track = flags & CONFIG_TRACK != 0;
     if matches(skb, flags) {
-        if track && unsafe { TRACKED.get(&skb) }.is_none() {
+        // A NULL skb is no packet. Tested only here: the tests before read
+        // it fault-safely (0, or a failed helper read), so the path every
+        // unmatched call takes goes without the test.
+        if skb == 0 {
+            return false;
+        }
+        if track && !is_tracked(skb) {
             track_skb(skb);
         }
         return true;
     }
-    track && tracking_any() && unsafe { TRACKED.get(&skb) }.is_some()
+    track && tracking_any() && skb != 0 && is_tracked(skb)
+}
+
+/// Whether `TRACKED` holds `skb`. The key is a copy made here: a look-up
+/// takes its key's address, and the compiler stores an address-taken
+/// variable to the stack where it is defined, which for `skb` was every
+/// program's entry, on the path of every call.
+#[inline(always)]
+fn is_tracked(skb: u64) -> bool {
+    let key = core::hint::black_box(skb);
+    unsafe { TRACKED.get(&key) }.is_some()
 }
 
 /// Whether `TRACKED` may hold any skb ([`TRACKED_COUNT`]).
@@ -364,7 +377,7 @@ fn count_tracked(delta: i64) {
 #[inline(always)]
 fn track_skb(skb: u64) {
     count_tracked(1);
-    if TRACKED.insert(&skb, &1, 0).is_err() {
+    if TRACKED.insert(&core::hint::black_box(skb), &1, 0).is_err() {
         count_tracked(-1);
         if let Some(full) = TRACK_FULL.get_ptr_mut(0) {
             unsafe { *full += 1 };
@@ -506,7 +519,7 @@ fn trace<C: EbpfContext>(
     }
     if config!(flags) & CONFIG_TRACK != 0 {
         if unsafe { FREES.get(&func) }.is_some() {
-            if TRACKED.remove(&skb).is_ok() {
+            if TRACKED.remove(&core::hint::black_box(skb)).is_ok() {
                 count_tracked(-1);
             }
         } else if unsafe { CLONERS.get(&func) }.is_some() {
@@ -531,7 +544,7 @@ fn entered<C: EbpfContext>(ctx: &C, skb: u64, func: u64, site: Site) {
         func,
         pid_tgid: bpf_get_current_pid_tgid(),
     };
-    let _ = ENTERED.insert(&call, &skb, 0);
+    let _ = ENTERED.insert(&call, &core::hint::black_box(skb), 0);
 }
 
 /// function_graph: a function returns; reported when its call was traced
