@@ -505,72 +505,93 @@ impl Code {
             Size::Half => (H, Some(16)),
             Size::Word => (W, Some(32)),
         };
+        let direct = self.cast.and_then(|c| c.bytes.map(|b| (c.func, b)));
         let window = self.window.filter(|_| bytes as u32 <= WINDOW);
         let in_window = WINDOW as i32 - bytes;
-        let direct = self.cast.and_then(|c| c.bytes.map(|b| (c.func, b)));
-        match at {
+        let swapped = match at {
             At::Abs(k) | At::Ind(k) if k > limit => return self.jump(ja(), self.unmatched),
-            At::Abs(k) if direct.is_some() => {
-                self.jump(jmp64_imm(JLT, LINEAR, k as i32 + bytes), self.unmatched);
-                self.push(mov64(R1, START));
-                self.push(add64_imm(R1, k as i32));
-                self.direct_load(dst, width, direct.unwrap());
-            }
-            At::Ind(k) if direct.is_some() => {
-                self.push(mov32(R3, X));
-                self.push(add64_imm(R3, k as i32));
-                self.push(mov64(R2, R3));
-                self.push(add64_imm(R2, bytes));
-                self.jump(jmp64(JGT, R2, LINEAR), self.unmatched);
-                self.push(mov64(R1, START));
-                self.push(add64(R1, R3));
-                self.direct_load(dst, width, direct.unwrap());
-            }
             At::Abs(k) => {
                 self.jump(jmp64_imm(JLT, LINEAR, k as i32 + bytes), self.unmatched);
-                match window {
-                    Some(window) if k as i32 <= in_window => {
+                match (direct, window) {
+                    (Some(cast), _) => {
+                        self.push(mov64(R1, START));
+                        self.push(add64_imm(R1, k as i32));
+                        self.direct_load(dst, width, cast);
+                    }
+                    (None, Some(window)) if k as i32 <= in_window => {
                         return self.window_load(dst, bytes, FP, window + k as i16);
                     }
-                    _ => {
-                        self.probe_read(LOADED, bytes, |code| {
-                            code.push(mov64(R3, START));
-                            code.push(add64_imm(R3, k as i32));
-                        });
-                        self.push(ldx(width, dst, FP, LOADED));
+                    (None, _) => self.read_load(dst, width, bytes, |code| {
+                        code.push(mov64(R3, START));
+                        code.push(add64_imm(R3, k as i32));
+                    }),
+                }
+                true
+            }
+            At::Ind(k) => {
+                self.index(k, bytes);
+                match (direct, window) {
+                    (Some(cast), _) => {
+                        self.push(mov64(R1, START));
+                        self.push(add64(R1, R3));
+                        self.direct_load(dst, width, cast);
+                        true
+                    }
+                    (None, window) => {
+                        self.indexed_read(dst, width, bytes, window, swap);
+                        false
                     }
                 }
             }
-            At::Ind(k) => {
-                // X + k + bytes in 64 bits: no wrapping past the check.
-                self.push(mov32(R3, X));
-                self.push(add64_imm(R3, k as i32));
-                self.push(mov64(R2, R3));
-                self.push(add64_imm(R2, bytes));
-                self.jump(jmp64(JGT, R2, LINEAR), self.unmatched);
-                let past = self.label();
-                let done = self.label();
-                if let Some(window) = window {
-                    // Stack loads at a variable offset the check bounds.
-                    self.jump(jmp64_imm(JGT, R3, in_window), past);
-                    self.push(mov64(R1, FP));
-                    self.push(add64(R1, R3));
-                    self.window_load(dst, bytes, R1, window);
-                    self.jump(ja(), done);
-                }
-                self.bind(past);
-                self.probe_read(LOADED, bytes, |code| code.push(add64(R3, START)));
-                self.push(ldx(width, dst, FP, LOADED));
-                if let Some(bits) = swap {
-                    self.push(insn(ALU | END | TO_BE, dst, 0, 0, bits));
-                }
-                self.bind(done);
-                return;
-            }
+        };
+        if let Some(bits) = swap.filter(|_| swapped) {
+            self.push(insn(ALU | END | TO_BE, dst, 0, 0, bits));
         }
+    }
+
+    /// r3 = X + k, checked so that `bytes` from there are at hand (in 64
+    /// bits: no wrapping past the check); else no match.
+    fn index(&mut self, k: u32, bytes: i32) {
+        self.push(mov32(R3, X));
+        self.push(add64_imm(R3, k as i32));
+        self.push(mov64(R2, R3));
+        self.push(add64_imm(R2, bytes));
+        self.jump(jmp64(JGT, R2, LINEAR), self.unmatched);
+    }
+
+    /// A load at r3 from the start without `bpf_rdonly_cast`: from the
+    /// window when it lies there (stack loads at a variable offset the check
+    /// bounds), else read with a helper call; swapped to host order.
+    fn indexed_read(
+        &mut self,
+        dst: u8,
+        width: u8,
+        bytes: i32,
+        window: Option<i16>,
+        swap: Option<i32>,
+    ) {
+        let past = self.label();
+        let done = self.label();
+        if let Some(window) = window {
+            self.jump(jmp64_imm(JGT, R3, WINDOW as i32 - bytes), past);
+            self.push(mov64(R1, FP));
+            self.push(add64(R1, R3));
+            self.window_load(dst, bytes, R1, window);
+            self.jump(ja(), done);
+        }
+        self.bind(past);
+        self.read_load(dst, width, bytes, |code| code.push(add64(R3, START)));
         if let Some(bits) = swap {
             self.push(insn(ALU | END | TO_BE, dst, 0, 0, bits));
         }
+        self.bind(done);
+    }
+
+    /// `bytes` read with `bpf_probe_read_kernel` from r3 (set by `source`)
+    /// into the stack, then loaded into `dst`.
+    fn read_load(&mut self, dst: u8, width: u8, bytes: i32, source: impl FnOnce(&mut Self)) {
+        self.probe_read(LOADED, bytes, source);
+        self.push(ldx(width, dst, FP, LOADED));
     }
 
     /// A load of `width` at the address in r1, through `bpf_rdonly_cast`
