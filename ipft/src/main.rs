@@ -30,7 +30,7 @@ use clap::{CommandFactory, Parser};
 use crate::{
     attach::{choose, programs::Maps},
     cli::{BackendChoice, Generate, Options, Output},
-    discover::{Filter, KernelBtf, Target, TargetKind},
+    discover::{Filter, KernelBtf, Listing, Source, Target, TargetKind},
     par::Background,
     report::{
         progress::{paint, RED},
@@ -99,15 +99,12 @@ async fn run(
     check_privileges()?;
     let verbose = opts.verbose;
     // Start-up work that does not depend on what follows runs on other
-    // cores meanwhile: reading /proc/kallsyms (slow for the kernel to
+    // cores meanwhile: reading function addresses (slow for the kernel to
     // produce), and creating the maps once the selection is known.
-    let kallsyms = match opts.backend {
+    let addresses = match opts.backend {
         BackendChoice::Tracepoint => None,
-        _ => Some(Background::start(move || {
-            let read = discover::read_kallsyms();
-            timing::step(verbose, "/proc/kallsyms read");
-            read
-        })),
+        BackendChoice::Kprobe => Some(read_addresses(Source::Kallsyms, verbose)),
+        _ => Some(read_addresses(Source::Ftrace, verbose)),
     };
     let kernel = KernelBtf::load(&opts.btf_dir, false)?;
     timing::step(verbose, "vmlinux BTF opened");
@@ -158,12 +155,17 @@ async fn run(
     }
 
     let reasons = discover::drop_reasons(&kernel.vmlinux);
-    let kallsyms = kallsyms.map(|reading| move || reading.take());
+    let wanted = backend.addresses();
+    let listing = move || match addresses.map(Background::take).transpose()? {
+        // `-b auto` chose kprobes, which reach functions ftrace does not list.
+        Some(read) if read.source == wanted || wanted == Source::Ftrace => Ok(read),
+        _ => Listing::read(wanted),
+    };
     let found = discover::targets(
         kernel,
         backend.target_kind(),
         &|t| backend.check(t),
-        kallsyms,
+        listing,
         &opts.btf_dir,
         verbose,
     )?;
@@ -206,6 +208,15 @@ async fn run(
         reasons,
     };
     session::trace(opts, prepared, signals).await
+}
+
+/// Reads function addresses from `source` in the background.
+fn read_addresses(source: Source, verbose: bool) -> Background<Listing> {
+    Background::start(move || {
+        let read = Listing::read(source);
+        timing::step(verbose, "function addresses read");
+        read
+    })
 }
 
 /// The `-f` filter translated for this kernel, and loaded once on its own

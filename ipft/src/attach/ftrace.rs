@@ -31,7 +31,7 @@ use super::{
     Backend, Link, Report,
 };
 use crate::{
-    discover::{Target, TargetKind},
+    discover::{Source, Target, TargetKind},
     sys::bpf::{self, AttachType, ProgType},
 };
 
@@ -53,6 +53,10 @@ impl Backend for Ftrace {
 
     fn target_kind(&self) -> TargetKind {
         TargetKind::Function
+    }
+
+    fn addresses(&self) -> Source {
+        Source::Ftrace
     }
 
     fn check(&self, target: &Target) -> Result<(), &'static str> {

@@ -4,13 +4,21 @@
 use anyhow::{anyhow, Result};
 
 use super::{Link, Outcome, Report};
-use crate::{discover::Target, par};
+use crate::{
+    discover::{Address, Target},
+    par,
+};
 
 /// The identities a function's events carry: `bpf_get_func_ip` gives the
-/// function's address, or on x86 kernels with IBT the address after its
-/// 4-byte ENDBR instruction. Both are kept, so either resolves.
+/// function's start, or on x86 kernels with IBT the address after its
+/// 4-byte ENDBR instruction (kprobes), or ftrace's hook when the ENDBR
+/// there was sealed (fprobe). Both addresses around the ENDBR are kept,
+/// so either resolves.
 pub fn identities(target: &Target) -> Vec<u64> {
-    vec![target.addr, target.addr + 4]
+    match target.address {
+        Address::Symbol => vec![target.addr, target.addr + 4],
+        Address::FtraceSite => vec![target.addr.wrapping_sub(4), target.addr],
+    }
 }
 
 /// One target's links, and the function identities its events carry.
@@ -52,4 +60,26 @@ pub fn fail_all(targets: Vec<Target>, err: &anyhow::Error, report: &mut Report<'
         }
     }
     Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::tests::candidate;
+
+    #[test]
+    fn identities_span_the_endbr_on_the_side_the_address_leaves() {
+        let mut target = candidate("ip_rcv", "vmlinux").target;
+        target.addr = 0xffffffff93cdf5f0;
+        assert_eq!(
+            identities(&target),
+            [0xffffffff93cdf5f0, 0xffffffff93cdf5f4]
+        );
+        target.addr = 0xffffffff93cdf5f4;
+        target.address = Address::FtraceSite;
+        assert_eq!(
+            identities(&target),
+            [0xffffffff93cdf5f0, 0xffffffff93cdf5f4]
+        );
+    }
 }

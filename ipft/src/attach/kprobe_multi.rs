@@ -17,10 +17,12 @@
 //! its argument from a fixed register.
 //!
 //! One function the kernel refuses (e.g. `notrace`, so missing from ftrace's
-//! `available_filter_functions`) fails the whole link. Such functions are
-//! dropped using that list when tracefs is readable, and otherwise found by
-//! halving the set ([`bisect`]); they are counted as failed, with the reason
-//! under `-v`.
+//! `available_filter_functions`) fails the whole link. The targets come from
+//! ftrace's list with addresses where the kernel has it (6.5+), so none is
+//! refused; on older kernels the addresses are kallsyms', and a refused
+//! link reads ftrace's list to drop the functions it lacks, then halves the
+//! set to find any others ([`bisect`]); they are counted as failed, with
+//! the reason under `-v`.
 //!
 //! aya 0.14 cannot load a kprobe program with an expected attach type, so
 //! this backend loads them itself ([`super::programs`]).
@@ -42,7 +44,6 @@ use std::{
     io,
     ops::Range,
     os::fd::{AsFd, BorrowedFd, OwnedFd},
-    thread::{self, JoinHandle},
 };
 
 use anyhow::{anyhow, Result};
@@ -56,7 +57,7 @@ use super::{
     Backend, Link, Report,
 };
 use crate::{
-    discover::{Target, TargetKind},
+    discover::{Source, Target, TargetKind},
     sys::{
         bpf::{self, AttachType, Insn, ProgType},
         perf::Probe,
@@ -73,23 +74,13 @@ const FILTER_FUNCTIONS: &[&str] = &[
 ];
 
 pub struct KprobeMulti {
-    /// ftrace's list of traceable functions, being read in the background:
-    /// the kernel takes a while to write its 40,000 lines (0.2–0.4 s under
-    /// emulation), and a full run needs it, because the functions with an
-    /// skb parameter include some that ftrace cannot trace.
-    filter_functions: Option<JoinHandle<Option<String>>>,
     /// function_graph: hook the returns too.
     graph: bool,
 }
 
 impl KprobeMulti {
-    /// Starts reading ftrace's list at once, so that it is there by the
-    /// time the targets are known.
     pub fn new(graph: bool) -> Self {
-        KprobeMulti {
-            filter_functions: Some(thread::spawn(read_filter_functions)),
-            graph,
-        }
+        KprobeMulti { graph }
     }
 }
 
@@ -102,12 +93,16 @@ impl Backend for KprobeMulti {
         TargetKind::Function
     }
 
+    fn addresses(&self) -> Source {
+        Source::Ftrace
+    }
+
     fn check(&self, target: &Target) -> Result<(), &'static str> {
         register_argument(target)
     }
 
     fn attach(&mut self, maps: &Maps, targets: Vec<Target>, report: &mut Report<'_>) -> Vec<Link> {
-        let mut traceable = Lazy::new(self.filter_functions.take(), &targets);
+        let mut traceable = Lazy::new(&targets);
         let attached = attach_groups(maps, &targets, &mut traceable, self.graph);
         tell(targets, attached, report)
     }
@@ -370,18 +365,17 @@ fn tell(group: Vec<Target>, attached: Result<Attached>, report: &mut Report<'_>)
     }
 }
 
-/// ftrace's list, read (in the background, from the start) and parsed only
-/// if a link fails, once for all groups.
+/// ftrace's list, read and parsed only if a link fails, once for all
+/// groups: with addresses from ftrace's own list (6.5+, see
+/// `discover::addresses`) every target is in it, and links do not fail.
 struct Lazy {
-    reading: Option<JoinHandle<Option<String>>>,
     wanted: HashSet<String>,
     parsed: Option<Option<Traceable>>,
 }
 
 impl Lazy {
-    fn new(reading: Option<JoinHandle<Option<String>>>, targets: &[Target]) -> Self {
+    fn new(targets: &[Target]) -> Self {
         Lazy {
-            reading,
             wanted: targets.iter().map(|t| t.name.clone()).collect(),
             parsed: None,
         }
@@ -389,10 +383,10 @@ impl Lazy {
 
     /// The list, or `None` when tracefs is not readable.
     fn get(&mut self) -> Option<&Traceable> {
-        let (reading, wanted) = (&mut self.reading, &self.wanted);
+        let wanted = &self.wanted;
         self.parsed
             .get_or_insert_with(|| {
-                let text = reading.take()?.join().ok()??;
+                let text = read_filter_functions()?;
                 let wanted = wanted.iter().map(String::as_str).collect();
                 Some(Traceable::parse(&text, &wanted))
             })
@@ -568,6 +562,7 @@ mod tests {
             name: name.into(),
             module: module.into(),
             addr,
+            address: Default::default(),
             skb_pos: 0,
             reason_pos: None,
             nargs: 1,
@@ -664,7 +659,10 @@ mod tests {
 
     /// No ftrace list (tracefs unreadable).
     fn no_list() -> Lazy {
-        Lazy::new(None, &[])
+        Lazy {
+            wanted: HashSet::new(),
+            parsed: Some(None),
+        }
     }
 
     #[test]

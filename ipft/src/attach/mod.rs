@@ -21,7 +21,7 @@ use std::{any::Any, collections::HashMap, io};
 
 use anyhow::Result;
 
-use crate::discover::{Target, TargetKind};
+use crate::discover::{Source, Target, TargetKind};
 use programs::Maps;
 
 /// Keeps programs attached; dropping it detaches.
@@ -41,6 +41,11 @@ pub trait Backend: Send {
     fn name(&self) -> &'static str;
     /// Which kind of target this backend traces.
     fn target_kind(&self) -> TargetKind;
+    /// Where this backend's function addresses come from: kallsyms (the
+    /// default), or ftrace's list for backends that hook through ftrace.
+    fn addresses(&self) -> Source {
+        Source::Kallsyms
+    }
     /// Why this backend cannot trace `target`, if it cannot.
     fn check(&self, target: &Target) -> Result<(), &'static str>;
     /// Attaches every target, telling `report` about each. Returns the

@@ -9,70 +9,81 @@ use std::{
 use anyhow::{anyhow, Result};
 use btf_rs::Btf;
 
+use super::raw::Section;
+
 /// Where the kernel publishes its BTF.
 pub const SYS_BTF_DIR: &str = "/sys/kernel/btf";
 
-/// The kernel's BTF: vmlinux plus every module's split BTF.
+/// The kernel's BTF: vmlinux, through btf-rs and as raw records, plus
+/// every module's split BTF as raw records (only the function scan reads
+/// modules: see [`super::raw`]).
 pub struct KernelBtf {
     pub vmlinux: Btf,
+    pub raw: Section,
     /// (module name, split BTF), sorted by name.
-    pub modules: Vec<(String, Btf)>,
+    pub modules: Vec<(String, Section)>,
 }
 
 impl KernelBtf {
     /// Reads vmlinux BTF and, when `with_modules`, every module's split BTF.
     pub fn load(dir: &Path, with_modules: bool) -> Result<Self> {
         let vmlinux_path = dir.join("vmlinux");
-        let vmlinux = open_vmlinux(&vmlinux_path).map_err(|e| btf_error(&vmlinux_path, e))?;
-        let modules = if with_modules {
-            Self::load_modules(dir, &vmlinux)
-        } else {
-            Vec::new()
+        let (vmlinux, raw) =
+            open_vmlinux(&vmlinux_path).map_err(|e| btf_error(&vmlinux_path, e))?;
+        let mut kernel = KernelBtf {
+            vmlinux,
+            raw,
+            modules: Vec::new(),
         };
-        Ok(KernelBtf { vmlinux, modules })
+        if with_modules {
+            kernel.load_modules(dir);
+        }
+        Ok(kernel)
     }
 
     /// Every module's split BTF; a module unloaded while we read, or a bad
     /// file, only loses that module.
-    pub fn load_modules(dir: &Path, vmlinux: &Btf) -> Vec<(String, Btf)> {
-        module_btf_paths(dir)
+    pub fn load_modules(&mut self, dir: &Path) {
+        let raw = &self.raw;
+        self.modules = module_btf_paths(dir)
             .into_iter()
             .filter_map(|path| {
                 let name = path.file_name()?.to_string_lossy().into_owned();
-                Some((name, Btf::from_split_file(&path, vmlinux).ok()?))
+                Some((name, Section::split(fs::read(&path).ok()?, raw)?))
             })
-            .collect()
+            .collect();
     }
 }
 
-/// Opens vmlinux BTF without parsing all of it: btf-rs's mmap backend reads
-/// types where they lie, which makes start-up several times quicker than
-/// parsing ~150,000 types up front (measured on 6.18: 19 ms against 126 ms).
-/// Kernels before 6.15 cannot mmap the sysfs file, so its bytes are copied
-/// to an in-memory file first (read once: 6 MB in 4 KiB pieces costs under
-/// emulation). A file shorter than its header says is refused before
+/// Opens vmlinux BTF twice over its bytes, read once: btf-rs's mmap
+/// backend reads types where they lie, which makes start-up several times
+/// quicker than parsing ~150,000 types up front (measured on 6.18: 19 ms
+/// against 126 ms), and the raw records scan functions. Kernels before
+/// 6.15 cannot mmap the sysfs file, so btf-rs maps an in-memory copy of
+/// the bytes. A file shorter than its header says is refused before
 /// anything reads past its end.
-fn open_vmlinux(path: &Path) -> btf_rs::Result<Btf> {
-    let mut file = fs::File::open(path)?;
-    let mut header = Vec::with_capacity(24);
-    io::Read::read_to_end(&mut io::Read::take(&mut file, 24), &mut header)?;
-    if is_short(&header, file.metadata()?.len()) {
-        return Err(btf_rs::Error::IO(io::Error::from(
-            io::ErrorKind::UnexpectedEof,
-        )));
+fn open_vmlinux(path: &Path) -> btf_rs::Result<(Btf, Section)> {
+    let bytes = fs::read(path)?;
+    let eof = || btf_rs::Error::IO(io::Error::from(io::ErrorKind::UnexpectedEof));
+    if is_short(&bytes, bytes.len() as u64) {
+        return Err(eof());
     }
-    if let Ok(btf) = Btf::from_file_with_backend(path, btf_rs::Backend::Mmap) {
-        return Ok(btf);
-    }
-    io::Seek::rewind(&mut file)?;
-    let copy = memory_file(&mut file)?;
-    let by_fd = PathBuf::from(format!("/proc/self/fd/{}", copy.as_raw_fd()));
-    // The mapping outlives the fd: closing `copy` afterwards is fine.
-    Btf::from_file_with_backend(by_fd, btf_rs::Backend::Mmap)
+    let btf = match Btf::from_file_with_backend(path, btf_rs::Backend::Mmap) {
+        Ok(btf) => btf,
+        Err(_) => {
+            let copy = memory_file(&bytes)?;
+            let by_fd = PathBuf::from(format!("/proc/self/fd/{}", copy.as_raw_fd()));
+            // The mapping outlives the fd: closing `copy` afterwards is fine.
+            Btf::from_file_with_backend(by_fd, btf_rs::Backend::Mmap)?
+        }
+    };
+    let raw = Section::vmlinux(bytes)
+        .ok_or_else(|| btf_rs::Error::Format("not BTF in this machine's byte order".to_string()))?;
+    Ok((btf, raw))
 }
 
-/// An anonymous in-memory file holding what `from` reads.
-fn memory_file(from: &mut impl io::Read) -> io::Result<fs::File> {
+/// An anonymous in-memory file holding `bytes`.
+fn memory_file(bytes: &[u8]) -> io::Result<fs::File> {
     // SAFETY: memfd_create with a valid NUL-terminated name.
     let fd = unsafe { libc::memfd_create(c"ipft-btf".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
@@ -80,10 +91,7 @@ fn memory_file(from: &mut impl io::Read) -> io::Result<fs::File> {
     }
     // SAFETY: a new fd nothing else owns.
     let mut file = unsafe { fs::File::from_raw_fd(fd) };
-    // Read, then one write: io::copy's splice path is slower from sysfs.
-    let mut bytes = Vec::new();
-    from.read_to_end(&mut bytes)?;
-    io::Write::write_all(&mut file, &bytes)?;
+    io::Write::write_all(&mut file, bytes)?;
     Ok(file)
 }
 
@@ -162,8 +170,8 @@ pub(crate) mod tests {
     #[test]
     fn btf_read_through_an_in_memory_file_is_the_same() {
         // The path kernels before 6.15 take: sysfs BTF cannot be mmap'ed.
-        let mut sysfs = fs::File::open(Path::new(SYS_BTF_DIR).join("vmlinux")).unwrap();
-        let copy = memory_file(&mut sysfs).unwrap();
+        let sysfs = fs::read(Path::new(SYS_BTF_DIR).join("vmlinux")).unwrap();
+        let copy = memory_file(&sysfs).unwrap();
         let by_fd = PathBuf::from(format!("/proc/self/fd/{}", copy.as_raw_fd()));
         let btf = Btf::from_file_with_backend(by_fd, btf_rs::Backend::Mmap).unwrap();
         drop(copy);

@@ -1,85 +1,114 @@
 //! Every function in vmlinux and module BTF that takes a `struct sk_buff *`.
-use btf_rs::{Btf, BtfType, Type};
-use fallible_iterator::FallibleIterator;
-
-use super::{
-    params::{dedup, exclusion, reason_position, returns, SkbTypes},
-    Candidate, KernelBtf, Target, TargetKind,
-};
+use super::{params::dedup, raw::skb_functions, Candidate, KernelBtf};
 
 /// Every function in vmlinux and module BTF that takes a `struct sk_buff *`.
 pub fn functions(kernel: &KernelBtf) -> Vec<Candidate> {
-    let mut out = Vec::new();
-    let vmlinux = kernel.vmlinux.base();
-    scan_functions(
-        &kernel.vmlinux,
-        (vmlinux.type_id_range().0, vmlinux.type_iter()),
-        "vmlinux",
-        &mut out,
-    );
-    for (module, btf) in &kernel.modules {
-        if let Some(split) = btf.split() {
-            let types = (split.type_id_range().0, split.type_iter());
-            scan_functions(btf, types, module, &mut out);
-        }
+    let mut out = skb_functions(&kernel.raw, None, "vmlinux");
+    for (module, split) in &kernel.modules {
+        out.extend(skb_functions(&kernel.raw, Some(split), module));
     }
     dedup(out)
 }
 
-/// Scans `types`, whose ids count up from the first, for functions taking an
-/// skb.
-fn scan_functions(
-    btf: &Btf,
-    (first_id, types): (
-        u32,
-        impl FallibleIterator<Item = Type, Error = btf_rs::Error>,
-    ),
-    module: &str,
-    out: &mut Vec<Candidate>,
-) {
-    let mut skb_types = SkbTypes::default();
-    let mut types = types;
-    let mut id = first_id;
-    while let Ok(Some(t)) = types.next() {
-        let btf_id = id;
-        id += 1;
-        let Type::Func(func) = t else { continue };
-        let Some(Type::FuncProto(proto)) = func
-            .get_type_id()
-            .and_then(|id| btf.resolve_type_by_id(id).ok())
-        else {
-            continue;
-        };
-        let Some(pos) = proto
-            .parameters
-            .iter()
-            .position(|p| skb_types.is_skb_ptr(btf, p))
-        else {
-            continue;
-        };
-        let name = btf.resolve_name(&func).unwrap_or_default();
-        let reason_pos = reason_position(btf, &name, &proto.parameters);
-        out.push(Candidate {
-            target: Target {
-                name,
-                module: module.to_string(),
-                addr: 0,
-                skb_pos: pos as u8,
-                nargs: proto.parameters.len() as u8,
-                reason_pos,
-                kind: TargetKind::Function,
-                btf_id,
-                returns: returns(btf, proto.return_type_id()),
-            },
-            exclusion: exclusion(btf, &proto.parameters),
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use btf_rs::{Btf, BtfType, Type};
+    use fallible_iterator::FallibleIterator;
+
     use super::*;
-    use crate::discover::btf::tests::running_kernel;
+    use crate::discover::{
+        btf::tests::running_kernel,
+        params::{reason_position, strip_modifiers, SkbTypes},
+        Exclusion, Returns, Target, TargetKind,
+    };
+
+    fn exclusion(btf: &Btf, params: &[btf_rs::Parameter]) -> Option<Exclusion> {
+        if params.iter().any(|p| p.is_variadic()) {
+            return Some(Exclusion::Variadic);
+        }
+        let by_value = params.iter().any(|p| {
+            matches!(
+                strip_modifiers(btf, p.get_type_id()),
+                Some(Type::Struct(_) | Type::Union(_))
+            )
+        });
+        by_value.then_some(Exclusion::AggregateByValue)
+    }
+
+    /// How a function's return value of type `id` (0: `void`) reads.
+    fn returns(btf: &Btf, id: u32) -> Returns {
+        if id == 0 {
+            return Returns::Nothing;
+        }
+        let size = |bytes: usize| bytes.min(8) as u8;
+        match strip_modifiers(btf, Some(id)) {
+            Some(Type::Ptr(_)) => Returns::Pointer,
+            Some(Type::Int(int)) if int.is_signed() => Returns::Signed(size(int.size())),
+            Some(Type::Int(int)) => Returns::Unsigned(size(int.size())),
+            Some(Type::Enum(e)) if e.is_signed() => Returns::Signed(size(e.size())),
+            Some(Type::Enum(e)) => Returns::Unsigned(size(e.size())),
+            Some(Type::Enum64(e)) if e.is_signed() => Returns::Signed(size(e.size())),
+            Some(Type::Enum64(e)) => Returns::Unsigned(size(e.size())),
+            _ => Returns::Nothing,
+        }
+    }
+
+    /// The scan as btf-rs reads BTF (what ipft did before [`skb_functions`]
+    /// read the records itself): both must find the same functions, with
+    /// the same positions, return types and exclusions.
+    fn through_btf_rs(btf: &Btf) -> Vec<Candidate> {
+        let mut skb_types = SkbTypes::default();
+        let base = btf.base();
+        let (mut types, mut id) = (base.type_iter(), base.type_id_range().0);
+        let mut out = Vec::new();
+        while let Ok(Some(t)) = types.next() {
+            let btf_id = id;
+            id += 1;
+            let Type::Func(func) = t else { continue };
+            let Some(Type::FuncProto(proto)) = func
+                .get_type_id()
+                .and_then(|id| btf.resolve_type_by_id(id).ok())
+            else {
+                continue;
+            };
+            let params = &proto.parameters;
+            let Some(pos) = params.iter().position(|p| skb_types.is_skb_ptr(btf, p)) else {
+                continue;
+            };
+            let name = btf.resolve_name(&func).unwrap_or_default();
+            out.push(Candidate {
+                target: Target {
+                    reason_pos: reason_position(btf, &name, params),
+                    name,
+                    module: "vmlinux".into(),
+                    addr: 0,
+                    address: Default::default(),
+                    skb_pos: pos as u8,
+                    nargs: params.len() as u8,
+                    kind: TargetKind::Function,
+                    btf_id,
+                    returns: returns(btf, proto.return_type_id()),
+                },
+                exclusion: exclusion(btf, params),
+            });
+        }
+        dedup(out)
+    }
+
+    #[test]
+    fn raw_scan_finds_what_btf_rs_finds() {
+        let kernel = running_kernel();
+        let raw: Vec<Candidate> = functions(&kernel)
+            .into_iter()
+            .filter(|c| c.target.module == "vmlinux")
+            .collect();
+        let reference = through_btf_rs(&kernel.vmlinux);
+        assert!(reference.len() > 1000);
+        assert_eq!(raw.len(), reference.len());
+        for (a, b) in raw.iter().zip(&reference) {
+            assert_eq!(a, b);
+        }
+    }
 
     #[test]
     fn running_kernel_has_many_skb_functions() {

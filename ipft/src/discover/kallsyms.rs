@@ -1,4 +1,5 @@
-//! `/proc/kallsyms`: the addresses of the functions BTF names.
+//! `/proc/kallsyms`: the addresses of the functions BTF names, and the
+//! names of the addresses callers and stacks show.
 use std::{
     collections::{HashMap, HashSet},
     fs,
@@ -6,8 +7,6 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-
-use super::Candidate;
 
 /// Addresses of text symbols in `/proc/kallsyms`, keyed by (module, name);
 /// only names in `wanted` are kept, so the map stays small.
@@ -43,28 +42,6 @@ fn kallsyms_line(line: &str) -> Option<(&str, u8, &str, &str)> {
         None => (rest, "vmlinux"),
     };
     Some((addr, kind, name.trim_end(), module))
-}
-
-/// Fills in addresses; returns the candidates kallsyms does not know
-/// (inlined everywhere, or removed) separately.
-pub fn resolve_addresses(
-    candidates: Vec<Candidate>,
-    kallsyms_text: &str,
-) -> (Vec<Candidate>, usize) {
-    let wanted: HashSet<&str> = candidates.iter().map(|c| c.target.name.as_str()).collect();
-    let symbols = kallsyms(kallsyms_text, &wanted);
-    let total = candidates.len();
-    let found: Vec<Candidate> = candidates
-        .into_iter()
-        .filter_map(|mut c| {
-            let key = (c.target.module.clone(), c.target.name.clone());
-            let addr = *symbols.get(&key)?;
-            c.target.addr = addr;
-            Some(c)
-        })
-        .collect();
-    let missing = total - found.len();
-    (found, missing)
 }
 
 /// Every text symbol of `/proc/kallsyms` (the kernel's, its modules' and
@@ -173,7 +150,6 @@ pub fn read_kallsyms() -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discover::tests::candidate;
 
     const KALLSYMS: &str = "\
 ffffffff81000000 T _text
@@ -224,21 +200,6 @@ ffffffffc0b01000 t veth_xmit\t[other]
         assert_eq!(
             syms.lookup(0xffffffff81a00031),
             Some(("", "ip_rcv_finish", 0x11))
-        );
-    }
-
-    #[test]
-    fn unresolved_functions_are_counted_not_kept() {
-        let cands = vec![
-            candidate("ip_rcv", "vmlinux"),
-            candidate("inlined_fn", "vmlinux"),
-            candidate("veth_xmit", "veth"),
-        ];
-        let (found, missing) = resolve_addresses(cands, KALLSYMS);
-        assert_eq!(missing, 1);
-        assert_eq!(
-            found.iter().map(|c| c.target.addr).collect::<Vec<_>>(),
-            [0xffffffff81a00010, 0xffffffffc0a01000]
         );
     }
 }

@@ -1,24 +1,30 @@
 //! Discover: which kernel functions (or tracepoints) take a
 //! `struct sk_buff *`, where that argument sits, and where they live.
 //!
-//! Takes the kernel's BTF ([`btf`]), `/proc/kallsyms` ([`kallsyms`]) and the
+//! Takes the kernel's BTF ([`btf`], [`raw`]), function addresses
+//! ([`addresses`]: `/proc/kallsyms` or ftrace's list) and the
 //! user's `-r`/`--module-regex` ([`Filter`]); gives [`Target`]s, each with
 //! its skb and drop-reason positions, address and BTF id, plus the
 //! kernel's struct [`offsets`] and [`drop_reasons`] names and each target's
 //! [`roles::Role`] in a packet's life. All read once at start-up.
+mod addresses;
 mod btf;
 mod drop_reasons;
 mod functions;
 mod kallsyms;
 mod offsets;
 mod params;
+mod raw;
 pub mod roles;
 mod tracepoints;
+
+pub use addresses::{Listing, Source};
 
 pub use btf::{KernelBtf, SYS_BTF_DIR};
 pub use drop_reasons::drop_reasons;
 pub use functions::functions;
-pub use kallsyms::{read_kallsyms, resolve_addresses, Symbols};
+pub use kallsyms::Symbols;
+use kallsyms::{kallsyms, read_kallsyms};
 pub use offsets::{
     capture_offsets, offsets, place_offsets, rdonly_cast_ids, skb_field_offsets, RdonlyCastIds,
 };
@@ -47,8 +53,10 @@ pub struct Target {
     pub name: String,
     /// `vmlinux` for the core kernel, else the module name (e.g. `veth`).
     pub module: String,
-    /// Address from `/proc/kallsyms`; 0 for tracepoints.
+    /// The function's address (see `address`); 0 for tracepoints.
     pub addr: u64,
+    /// What `addr` is.
+    pub address: Address,
     /// 0-based position of the first `struct sk_buff *` parameter.
     pub skb_pos: u8,
     /// Number of parameters.
@@ -62,6 +70,20 @@ pub struct Target {
     pub btf_id: u32,
     /// What the function returns (function_graph shows it on return rows).
     pub returns: Returns,
+}
+
+/// What a function's `addr` is. Events name a function by
+/// `bpf_get_func_ip`, which on x86 kernels with IBT may be 4 bytes after
+/// its start (kprobes) or 4 bytes before ftrace's hook (fprobe, fentry,
+/// when the function begins with ENDBR): see `attach::functions`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Address {
+    /// Its symbol's address (`/proc/kallsyms`): where it starts.
+    #[default]
+    Symbol,
+    /// Where ftrace hooks it (`available_filter_functions_addrs`): its
+    /// start, or 4 bytes in after an ENDBR instruction.
+    FtraceSite,
 }
 
 /// A function's return type, from its BTF prototype: how much of the
@@ -120,32 +142,28 @@ pub struct Found {
 
 /// Every target of `kind` that `usable` accepts: tracepoints from vmlinux
 /// BTF, or functions from vmlinux and module BTF with their addresses from
-/// `/proc/kallsyms` (`kallsyms` gives its text, read meanwhile elsewhere).
+/// `listing` (read meanwhile elsewhere: see [`addresses`]).
 pub fn targets(
     kernel: KernelBtf,
     kind: TargetKind,
     usable: &dyn Fn(&Target) -> Result<(), &'static str>,
-    kallsyms: Option<impl FnOnce() -> Result<String>>,
+    listing: impl FnOnce() -> Result<Listing>,
     btf_dir: &Path,
     verbose: bool,
 ) -> Result<Found> {
     let found = match kind {
         TargetKind::Tracepoint => tracepoints(&kernel.vmlinux),
         TargetKind::Function => {
-            let kernel = KernelBtf {
-                modules: KernelBtf::load_modules(btf_dir, &kernel.vmlinux),
-                ..kernel
-            };
-            // BTF first: /proc/kallsyms is still being read meanwhile.
+            let mut kernel = kernel;
+            kernel.load_modules(btf_dir);
+            // BTF first: the addresses are still being read meanwhile.
             let functions = functions(&kernel);
             timing::step(verbose, "BTF functions scanned");
-            let text = match kallsyms {
-                Some(reading) => reading()?,
-                None => read_kallsyms()?,
-            };
-            let (found, missing) = resolve_addresses(functions, &text);
+            let listing = listing()?;
+            let (found, missing) = addresses::resolve(functions, &listing);
             if verbose {
-                eprintln!("{missing} functions with an skb parameter are not in /proc/kallsyms (inlined): skipped");
+                let means = listing.missing_means();
+                eprintln!("{missing} functions with an skb parameter {means}: skipped");
             }
             found
         }
@@ -173,6 +191,7 @@ pub(crate) mod tests {
                 name: name.into(),
                 module: module.into(),
                 addr: 0,
+                address: Default::default(),
                 skb_pos: 0,
                 nargs: 1,
                 reason_pos: None,

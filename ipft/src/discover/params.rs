@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use btf_rs::{Btf, BtfType, Type};
 
-use super::{btf::MAX_DEPTH, Candidate, Exclusion, Returns};
+use super::{btf::MAX_DEPTH, Candidate};
 
 /// Where an `enum skb_drop_reason` parameter is, in a function that drops
 /// (kfree_skb_reason, sk_skb_reason_drop, the kfree_skb tracepoint, …).
@@ -27,37 +27,6 @@ pub(super) fn resolve_ptr_target(btf: &Btf, id: Option<u32>) -> Option<Type> {
     match btf.resolve_type_by_id(id?).ok()? {
         Type::Ptr(ptr) => btf.resolve_type_by_id(ptr.get_type_id()?).ok(),
         _ => None,
-    }
-}
-
-pub(super) fn exclusion(btf: &Btf, params: &[btf_rs::Parameter]) -> Option<Exclusion> {
-    if params.iter().any(|p| p.is_variadic()) {
-        return Some(Exclusion::Variadic);
-    }
-    let by_value = params.iter().any(|p| {
-        matches!(
-            strip_modifiers(btf, p.get_type_id()),
-            Some(Type::Struct(_) | Type::Union(_))
-        )
-    });
-    by_value.then_some(Exclusion::AggregateByValue)
-}
-
-/// How a function's return value of type `id` (0: `void`) reads.
-pub(super) fn returns(btf: &Btf, id: u32) -> Returns {
-    if id == 0 {
-        return Returns::Nothing;
-    }
-    let size = |bytes: usize| bytes.min(8) as u8;
-    match strip_modifiers(btf, Some(id)) {
-        Some(Type::Ptr(_)) => Returns::Pointer,
-        Some(Type::Int(int)) if int.is_signed() => Returns::Signed(size(int.size())),
-        Some(Type::Int(int)) => Returns::Unsigned(size(int.size())),
-        Some(Type::Enum(e)) if e.is_signed() => Returns::Signed(size(e.size())),
-        Some(Type::Enum(e)) => Returns::Unsigned(size(e.size())),
-        Some(Type::Enum64(e)) if e.is_signed() => Returns::Signed(size(e.size())),
-        Some(Type::Enum64(e)) => Returns::Unsigned(size(e.size())),
-        _ => Returns::Nothing,
     }
 }
 
@@ -124,7 +93,7 @@ pub(super) fn dedup(candidates: Vec<Candidate>) -> Vec<Candidate> {
 
 #[cfg(test)]
 mod tests {
-    use crate::discover::{functions, offsets, tracepoints, KernelBtf};
+    use crate::discover::{functions, offsets, raw::Section, tracepoints, KernelBtf};
     use btf_rs::Btf;
 
     /// A BTF blob written by hand, for shapes no kernel has.
@@ -164,7 +133,7 @@ mod tests {
             self.types.extend(extra);
         }
 
-        fn parse(&self) -> Btf {
+        fn parse(&self) -> KernelBtf {
             let types: Vec<u8> = self.types.iter().flat_map(|w| w.to_le_bytes()).collect();
             let mut out = vec![0x9f, 0xeb, 1, 0];
             let (type_len, str_len) = (types.len() as u32, self.strings.len() as u32);
@@ -173,7 +142,11 @@ mod tests {
             }
             out.extend(types);
             out.extend(&self.strings);
-            Btf::from_bytes(&out).expect("a well-formed blob")
+            KernelBtf {
+                vmlinux: Btf::from_bytes(&out).expect("a well-formed blob"),
+                raw: Section::vmlinux(out).expect("a well-formed blob"),
+                modules: Vec::new(),
+            }
         }
     }
 
@@ -191,11 +164,7 @@ mod tests {
         blob.add(FUNC_PROTO, "", 2, 0, &[0, 2, 0, 1]); // 7
         blob.add(STRUCT, "sk_buff", 1, 8, &[0, 8, 0]); // 8: contains itself
         blob.add(INT, "int", 0, 4, &[32]); // 9
-        let btf = blob.parse();
-        let kernel = KernelBtf {
-            vmlinux: btf,
-            modules: Vec::new(),
-        };
+        let kernel = blob.parse();
         assert!(functions(&kernel).is_empty());
         assert!(tracepoints(&kernel.vmlinux).is_empty());
         let err = offsets(&kernel.vmlinux).unwrap_err();

@@ -35,6 +35,7 @@ pub fn tracepoints(btf: &Btf) -> Vec<Candidate> {
                 name: tp_name.to_string(),
                 module: "vmlinux".to_string(),
                 addr: 0,
+                address: Default::default(),
                 skb_pos: pos as u8,
                 nargs: params.len() as u8,
                 reason_pos: reason_position(btf, tp_name, params),

@@ -25,6 +25,7 @@ fn target(name: &str, module: &str, addr: u64, skb_pos: u8) -> Target {
         name: name.into(),
         module: module.into(),
         addr,
+        address: Default::default(),
         skb_pos,
         reason_pos: None,
         nargs: skb_pos + 1,
