@@ -26,6 +26,7 @@ fn invocation(p: &Program) -> String {
         (Family::Kprobe, Role::Call, Some(skb), Some(reason)) => {
             format!("kprobe_skb_reason!({name}, {skb}, {reason});")
         }
+        (Family::Kprobe, Role::Call, None, None) => format!("kprobe_skb_any!({name});"),
         (Family::Kretprobe, Role::Clone, None, None) => format!("kretprobe_clone!({name});"),
         (Family::Kretprobe, Role::Return, None, None) => format!("kretprobe_graph!({name});"),
         (Family::Fentry, Role::Call, Some(skb), None) => format!("fentry_skb!({name}, {skb});"),

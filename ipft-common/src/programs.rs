@@ -119,6 +119,36 @@ pub const KRETPROBE_GRAPH: &str = "kretprobe_graph";
 pub const FEXIT_CLONE: &str = "fexit_clone";
 /// The `kfree_skb` tracepoint program that also reads the drop reason.
 pub const TP_KFREE_SKB: &str = "tp_kfree_skb";
+/// kprobe-multi: one program for the functions whose argument layout is
+/// rare (the skb after the third argument, or a drop reason): it finds
+/// where their skb and drop reason are in the `ARGS` map, by function
+/// identity (see [`args`]), so that one link attaches them all. Each
+/// link costs start-up time and, at exit, one fprobe unregistration
+/// (0.15 s under emulation); the common layouts keep programs of their own
+/// (`kprobe_skb_0` to `_2`), whose calls pay no look-up.
+pub const KPROBE_SKB_ANY: &str = "kprobe_skb_any";
+/// The `kprobe_skb_N` programs below this position have kprobe-multi links
+/// of their own; the others' functions go to [`KPROBE_SKB_ANY`].
+pub const KPROBE_MULTI_OWN_LINKS: u8 = 3;
+
+/// The `ARGS` value of a function whose skb is argument `skb_pos` and
+/// whose drop reason, if reported, is argument `reason_pos`.
+pub const fn args(skb_pos: u8, reason_pos: Option<u8>) -> u16 {
+    let reason = match reason_pos {
+        Some(pos) => pos as u16 + 1,
+        None => 0,
+    };
+    skb_pos as u16 | reason << 8
+}
+
+/// The positions an `ARGS` value holds: the skb's, and the drop reason's.
+pub const fn args_positions(args: u16) -> (u8, Option<u8>) {
+    let reason = match (args >> 8) as u8 {
+        0 => None,
+        pos => Some(pos - 1),
+    };
+    (args as u8, reason)
+}
 
 /// `[prefix0, prefix1, …]`: program names that end in a number, spelled
 /// at compile time.
@@ -161,7 +191,7 @@ pub const COUNT: usize = KPROBE_POSITIONS
     + 2 * FTRACE_POSITIONS
     + TP_POSITIONS * TP_SLOTS
     + 2 * REASON_POSITIONS.len()
-    + 4;
+    + 5;
 
 /// Every program of ipft's eBPF object, and nothing else.
 pub const CATALOG: &[Program] = &catalog();
@@ -245,7 +275,15 @@ const fn catalog() -> [Program; COUNT] {
         skb_pos: None,
         reason_pos: None,
     };
-    n += 4;
+    // Reads the positions from the ARGS map.
+    out[n + 4] = Program {
+        name: KPROBE_SKB_ANY,
+        family: Family::Kprobe,
+        role: Role::Call,
+        skb_pos: None,
+        reason_pos: None,
+    };
+    n += 5;
     assert!(n == COUNT, "COUNT does not match the programs listed");
     out
 }
@@ -431,12 +469,22 @@ mod tests {
                 (Family::Kretprobe, Role::Clone, None, None) => KRETPROBE_CLONE.into(),
                 (Family::Kretprobe, Role::Return, None, None) => KRETPROBE_GRAPH.into(),
                 (Family::Fexit, Role::Clone, Some(0), None) => FEXIT_CLONE.into(),
+                (Family::Kprobe, Role::Call, None, None) => KPROBE_SKB_ANY.into(),
                 _ => panic!("unexpected entry {p:?}"),
             };
             assert_eq!(p.name, expected);
             assert_eq!(find(p.name), Some(p));
         }
         assert_eq!(find("kprobe_skb_6"), None);
+    }
+
+    #[test]
+    fn args_give_back_their_positions() {
+        for skb in 0..KPROBE_POSITIONS as u8 {
+            for reason in [None, Some(0), Some(1), Some(5)] {
+                assert_eq!(args_positions(args(skb, reason)), (skb, reason));
+            }
+        }
     }
 
     #[test]
