@@ -31,7 +31,7 @@ use super::{
     Backend, Link, Report,
 };
 use crate::{
-    discover::{Source, Target, TargetKind},
+    discover::{Source, Target, TargetKind, Vmlinux},
     sys::bpf::{self, AttachType, ProgType},
 };
 
@@ -204,7 +204,7 @@ fn module_btf_objects(wanted: &HashSet<&str>) -> io::Result<HashMap<String, Owne
 
 /// Loads (without attaching) an fentry program on `consume_skb`, to learn
 /// whether this kernel allows fentry at all. Returns why not.
-pub fn probe(maps: &Maps, vmlinux: &btf_rs::Btf) -> Result<(), String> {
+pub fn probe(maps: &Maps, vmlinux: &Vmlinux) -> Result<(), String> {
     const NAME: &str = match catalog::fentry(0, None) {
         Some(name) => name,
         None => panic!("the catalog has an fentry program for the first argument"),
@@ -228,9 +228,8 @@ pub fn probe(maps: &Maps, vmlinux: &btf_rs::Btf) -> Result<(), String> {
 }
 
 /// The BTF id of function `name` in `btf`.
-fn function_id(btf: &btf_rs::Btf, name: &str) -> Option<u32> {
-    btf.resolve_ids_by_name(name)
-        .ok()?
+fn function_id(btf: &Vmlinux, name: &str) -> Option<u32> {
+    btf.ids(name)
         .into_iter()
         .find(|&id| matches!(btf.resolve_type_by_id(id), Ok(btf_rs::Type::Func(_))))
 }

@@ -14,25 +14,57 @@ use super::raw::Section;
 /// Where the kernel publishes its BTF.
 pub const SYS_BTF_DIR: &str = "/sys/kernel/btf";
 
-/// The kernel's BTF: vmlinux, through btf-rs and as raw records, plus
-/// every module's split BTF as raw records (only the function scan reads
-/// modules: see [`super::raw`]).
+/// The kernel's BTF: vmlinux, plus every module's split BTF as raw
+/// records (only the function scan reads modules: see [`super::raw`]).
 pub struct KernelBtf {
-    pub vmlinux: Btf,
-    pub raw: Section,
+    pub vmlinux: Vmlinux,
     /// (module name, split BTF), sorted by name.
     pub modules: Vec<(String, Section)>,
+}
+
+/// vmlinux's BTF, through btf-rs (what it derefs to) and as raw records.
+pub struct Vmlinux {
+    btf: Btf,
+    pub raw: Section,
+}
+
+impl Vmlinux {
+    pub fn new(btf: Btf, raw: Section) -> Self {
+        Vmlinux { btf, raw }
+    }
+
+    /// The ids of the types called `name`: found during the raw walk for
+    /// the names start-up asks for, else by btf-rs's scan of every type.
+    pub fn ids(&self, name: &str) -> Vec<u32> {
+        match self.raw.ids(name) {
+            Some(ids) => ids.to_vec(),
+            None => self.btf.resolve_ids_by_name(name).unwrap_or_default(),
+        }
+    }
+
+    /// The types called `name`.
+    pub fn types(&self, name: &str) -> Vec<btf_rs::Type> {
+        let ids = self.ids(name).into_iter();
+        ids.filter_map(|id| self.btf.resolve_type_by_id(id).ok())
+            .collect()
+    }
+}
+
+impl std::ops::Deref for Vmlinux {
+    type Target = Btf;
+
+    fn deref(&self) -> &Btf {
+        &self.btf
+    }
 }
 
 impl KernelBtf {
     /// Reads vmlinux BTF and, when `with_modules`, every module's split BTF.
     pub fn load(dir: &Path, with_modules: bool) -> Result<Self> {
         let vmlinux_path = dir.join("vmlinux");
-        let (vmlinux, raw) =
-            open_vmlinux(&vmlinux_path).map_err(|e| btf_error(&vmlinux_path, e))?;
+        let (btf, raw) = open_vmlinux(&vmlinux_path).map_err(|e| btf_error(&vmlinux_path, e))?;
         let mut kernel = KernelBtf {
-            vmlinux,
-            raw,
+            vmlinux: Vmlinux::new(btf, raw),
             modules: Vec::new(),
         };
         if with_modules {
@@ -44,7 +76,7 @@ impl KernelBtf {
     /// Every module's split BTF; a module unloaded while we read, or a bad
     /// file, only loses that module.
     pub fn load_modules(&mut self, dir: &Path) {
-        let raw = &self.raw;
+        let raw = &self.vmlinux.raw;
         self.modules = module_btf_paths(dir)
             .into_iter()
             .filter_map(|path| {
@@ -174,6 +206,7 @@ pub(crate) mod tests {
         let copy = memory_file(&sysfs).unwrap();
         let by_fd = PathBuf::from(format!("/proc/self/fd/{}", copy.as_raw_fd()));
         let btf = Btf::from_file_with_backend(by_fd, btf_rs::Backend::Mmap).unwrap();
+        let btf = Vmlinux::new(btf, Section::vmlinux(sysfs).unwrap());
         drop(copy);
         let direct = running_kernel();
         assert_eq!(offsets(&btf).unwrap(), offsets(&direct.vmlinux).unwrap());
@@ -189,6 +222,20 @@ pub(crate) mod tests {
     }
 
     /// discovery fails with a sentence or works, never panics.
+    /// The names found during the raw walk are the ones btf-rs's scan
+    /// finds, with the same ids.
+    #[test]
+    fn looked_up_names_match_a_full_scan() {
+        let kernel = running_kernel();
+        for name in super::super::raw::LOOKED_UP {
+            let scanned = kernel.vmlinux.resolve_ids_by_name(name).unwrap();
+            assert_eq!(kernel.vmlinux.ids(name), scanned, "{name}");
+        }
+        assert!(!kernel.vmlinux.ids("sk_buff").is_empty());
+        // Any other name is still found, by btf-rs's scan.
+        assert!(!kernel.vmlinux.ids("ip_rcv").is_empty());
+    }
+
     #[test]
     fn damaged_btf_fails_with_a_sentence() {
         let real = fs::read(Path::new(SYS_BTF_DIR).join("vmlinux")).unwrap();

@@ -1,14 +1,14 @@
 //! The names of the kernel's `enum skb_drop_reason` values.
 use std::collections::HashMap;
 
-use btf_rs::{Btf, Type};
+use btf_rs::Type;
+
+use super::Vmlinux;
 
 /// Names of `enum skb_drop_reason` values, without the `SKB_DROP_REASON_`
 /// prefix (`NETFILTER_DROP`); empty on kernels without drop reasons.
-pub fn drop_reasons(btf: &Btf) -> HashMap<u32, String> {
-    let Ok(types) = btf.resolve_types_by_name("skb_drop_reason") else {
-        return HashMap::new();
-    };
+pub fn drop_reasons(btf: &Vmlinux) -> HashMap<u32, String> {
+    let types = btf.types("skb_drop_reason");
     let Some(Type::Enum(e)) = types.into_iter().find(|t| matches!(t, Type::Enum(_))) else {
         return HashMap::new();
     };

@@ -3,9 +3,9 @@ use super::{params::dedup, raw::skb_functions, Candidate, KernelBtf};
 
 /// Every function in vmlinux and module BTF that takes a `struct sk_buff *`.
 pub fn functions(kernel: &KernelBtf) -> Vec<Candidate> {
-    let mut out = skb_functions(&kernel.raw, None, "vmlinux");
+    let mut out = skb_functions(&kernel.vmlinux.raw, None, "vmlinux");
     for (module, split) in &kernel.modules {
-        out.extend(skb_functions(&kernel.raw, Some(split), module));
+        out.extend(skb_functions(&kernel.vmlinux.raw, Some(split), module));
     }
     dedup(out)
 }

@@ -20,7 +20,7 @@ mod tracepoints;
 
 pub use addresses::{Listing, Source};
 
-pub use btf::{KernelBtf, SYS_BTF_DIR};
+pub use btf::{KernelBtf, Vmlinux, SYS_BTF_DIR};
 pub use drop_reasons::drop_reasons;
 pub use functions::functions;
 pub use kallsyms::Symbols;

@@ -9,10 +9,13 @@ use anyhow::{Context, Result};
 use btf_rs::{Btf, BtfType, Member, Type};
 use ipft_common::{CaptureOffsets, Offsets, PlaceOffsets};
 
-use super::{btf::MAX_DEPTH, params::strip_modifiers};
+use super::{
+    btf::{Vmlinux, MAX_DEPTH},
+    params::strip_modifiers,
+};
 
 /// Where the fields the programs read live in this kernel's structs.
-pub fn offsets(btf: &Btf) -> Result<Offsets> {
+pub fn offsets(btf: &Vmlinux) -> Result<Offsets> {
     // Each struct is looked up by name once: a lookup scans the types.
     let skb = find_struct(btf, "sk_buff")?;
     let skb = |field| field_offset(btf, &skb, field);
@@ -41,7 +44,7 @@ pub fn offsets(btf: &Btf) -> Result<Offsets> {
 
 /// `-w`: where the frame's bytes are. Looked up only with `-w`: each
 /// struct lookup scans the types.
-pub fn capture_offsets(btf: &Btf) -> Result<CaptureOffsets> {
+pub fn capture_offsets(btf: &Vmlinux) -> Result<CaptureOffsets> {
     let skb = find_struct(btf, "sk_buff")?;
     let skb = |field| field_offset(btf, &skb, field);
     Ok(CaptureOffsets {
@@ -53,7 +56,7 @@ pub fn capture_offsets(btf: &Btf) -> Result<CaptureOffsets> {
 
 /// `-w`, `--netns`, `--dev`: where a packet's device, socket and their
 /// namespace are. Looked up only with one of those options.
-pub fn place_offsets(btf: &Btf) -> Result<PlaceOffsets> {
+pub fn place_offsets(btf: &Vmlinux) -> Result<PlaceOffsets> {
     let dev = find_struct(btf, "net_device")?;
     let sock = find_struct(btf, "sock")?;
     Ok(PlaceOffsets {
@@ -88,7 +91,7 @@ fn member_path(btf: &Btf, (found, name): &(btf_rs::Struct, &str), path: &[&str])
 /// The offset of any `struct sk_buff` field by name, for the `-f`
 /// filter's code: the struct is looked up once, here, and only with `-f`
 /// (a second scan of the types).
-pub fn skb_field_offsets(btf: &Btf) -> Result<impl Fn(&str) -> Result<u32> + '_> {
+pub fn skb_field_offsets(btf: &Vmlinux) -> Result<impl Fn(&str) -> Result<u32> + '_> {
     let skb = find_struct(btf, "sk_buff")?;
     Ok(move |field: &str| field_offset(btf, &skb, field))
 }
@@ -122,10 +125,9 @@ const BYTE_ARRAYS: &[&str] = &[
 /// `bpf_rdonly_cast` (the kfunc call's immediate) and the STRUCT `sk_buff`
 /// (its argument). `None` when the kernel lacks the kfunc (before 6.2): the
 /// programs then read the mark with `bpf_probe_read_kernel`.
-pub fn rdonly_cast_ids(btf: &Btf) -> Option<RdonlyCastIds> {
+pub fn rdonly_cast_ids(btf: &Vmlinux) -> Option<RdonlyCastIds> {
     let first = |name, want: fn(&Type) -> bool| {
-        btf.resolve_ids_by_name(name)
-            .ok()?
+        btf.ids(name)
             .into_iter()
             .find(|&id| btf.resolve_type_by_id(id).is_ok_and(|t| want(&t)))
     };
@@ -136,7 +138,7 @@ pub fn rdonly_cast_ids(btf: &Btf) -> Option<RdonlyCastIds> {
             |t| matches!(t, Type::Struct(s) if !s.members.is_empty()),
         )?,
         bytes: BYTE_ARRAYS.iter().find_map(|name| {
-            let ids = btf.resolve_ids_by_name(name).ok()?;
+            let ids = btf.ids(name);
             ids.into_iter().find(|&id| starts_with_bytes(btf, id))
         }),
     })
@@ -159,14 +161,12 @@ fn starts_with_bytes(btf: &Btf, id: u32) -> bool {
 }
 
 /// The (non-empty) struct called `name`, with that name.
-fn find_struct(btf: &Btf, name: &'static str) -> Result<(btf_rs::Struct, &'static str)> {
-    btf.resolve_types_by_name(name)
-        .ok()
-        .and_then(|types| {
-            types.into_iter().find_map(|t| match t {
-                Type::Struct(s) if !s.members.is_empty() => Some(s),
-                _ => None,
-            })
+fn find_struct(btf: &Vmlinux, name: &'static str) -> Result<(btf_rs::Struct, &'static str)> {
+    btf.types(name)
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s),
+            _ => None,
         })
         .map(|s| (s, name))
         .with_context(|| format!("the kernel's BTF has no struct {name}"))

@@ -93,7 +93,7 @@ pub(super) fn dedup(candidates: Vec<Candidate>) -> Vec<Candidate> {
 
 #[cfg(test)]
 mod tests {
-    use crate::discover::{functions, offsets, raw::Section, tracepoints, KernelBtf};
+    use crate::discover::{functions, offsets, raw::Section, tracepoints, KernelBtf, Vmlinux};
     use btf_rs::Btf;
 
     /// A BTF blob written by hand, for shapes no kernel has.
@@ -143,8 +143,10 @@ mod tests {
             out.extend(types);
             out.extend(&self.strings);
             KernelBtf {
-                vmlinux: Btf::from_bytes(&out).expect("a well-formed blob"),
-                raw: Section::vmlinux(out).expect("a well-formed blob"),
+                vmlinux: Vmlinux::new(
+                    Btf::from_bytes(&out).expect("a well-formed blob"),
+                    Section::vmlinux(out).expect("a well-formed blob"),
+                ),
                 modules: Vec::new(),
             }
         }

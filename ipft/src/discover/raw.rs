@@ -56,7 +56,28 @@ pub struct Section {
     offsets: Vec<u32>,
     /// The ids of the FUNC records.
     funcs: Vec<u32>,
+    /// The ids of the types named by each of `LOOKED_UP` (vmlinux only).
+    named: Vec<Vec<u32>>,
 }
+
+/// The names start-up looks vmlinux's types up by (the structs whose
+/// offsets the programs need, the kfunc and structs of `bpf_rdonly_cast`,
+/// the drop reasons' enum, fentry's probe function): found during the one
+/// walk instead of one scan of every type each (see [`Section::ids`]).
+pub const LOOKED_UP: &[&str] = &[
+    "sk_buff",
+    "net_device",
+    "skb_shared_info",
+    "sock",
+    "net",
+    "bpf_rdonly_cast",
+    "bpf_sockopt_buf",
+    "irq_stack",
+    "ifla_vf_broadcast",
+    "edid_info",
+    "skb_drop_reason",
+    "consume_skb",
+];
 
 /// A type record as it lies in the bytes.
 #[derive(Clone, Copy)]
@@ -104,14 +125,21 @@ impl Section {
             first_str,
             offsets: Vec::new(),
             funcs: Vec::new(),
+            named: vec![Vec::new(); LOOKED_UP.len()],
         };
-        section.walk(bytes.get(types_at..types_end)?);
+        let strings = bytes.get(section.strings.clone()).unwrap_or_default();
+        let names = match first_str {
+            0 => Names::new(strings),
+            _ => Names::new(&[]),
+        };
+        section.walk(bytes.get(types_at..types_end)?, &names);
         section.bytes = bytes;
         Some(section)
     }
 
-    /// Records where each type starts, and which are functions.
-    fn walk(&mut self, types: &[u8]) {
+    /// Records where each type starts, which are functions, and which
+    /// have a name of `LOOKED_UP`.
+    fn walk(&mut self, types: &[u8], names: &Names<'_>) {
         let mut at = 0usize;
         while let Some(record) = record_at(types, at) {
             let id = self.first_id + self.offsets.len() as u32;
@@ -119,8 +147,17 @@ impl Section {
             if record.kind == FUNC {
                 self.funcs.push(id);
             }
+            if let Some(i) = names.which(record.name_off) {
+                self.named[i].push(id);
+            }
             at += 12 + record.data.len();
         }
+    }
+
+    /// The ids of the types called `name`, when it is one of `LOOKED_UP`.
+    pub fn ids(&self, name: &str) -> Option<&[u32]> {
+        let i = LOOKED_UP.iter().position(|n| *n == name)?;
+        Some(&self.named[i])
     }
 
     fn record(&self, id: u32) -> Option<Record<'_>> {
@@ -134,6 +171,34 @@ impl Section {
         let bytes = self.bytes.get(self.strings.clone())?.get(off..)?;
         let end = bytes.iter().position(|&b| b == 0)?;
         std::str::from_utf8(&bytes[..end]).ok()
+    }
+}
+
+/// Tells which of `LOOKED_UP`, if any, a name offset names: most names
+/// are told apart by their first byte, before any comparison.
+struct Names<'a> {
+    strings: &'a [u8],
+    first: [bool; 256],
+}
+
+impl<'a> Names<'a> {
+    fn new(strings: &'a [u8]) -> Self {
+        let mut first = [false; 256];
+        for name in LOOKED_UP.iter().filter(|_| !strings.is_empty()) {
+            first[usize::from(name.as_bytes()[0])] = true;
+        }
+        Names { strings, first }
+    }
+
+    fn which(&self, off: u32) -> Option<usize> {
+        let at = self.strings.get(off as usize..).filter(|_| off != 0)?;
+        if !self.first[usize::from(*at.first()?)] {
+            return None;
+        }
+        LOOKED_UP.iter().position(|name| {
+            let name = name.as_bytes();
+            at.len() > name.len() && at.starts_with(name) && at[name.len()] == 0
+        })
     }
 }
 
