@@ -1047,11 +1047,11 @@ fn drop_stack(groups: &[Packet]) -> Verdict {
     let hook = freeing.and_then(|i| frames[i + 1..].iter().position(|f| *f == "nf_hook_slow"));
     let stack = shorten(&drop.stack.join(" ← "), 400);
     match (freeing, hook) {
-        (Some(i), Some(_)) => Verdict::pass(format!(
-            "{}'s stack ({} frames) has nf_hook_slow under {}: {stack}",
+        (Some(i), Some(h)) => Verdict::pass(format!(
+            "{}'s stack: {} ← … ({} frames)",
             drop.function,
-            frames.len(),
-            frames[i]
+            drop.stack[i..=i + 1 + h].join(" ← "),
+            frames.len()
         )),
         (None, _) => Verdict::fail(format!(
             "{}'s stack has no kfree_skb-family frame: [{stack}]",
@@ -1148,7 +1148,7 @@ fn udp_bound(groups: &[Packet], log: &str) -> Verdict {
     }
     Verdict::pass(format!(
         "fate: delivered to UDP socket; read by socat; {}",
-        shorten(&g.functions().join(","), 200)
+        shorten(&g.functions().join(","), 120)
     ))
 }
 
@@ -1481,7 +1481,7 @@ mod tests {
             Status::Pass
         );
         assert_eq!(
-            udp_bound(&[ok.clone()], "received: \n").status,
+            udp_bound(std::slice::from_ref(&ok), "received: \n").status,
             Status::Fail
         );
         assert_eq!(udp_bound(&[packet("consumed")], read).status, Status::Fail);
