@@ -196,3 +196,37 @@ srv6_traffic() {
 }
 
 srv6_teardown() { for n in s d; do $IP netns del $n; done; }
+
+# UDP over loopback from the root namespace: one datagram from socat, its
+# socket marked (SO_MARK: option 36 of SOL_SOCKET, 1).
+SOCAT=/usr/bin/socat
+UDP_CLOSED=7779
+UDP_BOUND=7780
+udp_send() { echo ipft-udp | $SOCAT -u - UDP4-SENDTO:127.0.0.1:$1,sockopt-int=1:36:$MARK; }
+
+# Nobody listens on UDP_CLOSED: UDP's receive drops the datagram
+# (NO_SOCKET) and answers with an ICMP port unreachable, which is unmarked.
+udp_closed() { udp_send $UDP_CLOSED; }
+
+udp_bound() { udp_send $UDP_BOUND; }
+
+# A socat bound to UDP_BOUND reads what arrives into a file the teardown
+# shows (`received: ipft-udp`). It is bound before ipft starts.
+udp_bound_setup() {
+    $SOCAT -u UDP4-RECV:$UDP_BOUND,bind=127.0.0.1 OPEN:/tmp/udp-received,creat,trunc &
+    UDP_READER=$!
+    port=$(printf ':%04X ' $UDP_BOUND)
+    for _ in $(seq 50); do
+        grep -q "$port" /proc/net/udp && return 0
+        sleep 0.1
+    done
+    echo "socat never bound UDP port $UDP_BOUND"
+    return 1
+}
+
+udp_bound_teardown() {
+    kill $UDP_READER
+    wait $UDP_READER
+    echo "received: $(cat /tmp/udp-received)"
+    rm -f /tmp/udp-received
+}

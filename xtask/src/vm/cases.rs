@@ -22,6 +22,15 @@ const FORWARD_RE: &str = "^(ip_rcv|ip_forward|ip_forward_finish|ip_output|__dev_
 /// the drop must be the packet's last row.
 const DROP_RE: &str = "^(__dev_queue_xmit|loopback_xmit|ip_rcv|ip_rcv_finish|ip_local_deliver|ip_local_deliver_finish|icmp_rcv|nf_hook_slow|kfree_skb|kfree_skb_reason|kfree_skb_list_reason|sk_skb_reason_drop|__kfree_skb|consume_skb)$";
 
+/// UDP over loopback into its socket, or, with the port closed, into
+/// UDP's drop and ICMP's answer; the socket's read frees it.
+const UDP_RE: &str = "^(ip_output|__dev_queue_xmit|loopback_xmit|ip_rcv|ip_local_deliver|udp_rcv|__udp4_lib_rcv|udp_queue_rcv_one_skb|udp_queue_rcv_skb|__udp_enqueue_schedule_skb|skb_consume_udp|__consume_stateless_skb|icmp_send|__icmp_send|consume_skb|kfree_skb|kfree_skb_reason|sk_skb_reason_drop)$";
+
+/// The ports of scenarios.sh: `UDP_CLOSED` (nobody listens) and
+/// `UDP_BOUND` (socat reads).
+const UDP_CLOSED: &str = "127.0.0.1:7779";
+const UDP_BOUND: &str = "127.0.0.1:7780";
+
 /// The VXLAN overlay's transmit (module functions where the backend offers
 /// them), the underlay's UDP transmit after the scrub, and its receive.
 const TUNNEL_RE: &str = "^(ip_output|__dev_queue_xmit|vxlan_xmit|vxlan_xmit_one|udp_tunnel_xmit_skb|iptunnel_xmit|skb_scrub_packet|ip_local_out|__ip_local_out|ip_finish_output2|veth_xmit|ip_rcv|udp_rcv|vxlan_rcv|consume_skb|kfree_skb.*|sk_skb_reason_drop)$";
@@ -134,6 +143,12 @@ pub enum Scenario {
     /// VXLAN with `--track`: followed into the underlay's UDP transmit.
     Track,
     DropReason,
+    /// The nft drop with `--stack=drops`.
+    DropStack,
+    /// UDP to a port nobody listens on: dropped, NO_SOCKET.
+    UdpClosed,
+    /// UDP to a bound socket that reads it: delivered.
+    UdpBound,
     Reuse,
     Clone,
     /// VXLAN with `--track -w FILE --capture-at all`, read by tshark.
@@ -163,6 +178,9 @@ impl Scenario {
             Scenario::Untracked => "no-track",
             Scenario::Track => "track",
             Scenario::DropReason => "drop-reason",
+            Scenario::DropStack => "drop-stack",
+            Scenario::UdpClosed => "udp-closed",
+            Scenario::UdpBound => "udp-bound",
             Scenario::Reuse => "reuse",
             Scenario::Clone => "clone",
             Scenario::Capture => "pcapng",
@@ -178,6 +196,11 @@ impl Scenario {
             self,
             Scenario::Track | Scenario::Clone | Scenario::Capture | Scenario::CaptureStream
         )
+    }
+
+    /// The guest needs socat (scenarios.sh's `udp_send`).
+    pub fn sends_udp(self) -> bool {
+        matches!(self, Scenario::UdpClosed | Scenario::UdpBound)
     }
 
     /// How cases.sh hands the pcapng to tshark: `capture_case file|stream`.
@@ -256,6 +279,9 @@ impl Case {
         if self.scenario.tracks() {
             args.push("--track");
         }
+        if self.scenario == Scenario::DropStack {
+            args.push("--stack=drops");
+        }
         // The tunnel's judge reads which functions could not be attached.
         if matches!(self.scenario, Scenario::Untracked | Scenario::Track) {
             args.push("-v");
@@ -266,7 +292,10 @@ impl Case {
             Scenario::Loopback | Scenario::Auto => Some(LOOPBACK_RE),
             Scenario::Graph | Scenario::AutoGraph => Some(GRAPH_RE),
             Scenario::Forward => Some(FORWARD_RE),
-            Scenario::Drop | Scenario::DropReason | Scenario::GraphErrno => Some(DROP_RE),
+            Scenario::Drop | Scenario::DropReason | Scenario::DropStack | Scenario::GraphErrno => {
+                Some(DROP_RE)
+            }
+            Scenario::UdpClosed | Scenario::UdpBound => Some(UDP_RE),
             Scenario::Scale | Scenario::ScaleGraph => None,
             Scenario::Untracked | Scenario::Track => Some(TUNNEL_RE),
             Scenario::Capture | Scenario::CaptureStream => Some(TUNNEL_RE),
@@ -298,9 +327,11 @@ impl Case {
     pub fn steps(&self) -> [&'static str; 3] {
         match self.scenario {
             Scenario::Forward => ["forward_setup", "forward_ping", "forward_teardown"],
-            Scenario::Drop | Scenario::DropReason | Scenario::GraphErrno => {
+            Scenario::Drop | Scenario::DropReason | Scenario::DropStack | Scenario::GraphErrno => {
                 ["drop_setup", "ping_lo_dropped", "drop_teardown"]
             }
+            Scenario::UdpClosed => ["none", "udp_closed", "none"],
+            Scenario::UdpBound => ["udp_bound_setup", "udp_bound", "udp_bound_teardown"],
             Scenario::Untracked | Scenario::Track | Scenario::Capture | Scenario::CaptureStream => {
                 ["vxlan_setup", "vxlan_ping", "vxlan_teardown"]
             }
@@ -455,6 +486,9 @@ pub fn judge(case: &Case, out: &CaseOutput, features: &Features, implemented: &[
         Scenario::Untracked => tunnel(&groups, false, &out.stderr),
         Scenario::Track => tunnel(&groups, true, &out.stderr),
         Scenario::DropReason => drop_reason(&groups),
+        Scenario::DropStack => drop_stack(&groups),
+        Scenario::UdpClosed => udp_closed(&groups),
+        Scenario::UdpBound => udp_bound(&groups, &out.log),
         Scenario::Reuse => reuse(&groups),
         Scenario::Clone => clone_of(&groups, case.json),
         Scenario::SelectForward => selected(&groups, "10.0.2.2", SELECT_FORWARD_STEPS),
@@ -962,16 +996,160 @@ fn drop_reason(groups: &[Packet]) -> Verdict {
 /// (`nf_hook_slow`, 6.1) or nf_tables' chain (`nf_tables:nft_do_chain`,
 /// newer kernels drop there).
 fn dropped_by_netfilter(fate: &str) -> bool {
-    let Some(caller) = fate
-        .strip_prefix("dropped at ")
-        .and_then(|f| f.strip_suffix(" (NETFILTER_DROP)"))
-    else {
-        return false;
+    dropped_at(fate, "NETFILTER_DROP")
+        .is_some_and(|f| f.starts_with("nf_hook_slow") || f.starts_with("nft_do_chain"))
+}
+
+/// The function of CALLER in a fate `dropped at CALLER (REASON)`, where
+/// CALLER is `[module:]function+0xOFFSET`.
+fn dropped_at<'a>(fate: &'a str, reason: &str) -> Option<&'a str> {
+    let caller = fate
+        .strip_prefix("dropped at ")?
+        .strip_suffix(&format!(" ({reason})"))?;
+    caller.contains("+0x").then(|| frame_function(caller))
+}
+
+/// `nf_tables:nft_do_chain+0x47f` → `nft_do_chain`.
+fn frame_function(frame: &str) -> &str {
+    let function = frame.split('+').next().unwrap_or_default();
+    function.rsplit(':').next().unwrap_or_default()
+}
+
+/// `--stack=drops` on the nft drop: the drop row, and no other, shows its
+/// kernel stack, which goes from the freeing function out through
+/// nf_hook_slow.
+fn drop_stack(groups: &[Packet]) -> Verdict {
+    let rows: Vec<&Row> = groups.iter().flat_map(|g| entries(g)).collect();
+    let dropping = |r: &Row| is_kfree(&r.function) && r.drop_reason.is_some();
+    let Some(drop) = rows.iter().find(|r| dropping(r)) else {
+        return Verdict::fail(format!(
+            "no kfree_skb-family row with a drop reason; {}",
+            summary(groups)
+        ));
     };
-    let function = caller.split('+').next().unwrap_or_default();
-    let function = function.rsplit(':').next().unwrap_or_default();
-    caller.contains("+0x")
-        && (function.starts_with("nf_hook_slow") || function.starts_with("nft_do_chain"))
+    if drop.drop_reason.as_deref() != Some("NETFILTER_DROP") {
+        return Verdict::fail(format!(
+            "{} dropped with reason {:?}, expected NETFILTER_DROP",
+            drop.function, drop.drop_reason
+        ));
+    }
+    if let Some(r) = rows.iter().find(|r| !r.stack.is_empty() && !dropping(r)) {
+        return Verdict::fail(format!(
+            "{} (no drop) has a stack, but --stack=drops shows drop rows only: {}",
+            r.function,
+            shorten(&r.stack.join(" ← "), 300)
+        ));
+    }
+    let frames: Vec<&str> = drop.stack.iter().map(|f| frame_function(f)).collect();
+    let freeing = frames
+        .iter()
+        .position(|f| *f == drop.function || is_kfree(f));
+    let hook = freeing.and_then(|i| frames[i + 1..].iter().position(|f| *f == "nf_hook_slow"));
+    let stack = shorten(&drop.stack.join(" ← "), 400);
+    match (freeing, hook) {
+        (Some(i), Some(h)) => Verdict::pass(format!(
+            "{}'s stack: {} ← … ({} frames)",
+            drop.function,
+            drop.stack[i..=i + 1 + h].join(" ← "),
+            frames.len()
+        )),
+        (None, _) => Verdict::fail(format!(
+            "{}'s stack has no kfree_skb-family frame: [{stack}]",
+            drop.function
+        )),
+        (Some(i), None) => Verdict::fail(format!(
+            "{}'s stack has no nf_hook_slow under {}: [{stack}]",
+            drop.function, frames[i]
+        )),
+    }
+}
+
+/// The one packet of the UDP datagram to `to`, by its summary line.
+fn udp_packet<'a>(groups: &'a [Packet], to: &str) -> Result<&'a Packet, Verdict> {
+    let flow = format!(" -> {to} ");
+    let mut sent = groups.iter().filter(|g| {
+        let said = g.summary.as_deref().unwrap_or_default();
+        said.starts_with("UDP ") && said.contains(&flow)
+    });
+    match (sent.next(), sent.next()) {
+        (Some(g), None) => Ok(g),
+        (None, _) => Err(Verdict::fail(format!(
+            "no packet of UDP to {to}; summaries {:?}; {}",
+            groups.iter().map(|g| &g.summary).collect::<Vec<_>>(),
+            summary(groups)
+        ))),
+        (Some(_), Some(_)) => Err(Verdict::fail(format!(
+            "more than one packet of UDP to {to} for one datagram; {}",
+            summary(groups)
+        ))),
+    }
+}
+
+/// UDP to a closed port: UDP's receive drops it with NO_SOCKET, and the
+/// fate names the caller of the freeing call there (`__udp4_lib_rcv+0x…`)
+/// as the drop row does.
+fn udp_closed(groups: &[Packet]) -> Verdict {
+    let g = match udp_packet(groups, UDP_CLOSED) {
+        Ok(g) => g,
+        Err(v) => return v,
+    };
+    let names = || shorten(&g.functions().join(","), 300);
+    let rows = entries(g);
+    let Some(drop) = rows.iter().find(|r| r.drop_reason.is_some()) else {
+        return Verdict::fail(format!("no row with a drop reason: {}", names()));
+    };
+    if !is_kfree(&drop.function) || drop.drop_reason.as_deref() != Some("NO_SOCKET") {
+        return Verdict::fail(format!(
+            "{} (drop: {:?}), expected a kfree_skb-family row with NO_SOCKET: {}",
+            drop.function,
+            drop.drop_reason,
+            names()
+        ));
+    }
+    let fate = g.fate.as_deref().unwrap_or_default();
+    let by_udp =
+        dropped_at(fate, "NO_SOCKET").is_some_and(|f| matches!(f, "__udp4_lib_rcv" | "udp_rcv"));
+    if !by_udp {
+        return Verdict::fail(format!(
+            "fate {:?}, expected \"dropped at __udp4_lib_rcv+0x… (NO_SOCKET)\" (or udp_rcv): {}",
+            g.fate,
+            names()
+        ));
+    }
+    if let Some(caller) = &drop.caller {
+        if fate != format!("dropped at {caller} (NO_SOCKET)") {
+            return Verdict::fail(format!(
+                "fate {fate:?}, but the drop row's caller is {caller}"
+            ));
+        }
+    }
+    Verdict::pass(format!("{} (drop: NO_SOCKET); fate: {fate}", drop.function))
+}
+
+/// UDP to a socket that reads it: queued on the socket, read, freed:
+/// `delivered to UDP socket`; the reader (socat) got the bytes.
+fn udp_bound(groups: &[Packet], log: &str) -> Verdict {
+    let g = match udp_packet(groups, UDP_BOUND) {
+        Ok(g) => g,
+        Err(v) => return v,
+    };
+    if g.fate.as_deref() != Some("delivered to UDP socket") {
+        return Verdict::fail(format!(
+            "fate {:?}, expected \"delivered to UDP socket\": {}",
+            g.fate,
+            shorten(&g.functions().join(","), 300)
+        ));
+    }
+    if !log.lines().any(|l| l == "received: ipft-udp") {
+        return Verdict::fail(format!(
+            "fate delivered, but socat did not read the datagram: {}",
+            shorten(log.trim(), 300)
+        ));
+    }
+    Verdict::pass(format!(
+        "fate: delivered to UDP socket; read by socat; {}",
+        shorten(&g.functions().join(","), 120)
+    ))
 }
 
 /// Pings in sequence over loopback: one packet per echo request, each from
@@ -1218,6 +1396,96 @@ mod tests {
             drop(&[group(&["nf_hook_slow", "kfree_skb_reason", "ip_rcv"])]).status,
             Status::Fail
         );
+    }
+
+    /// `names`, the last one freeing with `reason`, its stack `stack`.
+    fn dropped(names: &[&str], reason: &str, stack: &[&str]) -> Packet {
+        let mut g = group(names);
+        let last = g.rows.last_mut().unwrap();
+        last.drop_reason = Some(reason.into());
+        last.stack = stack.iter().map(|f| f.to_string()).collect();
+        g
+    }
+
+    #[test]
+    fn drop_stack_needs_nf_hook_slow_under_the_free_on_the_drop_row_only() {
+        let names = ["ip_local_deliver", "nf_hook_slow", "sk_skb_reason_drop"];
+        let stack = [
+            "sk_skb_reason_drop+0x5",
+            "nf_tables:nft_do_chain+0x47f",
+            "nf_hook_slow+0x9c",
+            "ip_local_deliver+0x4d",
+        ];
+        let ok = dropped(&names, "NETFILTER_DROP", &stack);
+        let v = drop_stack(std::slice::from_ref(&ok));
+        assert_eq!(v.status, Status::Pass, "{}", v.reason);
+        // nf_hook_slow above the free, or missing.
+        let above = dropped(
+            &names,
+            "NETFILTER_DROP",
+            &["nf_hook_slow+0x9c", "kfree_skb+0x5"],
+        );
+        assert_eq!(drop_stack(&[above]).status, Status::Fail);
+        let no_hook = dropped(&names, "NETFILTER_DROP", &stack[..2]);
+        assert_eq!(drop_stack(&[no_hook]).status, Status::Fail);
+        assert_eq!(drop_stack(&[group(&names)]).status, Status::Fail);
+        // Another reason, or a stack on a row that does not drop.
+        let other = dropped(&names, "NO_SOCKET", &stack);
+        assert_eq!(drop_stack(&[other]).status, Status::Fail);
+        let mut extra = ok;
+        extra.rows[1].stack = vec!["nf_hook_slow+0x0".into()];
+        assert_eq!(drop_stack(&[extra]).status, Status::Fail);
+    }
+
+    #[test]
+    fn udp_closed_is_dropped_by_udp_with_no_socket() {
+        let names = ["ip_rcv", "udp_rcv", "icmp_send", "kfree_skb_reason"];
+        let packet = |reason: &str, fate: &str| Packet {
+            summary: Some("UDP 127.0.0.1:36133 -> 127.0.0.1:7779 len 45 dev lo".into()),
+            fate: Some(fate.into()),
+            ..dropped(&names, reason, &[])
+        };
+        let fate = "dropped at __udp4_lib_rcv+0x4bc (NO_SOCKET)";
+        let v = udp_closed(&[packet("NO_SOCKET", fate)]);
+        assert_eq!(v.status, Status::Pass, "{}", v.reason);
+        let wrong = [
+            packet("NOT_SPECIFIED", fate),
+            packet("NO_SOCKET", "dropped at __udp4_lib_rcv (NO_SOCKET)"),
+            packet("NO_SOCKET", "dropped at nf_hook_slow+0x9c (NO_SOCKET)"),
+            packet("NO_SOCKET", "consumed"),
+        ];
+        for p in wrong {
+            assert_eq!(udp_closed(&[p]).status, Status::Fail);
+        }
+        // The drop row's caller and the fate's agree.
+        let mut p = packet("NO_SOCKET", fate);
+        p.rows.last_mut().unwrap().caller = Some("udp_rcv+0x10".into());
+        assert_eq!(udp_closed(&[p]).status, Status::Fail);
+        // Only the datagram to the closed port counts.
+        let mut elsewhere = packet("NO_SOCKET", fate);
+        elsewhere.summary = Some("UDP 127.0.0.1:36133 -> 127.0.0.1:7780 len 45 dev lo".into());
+        assert_eq!(udp_closed(&[elsewhere]).status, Status::Fail);
+    }
+
+    #[test]
+    fn udp_bound_is_delivered_and_read() {
+        let packet = |fate: &str| Packet {
+            summary: Some("UDP 127.0.0.1:40000 -> 127.0.0.1:7780 len 45 dev lo".into()),
+            fate: Some(fate.into()),
+            ..group(&["udp_rcv", "__udp_enqueue_schedule_skb", "skb_consume_udp"])
+        };
+        let read = "received: ipft-udp\n";
+        let ok = packet("delivered to UDP socket");
+        assert_eq!(
+            udp_bound(std::slice::from_ref(&ok), read).status,
+            Status::Pass
+        );
+        assert_eq!(
+            udp_bound(std::slice::from_ref(&ok), "received: \n").status,
+            Status::Fail
+        );
+        assert_eq!(udp_bound(&[packet("consumed")], read).status, Status::Fail);
+        assert_eq!(udp_bound(&[ok.clone(), ok], read).status, Status::Fail);
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("strip", "binutils"),
     // Reads ipft's -w pcapng inside the guest (the pcapng scenarios).
     ("tshark", "tshark"),
+    // Sends and reads the UDP scenarios' datagrams (busybox has no UDP nc).
+    ("socat", "socat"),
 ];
 
 /// Modules the scenarios load: veth for the namespaces, nf_tables for the
@@ -245,7 +247,8 @@ fn plan(implemented: &[&str]) -> Vec<Case> {
 }
 
 /// The "follow the packet" runs of one backend: a VXLAN tunnel without and
-/// with `--track`, the drop reason, skb reuse and a clone.
+/// with `--track`, the drop reason and its stack, UDP to a closed port and
+/// to a bound socket, skb reuse and a clone.
 fn follow_cases(backend: &'static str) -> Vec<Case> {
     vec![
         Case::new(Scenario::Untracked, backend, true),
@@ -253,6 +256,12 @@ fn follow_cases(backend: &'static str) -> Vec<Case> {
         Case::new(Scenario::Track, backend, true),
         Case::new(Scenario::DropReason, backend, false),
         Case::new(Scenario::DropReason, backend, true),
+        Case::new(Scenario::DropStack, backend, false),
+        Case::new(Scenario::DropStack, backend, true),
+        Case::new(Scenario::UdpClosed, backend, false),
+        Case::new(Scenario::UdpClosed, backend, true),
+        Case::new(Scenario::UdpBound, backend, false),
+        Case::new(Scenario::UdpBound, backend, true),
         Case::new(Scenario::Reuse, backend, true),
         Case::new(Scenario::Clone, backend, false),
         Case::new(Scenario::Clone, backend, true),
@@ -402,6 +411,9 @@ fn build_image(
     // tshark and its ~160 MB of libraries only when a case reads a capture.
     if plan.iter().any(|c| c.args().iter().any(|a| a == "-w")) {
         img.program(&which("tshark")?, "/usr/bin/tshark")?;
+    }
+    if plan.iter().any(|c| c.scenario.sends_udp()) {
+        img.program(&which("socat")?, "/usr/bin/socat")?;
     }
     let modules = kernel::modules(kernel, MODULES, &dir.join("modules"))?;
     let mut order = String::new();
