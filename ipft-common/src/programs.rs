@@ -129,7 +129,7 @@ pub const TP_KFREE_SKB: &str = "tp_kfree_skb";
 pub const KPROBE_SKB_ANY: &str = "kprobe_skb_any";
 /// The `kprobe_skb_N` programs below this position have kprobe-multi links
 /// of their own; the others' functions go to [`KPROBE_SKB_ANY`].
-pub const KPROBE_MULTI_OWN_LINKS: u8 = 3;
+pub const KPROBE_MULTI_OWN_LINKS: u8 = 6;
 
 /// The `ARGS` value of a function whose skb is argument `skb_pos` and
 /// whose drop reason, if reported, is argument `reason_pos`.

@@ -9,16 +9,20 @@
 //! `bpf_get_func_ip`, the function's address. Module functions work; the
 //! skb must be one of the six register arguments, as for kprobes.
 //!
-//! The functions whose skb is one of the first three arguments (1,600 of
-//! 1,700 in 6.12, and the busy ones) get `kprobe_skb_0` to `_2`, which read
-//! a fixed register. The rest (a later skb, a drop reason) share
-//! `kprobe_skb_any`, which looks its function up in the `ARGS` map first
-//! ([`fill_args`]). Why not one link for all, or one per layout: a look-up
-//! on every call of every function, matching or not, costs throughput,
-//! while each link costs start-up and, at exit, one fprobe unregistration
-//! (about 0.15 s under emulation). Not attach cookies either: the kernel
-//! finds a cookie by the function's start, and addresses from ftrace's list
-//! are its hook, 4 bytes later on kernels with IBT.
+//! Each skb position has a program that reads a fixed register
+//! (`kprobe_skb_0` to `_5`) and a link of its own; the functions that also
+//! take a drop reason share `kprobe_skb_any`, which looks its function up
+//! in the `ARGS` map first ([`fill_args`]): seven links. Each link costs
+//! start-up time and, at exit, one fprobe unregistration (about 0.15 s
+//! under emulation); a look-up costs every call of its functions, matching
+//! or not, and a few per-packet functions sit at later positions
+//! (`ip_generic_getfrag`, the skb sixth, copies every UDP datagram sent):
+//! with them in `kprobe_skb_any`, unmatched UDP kept 0.3 % less. function_graph,
+//! which adds a return link and whose Ctrl-C must stay within a second,
+//! keeps own links for the first three positions only: four entry links.
+//! Not attach cookies: the kernel finds a cookie by the function's start,
+//! and addresses from ftrace's list are its hook, 4 bytes later on
+//! kernels with IBT.
 //!
 //! One function the kernel refuses (e.g. `notrace`, so missing from ftrace's
 //! `available_filter_functions`) fails the whole link. The targets come from
@@ -52,8 +56,9 @@ use std::{
 
 use anyhow::{anyhow, Context, Result};
 
-use ipft_common::programs::{
-    self as catalog, KPROBE_MULTI_OWN_LINKS, KPROBE_SKB_ANY, KRETPROBE_GRAPH,
+use ipft_common::{
+    programs::{self as catalog, KPROBE_SKB_ANY, KRETPROBE_GRAPH},
+    KPROBE_POSITIONS,
 };
 
 use super::{
@@ -72,6 +77,10 @@ use crate::{
 
 /// The kernel-internal "not supported" errno that bpf() can return.
 const ENOTSUPP: i32 = 524;
+
+/// With function_graph, the skb positions whose functions keep a link of
+/// their own (the busy ones: 1,600 of 1,700 functions in 6.12).
+const GRAPH_OWN_POSITIONS: u8 = 3;
 
 /// ftrace's list of the functions it can trace.
 const FILTER_FUNCTIONS: &[&str] = &[
@@ -127,7 +136,7 @@ fn attach_groups(
     traceable: &mut Lazy,
     graph: bool,
 ) -> Result<Attached> {
-    let groups = by_program(targets);
+    let groups = by_program(targets, graph);
     let programs = Programs::relocate(maps, |name| {
         groups.contains_key(name) || (graph && name == KRETPROBE_GRAPH)
     })?;
@@ -175,13 +184,17 @@ fn attach_groups(
     Ok(all)
 }
 
-/// The targets by the name of the program that traces them: the common
-/// layouts their own `kprobe_skb_N`, the rest `kprobe_skb_any` (see
-/// `ipft_common::programs::KPROBE_SKB_ANY`).
-fn by_program(targets: &[Target]) -> BTreeMap<&'static str, Vec<&Target>> {
+/// The targets by the name of the program that traces them: each skb
+/// position its own `kprobe_skb_N` (with `graph`, the first three only),
+/// the rest `kprobe_skb_any` (see the module's header).
+fn by_program(targets: &[Target], graph: bool) -> BTreeMap<&'static str, Vec<&Target>> {
+    let own_positions = match graph {
+        true => GRAPH_OWN_POSITIONS,
+        false => KPROBE_POSITIONS as u8,
+    };
     let mut groups: BTreeMap<&'static str, Vec<&Target>> = BTreeMap::new();
     for target in targets {
-        let own = target.reason_pos.is_none() && target.skb_pos < KPROBE_MULTI_OWN_LINKS;
+        let own = target.reason_pos.is_none() && target.skb_pos < own_positions;
         // check() let in only targets whose skb is a register argument.
         let name = match own {
             true => program(target),
@@ -716,8 +729,18 @@ mod tests {
         let mut out = target("ip_output", "vmlinux", 0x40);
         out.skb_pos = 2;
         let targets = [rcv, drop, xmit, out];
-        let groups = by_program(&targets);
+        let groups = by_program(&targets, false);
         let names: Vec<(&str, usize)> = groups.iter().map(|(n, g)| (*n, g.len())).collect();
+        assert_eq!(
+            names,
+            [
+                ("kprobe_skb_2", 1),
+                ("kprobe_skb_3", 2),
+                ("kprobe_skb_any", 1)
+            ]
+        );
+        let graph = by_program(&targets, true);
+        let names: Vec<(&str, usize)> = graph.iter().map(|(n, g)| (*n, g.len())).collect();
         assert_eq!(names, [("kprobe_skb_2", 1), ("kprobe_skb_any", 3)]);
         let prog = File::open("/dev/null").unwrap();
         attach_functions(
