@@ -133,6 +133,9 @@ pub fn measure(opts: &Options) -> Result<Value> {
     if opts.backend == "kprobe-multi" && ready.is_ok() {
         figures["udp_ratio_empty_program"] =
             json!(empty_program_udp(opts, &ready_file)? / udp_without);
+        let (graph_ready, graph_exit) = graph_times(opts, &ready_file)?;
+        figures["graph_ready_s"] = json!(graph_ready);
+        figures["graph_exit_s"] = json!(graph_exit);
         if let Some(anchor) = &opts.anchor {
             figures["anchor"] = side_by_side(opts, anchor);
         }
@@ -168,6 +171,26 @@ fn empty_program_udp(opts: &Options, ready_file: &Path) -> Result<f64> {
     wait_exit(&mut ipft, opts.timeout);
     let _ = fs::remove_file(ready_file);
     udp
+}
+
+/// `-t function_graph` on every function (entry and return links): start
+/// to ready, and Ctrl-C to exit, in seconds.
+fn graph_times(opts: &Options, ready_file: &Path) -> Result<(f64, f64)> {
+    let started = Instant::now();
+    let mut ipft = command(opts, ready_file)
+        .args(["-t", "function_graph"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting ipft -t function_graph")?;
+    wait_ready(&mut ipft, ready_file, opts.timeout)?;
+    let ready = started.elapsed().as_secs_f64();
+    let sigint = Instant::now();
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(ipft.id() as i32, libc::SIGINT) };
+    wait_exit(&mut ipft, opts.timeout);
+    let _ = fs::remove_file(ready_file);
+    Ok((ready, sigint.elapsed().as_secs_f64()))
 }
 
 fn command(opts: &Options, ready_file: &Path) -> Command {
