@@ -17,9 +17,12 @@
 //! under emulation); a look-up costs every call of its functions, matching
 //! or not, and a few per-packet functions sit at later positions
 //! (`ip_generic_getfrag`, the skb sixth, copies every UDP datagram sent):
-//! with them in `kprobe_skb_any`, unmatched UDP kept 0.3 % less. function_graph,
-//! which adds a return link and whose Ctrl-C must stay within a second,
-//! keeps own links for the first three positions only: four entry links.
+//! with them in `kprobe_skb_any`, unmatched UDP kept 0.3 % less.
+//! function_graph, which adds a return link and whose Ctrl-C must stay
+//! within a second, keeps own links for the first three positions only:
+//! four entry links. So does `-f`, whose filter makes each program take
+//! the verifier about 16 ms more under emulation (and whose unmatched
+//! calls cost several times a look-up).
 //! Not attach cookies: the kernel finds a cookie by the function's start,
 //! and addresses from ftrace's list are its hook, 4 bytes later on
 //! kernels with IBT.
@@ -78,9 +81,9 @@ use crate::{
 /// The kernel-internal "not supported" errno that bpf() can return.
 const ENOTSUPP: i32 = 524;
 
-/// With function_graph, the skb positions whose functions keep a link of
-/// their own (the busy ones: 1,600 of 1,700 functions in 6.12).
-const GRAPH_OWN_POSITIONS: u8 = 3;
+/// With function_graph or `-f`, the skb positions whose functions keep a
+/// link of their own (the busy ones: 1,600 of 1,700 functions in 6.12).
+const FEWER_OWN_POSITIONS: u8 = 3;
 
 /// ftrace's list of the functions it can trace.
 const FILTER_FUNCTIONS: &[&str] = &[
@@ -136,7 +139,7 @@ fn attach_groups(
     traceable: &mut Lazy,
     graph: bool,
 ) -> Result<Attached> {
-    let groups = by_program(targets, graph);
+    let groups = by_program(targets, graph || maps.filters());
     let programs = Programs::relocate(maps, |name| {
         groups.contains_key(name) || (graph && name == KRETPROBE_GRAPH)
     })?;
@@ -185,11 +188,11 @@ fn attach_groups(
 }
 
 /// The targets by the name of the program that traces them: each skb
-/// position its own `kprobe_skb_N` (with `graph`, the first three only),
+/// position its own `kprobe_skb_N` (with `fewer`, the first three only),
 /// the rest `kprobe_skb_any` (see the module's header).
-fn by_program(targets: &[Target], graph: bool) -> BTreeMap<&'static str, Vec<&Target>> {
-    let own_positions = match graph {
-        true => GRAPH_OWN_POSITIONS,
+fn by_program(targets: &[Target], fewer: bool) -> BTreeMap<&'static str, Vec<&Target>> {
+    let own_positions = match fewer {
+        true => FEWER_OWN_POSITIONS,
         false => KPROBE_POSITIONS as u8,
     };
     let mut groups: BTreeMap<&'static str, Vec<&Target>> = BTreeMap::new();
