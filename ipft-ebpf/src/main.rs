@@ -189,9 +189,12 @@ static TRACK_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// folding in the zero it was compiled with; one field at a time, so the hot
 /// path loads only what it uses.
 macro_rules! config {
-    ($($field:tt)+) => {
-        unsafe { core::ptr::read_volatile(core::ptr::addr_of!(CONFIG.$($field)+)) }
-    };
+    ($($field:tt)+) => {{
+        // Used inside `unsafe` blocks too, where its own is redundant.
+        #[allow(unused_unsafe)]
+        let value = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(CONFIG.$($field)+)) };
+        value
+    }};
 }
 
 #[inline(always)]
