@@ -128,66 +128,54 @@ mod tests {
     use super::*;
     use crate::discover::tests::candidate;
 
+    /// ip_rcv, `missing` (not in the text) and veth's veth_xmit, resolved
+    /// from `text`: each found one's address and kind, and how many are
+    /// missing.
+    fn resolved(source: Source, text: &str, missing: &str) -> (Vec<(u64, Address)>, usize) {
+        let listing = Listing {
+            source,
+            text: text.into(),
+        };
+        let cands = vec![
+            candidate("ip_rcv", "vmlinux"),
+            candidate(missing, "vmlinux"),
+            candidate("veth_xmit", "veth"),
+        ];
+        let (found, missing) = resolve(cands, &listing);
+        let got = found.iter().map(|c| (c.target.addr, c.target.address));
+        (got.collect(), missing)
+    }
+
     #[test]
     fn ftrace_sites_resolve_per_module_and_say_what_they_are() {
-        let listing = Listing {
-            source: Source::Ftrace,
-            text: "\
+        let text = "\
 ffffffff93cdf5f4 ip_rcv
 ffffffff93cdf5f4 ip_rcv
 ffffffffc0a01004 veth_xmit [veth]
 ffffffffc0b01004 veth_xmit [other]
-"
-            .into(),
-        };
-        let cands = vec![
-            candidate("ip_rcv", "vmlinux"),
-            candidate("notrace_fn", "vmlinux"),
-            candidate("veth_xmit", "veth"),
-        ];
-        let (found, missing) = resolve(cands, &listing);
+";
+        let (got, missing) = resolved(Source::Ftrace, text, "notrace_fn");
         assert_eq!(missing, 1);
-        let got: Vec<(u64, Address)> = found
-            .iter()
-            .map(|c| (c.target.addr, c.target.address))
-            .collect();
+        let site = Address::FtraceSite;
         assert_eq!(
             got,
-            [
-                (0xffffffff93cdf5f4, Address::FtraceSite),
-                (0xffffffffc0a01004, Address::FtraceSite)
-            ]
+            [(0xffffffff93cdf5f4, site), (0xffffffffc0a01004, site)]
         );
     }
 
     #[test]
     fn kallsyms_resolves_text_symbols_and_counts_the_rest() {
-        let listing = Listing {
-            source: Source::Kallsyms,
-            text: "\
+        let text = "\
 ffffffff81a00010 T ip_rcv
 ffffffff81a00030 D inlined_fn
 ffffffffc0a01000 t veth_xmit\t[veth]
-"
-            .into(),
-        };
-        let cands = vec![
-            candidate("ip_rcv", "vmlinux"),
-            candidate("inlined_fn", "vmlinux"),
-            candidate("veth_xmit", "veth"),
-        ];
-        let (found, missing) = resolve(cands, &listing);
+";
+        let (got, missing) = resolved(Source::Kallsyms, text, "inlined_fn");
         assert_eq!(missing, 1);
-        let got: Vec<(u64, Address)> = found
-            .iter()
-            .map(|c| (c.target.addr, c.target.address))
-            .collect();
+        let symbol = Address::Symbol;
         assert_eq!(
             got,
-            [
-                (0xffffffff81a00010, Address::Symbol),
-                (0xffffffffc0a01000, Address::Symbol)
-            ]
+            [(0xffffffff81a00010, symbol), (0xffffffffc0a01000, symbol)]
         );
     }
 }
