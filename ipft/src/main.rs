@@ -232,6 +232,7 @@ fn filter_function(
         func: ids.func,
         skb: ids.skb,
         bytes: ids.bytes,
+        bytes_len: ids.bytes_len,
     });
     let insns = filter.translate(&skb)?;
     attach::filter::check(&insns)?;

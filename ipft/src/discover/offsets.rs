@@ -105,15 +105,19 @@ pub struct RdonlyCastIds {
     pub skb: u32,
     /// A struct that begins with an array of at least 4 bytes (see
     /// [`BYTE_ARRAYS`]): `-f` casts packet addresses to it to load 1, 2 or
-    /// 4 bytes at its start.
+    /// 4 bytes from them.
     pub bytes: Option<u32>,
+    /// The length of that array (0 without one): loads through one cast
+    /// reach this far.
+    pub bytes_len: u32,
 }
 
-/// Structs whose first member is a byte array, in the order tried: the
-/// verifier lets a load through a cast pointer read anywhere within its
-/// first member's array, so that a packet's bytes are plain loads. Any of
-/// them will do; which ones a kernel has depends on its architecture and
-/// configuration (`bpf_sockopt_buf`: cgroup BPF, 5.9; `irq_stack`: x86).
+/// Structs whose first member is a byte array: the verifier lets a load
+/// through a cast pointer read anywhere within its first member's array,
+/// so that a packet's bytes are plain loads. The longest a kernel has is
+/// used (one cast then reaches every header); which ones it has depends on
+/// its architecture and configuration (`bpf_sockopt_buf`: 32 bytes, cgroup
+/// BPF, 5.9; `irq_stack`: 16 KiB, x86).
 const BYTE_ARRAYS: &[&str] = &[
     "bpf_sockopt_buf",
     "irq_stack",
@@ -131,33 +135,37 @@ pub fn rdonly_cast_ids(btf: &Vmlinux) -> Option<RdonlyCastIds> {
             .into_iter()
             .find(|&id| btf.resolve_type_by_id(id).is_ok_and(|t| want(&t)))
     };
+    let longest = BYTE_ARRAYS
+        .iter()
+        .flat_map(|name| btf.ids(name))
+        .filter_map(|id| Some((byte_array_len(btf, id)?, id)))
+        .max();
     Some(RdonlyCastIds {
         func: first("bpf_rdonly_cast", |t| matches!(t, Type::Func(_)))?,
         skb: first(
             "sk_buff",
             |t| matches!(t, Type::Struct(s) if !s.members.is_empty()),
         )?,
-        bytes: BYTE_ARRAYS.iter().find_map(|name| {
-            let ids = btf.ids(name);
-            ids.into_iter().find(|&id| starts_with_bytes(btf, id))
-        }),
+        bytes: longest.map(|(_, id)| id),
+        bytes_len: longest.map_or(0, |(len, _)| len),
     })
 }
 
-/// Whether type `id` is a struct whose first member, at offset 0, is an
-/// array of at least 4 one-byte integers.
-fn starts_with_bytes(btf: &Btf, id: u32) -> bool {
+/// The length of the array of one-byte integers that type `id` begins
+/// with, at offset 0, when it is a struct that does and the array has at
+/// least 4.
+fn byte_array_len(btf: &Btf, id: u32) -> Option<u32> {
     let Ok(Type::Struct(s)) = btf.resolve_type_by_id(id) else {
-        return false;
+        return None;
     };
-    let Some(first) = s.members.first().filter(|m| m.bit_offset() == 0) else {
-        return false;
-    };
+    let first = s.members.first().filter(|m| m.bit_offset() == 0)?;
     let Some(Type::Array(array)) = strip_modifiers(btf, first.get_type_id()) else {
-        return false;
+        return None;
     };
     let element = strip_modifiers(btf, array.get_type_id());
-    array.len() >= 4 && matches!(element, Some(Type::Int(i)) if i.size() == 1)
+    let bytes = matches!(element, Some(Type::Int(i)) if i.size() == 1);
+    let len = u32::try_from(array.len()).ok()?;
+    (bytes && len >= 4).then_some(len)
 }
 
 /// The (non-empty) struct called `name`, with that name.

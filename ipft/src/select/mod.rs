@@ -239,6 +239,7 @@ mod tests {
             func: 7,
             skb: 9,
             bytes: None,
+            bytes_len: 0,
         };
         let c = config(&opts(&["-m", "1"]), layout(), None, Some(ids));
         assert_eq!(c.flags, CONFIG_RDONLY_CAST);

@@ -69,8 +69,11 @@ pub struct Cast {
     pub skb: u32,
     /// A struct that begins with a byte array (`discover`'s
     /// `RdonlyCastIds::bytes`): a packet address cast to it is loaded from
-    /// directly, 1, 2 or 4 bytes at offset 0.
+    /// directly, 1, 2 or 4 bytes at a time.
     pub bytes: Option<u32>,
+    /// That array's length: the start, cast once, is loaded from at any
+    /// constant offset within it; a load beyond casts its own address.
+    pub bytes_len: u32,
 }
 
 impl SkbFields {
@@ -187,6 +190,9 @@ struct Code {
     /// The stack offset of the current program's copy of the first
     /// [`WINDOW`] bytes, when it has one.
     window: Option<i16>,
+    /// With a byte-array struct: the stack slot holding the start cast to
+    /// it, when the current program has one.
+    base: Option<i16>,
 }
 
 impl Code {
@@ -200,6 +206,7 @@ impl Code {
             unmatched: Label(1),
             cast: None,
             window: None,
+            base: None,
         }
     }
 
@@ -239,6 +246,9 @@ impl Code {
     /// landed on the stack.
     fn find_start(&mut self, skb: &SkbFields, on_ethernet: Label) -> i16 {
         self.push(mov64(SKB, R1));
+        if let Some(cast) = self.cast {
+            return self.find_start_cast(skb, cast, on_ethernet);
+        }
         let at = self.read_fields(&[
             (skb.mac_header, 2),
             (skb.network_header, 2),
@@ -258,6 +268,44 @@ impl Code {
         self.jump(jmp64_imm(JNE, R1, 0), on_ethernet);
         self.bind(on_raw_ip);
         at[2]
+    }
+
+    /// [`Code::find_start`] with `bpf_rdonly_cast`: the fields are loaded
+    /// straight into their registers through the cast skb, which stays in
+    /// r0 until the MAC length is read (no call comes between); only
+    /// `tail`, wanted after the calls of the program, goes to the stack.
+    fn find_start_cast(&mut self, skb: &SkbFields, cast: Cast, on_ethernet: Label) -> i16 {
+        self.cast_skb(cast);
+        self.push(ldx(DW, HEAD, R0, skb.head as i16));
+        self.jump(jmp64_imm(JEQ, HEAD, 0), self.unmatched);
+        self.stack -= 8;
+        let tail = self.stack;
+        self.push(ldx(W, R1, R0, skb.tail as i16));
+        self.push(stx(W, FP, tail, R1));
+        self.push(ldx(H, START, R0, skb.mac_header as i16));
+        self.push(ldx(H, NETWORK, R0, skb.network_header as i16));
+        let on_raw_ip = self.label();
+        self.jump(jmp64_imm(JEQ, START, 0xffff), on_raw_ip);
+        self.jump(jmp64(JNE, START, NETWORK), on_ethernet);
+        // A MAC header at the network header is real only with a length.
+        self.push(ldx(H, R1, R0, skb.mac_len as i16));
+        self.jump(jmp64_imm(JNE, R1, 0), on_ethernet);
+        self.bind(on_raw_ip);
+        tail
+    }
+
+    /// r0 = the skb in SKB, cast to `struct sk_buff` (the verifier inlines
+    /// the kfunc: one move).
+    fn cast_skb(&mut self, cast: Cast) {
+        self.push(mov64(R1, SKB));
+        self.push(mov64_imm(R2, cast.skb as i32));
+        self.push(insn(
+            JMP | CALL,
+            0,
+            BPF_PSEUDO_KFUNC_CALL,
+            0,
+            cast.func as i32,
+        ));
     }
 
     /// Reads skb fields (offset, size) into the stack: one
@@ -302,15 +350,7 @@ impl Code {
     /// inlines it: one move), then a load and a store per field, so that
     /// the rest of the code finds them on the stack either way.
     fn load_fields(&mut self, cast: Cast, fields: &[(u32, u8)]) -> Vec<i16> {
-        self.push(mov64(R1, SKB));
-        self.push(mov64_imm(R2, cast.skb as i32));
-        self.push(insn(
-            JMP | CALL,
-            0,
-            BPF_PSEUDO_KFUNC_CALL,
-            0,
-            cast.func as i32,
-        ));
+        self.cast_skb(cast);
         let mut at = Vec::with_capacity(fields.len());
         for &(offset, size) in fields {
             let width = match size {
@@ -349,9 +389,13 @@ impl Code {
         }
         self.push(add64(START, HEAD));
         self.window = None;
-        let direct = self.cast.and_then(|c| c.bytes).is_some();
-        if !direct && ops.iter().any(Op::loads_packet) {
-            self.copy_window();
+        self.base = None;
+        let direct = self.cast.and_then(|c| c.bytes.map(|b| (c.func, b)));
+        let reach = self.cast.map_or(0, |c| c.bytes_len.min(i16::MAX as u32));
+        match direct {
+            Some(cast) if ops.iter().any(|op| within(op, reach)) => self.cast_start(cast),
+            None if ops.iter().any(Op::loads_packet) => self.copy_window(),
+            _ => {}
         }
         self.push(mov32_imm(A, 0));
         self.push(mov32_imm(X, 0));
@@ -364,6 +408,19 @@ impl Code {
         if ops.last().is_some_and(Op::falls_through) {
             self.jump(ja(), self.unmatched);
         }
+    }
+
+    /// Casts the start to the byte-array struct once and keeps the pointer
+    /// on the stack (the verifier follows a spilled pointer): a load at a
+    /// constant offset is then a fill and a load, not a cast of its own.
+    fn cast_start(&mut self, (kfunc, bytes): (u32, u32)) {
+        self.stack -= 8;
+        let base = self.stack;
+        self.push(mov64(R1, START));
+        self.push(mov64_imm(R2, bytes as i32));
+        self.push(insn(JMP | CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, kfunc as i32));
+        self.push(stx(DW, FP, base, R0));
+        self.base = Some(base);
     }
 
     /// Copies the first bytes at hand, at most [`WINDOW`], to the stack. The
@@ -508,20 +565,27 @@ impl Code {
         let direct = self.cast.and_then(|c| c.bytes.map(|b| (c.func, b)));
         let window = self.window.filter(|_| bytes as u32 <= WINDOW);
         let in_window = WINDOW as i32 - bytes;
+        let reach = self.cast.map_or(0, |c| c.bytes_len.min(i16::MAX as u32));
         let swapped = match at {
             At::Abs(k) | At::Ind(k) if k > limit => return self.jump(ja(), self.unmatched),
             At::Abs(k) => {
                 self.jump(jmp64_imm(JLT, LINEAR, k as i32 + bytes), self.unmatched);
-                match (direct, window) {
-                    (Some(cast), _) => {
+                let based = self.base.filter(|_| k + bytes as u32 <= reach);
+                // (k is at most `limit`: the sum does not wrap.)
+                match (direct, based, window) {
+                    (Some(_), Some(base), _) => {
+                        self.push(ldx(DW, R1, FP, base));
+                        self.push(ldx(width, dst, R1, k as i16));
+                    }
+                    (Some(cast), None, _) => {
                         self.push(mov64(R1, START));
                         self.push(add64_imm(R1, k as i32));
                         self.direct_load(dst, width, cast);
                     }
-                    (None, Some(window)) if k as i32 <= in_window => {
+                    (None, _, Some(window)) if k as i32 <= in_window => {
                         return self.window_load(dst, bytes, FP, window + k as i16);
                     }
-                    (None, _) => self.read_load(dst, width, bytes, |code| {
+                    (None, _, _) => self.read_load(dst, width, bytes, |code| {
                         code.push(mov64(R3, START));
                         code.push(add64_imm(R3, k as i32));
                     }),
@@ -613,6 +677,16 @@ impl Code {
             self.push(alu32_imm(Alu::Lsh as u8, dst, 8));
             self.push(alu32(Alu::Or as u8, dst, R2));
         }
+    }
+}
+
+/// Whether `op` loads from a constant offset that lies, whole, within the
+/// first `reach` bytes.
+fn within(op: &Op, reach: u32) -> bool {
+    match *op {
+        Op::LoadAbs(size, k) => k.checked_add(size as u32).is_some_and(|end| end <= reach),
+        Op::LoadHeaderLen(k) => k < reach,
+        _ => false,
     }
 }
 
@@ -854,6 +928,7 @@ mod tests {
             func: 1234,
             skb: 99,
             bytes: None,
+            bytes_len: 0,
         };
         let skb = SkbFields {
             cast: Some(cast),
@@ -863,10 +938,10 @@ mod tests {
         let insns = translate(&ops, &ops, &skb).unwrap();
         assert_eq!(probe_reads(&insns), 2, "only the window, in each program");
         let kfunc = insn(JMP | CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, 1234);
-        assert_eq!(insns.iter().filter(|i| **i == kfunc).count(), 2);
+        assert_eq!(insns.iter().filter(|i| **i == kfunc).count(), 1);
         assert!(
-            insns.contains(&ldx(DW, R1, R0, 192)),
-            "head through the cast"
+            insns.contains(&ldx(DW, HEAD, R0, 192)),
+            "head through the cast, into its register"
         );
     }
 
@@ -885,6 +960,7 @@ mod tests {
             func: 1234,
             skb: 99,
             bytes: Some(77),
+            bytes_len: 0,
         };
         let skb = SkbFields {
             cast: Some(cast),
@@ -900,11 +976,57 @@ mod tests {
         assert_eq!(probe_reads(&insns), 0);
         let loads: Vec<&Insn> = insns
             .iter()
-            .filter(|i| i.code & 0x07 == LDX && i.regs & 0x0f != R1 && i.regs >> 4 == R0)
+            .filter(|i| i.code & 0x07 == LDX && i.regs >> 4 == R0 && i.off == 0)
             .collect();
         // Three loads through the cast packet address in each program.
         assert_eq!(loads.len(), 6, "{loads:?}");
         assert!(insns.contains(&mov64_imm(R2, 77)));
+    }
+
+    /// With an array long enough, the start is cast once per program and
+    /// a load at a constant offset is a fill of that pointer and a load;
+    /// an indexed load, or one beyond the array, still casts its address.
+    #[test]
+    fn constant_loads_within_the_array_go_through_one_cast() {
+        let kfunc = insn(JMP | CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, 1234);
+        let casts = |bytes_len, ops: &[Op]| {
+            let cast = Cast {
+                func: 1234,
+                skb: 99,
+                bytes: Some(77),
+                bytes_len,
+            };
+            let skb = SkbFields {
+                cast: Some(cast),
+                ..SKB
+            };
+            let insns = translate(ops, ops, &skb).unwrap();
+            let calls = insns.iter().filter(|i| **i == kfunc).count();
+            // Less the skb's cast, in find_start.
+            (calls - 1, insns)
+        };
+        let constant = [
+            Op::LoadAbs(Size::Half, 12),
+            Op::LoadAbs(Size::Byte, 23),
+            Op::LoadAbs(Size::Word, 26),
+            Op::Return(Verdict::A),
+        ];
+        let (calls, insns) = casts(16384, &constant);
+        assert_eq!(calls, 2, "the start's, in each program");
+        assert!(insns.contains(&ldx(H, A, R1, 12)));
+        assert!(insns.contains(&ldx(W, A, R1, 26)));
+        assert_eq!(casts(0, &constant).0, 6, "one per load without the length");
+        assert_eq!(
+            casts(24, &constant).0,
+            2 * 2,
+            "the start's, and [26] beyond"
+        );
+        let indexed = [
+            Op::LoadHeaderLen(14),
+            Op::LoadInd(Size::Half, 16),
+            Op::Return(Verdict::A),
+        ];
+        assert_eq!(casts(16384, &indexed).0, 2 * 2, "the start's, and x+16");
     }
 
     #[test]

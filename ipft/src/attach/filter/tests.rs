@@ -145,12 +145,13 @@ fn the_kernel_gives_libpcap_verdicts() {
     // packet copied; both through bpf_rdonly_cast.
     let mut reads = vec![("bpf_probe_read_kernel", probe_read)];
     if let Some(ids) = discover::rdonly_cast_ids(&kernel.vmlinux) {
-        let cast = |bytes| Cast {
+        let cast = |bytes, bytes_len| Cast {
             func: ids.func,
             skb: ids.skb,
             bytes,
+            bytes_len,
         };
-        let fields = Some(cast(None));
+        let fields = Some(cast(None, 0));
         reads.push((
             "fields cast",
             SkbFields {
@@ -159,14 +160,20 @@ fn the_kernel_gives_libpcap_verdicts() {
             },
         ));
         let bytes = ids.bytes.expect("a struct beginning with a byte array");
-        let all = Some(cast(Some(bytes)));
-        reads.push((
-            "fields and packet cast",
-            SkbFields {
-                cast: all,
-                ..probe_read
-            },
-        ));
+        // Each packet load casting its own address; then constant loads
+        // through the start, cast once (as far as this kernel's array goes).
+        for (name, len) in [
+            ("packet cast per load", 0),
+            ("packet cast once", ids.bytes_len),
+        ] {
+            reads.push((
+                name,
+                SkbFields {
+                    cast: Some(cast(Some(bytes), len)),
+                    ..probe_read
+                },
+            ));
+        }
     }
     let packets = packets::corpus();
     assert!(packets.len() >= 200, "{} packets", packets.len());
