@@ -28,7 +28,7 @@ use aya_ebpf::{
         generated::bpf_probe_read_kernel as read_kernel_raw,
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
-    maps::{Array, HashMap, PerCpuArray, PerfEventArray, StackTrace},
+    maps::{HashMap, PerCpuArray, PerfEventArray, StackTrace},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
 };
@@ -89,11 +89,13 @@ static TRACKED: HashMap<u64, u8> = HashMap::with_max_entries(TRACKED_MAX, 0);
 
 /// `--track`: at least how many skbs `TRACKED` holds (raised before an
 /// insert, lowered after a removal, so never below). The non-matching path
-/// reads it, one load, and skips the hash look-up while it is 0: nothing is
-/// followed most of the time, the packets looked for being few and short-
-/// lived, and the look-up costs more than the rest of that path.
-#[map]
-static TRACKED_COUNT: Array<u64> = Array::with_max_entries(1, 0);
+/// reads it and skips the hash look-up while it is 0: nothing is followed
+/// most of the time, the packets looked for being few and short-lived, and
+/// the look-up costs more than the rest of that path. A global (a word of
+/// the object's `.bss` map) rather than a one-entry array: reading it is a
+/// load from the map value's address, where an array took a look-up of a
+/// dozen instructions on every call.
+static mut TRACKED_COUNT: u64 = 0;
 
 /// `--track`: identities of functions that free an skb (filled by userspace).
 #[map]
@@ -367,17 +369,17 @@ fn is_tracked(skb: u64) -> bool {
 /// Whether `TRACKED` may hold any skb ([`TRACKED_COUNT`]).
 #[inline(always)]
 fn tracking_any() -> bool {
-    TRACKED_COUNT.get(0).is_some_and(|n| *n != 0)
+    // Volatile: other CPUs change it, behind the compiler's back.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(TRACKED_COUNT)) != 0 }
 }
 
 /// Adds `delta` to [`TRACKED_COUNT`], atomically: every CPU updates it.
 #[inline(always)]
 fn count_tracked(delta: i64) {
-    if let Some(n) = TRACKED_COUNT.get_ptr_mut(0) {
-        // BPF_ATOMIC add (the `lock xadd` of eBPF's first instruction set):
-        // the bpfel target offers no atomic types, and its result is unused.
-        unsafe { core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) n, in(reg) delta) };
-    }
+    let n = core::ptr::addr_of_mut!(TRACKED_COUNT);
+    // BPF_ATOMIC add (the `lock xadd` of eBPF's first instruction set): the
+    // bpfel target offers no atomic types, and its result is unused.
+    unsafe { core::arch::asm!("lock *(u64 *)({0} + 0) += {1}", in(reg) n, in(reg) delta) };
 }
 
 /// Follows `skb` from now on: counted first, so that the count is never
