@@ -175,6 +175,28 @@ pub struct Cloning {
     pub func: u64,
 }
 
+/// kprobe-multi: one slot of the `ARG_SLOTS` array, where
+/// `programs::KPROBE_SKB_ANY` finds a function's argument positions
+/// (`programs::args`) by its identity: the slot [`arg_slot`] gives, when
+/// no other identity took it first (those are in the `ARGS` hash map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArgSlot {
+    pub func: u64,
+    pub args: u16,
+    pub pad: [u16; 3],
+}
+
+/// Slots in `ARG_SLOTS` (a power of two).
+pub const ARG_SLOTS: u32 = 4096;
+
+/// The `ARG_SLOTS` slot of a function identity: functions start 16 bytes
+/// apart at least, and a function's two identities (around its ENDBR) are
+/// 4 bytes apart, so the bits from the third up spread them.
+pub const fn arg_slot(func: u64) -> u32 {
+    (func >> 2) as u32 & (ARG_SLOTS - 1)
+}
+
 /// Size in bytes of an [`Event`] as it travels through the perf buffer.
 pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
 const _: () = assert!(EVENT_SIZE == 160);

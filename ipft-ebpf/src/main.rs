@@ -28,13 +28,13 @@ use aya_ebpf::{
         generated::bpf_probe_read_kernel as read_kernel_raw,
     },
     macros::{btf_tracepoint, fentry, fexit, kprobe, kretprobe, map},
-    maps::{HashMap, PerCpuArray, PerfEventArray, StackTrace},
+    maps::{Array, HashMap, PerCpuArray, PerfEventArray, StackTrace},
     programs::{BtfTracePointContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
 };
 use ipft_common::{
-    tracepoint_id, Call, Capture, CaptureOffsets, CaptureRecord, Cloning, Config, Event, Offsets,
-    PlaceOffsets, CAPTURE_SIZE, CONFIG_CAPTURE, CONFIG_DEV, CONFIG_FILTER, CONFIG_GRAPH,
+    tracepoint_id, ArgSlot, Call, Capture, CaptureOffsets, CaptureRecord, Cloning, Config, Event,
+    Offsets, PlaceOffsets, CAPTURE_SIZE, CONFIG_CAPTURE, CONFIG_DEV, CONFIG_FILTER, CONFIG_GRAPH,
     CONFIG_NETNS, CONFIG_RDONLY_CAST, CONFIG_STACK, CONFIG_STACK_DROPS, CONFIG_TRACK, ENTERED_MAX,
     EVENT_CAPTURE, EVENT_CLONE, EVENT_DROP_REASON, EVENT_RETURN, EVENT_SIZE, EVENT_STACK,
     KFUNC_RDONLY_CAST, LINK_ETHERNET, LINK_NONE, LINK_RAW, SNAPLEN_MAX, STACKS_MAX,
@@ -173,8 +173,12 @@ static STACKS: StackTrace = StackTrace::with_max_entries(STACKS_MAX, 0);
 #[map]
 static CLONERS: HashMap<u64, u8> = HashMap::with_max_entries(64, 0);
 
-/// kprobe-multi: function identity → where its skb and drop reason are
-/// (`programs::args`), for `kprobe_skb_any`'s functions.
+/// kprobe-multi: where the skb and drop reason of `kprobe_skb_any`'s
+/// functions are (`programs::args`), by function identity: first in the
+/// identity's slot (an array look-up the verifier inlines), else, for the
+/// few identities whose slot another took, in `ARGS` (a hash look-up).
+#[map]
+static ARG_SLOTS: Array<ArgSlot> = Array::with_max_entries(ipft_common::ARG_SLOTS, 0);
 #[map]
 static ARGS: HashMap<u64, u16> = HashMap::with_max_entries(4096, 0);
 
@@ -776,6 +780,15 @@ macro_rules! kprobe_skb_reason {
     };
 }
 
+/// Where `kprobe_skb_any`'s function `func` has its skb and drop reason.
+#[inline(always)]
+fn args_of(func: u64) -> Option<u16> {
+    match ARG_SLOTS.get(ipft_common::arg_slot(func)) {
+        Some(slot) if slot.func == func => Some(slot.args),
+        _ => unsafe { ARGS.get(&core::hint::black_box(func)) }.copied(),
+    }
+}
+
 /// kprobe-multi: the functions of rare argument layouts, whose positions
 /// are in `ARGS` by function identity (see `programs::KPROBE_SKB_ANY`).
 macro_rules! kprobe_skb_any {
@@ -783,7 +796,7 @@ macro_rules! kprobe_skb_any {
         #[kprobe]
         pub fn $name(ctx: ProbeContext) -> u32 {
             let func = func_ip(&ctx);
-            let Some(&args) = (unsafe { ARGS.get(&core::hint::black_box(func)) }) else {
+            let Some(args) = args_of(func) else {
                 return 0;
             };
             let (skb_pos, reason_pos) = ipft_common::programs::args_positions(args);

@@ -9,23 +9,20 @@
 //! `bpf_get_func_ip`, the function's address. Module functions work; the
 //! skb must be one of the six register arguments, as for kprobes.
 //!
-//! Each skb position has a program that reads a fixed register
-//! (`kprobe_skb_0` to `_5`) and a link of its own; the functions that also
-//! take a drop reason share `kprobe_skb_any`, which looks its function up
-//! in the `ARGS` map first ([`fill_args`]): seven links. Each link costs
-//! start-up time and, at exit, one fprobe unregistration (about 0.15 s
-//! under emulation); a look-up costs every call of its functions, matching
-//! or not, and a few per-packet functions sit at later positions
+//! The functions whose skb is one of the first three arguments (1,600 of
+//! 1,700 in 6.12, and the busy ones) get `kprobe_skb_0` to `_2`, which read
+//! a fixed register. The rest (a later skb, a drop reason) share
+//! `kprobe_skb_any`, which finds its function's positions by identity
+//! ([`fill_args`]): first in the identity's slot of the `ARG_SLOTS` array,
+//! a look-up the verifier inlines, else in the `ARGS` hash map. Four
+//! links: each link costs start-up time and, at exit, one fprobe
+//! unregistration (about 0.15 s under emulation), and the slot look-up is
+//! cheap enough for the busy functions at later positions
 //! (`ip_generic_getfrag`, the skb sixth, copies every UDP datagram sent):
-//! with them in `kprobe_skb_any`, unmatched UDP kept 0.3 % less.
-//! function_graph, which adds a return link and whose Ctrl-C must stay
-//! within a second, keeps own links for the first three positions only:
-//! four entry links. So does `-f`, whose filter makes each program take
-//! the verifier about 16 ms more under emulation (and whose unmatched
-//! calls cost several times a look-up).
-//! Not attach cookies: the kernel finds a cookie by the function's start,
-//! and addresses from ftrace's list are its hook, 4 bytes later on
-//! kernels with IBT.
+//! with a hash look-up there, unmatched UDP kept 0.3 % less. Not attach
+//! cookies: the kernel finds a cookie by the function's start, and
+//! addresses from ftrace's list are its hook, 4 bytes later on kernels with
+//! IBT.
 //!
 //! One function the kernel refuses (e.g. `notrace`, so missing from ftrace's
 //! `available_filter_functions`) fails the whole link. The targets come from
@@ -59,10 +56,7 @@ use std::{
 
 use anyhow::{anyhow, Context, Result};
 
-use ipft_common::{
-    programs::{self as catalog, KPROBE_SKB_ANY, KRETPROBE_GRAPH},
-    KPROBE_POSITIONS,
-};
+use ipft_common::programs::{self as catalog, KPROBE_SKB_ANY, KRETPROBE_GRAPH};
 
 use super::{
     functions::identities,
@@ -81,9 +75,9 @@ use crate::{
 /// The kernel-internal "not supported" errno that bpf() can return.
 const ENOTSUPP: i32 = 524;
 
-/// With function_graph or `-f`, the skb positions whose functions keep a
-/// link of their own (the busy ones: 1,600 of 1,700 functions in 6.12).
-const FEWER_OWN_POSITIONS: u8 = 3;
+/// The skb positions whose functions have a program and a link of their
+/// own (the busy ones: 1,600 of 1,700 functions in 6.12).
+const OWN_POSITIONS: u8 = 3;
 
 /// ftrace's list of the functions it can trace.
 const FILTER_FUNCTIONS: &[&str] = &[
@@ -139,7 +133,7 @@ fn attach_groups(
     traceable: &mut Lazy,
     graph: bool,
 ) -> Result<Attached> {
-    let groups = by_program(targets, graph || maps.filters());
+    let groups = by_program(targets);
     let programs = Programs::relocate(maps, |name| {
         groups.contains_key(name) || (graph && name == KRETPROBE_GRAPH)
     })?;
@@ -187,17 +181,13 @@ fn attach_groups(
     Ok(all)
 }
 
-/// The targets by the name of the program that traces them: each skb
-/// position its own `kprobe_skb_N` (with `fewer`, the first three only),
-/// the rest `kprobe_skb_any` (see the module's header).
-fn by_program(targets: &[Target], fewer: bool) -> BTreeMap<&'static str, Vec<&Target>> {
-    let own_positions = match fewer {
-        true => FEWER_OWN_POSITIONS,
-        false => KPROBE_POSITIONS as u8,
-    };
+/// The targets by the name of the program that traces them: the first
+/// three skb positions their own `kprobe_skb_N`, the rest `kprobe_skb_any`
+/// (see the module's header).
+fn by_program(targets: &[Target]) -> BTreeMap<&'static str, Vec<&Target>> {
     let mut groups: BTreeMap<&'static str, Vec<&Target>> = BTreeMap::new();
     for target in targets {
-        let own = target.reason_pos.is_none() && target.skb_pos < own_positions;
+        let own = target.reason_pos.is_none() && target.skb_pos < OWN_POSITIONS;
         // check() let in only targets whose skb is a register argument.
         let name = match own {
             true => program(target),
@@ -211,16 +201,30 @@ fn by_program(targets: &[Target], fewer: bool) -> BTreeMap<&'static str, Vec<&Ta
 }
 
 /// Tells `kprobe_skb_any` where the skb and drop reason of each function
-/// of `group` are, before its link makes it run.
+/// of `group` are, before its link makes it run: in the identity's slot
+/// of `ARG_SLOTS` when it is free, else in `ARGS`.
 fn fill_args(maps: &Maps, group: &[&Target]) -> Result<()> {
+    let mut taken = HashSet::new();
     for target in group {
         let args = catalog::args(target.skb_pos, target.reason_pos);
         for id in identities(target) {
-            maps.update("ARGS", &id.to_ne_bytes(), &args.to_ne_bytes())
-                .context("cannot fill the ARGS map")?;
+            let slot = ipft_common::arg_slot(id);
+            let result = match taken.insert(slot) {
+                true => maps.update("ARG_SLOTS", &slot.to_ne_bytes(), &arg_slot(id, args)),
+                false => maps.update("ARGS", &id.to_ne_bytes(), &args.to_ne_bytes()),
+            };
+            result.context("cannot fill the ARG_SLOTS and ARGS maps")?;
         }
     }
     Ok(())
+}
+
+/// The bytes of an `ipft_common::ArgSlot`.
+fn arg_slot(func: u64, args: u16) -> Vec<u8> {
+    let mut bytes = func.to_ne_bytes().to_vec();
+    bytes.extend(args.to_ne_bytes());
+    bytes.resize(std::mem::size_of::<ipft_common::ArgSlot>(), 0);
+    bytes
 }
 
 /// Loads kprobe program `name` for kprobe-multi links (an empty program
@@ -732,18 +736,8 @@ mod tests {
         let mut out = target("ip_output", "vmlinux", 0x40);
         out.skb_pos = 2;
         let targets = [rcv, drop, xmit, out];
-        let groups = by_program(&targets, false);
+        let groups = by_program(&targets);
         let names: Vec<(&str, usize)> = groups.iter().map(|(n, g)| (*n, g.len())).collect();
-        assert_eq!(
-            names,
-            [
-                ("kprobe_skb_2", 1),
-                ("kprobe_skb_3", 2),
-                ("kprobe_skb_any", 1)
-            ]
-        );
-        let graph = by_program(&targets, true);
-        let names: Vec<(&str, usize)> = graph.iter().map(|(n, g)| (*n, g.len())).collect();
         assert_eq!(names, [("kprobe_skb_2", 1), ("kprobe_skb_any", 3)]);
         let prog = File::open("/dev/null").unwrap();
         attach_functions(
@@ -754,6 +748,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(*cookies.borrow(), [0], "no cookie array");
+    }
+
+    /// Each identity gets its slot, or the hash map when another took it;
+    /// the slot's bytes are an `ArgSlot`.
+    #[test]
+    fn args_go_to_free_slots_then_to_the_hash_map() {
+        let bytes = arg_slot(0xffffffff81a00010, 0x0201);
+        assert_eq!(bytes.len(), std::mem::size_of::<ipft_common::ArgSlot>());
+        assert_eq!(&bytes[..8], &0xffffffff81a00010u64.to_ne_bytes());
+        assert_eq!(&bytes[8..10], &0x0201u16.to_ne_bytes());
+        // 16 KiB apart: the same slot; 4 bytes apart: the next one.
+        let a = ipft_common::arg_slot(0xffffffff81a00010);
+        assert_eq!(a, ipft_common::arg_slot(0xffffffff81a04010));
+        assert_eq!(a + 1, ipft_common::arg_slot(0xffffffff81a00014));
     }
 
     #[test]

@@ -79,12 +79,6 @@ impl Maps {
         Ok(maps)
     }
 
-    /// Whether the programs carry a `-f` filter (each then takes the
-    /// verifier longer to load).
-    pub fn filters(&self) -> bool {
-        !self.filter.is_empty()
-    }
-
     pub fn map(&self, name: &str) -> Option<&Map> {
         self.maps.get(name)
     }
