@@ -95,12 +95,19 @@ impl Backend for Kprobe {
     /// The kprobe programs note a cloning call's entry (in `CLONING`) when
     /// its function is in `CLONERS`; a kretprobe reports the copy.
     fn follow_clones(&self, maps: &Maps, cloners: &[Target]) -> Result<(Vec<Link>, usize)> {
-        for id in cloners.iter().flat_map(identities) {
-            maps.update("CLONERS", &id.to_ne_bytes(), &[1])
-                .context("cannot fill the CLONERS map")?;
-        }
+        note_cloners(maps, cloners)?;
         attach_returns(maps, catalog::KRETPROBE_CLONE, cloners)
     }
+}
+
+/// Puts the cloning functions' identities in `CLONERS`, where the entry
+/// programs look for them.
+pub fn note_cloners(maps: &Maps, cloners: &[Target]) -> Result<()> {
+    for id in cloners.iter().flat_map(identities) {
+        maps.update("CLONERS", &id.to_ne_bytes(), &[1])
+            .context("cannot fill the CLONERS map")?;
+    }
+    Ok(())
 }
 
 /// The maps programs, by name, and the kprobe PMU.

@@ -56,11 +56,11 @@ use std::{
 
 use anyhow::{anyhow, Context, Result};
 
-use ipft_common::programs::{self as catalog, KPROBE_SKB_ANY, KRETPROBE_GRAPH};
+use ipft_common::programs::{self as catalog, KPROBE_SKB_ANY, KRETPROBE_CLONE, KRETPROBE_GRAPH};
 
 use super::{
     functions::identities,
-    kprobe::{program, register_argument, Kprobe},
+    kprobe::{note_cloners, program, register_argument},
     programs::{self, Maps, Programs},
     Backend, Link, Report,
 };
@@ -119,8 +119,22 @@ impl Backend for KprobeMulti {
         tell(targets, attached, report)
     }
 
+    /// One return link of `kretprobe_clone` on all the cloning functions:
+    /// a kretprobe each costs a perf event and an ftrace registration of
+    /// its own (0.1 s of start-up for four under emulation; one link, 0.02).
     fn follow_clones(&self, maps: &Maps, cloners: &[Target]) -> Result<(Vec<Link>, usize)> {
-        Kprobe::new(false).follow_clones(maps, cloners)
+        if cloners.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        note_cloners(maps, cloners)?;
+        let programs = Programs::relocate(maps, |name| name == KRETPROBE_CLONE)?;
+        let prog = load(&programs, KRETPROBE_CLONE)?;
+        let group: Vec<&Target> = cloners.iter().collect();
+        let mut traceable = Lazy::new(cloners);
+        let attached = attach_functions(prog.as_fd(), Probe::Return, &group, &mut traceable)?;
+        let links = attached.links.into_iter();
+        let links = links.map(|l| Box::new(l) as Link).collect();
+        Ok((links, attached.failed.len()))
     }
 }
 
