@@ -92,6 +92,42 @@ impl SkbFields {
     }
 }
 
+impl SkbFields {
+    /// Where the 8 bytes holding `network_header`, `mac_header` and `tail`
+    /// begin, when they fit in 8 bytes.
+    fn headers_word(&self) -> Option<u32> {
+        let fields = [
+            (self.network_header, 2),
+            (self.mac_header, 2),
+            (self.tail, 4),
+        ];
+        let lo = fields.iter().map(|f| f.0).min()?;
+        let hi = fields.iter().map(|f| f.0 + f.1).max()?;
+        (hi - lo <= 8).then_some(lo)
+    }
+
+    /// The end of the last field the filter reads.
+    fn end(&self) -> u32 {
+        let ends = [self.head + 8, self.data + 8, self.len + 4, self.tail + 4];
+        let headers = [
+            self.mac_header + 2,
+            self.network_header + 2,
+            self.mac_len + 2,
+        ];
+        ends.into_iter().chain(headers).max().unwrap_or(0)
+    }
+}
+
+/// The shift that brings the `size` bytes `at` bytes into a loaded 8-byte
+/// word down to its low bits, in this machine's byte order (the programs'
+/// too: the eBPF object is built for it).
+fn word_shift(at: u32, size: u32) -> i32 {
+    match cfg!(target_endian = "little") {
+        true => 8 * at as i32,
+        false => 8 * (8 - at - size) as i32,
+    }
+}
+
 /// eBPF jump offsets are 16 bits: the translation cannot be longer.
 pub const MAX_JUMP: usize = i16::MAX as usize;
 
@@ -190,9 +226,18 @@ struct Code {
     /// The stack offset of the current program's copy of the first
     /// [`WINDOW`] bytes, when it has one.
     window: Option<i16>,
-    /// With a byte-array struct: the stack slot holding the start cast to
-    /// it, when the current program has one.
-    base: Option<i16>,
+    /// With a byte-array struct, when the current program cast its start
+    /// to it: START holds the cast pointer.
+    base: Option<Base>,
+    /// With `bpf_rdonly_cast`: (the kfunc, the struct) the skb is cast to.
+    skb_as: (u32, u32),
+}
+
+/// START holds the start cast to the byte-array struct; its address, for
+/// the loads that cast their own, is on the stack.
+#[derive(Clone, Copy)]
+struct Base {
+    address: Option<i16>,
 }
 
 impl Code {
@@ -207,6 +252,7 @@ impl Code {
             cast: None,
             window: None,
             base: None,
+            skb_as: (0, 0),
         }
     }
 
@@ -274,16 +320,46 @@ impl Code {
     /// straight into their registers through the cast skb, which stays in
     /// r0 until the MAC length is read (no call comes between); only
     /// `tail`, wanted after the calls of the program, goes to the stack.
+    /// With a byte-array struct that spans the skb, the skb is cast to it
+    /// instead, and the two header offsets and `tail`, when they lie within
+    /// 8 bytes (adjacent in 6.1, 6.12 and 6.18), are one load and shifts: each load
+    /// through a cast pointer costs the JIT's address check (8 x86
+    /// instructions), a shift and a mask one or two.
     fn find_start_cast(&mut self, skb: &SkbFields, cast: Cast, on_ethernet: Label) -> i16 {
-        self.cast_skb(cast);
+        let fused = match cast.bytes {
+            Some(bytes) if skb.end() <= cast.bytes_len => skb.headers_word().map(|lo| (bytes, lo)),
+            _ => None,
+        };
+        // Every field is then read through the same cast, so that `data`
+        // and `head` are both plain numbers.
+        self.skb_as = match fused {
+            Some((bytes, _)) => (cast.func, bytes),
+            None => (cast.func, cast.skb),
+        };
+        self.cast_to(SKB, self.skb_as);
         self.push(ldx(DW, HEAD, R0, skb.head as i16));
         self.jump(jmp64_imm(JEQ, HEAD, 0), self.unmatched);
         self.stack -= 8;
         let tail = self.stack;
-        self.push(ldx(W, R1, R0, skb.tail as i16));
-        self.push(stx(W, FP, tail, R1));
-        self.push(ldx(H, START, R0, skb.mac_header as i16));
-        self.push(ldx(H, NETWORK, R0, skb.network_header as i16));
+        match fused {
+            Some((_, lo)) => {
+                self.push(ldx(DW, R1, R0, lo as i16));
+                self.extract_u16(START, R1, word_shift(skb.mac_header - lo, 2));
+                self.extract_u16(NETWORK, R1, word_shift(skb.network_header - lo, 2));
+                let shift = word_shift(skb.tail - lo, 4);
+                if shift > 0 {
+                    self.push(alu64_imm(Alu::Rsh as u8, R1, shift));
+                }
+                // A 4-byte store keeps the low 32 bits: `tail`.
+                self.push(stx(W, FP, tail, R1));
+            }
+            None => {
+                self.push(ldx(W, R1, R0, skb.tail as i16));
+                self.push(stx(W, FP, tail, R1));
+                self.push(ldx(H, START, R0, skb.mac_header as i16));
+                self.push(ldx(H, NETWORK, R0, skb.network_header as i16));
+            }
+        }
         let on_raw_ip = self.label();
         self.jump(jmp64_imm(JEQ, START, 0xffff), on_raw_ip);
         self.jump(jmp64(JNE, START, NETWORK), on_ethernet);
@@ -294,18 +370,21 @@ impl Code {
         tail
     }
 
-    /// r0 = the skb in SKB, cast to `struct sk_buff` (the verifier inlines
-    /// the kfunc: one move).
-    fn cast_skb(&mut self, cast: Cast) {
-        self.push(mov64(R1, SKB));
-        self.push(mov64_imm(R2, cast.skb as i32));
-        self.push(insn(
-            JMP | CALL,
-            0,
-            BPF_PSEUDO_KFUNC_CALL,
-            0,
-            cast.func as i32,
-        ));
+    /// r0 = the address in `reg` cast to struct `to` by the kfunc `kfunc`
+    /// (the verifier inlines it: one move).
+    fn cast_to(&mut self, reg: u8, (kfunc, to): (u32, u32)) {
+        self.push(mov64(R1, reg));
+        self.push(mov64_imm(R2, to as i32));
+        self.push(insn(JMP | CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, kfunc as i32));
+    }
+
+    /// `dst` = the 16 bits `shift` bits up in `word`.
+    fn extract_u16(&mut self, dst: u8, word: u8, shift: i32) {
+        self.push(mov64(dst, word));
+        if shift > 0 {
+            self.push(alu64_imm(Alu::Rsh as u8, dst, shift));
+        }
+        self.push(alu64_imm(Alu::And as u8, dst, 0xffff));
     }
 
     /// Reads skb fields (offset, size) into the stack: one
@@ -313,8 +392,8 @@ impl Code {
     /// from an 8-byte boundary so that each keeps its alignment. Returns
     /// each field's stack offset. The skb is in SKB.
     fn read_fields(&mut self, fields: &[(u32, u8)]) -> Vec<i16> {
-        if let Some(cast) = self.cast {
-            return self.load_fields(cast, fields);
+        if self.cast.is_some() {
+            return self.load_fields(fields);
         }
         let mut order: Vec<usize> = (0..fields.len()).collect();
         order.sort_by_key(|&i| fields[i].0);
@@ -349,8 +428,8 @@ impl Code {
     /// [`Code::read_fields`] with `bpf_rdonly_cast`: the cast (the verifier
     /// inlines it: one move), then a load and a store per field, so that
     /// the rest of the code finds them on the stack either way.
-    fn load_fields(&mut self, cast: Cast, fields: &[(u32, u8)]) -> Vec<i16> {
-        self.cast_skb(cast);
+    fn load_fields(&mut self, fields: &[(u32, u8)]) -> Vec<i16> {
+        self.cast_to(SKB, self.skb_as);
         let mut at = Vec::with_capacity(fields.len());
         for &(offset, size) in fields {
             let width = match size {
@@ -393,7 +472,10 @@ impl Code {
         let direct = self.cast.and_then(|c| c.bytes.map(|b| (c.func, b)));
         let reach = self.cast.map_or(0, |c| c.bytes_len.min(i16::MAX as u32));
         match direct {
-            Some(cast) if ops.iter().any(|op| within(op, reach)) => self.cast_start(cast),
+            Some(cast) if ops.iter().any(|op| within(op, reach)) => {
+                let keep = ops.iter().any(|op| op.loads_packet() && !within(op, reach));
+                self.cast_start(cast, keep)
+            }
             None if ops.iter().any(Op::loads_packet) => self.copy_window(),
             _ => {}
         }
@@ -411,16 +493,30 @@ impl Code {
     }
 
     /// Casts the start to the byte-array struct once and keeps the pointer
-    /// on the stack (the verifier follows a spilled pointer): a load at a
-    /// constant offset is then a fill and a load, not a cast of its own.
-    fn cast_start(&mut self, (kfunc, bytes): (u32, u32)) {
-        self.stack -= 8;
-        let base = self.stack;
-        self.push(mov64(R1, START));
-        self.push(mov64_imm(R2, bytes as i32));
-        self.push(insn(JMP | CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, kfunc as i32));
-        self.push(stx(DW, FP, base, R0));
+    /// in START (the casts of other loads leave r6-r9 alone): a load at a
+    /// constant offset is then one load. When `keep`, for the loads that
+    /// still cast their own address, the address goes to the stack first.
+    fn cast_start(&mut self, cast: (u32, u32), keep: bool) {
+        let mut base = Base { address: None };
+        if keep {
+            self.stack -= 8;
+            base.address = Some(self.stack);
+            self.push(stx(DW, FP, self.stack, START));
+        }
+        self.cast_to(START, cast);
+        self.push(mov64(START, R0));
         self.base = Some(base);
+    }
+
+    /// r1 = the start's address (not the cast pointer).
+    fn start_address(&mut self) {
+        match self.base {
+            Some(Base { address: Some(at) }) => self.push(ldx(DW, R1, FP, at)),
+            Some(Base { address: None }) => {
+                unreachable!("cast_start keeps the address when a load needs it")
+            }
+            None => self.push(mov64(R1, START)),
+        }
     }
 
     /// Copies the first bytes at hand, at most [`WINDOW`], to the stack. The
@@ -570,15 +666,12 @@ impl Code {
             At::Abs(k) | At::Ind(k) if k > limit => return self.jump(ja(), self.unmatched),
             At::Abs(k) => {
                 self.jump(jmp64_imm(JLT, LINEAR, k as i32 + bytes), self.unmatched);
-                let based = self.base.filter(|_| k + bytes as u32 <= reach);
+                let based = self.base.is_some() && k + bytes as u32 <= reach;
                 // (k is at most `limit`: the sum does not wrap.)
                 match (direct, based, window) {
-                    (Some(_), Some(base), _) => {
-                        self.push(ldx(DW, R1, FP, base));
-                        self.push(ldx(width, dst, R1, k as i16));
-                    }
-                    (Some(cast), None, _) => {
-                        self.push(mov64(R1, START));
+                    (Some(_), true, _) => self.push(ldx(width, dst, START, k as i16)),
+                    (Some(cast), false, _) => {
+                        self.start_address();
                         self.push(add64_imm(R1, k as i32));
                         self.direct_load(dst, width, cast);
                     }
@@ -596,7 +689,7 @@ impl Code {
                 self.index(k, bytes);
                 match (direct, window) {
                     (Some(cast), _) => {
-                        self.push(mov64(R1, START));
+                        self.start_address();
                         self.push(add64(R1, R3));
                         self.direct_load(dst, width, cast);
                         true
@@ -777,6 +870,10 @@ fn alu32(op: u8, dst: u8, src: u8) -> Insn {
 
 fn alu32_imm(op: u8, dst: u8, imm: i32) -> Insn {
     insn(ALU | op, dst, 0, 0, imm)
+}
+
+fn alu64_imm(op: u8, dst: u8, imm: i32) -> Insn {
+    insn(ALU64 | op, dst, 0, 0, imm)
 }
 
 fn ldx(size: u8, dst: u8, src: u8, off: i16) -> Insn {
@@ -1013,8 +1110,8 @@ mod tests {
         ];
         let (calls, insns) = casts(16384, &constant);
         assert_eq!(calls, 2, "the start's, in each program");
-        assert!(insns.contains(&ldx(H, A, R1, 12)));
-        assert!(insns.contains(&ldx(W, A, R1, 26)));
+        assert!(insns.contains(&ldx(H, A, START, 12)));
+        assert!(insns.contains(&ldx(W, A, START, 26)));
         assert_eq!(casts(0, &constant).0, 6, "one per load without the length");
         assert_eq!(
             casts(24, &constant).0,
@@ -1027,6 +1124,44 @@ mod tests {
             Op::Return(Verdict::A),
         ];
         assert_eq!(casts(16384, &indexed).0, 2 * 2, "the start's, and x+16");
+    }
+
+    /// With a byte-array struct spanning the skb, the two header offsets
+    /// and `tail` are one 8-byte load; a shorter struct reads them one by one.
+    #[test]
+    fn header_offsets_and_tail_are_one_load() {
+        let with = |bytes_len| {
+            let cast = Cast {
+                func: 1234,
+                skb: 99,
+                bytes: Some(77),
+                bytes_len,
+            };
+            let skb = SkbFields {
+                cast: Some(cast),
+                ..SKB
+            };
+            let ops = [Op::LoadAbs(Size::Half, 12), Op::Return(Verdict::A)];
+            translate(&ops, &ops, &skb).unwrap()
+        };
+        let fused = with(16384);
+        // network_header 180, mac_header 182, tail 184: one word from 180.
+        assert!(fused.contains(&ldx(DW, R1, R0, 180)));
+        let shift = |reg, at, size| alu64_imm(Alu::Rsh as u8, reg, word_shift(at, size));
+        assert!(fused.contains(&shift(START, 2, 2)));
+        assert!(fused.contains(&shift(R1, 4, 4)));
+        assert!(!fused.contains(&ldx(H, START, R0, 182)));
+        assert!(
+            fused.contains(&mov64_imm(R2, 77)),
+            "the skb cast to the array"
+        );
+        let apart = with(64);
+        assert!(apart.contains(&ldx(H, START, R0, 182)));
+        assert!(apart.contains(&ldx(H, NETWORK, R0, 180)));
+        assert!(
+            apart.contains(&mov64_imm(R2, 99)),
+            "the skb cast to sk_buff"
+        );
     }
 
     #[test]
