@@ -42,6 +42,10 @@
 //! reports only the calls whose entry was traced (`ENTERED`, keyed by the
 //! call's stack frame: see `ipft_common::Call`).
 //!
+//! `--track` adds one return link of `kretprobe_clone` on the functions
+//! that clone or copy an skb (`skb_clone`, …), which reports the copy of a
+//! followed skb so that it is followed too.
+//!
 //! ```text
 //! sudo ipft -m 0x55555555 -b kprobe-multi
 //! sudo ipft -m 0x55555555 -b kprobe-multi -t function_graph
