@@ -933,6 +933,21 @@ mod tests {
         cast: None,
     };
 
+    /// [`SKB`] with `bpf_rdonly_cast` (kfunc 1234, `sk_buff` 99) and a
+    /// byte-array struct (77) of `bytes_len` bytes.
+    fn with_array(bytes_len: u32) -> SkbFields {
+        let cast = Cast {
+            func: 1234,
+            skb: 99,
+            bytes: Some(77),
+            bytes_len,
+        };
+        SkbFields {
+            cast: Some(cast),
+            ..SKB
+        }
+    }
+
     /// The instructions' jump targets: each must land inside the function.
     fn targets(insns: &[Insn]) -> Vec<usize> {
         let jumps = insns.iter().enumerate().filter(|(_, i)| {
@@ -1053,16 +1068,7 @@ mod tests {
 
     #[test]
     fn with_a_byte_array_struct_packet_loads_make_no_helper_call() {
-        let cast = Cast {
-            func: 1234,
-            skb: 99,
-            bytes: Some(77),
-            bytes_len: 0,
-        };
-        let skb = SkbFields {
-            cast: Some(cast),
-            ..SKB
-        };
+        let skb = with_array(0);
         let ops = [
             Op::LoadAbs(Size::Half, 12),
             Op::LoadHeaderLen(14),
@@ -1087,17 +1093,7 @@ mod tests {
     fn constant_loads_within_the_array_go_through_one_cast() {
         let kfunc = insn(JMP | CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, 1234);
         let casts = |bytes_len, ops: &[Op]| {
-            let cast = Cast {
-                func: 1234,
-                skb: 99,
-                bytes: Some(77),
-                bytes_len,
-            };
-            let skb = SkbFields {
-                cast: Some(cast),
-                ..SKB
-            };
-            let insns = translate(ops, ops, &skb).unwrap();
+            let insns = translate(ops, ops, &with_array(bytes_len)).unwrap();
             let calls = insns.iter().filter(|i| **i == kfunc).count();
             // Less the skb's cast, in find_start.
             (calls - 1, insns)
@@ -1131,18 +1127,8 @@ mod tests {
     #[test]
     fn header_offsets_and_tail_are_one_load() {
         let with = |bytes_len| {
-            let cast = Cast {
-                func: 1234,
-                skb: 99,
-                bytes: Some(77),
-                bytes_len,
-            };
-            let skb = SkbFields {
-                cast: Some(cast),
-                ..SKB
-            };
             let ops = [Op::LoadAbs(Size::Half, 12), Op::Return(Verdict::A)];
-            translate(&ops, &ops, &skb).unwrap()
+            translate(&ops, &ops, &with_array(bytes_len)).unwrap()
         };
         let fused = with(16384);
         // network_header 180, mac_header 182, tail 184: one word from 180.
