@@ -229,6 +229,11 @@ fn kernel_at(series: &Series, package: &str, root: PathBuf) -> Result<Kernel> {
 /// load order (dependencies first). busybox insmod cannot read `.ko.xz` and
 /// resolves no dependencies, and the package ships no modules.dep.
 pub fn modules(kernel: &Kernel, wanted: &[&str], out: &Path) -> Result<Vec<PathBuf>> {
+    // A folder per release: when Debian publishes a newer kernel of the
+    // series, the last one's modules must not be loaded into it (it takes
+    // them, but drops their BTF, split against the other vmlinux: their
+    // functions vanish from ipft's targets).
+    let out = &out.join(&kernel.release);
     let index = module_index(&kernel.modules_dir())?;
     fs::create_dir_all(out)?;
     let mut loaded = Vec::new();
