@@ -90,9 +90,7 @@ impl SkbFields {
             cast: None,
         })
     }
-}
 
-impl SkbFields {
     /// Where the 8 bytes holding `network_header`, `mac_header` and `tail`
     /// begin, when they fit in 8 bytes.
     fn headers_word(&self) -> Option<u32> {
@@ -322,9 +320,9 @@ impl Code {
     /// `tail`, wanted after the calls of the program, goes to the stack.
     /// With a byte-array struct that spans the skb, the skb is cast to it
     /// instead, and the two header offsets and `tail`, when they lie within
-    /// 8 bytes (adjacent in 6.1, 6.12 and 6.18), are one load and shifts: each load
-    /// through a cast pointer costs the JIT's address check (8 x86
-    /// instructions), a shift and a mask one or two.
+    /// 8 bytes (adjacent in 6.1, 6.12 and 6.18), are one load and shifts:
+    /// each load through a cast pointer costs the JIT's address check (8
+    /// x86 instructions), a shift and a mask one or two.
     fn find_start_cast(&mut self, skb: &SkbFields, cast: Cast, on_ethernet: Label) -> i16 {
         let fused = match cast.bytes {
             Some(bytes) if skb.end() <= cast.bytes_len => skb.headers_word().map(|lo| (bytes, lo)),
