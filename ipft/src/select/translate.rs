@@ -370,8 +370,13 @@ impl Code {
 
     /// r0 = the address in `reg` cast to struct `to` by the kfunc `kfunc`
     /// (the verifier inlines it: one move).
-    fn cast_to(&mut self, reg: u8, (kfunc, to): (u32, u32)) {
+    fn cast_to(&mut self, reg: u8, cast: (u32, u32)) {
         self.push(mov64(R1, reg));
+        self.cast_r1(cast);
+    }
+
+    /// r0 = the address in r1 cast to struct `to` by the kfunc `kfunc`.
+    fn cast_r1(&mut self, (kfunc, to): (u32, u32)) {
         self.push(mov64_imm(R2, to as i32));
         self.push(insn(JMP | CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, kfunc as i32));
     }
@@ -752,9 +757,8 @@ impl Code {
     /// A load of `width` at the address in r1, through `bpf_rdonly_cast`
     /// to the byte-array struct `(kfunc, struct)`: the verifier inlines the
     /// cast (a move) and makes the load fault-safe.
-    fn direct_load(&mut self, dst: u8, width: u8, (kfunc, bytes): (u32, u32)) {
-        self.push(mov64_imm(R2, bytes as i32));
-        self.push(insn(JMP | CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, kfunc as i32));
+    fn direct_load(&mut self, dst: u8, width: u8, cast: (u32, u32)) {
+        self.cast_r1(cast);
         self.push(ldx(width, dst, R0, 0));
     }
 
