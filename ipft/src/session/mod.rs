@@ -104,7 +104,7 @@ pub async fn trace(opts: &Options, prepared: Prepared, mut signals: Signals) -> 
         }
         None => None,
     };
-    let stacks = Some(ebpf.fd("STACKS")?);
+    let stacks = Some(ebpf.fd(ipft_common::maps::STACKS.name)?);
     let mut collector = Collector::new(opts, targets, roles, reasons, sink, captures, stacks);
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let stop = loop {
