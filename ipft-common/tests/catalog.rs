@@ -46,7 +46,7 @@ fn every_catalog_program_is_in_the_object_with_its_family() {
     }
     assert!(
         wrong.is_empty(),
-        "the eBPF object {} does not match the catalog (rebuild it with `cargo xtask build`):\n{}",
+        "the eBPF object {} does not match the catalog (rebuild it with `cargo build -p ipft`):\n{}",
         object::path().display(),
         wrong.join("\n")
     );

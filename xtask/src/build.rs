@@ -1,5 +1,6 @@
-//! Builds the eBPF object, then the `ipft` binary that embeds it, linked
-//! statically so that it runs on any x86_64 Linux, old glibc or none.
+//! Installs the eBPF toolchain, then builds the `ipft` binary (whose build
+//! script builds the eBPF object it embeds), linked statically so that it
+//! runs on any x86_64 Linux, old glibc or none.
 use std::{
     fs, io,
     os::unix::process::CommandExt,
@@ -26,35 +27,6 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of the eBPF object the `ipft` build embeds.
-pub fn ebpf_object() -> PathBuf {
-    root().join("ipft-ebpf/target/bpfel-unknown-none/release/ipft-ebpf")
-}
-
-/// Builds the eBPF crate (always optimised: the verifier needs it).
-pub fn build_ebpf() -> Result<()> {
-    deps::ebpf_toolchain()?;
-    deps::run(
-        Command::new("cargo")
-            .current_dir(root().join("ipft-ebpf"))
-            .args([
-                "+nightly",
-                "build",
-                "--quiet",
-                "--release",
-                "--target",
-                "bpfel-unknown-none",
-                "-Z",
-                "build-std=core",
-            ])
-            // rustup's proxies set these for the outer (stable) cargo.
-            .env_remove("RUSTUP_TOOLCHAIN")
-            .env_remove("RUSTC")
-            .env_remove("CARGO"),
-    )
-    .context("building the eBPF programs failed")
-}
-
 /// The target ipft is built for. Naming it, even though it is the host's,
 /// makes cargo apply [`STATIC_RUSTFLAGS`] to ipft and its dependencies only:
 /// build scripts and proc-macros run on the host and cannot be static.
@@ -73,14 +45,14 @@ const STATIC_RUSTFLAGS: (&str, &str) = (
 /// and scripts use; a later plain `cargo build -p ipft` replaces that one
 /// with a dynamically linked build, never the returned path).
 pub fn build(opts: &Options) -> Result<PathBuf> {
-    build_ebpf()?;
+    // ipft/build.rs builds the eBPF object with them.
+    deps::ebpf_toolchain()?;
     deps::debian(&[deps::LIBPCAP])?;
     let mut cargo = Command::new("cargo");
     cargo
         .current_dir(root())
         .args(["build", "--quiet", "--package", "ipft", "--target", TARGET])
-        .env(STATIC_RUSTFLAGS.0, STATIC_RUSTFLAGS.1)
-        .env("IPFT_EBPF_OBJECT", ebpf_object());
+        .env(STATIC_RUSTFLAGS.0, STATIC_RUSTFLAGS.1);
     if opts.release {
         cargo.arg("--release");
     }

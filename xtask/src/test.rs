@@ -40,10 +40,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let root = build::root();
     let cargo = |args: &[&str]| {
         let mut cmd = Command::new("cargo");
-        cmd.current_dir(&root)
-            .args(args)
-            .env("IPFT_EBPF_OBJECT", build::ebpf_object())
-            .env("IPFT_BIN", &bin);
+        cmd.current_dir(&root).args(args).env("IPFT_BIN", &bin);
         cmd
     };
     deps::run(&mut cargo(&["fmt", "--all", "--check"])).context("run `cargo fmt --all`")?;

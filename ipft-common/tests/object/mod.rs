@@ -1,9 +1,8 @@
 //! The built eBPF object, for the tests that check it against ipft-common's
 //! declarations.
 //!
-//! The object is `$IPFT_EBPF_OBJECT` (`cargo xtask test` sets it), else the
-//! one the build of ipft (or `cargo xtask build`) leaves in
-//! ipft-ebpf/target/. A missing object fails the test: it cannot be
+//! The object is `$IPFT_EBPF_OBJECT` when set, else the one the build of
+//! ipft (ipft/build.rs) leaves in ipft-ebpf/target/. A missing object fails the test: it cannot be
 //! checked, and skipping would hide that.
 use std::{
     env, fs,
@@ -24,7 +23,7 @@ pub fn parse() -> Object {
     let path = path();
     let data = fs::read(&path).unwrap_or_else(|err| {
         panic!(
-            "cannot read the eBPF object {} ({err}): build it with `cargo xtask build`",
+            "cannot read the eBPF object {} ({err}): build it with `cargo build -p ipft`",
             path.display()
         )
     });

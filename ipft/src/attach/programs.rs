@@ -27,7 +27,7 @@ use ipft_common::{Config, FILTER_FUNCTION};
 
 use crate::sys::bpf::{self, Insn};
 
-/// The eBPF programs, built by `cargo xtask build` and embedded here.
+/// The eBPF programs, built by ipft/build.rs and embedded here.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("IPFT_EBPF_OBJECT"));
 
 /// The object's maps, created: programs are relocated against them, and
