@@ -31,13 +31,13 @@ pub fn ipft_bin() -> PathBuf {
     let Some(path) = std::env::var_os("IPFT_BIN") else {
         panic!(
             "IPFT_BIN is not set: run the suite with `cargo xtask test`, or \
-             `cargo xtask build` then `IPFT_BIN=$PWD/target/debug/ipft cargo test -p ipft-tests`"
+             `cargo xtask build --test-hooks` then `IPFT_BIN=$PWD/target/debug/ipft cargo test -p ipft-tests`"
         );
     };
     let path = PathBuf::from(path);
     assert!(
         path.is_file(),
-        "IPFT_BIN={} does not exist: build it with `cargo xtask build`",
+        "IPFT_BIN={} does not exist: build it with `cargo xtask build --test-hooks`",
         path.display()
     );
     path
