@@ -38,14 +38,14 @@ pub fn find_ipft() -> Result<PathBuf, String> {
     let Some(path) = std::env::var_os("IPFT_BIN") else {
         return Err(
             "IPFT_BIN is not set: run the suite with `cargo xtask test`, or \
-             `cargo xtask build` then `IPFT_BIN=$PWD/target/debug/ipft cargo test -p ipft-tests`"
+             `cargo xtask build --test-hooks` then `IPFT_BIN=$PWD/target/debug/ipft cargo test -p ipft-tests`"
                 .into(),
         );
     };
     let path = PathBuf::from(path);
     if !path.is_file() {
         return Err(format!(
-            "IPFT_BIN={} does not exist: build it with `cargo xtask build`",
+            "IPFT_BIN={} does not exist: build it with `cargo xtask build --test-hooks`",
             path.display()
         ));
     }

@@ -17,6 +17,35 @@ pub struct Options {
     /// Build with the release profile.
     #[arg(long)]
     pub release: bool,
+    /// Build in the hooks the end-to-end tests and the bench use
+    /// (`IPFT_TEST_HOOK`); builds for users leave them out.
+    #[arg(long)]
+    pub test_hooks: bool,
+}
+
+/// The ipft crate's feature that reads `IPFT_TEST_HOOK` (ipft/src/testhook.rs).
+const TEST_HOOKS: &str = "test-hooks";
+
+impl Options {
+    /// The build the tests, the VM suite and the bench run: with the hooks.
+    pub fn for_tests(release: bool) -> Options {
+        Options {
+            release,
+            test_hooks: true,
+        }
+    }
+
+    /// Arguments for `cargo build --package ipft`.
+    fn cargo_args(&self) -> Vec<&'static str> {
+        let mut args = Vec::new();
+        if self.release {
+            args.push("--release");
+        }
+        if self.test_hooks {
+            args.extend(["--features", TEST_HOOKS]);
+        }
+        args
+    }
 }
 
 /// The workspace root (the parent of xtask/).
@@ -52,10 +81,8 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
     cargo
         .current_dir(root())
         .args(["build", "--quiet", "--package", "ipft", "--target", TARGET])
-        .env(STATIC_RUSTFLAGS.0, STATIC_RUSTFLAGS.1);
-    if opts.release {
-        cargo.arg("--release");
-    }
+        .env(STATIC_RUSTFLAGS.0, STATIC_RUSTFLAGS.1)
+        .args(opts.cargo_args());
     deps::run(&mut cargo).context("building ipft failed")?;
     let profile = if opts.release { "release" } else { "debug" };
     let built = root()
@@ -180,6 +207,21 @@ mod tests {
     fn a_static_executable_has_no_loader() {
         // PT_LOAD only.
         assert_eq!(interpreter(&elf_with_segment(1)), Some(None));
+    }
+
+    #[test]
+    fn only_builds_for_tests_have_the_hooks() {
+        let user = Options::default();
+        assert_eq!(user.cargo_args(), Vec::<&str>::new());
+        let release = Options {
+            release: true,
+            ..Options::default()
+        };
+        assert_eq!(release.cargo_args(), ["--release"]);
+        let features = ["--features", "test-hooks"];
+        assert_eq!(Options::for_tests(false).cargo_args(), features);
+        let release_tests = Options::for_tests(true).cargo_args();
+        assert_eq!(release_tests, ["--release", features[0], features[1]]);
     }
 
     #[test]

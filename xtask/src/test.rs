@@ -36,7 +36,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
 
 pub fn run(opts: &Options) -> Result<()> {
     deps::debian(TEST_PACKAGES)?;
-    let bin = build::build(&build::Options::default())?;
+    // robust.rs makes rare moments happen through the test hooks.
+    let bin = build::build(&build::Options::for_tests(false))?;
     let root = build::root();
     let cargo = |args: &[&str]| {
         let mut cmd = Command::new("cargo");
@@ -55,6 +56,9 @@ pub fn run(opts: &Options) -> Result<()> {
         "--quiet",
         "--workspace",
         "--all-targets",
+        // The hooks' code too (see build::Options::test_hooks).
+        "--features",
+        "ipft/test-hooks",
         "--",
         "-D",
         "warnings",

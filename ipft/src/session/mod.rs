@@ -19,6 +19,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 pub use command::check as check_command;
+use command::CommandStdout;
 pub use signals::Signals;
 
 use crate::{
@@ -95,7 +96,10 @@ pub async fn trace(opts: &Options, prepared: Prepared, mut signals: Signals) -> 
     progress.ready();
     let mut child = match opts.command.is_empty() {
         true => None,
-        false => Some(command::spawn(&opts.command)?),
+        false => Some(command::spawn(
+            &opts.command,
+            CommandStdout::for_options(opts),
+        )?),
     };
 
     let captures = match capture_sink {
