@@ -15,28 +15,17 @@ mod tests;
 
 use anyhow::{bail, Result};
 
-use super::programs;
-use crate::sys::bpf::{self, AttachType, Insn, ProgType};
+use ipft_filter::insn::{self, Insn};
 
-/// `src_reg` of a call to a function of the program (`BPF_PSEUDO_CALL`).
-const PSEUDO_CALL: u8 = 1;
+use super::programs;
+use crate::sys::bpf::{self, AttachType, ProgType};
 
 /// A classifier returning the filter's verdict (1 or 0) on its packet:
 /// `call filter; exit`, then the filter function.
 pub fn classifier(filter: &[Insn]) -> Vec<Insn> {
-    let mut insns = vec![call_ahead(1), Insn::exit()];
+    let mut insns = vec![insn::call_ahead(1), insn::exit()];
     insns.extend_from_slice(filter);
     insns
-}
-
-/// A call of the function that starts `ahead` instructions after the next.
-pub fn call_ahead(ahead: i32) -> Insn {
-    Insn {
-        code: 0x85,
-        regs: PSEUDO_CALL << 4,
-        off: 0,
-        imm: ahead,
-    }
 }
 
 /// Loads the filter in a classifier, to learn whether the kernel takes it.

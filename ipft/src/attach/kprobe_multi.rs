@@ -61,6 +61,7 @@ use std::{
 use anyhow::{anyhow, Context, Result};
 
 use ipft_common::programs::{self as catalog, KPROBE_SKB_ANY, KRETPROBE_CLONE, KRETPROBE_GRAPH};
+use ipft_filter::insn;
 
 use super::{
     functions::identities,
@@ -71,7 +72,7 @@ use super::{
 use crate::{
     discover::{Source, Target, TargetKind},
     sys::{
-        bpf::{self, AttachType, Insn, ProgType},
+        bpf::{self, AttachType, ProgType},
         perf::Probe,
     },
 };
@@ -248,7 +249,7 @@ fn arg_slot(func: u64, args: u16) -> Vec<u8> {
 /// Loads kprobe program `name` for kprobe-multi links (an empty program
 /// instead under the test hook `empty-program`, for the benchmark's floor).
 fn load(programs: &Programs, name: &str) -> Result<OwnedFd> {
-    let empty = [Insn::mov64_imm(0, 0), Insn::exit()];
+    let empty = [insn::mov64_imm(0, 0), insn::exit()];
     let program = bpf::Program {
         prog_type: ProgType::Kprobe,
         expected_attach_type: AttachType::TraceKprobeMulti,
@@ -511,7 +512,7 @@ fn read_filter_functions() -> Option<String> {
 /// (Asking for a function that does not exist would do too, but the kernel
 /// searches all of kallsyms for it: 0.15 s under emulation.)
 pub fn probe() -> Result<(), String> {
-    let insns = [Insn::mov64_imm(0, 0), Insn::exit()];
+    let insns = [insn::mov64_imm(0, 0), insn::exit()];
     let license = CString::new("GPL").expect("no NUL");
     let program = bpf::Program {
         prog_type: ProgType::Kprobe,

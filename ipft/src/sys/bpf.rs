@@ -20,6 +20,8 @@ use std::{
     os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
 };
 
+use ipft_filter::insn::Insn;
+
 use super::perf::Probe;
 
 /// `enum bpf_cmd` values.
@@ -60,63 +62,6 @@ pub enum AttachType {
     TraceFentry = 24,
     TraceFexit = 25,
     TraceKprobeMulti = 42,
-}
-
-/// One eBPF instruction, laid out as the kernel's `struct bpf_insn`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Insn {
-    pub code: u8,
-    /// dst_reg in the low nibble, src_reg in the high one (little endian).
-    pub regs: u8,
-    pub off: i16,
-    pub imm: i32,
-}
-
-impl Insn {
-    /// `r{dst} = imm` (BPF_ALU64 | BPF_MOV | BPF_K).
-    pub const fn mov64_imm(dst: u8, imm: i32) -> Self {
-        Insn {
-            code: 0xb7,
-            regs: dst & 0xf,
-            off: 0,
-            imm,
-        }
-    }
-
-    /// `exit` (BPF_JMP | BPF_EXIT).
-    pub const fn exit() -> Self {
-        Insn {
-            code: 0x95,
-            regs: 0,
-            off: 0,
-            imm: 0,
-        }
-    }
-}
-
-impl From<&aya_obj::generated::bpf_insn> for Insn {
-    fn from(i: &aya_obj::generated::bpf_insn) -> Self {
-        Insn {
-            code: i.code,
-            regs: (i.src_reg() << 4) | (i.dst_reg() & 0xf),
-            off: i.off,
-            imm: i.imm,
-        }
-    }
-}
-
-impl From<&Insn> for aya_obj::generated::bpf_insn {
-    fn from(i: &Insn) -> Self {
-        // SAFETY: bpf_insn is plain integers; all zeros is a valid value.
-        let mut out: Self = unsafe { std::mem::zeroed() };
-        out.code = i.code;
-        out.set_dst_reg(i.regs & 0xf);
-        out.set_src_reg(i.regs >> 4);
-        out.off = i.off;
-        out.imm = i.imm;
-        out
-    }
 }
 
 /// A program to load with [`prog_load`].
@@ -623,6 +568,7 @@ mod tests {
     use std::{cell::RefCell, ffi::CString, fs::File, mem::offset_of, os::fd::AsFd, rc::Rc};
 
     use aya_obj::generated as uapi;
+    use ipft_filter::insn;
 
     use super::{fake::*, *};
 
@@ -700,7 +646,7 @@ mod tests {
     #[test]
     fn tracing_load_sets_the_btf_target() {
         let license = CString::new("GPL").unwrap();
-        let insns = [Insn::mov64_imm(0, 0), Insn::exit()];
+        let insns = [insn::mov64_imm(0, 0), insn::exit()];
         let obj = File::open("/dev/null").unwrap();
         answer(|_, _| Ok(()));
         let prog = Program {
@@ -831,32 +777,9 @@ mod tests {
     }
 
     #[test]
-    fn insn_matches_the_kernel_struct() {
-        assert_eq!(std::mem::size_of::<Insn>(), 8);
-        let mut aya: uapi::bpf_insn = unsafe { std::mem::zeroed() };
-        aya.code = 0x79; // r3 = *(u64 *)(r1 + 16)
-        aya.set_dst_reg(3);
-        aya.set_src_reg(1);
-        aya.off = 16;
-        aya.imm = -7;
-        let ours = Insn::from(&aya);
-        // SAFETY: both are 8-byte plain-data structs.
-        let (a, b) = unsafe {
-            (
-                std::mem::transmute::<uapi::bpf_insn, [u8; 8]>(aya),
-                std::mem::transmute::<Insn, [u8; 8]>(ours),
-            )
-        };
-        assert_eq!(a, b);
-        let back = uapi::bpf_insn::from(&ours);
-        assert_eq!(Insn::from(&back), ours);
-        assert_eq!((back.dst_reg(), back.src_reg()), (3, 1));
-    }
-
-    #[test]
     fn prog_load_encodes_the_program() {
         answer(|_, _| Ok(()));
-        let insns = [Insn::mov64_imm(0, 0), Insn::exit()];
+        let insns = [insn::mov64_imm(0, 0), insn::exit()];
         let license = CString::new("GPL").unwrap();
         let prog = Program {
             prog_type: ProgType::Kprobe,
@@ -893,7 +816,7 @@ mod tests {
             prog_type: ProgType::Kprobe,
             expected_attach_type: AttachType::TraceKprobeMulti,
             name: "p",
-            insns: &[Insn::exit()],
+            insns: &[insn::exit()],
             license: &license,
             attach_btf_id: 0,
             attach_btf_obj: None,

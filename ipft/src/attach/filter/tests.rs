@@ -17,12 +17,17 @@ use std::{
     path::Path,
 };
 
-use super::{call_ahead, check, classifier, packets, packets::Packet};
+use ipft_filter::{
+    insn::{self, call_ahead, ldx, stx, Insn, DW, FP, H, W},
+    pcap, Cast, SkbFields,
+};
+
+use super::{check, classifier, packets, packets::Packet};
 use crate::{
     attach::programs,
     discover::{self, KernelBtf},
-    select::{pcap, Cast, Filter, SkbFields},
-    sys::bpf::{self, AttachType, Insn, ProgType},
+    select::Filter,
+    sys::bpf::{self, AttachType, ProgType},
 };
 
 /// Expressions over hosts, networks, ports, protocols, IPv6, VLANs, TCP
@@ -239,7 +244,7 @@ fn the_kernel_gives_libpcap_verdicts() {
 fn a_filter_the_verifier_refuses_is_reported_with_its_length() {
     bpf::fake::use_the_kernel();
     // r0 is returned unset.
-    let err = check(&[Insn::exit()]).unwrap_err().to_string();
+    let err = check(&[insn::exit()]).unwrap_err().to_string();
     let start =
         "the kernel refuses the filter's 1 eBPF instructions (Permission denied (os error 13)): ";
     assert!(err.starts_with(start), "{err}");
@@ -312,8 +317,8 @@ fn made_up_skb(filter: &[Insn], skb: &SkbFields) -> Vec<Insn> {
     let at = |field: u32| field as i16 - size;
     let mut insns = vec![
         ldx(W, 2, 1, DATA),
-        stx(DW, at(skb.head), 2),
-        stx(DW, at(skb.data), 2),
+        stx(DW, FP, at(skb.head), 2),
+        stx(DW, FP, at(skb.data), 2),
     ];
     let from_cb = [
         (skb.mac_header, H),
@@ -324,46 +329,12 @@ fn made_up_skb(filter: &[Insn], skb: &SkbFields) -> Vec<Insn> {
     ];
     for (i, (field, width)) in from_cb.into_iter().enumerate() {
         insns.push(ldx(W, 3, 1, (CB + 4 * i) as i16));
-        insns.push(stx(width, at(field), 3));
+        insns.push(stx(width, FP, at(field), 3));
     }
-    insns.push(Insn {
-        code: 0xbf,
-        regs: 10 << 4 | 1,
-        off: 0,
-        imm: 0,
-    }); // r1 = r10
-    insns.push(Insn {
-        code: 0x07,
-        regs: 1,
-        off: 0,
-        imm: (-size).into(),
-    }); // r1 += -size
+    insns.push(insn::mov64(1, FP));
+    insns.push(insn::add64_imm(1, (-size).into()));
     insns.push(call_ahead(1));
-    insns.push(Insn::exit());
+    insns.push(insn::exit());
     insns.extend_from_slice(filter);
     insns
-}
-
-const W: u8 = 0x00;
-const H: u8 = 0x08;
-const DW: u8 = 0x18;
-
-/// `dst = *(size *)(src + off)`.
-fn ldx(size: u8, dst: u8, src: u8, off: i16) -> Insn {
-    Insn {
-        code: 0x61 | size,
-        regs: src << 4 | dst,
-        off,
-        imm: 0,
-    }
-}
-
-/// `*(size *)(r10 + off) = src`.
-fn stx(size: u8, off: i16, src: u8) -> Insn {
-    Insn {
-        code: 0x63 | size,
-        regs: src << 4 | 10,
-        off,
-        imm: 0,
-    }
 }
