@@ -544,7 +544,7 @@ mod tests {
     use std::{cell::RefCell, fs::File, rc::Rc};
 
     use super::*;
-    use crate::sys::bpf::fake;
+    use crate::sys::fake;
 
     fn errno(e: i32) -> io::Error {
         io::Error::from_raw_os_error(e)

@@ -27,7 +27,10 @@ use crate::{
     attach::programs,
     discover::{self, KernelBtf},
     select::Filter,
-    sys::bpf::{self, AttachType, ProgType},
+    sys::{
+        bpf::{self, AttachType, ProgType},
+        fake,
+    },
 };
 
 /// Expressions over hosts, networks, ports, protocols, IPv6, VLANs, TCP
@@ -141,7 +144,7 @@ impl Libpcap {
 
 #[test]
 fn the_kernel_gives_libpcap_verdicts() {
-    bpf::fake::use_the_kernel();
+    fake::use_the_kernel();
     let kernel = KernelBtf::load(Path::new(discover::SYS_BTF_DIR), false).unwrap();
     let probe_read =
         SkbFields::find(discover::skb_field_offsets(&kernel.vmlinux).unwrap()).unwrap();
@@ -242,7 +245,7 @@ fn the_kernel_gives_libpcap_verdicts() {
 
 #[test]
 fn a_filter_the_verifier_refuses_is_reported_with_its_length() {
-    bpf::fake::use_the_kernel();
+    fake::use_the_kernel();
     // r0 is returned unset.
     let err = check(&[insn::exit()]).unwrap_err().to_string();
     let start =
