@@ -15,4 +15,4 @@ pub mod insn;
 pub mod pcap;
 pub mod translate;
 
-pub use translate::{Cast, SkbFields};
+pub use translate::{Cast, SkbFields, BYTE_ARRAYS};

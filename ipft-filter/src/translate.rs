@@ -82,6 +82,19 @@ pub struct Cast {
     pub bytes_len: u32,
 }
 
+/// Structs whose first member is a byte array: the verifier lets a load
+/// through a cast pointer read anywhere within its first member's array,
+/// so that a packet's bytes are plain loads. The longest a kernel has is
+/// used (one cast then reaches every header); which ones it has depends on
+/// its architecture and configuration (`bpf_sockopt_buf`: 32 bytes, cgroup
+/// BPF, 5.9; `irq_stack`: 16 KiB, x86).
+pub const BYTE_ARRAYS: &[&str] = &[
+    "bpf_sockopt_buf",
+    "irq_stack",
+    "ifla_vf_broadcast",
+    "edid_info",
+];
+
 impl SkbFields {
     /// The fields, given each one's offset by name (from BTF).
     pub fn find(offset: impl Fn(&str) -> anyhow::Result<u32>) -> anyhow::Result<Self> {

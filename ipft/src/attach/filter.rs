@@ -1,15 +1,14 @@
 //! The `-f` filter function on its own, in a tc classifier. ipft loads it
 //! once before attaching anything ([`check`]): a filter the verifier refuses
 //! (too long, too complex) stops ipft with the verifier's reason, and
-//! nothing is attached. The tests run it on packets with
-//! `BPF_PROG_TEST_RUN` and compare its verdicts with libpcap's.
+//! nothing is attached. ipft-filter's `kernel` test runs the same
+//! classifier on packets with `BPF_PROG_TEST_RUN` and compares its verdicts
+//! with libpcap's.
 //!
 //! A tc program's context is the packet's real `struct sk_buff *`, and
 //! root may call bpf_probe_read_kernel from any program type: the classifier
 //! hands its context to the filter as the skb, so the filter reads the
 //! packet exactly as it does in a tracing program.
-#[cfg(test)]
-mod packets;
 #[cfg(test)]
 mod tests;
 
