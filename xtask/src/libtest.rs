@@ -1,7 +1,9 @@
 //! What Rust test binaries reported: libtest's `test result:` counts, the
 //! names of failed tests, and the tests that do not apply to this kernel.
 //! Those print `N/A: NAME: REASON` on stderr and return, so libtest counts
-//! them as passed (tests/src/capabilities.rs); here they count as skipped.
+//! them as passed (tests/src/capabilities.rs); here they count as skipped,
+//! as do the tests libtest counts as ignored (a harness that finds the
+//! kernel cannot run a test marks it so: ipft-filter's `kernel` test).
 //! Read for the host run (`cargo xtask test`) and for the same binaries run
 //! inside the VM guests.
 
@@ -11,6 +13,8 @@ pub struct Tally {
     /// As libtest counts them, not-applicable tests included.
     ok: u64,
     pub failed: u64,
+    /// As libtest counts them: tests marked ignored.
+    ignored: u64,
     /// `test NAME ... FAILED` names.
     pub failures: Vec<String>,
     /// (test, reason) of every `N/A:` line.
@@ -25,6 +29,7 @@ impl Tally {
         if let Some(counts) = line.strip_prefix("test result: ") {
             self.ok += count(counts, "passed");
             self.failed += count(counts, "failed");
+            self.ignored += count(counts, "ignored");
         }
         let failed = line
             .strip_prefix("test ")
@@ -51,9 +56,9 @@ impl Tally {
         self.ok.saturating_sub(self.not_applicable.len() as u64)
     }
 
-    /// Tests that did not apply here, or were not run.
+    /// Tests that did not apply here, were ignored, or were not run.
     pub fn skipped(&self) -> u64 {
-        (self.not_applicable.len() + self.not_run.len()) as u64
+        (self.not_applicable.len() + self.not_run.len()) as u64 + self.ignored
     }
 
     /// `N passed, N failed, N skipped` (as the closing line has it).
@@ -117,5 +122,12 @@ mod tests {
         tally.stdout_line("test result: ok. 3 passed; 0 failed; 0 ignored; 1 filtered out");
         tally.not_run.push(("slow".into(), "too slow here".into()));
         assert_eq!(tally.counts(), "3 passed, 0 failed, 1 skipped");
+    }
+
+    #[test]
+    fn ignored_tests_are_skipped() {
+        let mut tally = Tally::default();
+        tally.stdout_line("test result: ok. 1 passed; 0 failed; 1 ignored; 0 measured");
+        assert_eq!(tally.counts(), "1 passed, 0 failed, 1 skipped");
     }
 }
