@@ -3,9 +3,9 @@
 //! `--dev`: `place.rs` resolves them once), `--track`, function_graph, and
 //! whether matched packets' bytes are sent (`-w`, `--snaplen`). It
 //! gives the [`Config`] the programs are loaded with, the kernel's struct
-//! offsets included, and the `-f` filter: compiled by libpcap (`pcap.rs`)
-//! for Ethernet and for raw IP, decoded (`cbpf.rs`), and translated to the
-//! eBPF function injected into every program at load (`translate.rs`).
+//! offsets included, and the `-f` filter: compiled by libpcap for Ethernet
+//! and for raw IP, decoded, and translated to the eBPF function injected
+//! into every program at load (ipft-filter's `pcap`, `cbpf`, `translate`).
 mod place;
 
 use anyhow::{bail, Result};
