@@ -1,6 +1,6 @@
 //! Builds the eBPF object and points the build at it, so that
 //! `include_bytes_aligned!` can embed it: ipft ships as one file
-//! ([`ebpf_object`]). And links libpcap statically ([`link_libpcap`]).
+//! ([`ebpf_object`]). (libpcap is linked by ipft-filter's build script.)
 use std::{
     env,
     path::{Path, PathBuf},
@@ -10,7 +10,6 @@ use std::{
 fn main() {
     let object = ebpf_object();
     println!("cargo:rustc-env=IPFT_EBPF_OBJECT={}", object.display());
-    link_libpcap();
 }
 
 /// The eBPF object: `$IPFT_EBPF_OBJECT` when set (a built object, taken as
@@ -134,30 +133,4 @@ fn missing_toolchain() -> Option<&'static str> {
         return Some("bpf-linker");
     }
     None
-}
-
-/// Where Debian and other distributions keep libpcap.a.
-const LIBPCAP_DIRS: &[&str] = &["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"];
-
-/// `-f` compiles its expression with libpcap's own compiler, and ipft must
-/// still need no library on the machine it runs on: libpcap.a is linked in.
-/// Debian's libpcap0.8-dev has it (`cargo xtask build` installs the
-/// package); `LIBPCAP_LIB_DIR` names another directory holding it. The
-/// archive's D-Bus capture module wants libdbus, which ipft does not link:
-/// `src/select/dbus.rs` says why and stands in for it.
-fn link_libpcap() {
-    println!("cargo:rerun-if-env-changed=LIBPCAP_LIB_DIR");
-    let dirs: Vec<PathBuf> = match env::var_os("LIBPCAP_LIB_DIR") {
-        Some(dir) => vec![dir.into()],
-        None => LIBPCAP_DIRS.iter().map(PathBuf::from).collect(),
-    };
-    let Some(dir) = dirs.iter().find(|d| d.join("libpcap.a").is_file()) else {
-        panic!(
-            "libpcap.a is in none of {dirs:?}: install libpcap0.8-dev (Debian, Ubuntu) \
-             or set LIBPCAP_LIB_DIR to the directory that holds it"
-        );
-    };
-    println!("cargo:rerun-if-changed={}", dir.join("libpcap.a").display());
-    println!("cargo:rustc-link-search=native={}", dir.display());
-    println!("cargo:rustc-link-lib=static=pcap");
 }

@@ -26,6 +26,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser};
+use ipft_filter::insn::Insn;
 
 use crate::{
     attach::{choose, programs::Maps},
@@ -37,7 +38,7 @@ use crate::{
         sink::ignore_broken_pipe,
     },
     session::Signals,
-    sys::{bpf::Insn, rlimit},
+    sys::rlimit,
     trace::stream,
 };
 
@@ -224,16 +225,11 @@ fn read_addresses(source: Source, verbose: bool) -> Background<Listing> {
 fn filter_function(
     filter: &select::Filter,
     kernel: &KernelBtf,
-    cast: Option<discover::RdonlyCastIds>,
+    cast: Option<ipft_filter::Cast>,
     verbose: bool,
 ) -> Result<Vec<Insn>> {
     let mut skb = select::SkbFields::find(discover::skb_field_offsets(&kernel.vmlinux)?)?;
-    skb.cast = cast.map(|ids| select::Cast {
-        func: ids.func,
-        skb: ids.skb,
-        bytes: ids.bytes,
-        bytes_len: ids.bytes_len,
-    });
+    skb.cast = cast;
     let insns = filter.translate(&skb)?;
     attach::filter::check(&insns)?;
     timing::step(

@@ -1,64 +1,36 @@
 //! Just enough of the bpf() syscall to ask the kernel what it allows,
 //! without any of ipft's code: load a program that returns 0 (of any type,
 //! maybe aimed at a kernel function by its BTF id), and attach one to a
-//! function with a kprobe-multi link. Layouts from include/uapi/linux/bpf.h.
+//! function with a kprobe-multi link. The attr and the numbers are
+//! include/uapi/linux/bpf.h's, from aya-obj's bindings.
 use std::{
     ffi::{c_char, CString},
     io,
+    mem::offset_of,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_LINK_CREATE: libc::c_long = 28;
+use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_prog_type};
 
-pub const PROG_TYPE_SOCKET_FILTER: u32 = 1;
-pub const PROG_TYPE_KPROBE: u32 = 2;
-pub const PROG_TYPE_TRACING: u32 = 26;
-pub const ATTACH_TRACE_FENTRY: u32 = 24;
-pub const ATTACH_TRACE_KPROBE_MULTI: u32 = 42;
+pub const PROG_TYPE_SOCKET_FILTER: u32 = bpf_prog_type::BPF_PROG_TYPE_SOCKET_FILTER as u32;
+pub const PROG_TYPE_KPROBE: u32 = bpf_prog_type::BPF_PROG_TYPE_KPROBE as u32;
+pub const PROG_TYPE_TRACING: u32 = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
+pub const ATTACH_TRACE_FENTRY: u32 = bpf_attach_type::BPF_TRACE_FENTRY as u32;
+pub const ATTACH_TRACE_KPROBE_MULTI: u32 = bpf_attach_type::BPF_TRACE_KPROBE_MULTI as u32;
 
-/// `union bpf_attr` for BPF_PROG_LOAD, up to `attach_btf_obj_fd`.
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoad {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-    prog_btf_fd: u32,
-    func_info_rec_size: u32,
-    func_info: u64,
-    func_info_cnt: u32,
-    line_info_rec_size: u32,
-    line_info: u64,
-    line_info_cnt: u32,
-    attach_btf_id: u32,
-    attach_btf_obj_fd: u32,
-    /// `core_relo_cnt` on newer kernels: must be 0.
-    padding: u32,
-}
+/// The attr's bytes BPF_PROG_LOAD is given: up to `core_relo_cnt`, which
+/// newer kernels read and which must be 0.
+const PROG_LOAD_SIZE: usize = offset_of!(bpf_attr, __bindgen_anon_3.core_relo_cnt) + 4;
+/// The attr's bytes a kprobe-multi BPF_LINK_CREATE is given: up to the
+/// link's `cookies`.
+const KPROBE_MULTI_SIZE: usize =
+    offset_of!(bpf_attr, link_create.__bindgen_anon_3.kprobe_multi.cookies) + 8;
 
-/// `union bpf_attr` for BPF_LINK_CREATE of a kprobe-multi link.
-#[repr(C)]
-#[derive(Default)]
-struct KprobeMultiLink {
-    prog_fd: u32,
-    target_fd: u32,
-    attach_type: u32,
-    flags: u32,
-    kprobe_multi_flags: u32,
-    cnt: u32,
-    syms: u64,
-    addrs: u64,
-    cookies: u64,
+/// An attr of zeros, whose members the calls fill.
+fn zeroed() -> bpf_attr {
+    // SAFETY: bpf_attr is a union of structs of plain integers: all zeros
+    // is a valid value of each member.
+    unsafe { std::mem::zeroed() }
 }
 
 /// `r0 = 0; exit`: the smallest program every type accepts.
@@ -76,24 +48,18 @@ pub struct Load {
 /// Loads [`RETURN_ZERO`] as `load` says; the kernel's errno if it refuses.
 pub fn load(load: Load) -> Result<OwnedFd, i32> {
     let license = CString::new("GPL").unwrap();
-    let attr = ProgLoad {
-        prog_type: load.prog_type,
-        insn_cnt: RETURN_ZERO.len() as u32,
-        insns: RETURN_ZERO.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        expected_attach_type: load.attach_type,
-        attach_btf_id: load.btf_id,
-        ..ProgLoad::default()
-    };
+    let mut attr = zeroed();
+    // SAFETY: a member of a zeroed attr (see `zeroed`).
+    let prog = unsafe { &mut attr.__bindgen_anon_3 };
+    prog.prog_type = load.prog_type;
+    prog.insn_cnt = RETURN_ZERO.len() as u32;
+    prog.insns = RETURN_ZERO.as_ptr() as u64;
+    prog.license = license.as_ptr() as u64;
+    prog.expected_attach_type = load.attach_type;
+    prog.attach_btf_id = load.btf_id;
     // SAFETY: `attr` and what it points to (program, license) outlive the
-    // call; the kernel reads `size_of` bytes of it.
-    let fd = unsafe {
-        bpf(
-            BPF_PROG_LOAD,
-            &attr as *const ProgLoad as *const u8,
-            size(&attr),
-        )
-    };
+    // call; the kernel reads its first PROG_LOAD_SIZE bytes.
+    let fd = unsafe { bpf(bpf_cmd::BPF_PROG_LOAD, &attr, PROG_LOAD_SIZE) };
     owned(fd)
 }
 
@@ -102,32 +68,23 @@ pub fn load(load: Load) -> Result<OwnedFd, i32> {
 pub fn kprobe_multi(prog: &OwnedFd, name: &str) -> Result<OwnedFd, i32> {
     let name = CString::new(name).unwrap();
     let syms: [*const c_char; 1] = [name.as_ptr()];
-    let attr = KprobeMultiLink {
-        prog_fd: prog.as_raw_fd() as u32,
-        attach_type: ATTACH_TRACE_KPROBE_MULTI,
-        cnt: 1,
-        syms: syms.as_ptr() as u64,
-        ..KprobeMultiLink::default()
-    };
+    let mut attr = zeroed();
+    // SAFETY: a member of a zeroed attr (see `zeroed`), and an arm of it.
+    let link = unsafe { &mut attr.link_create };
+    link.__bindgen_anon_1.prog_fd = prog.as_raw_fd() as u32;
+    link.attach_type = ATTACH_TRACE_KPROBE_MULTI;
+    let multi = unsafe { &mut link.__bindgen_anon_3.kprobe_multi };
+    multi.cnt = 1;
+    multi.syms = syms.as_ptr() as u64;
     // SAFETY: as in `load`: `attr`, `syms` and `name` outlive the call.
-    let fd = unsafe {
-        bpf(
-            BPF_LINK_CREATE,
-            &attr as *const KprobeMultiLink as *const u8,
-            size(&attr),
-        )
-    };
+    let fd = unsafe { bpf(bpf_cmd::BPF_LINK_CREATE, &attr, KPROBE_MULTI_SIZE) };
     owned(fd)
 }
 
-fn size<T>(_: &T) -> u32 {
-    std::mem::size_of::<T>() as u32
-}
-
 /// # Safety
-/// `attr` must point to `size` readable bytes laid out for `cmd`.
-unsafe fn bpf(cmd: libc::c_long, attr: *const u8, size: u32) -> libc::c_long {
-    libc::syscall(libc::SYS_bpf, cmd, attr, size)
+/// Every pointer in `attr`'s first `size` bytes must be valid for `cmd`.
+unsafe fn bpf(cmd: bpf_cmd, attr: &bpf_attr, size: usize) -> libc::c_long {
+    libc::syscall(libc::SYS_bpf, cmd as u32, attr as *const bpf_attr, size)
 }
 
 /// The fd a bpf() command returned, or its errno.
@@ -143,14 +100,10 @@ fn owned(fd: libc::c_long) -> Result<OwnedFd, i32> {
 mod tests {
     use super::*;
 
-    /// The offsets bpf.h gives these fields.
+    /// The ends bpf.h gives these members' last fields (x86_64).
     #[test]
-    fn layouts_match_the_kernel_header() {
-        assert_eq!(std::mem::size_of::<ProgLoad>(), 120);
-        assert_eq!(std::mem::offset_of!(ProgLoad, prog_name), 48);
-        assert_eq!(std::mem::offset_of!(ProgLoad, expected_attach_type), 68);
-        assert_eq!(std::mem::offset_of!(ProgLoad, attach_btf_id), 108);
-        assert_eq!(std::mem::size_of::<KprobeMultiLink>(), 48);
-        assert_eq!(std::mem::offset_of!(KprobeMultiLink, syms), 24);
+    fn attrs_end_where_the_kernel_header_says() {
+        assert_eq!(PROG_LOAD_SIZE, 120);
+        assert_eq!(KPROBE_MULTI_SIZE, 48);
     }
 }

@@ -1,42 +1,30 @@
 //! The `-f` filter function on its own, in a tc classifier. ipft loads it
 //! once before attaching anything ([`check`]): a filter the verifier refuses
 //! (too long, too complex) stops ipft with the verifier's reason, and
-//! nothing is attached. The tests run it on packets with
-//! `BPF_PROG_TEST_RUN` and compare its verdicts with libpcap's.
+//! nothing is attached. ipft-filter's `kernel` test runs the same
+//! classifier on packets with `BPF_PROG_TEST_RUN` and compares its verdicts
+//! with libpcap's.
 //!
 //! A tc program's context is the packet's real `struct sk_buff *`, and
 //! root may call bpf_probe_read_kernel from any program type: the classifier
 //! hands its context to the filter as the skb, so the filter reads the
 //! packet exactly as it does in a tracing program.
 #[cfg(test)]
-mod packets;
-#[cfg(test)]
 mod tests;
 
 use anyhow::{bail, Result};
 
-use super::programs;
-use crate::sys::bpf::{self, AttachType, Insn, ProgType};
+use ipft_filter::insn::{self, Insn};
 
-/// `src_reg` of a call to a function of the program (`BPF_PSEUDO_CALL`).
-const PSEUDO_CALL: u8 = 1;
+use super::programs;
+use crate::sys::bpf::{self, AttachType, ProgType};
 
 /// A classifier returning the filter's verdict (1 or 0) on its packet:
 /// `call filter; exit`, then the filter function.
 pub fn classifier(filter: &[Insn]) -> Vec<Insn> {
-    let mut insns = vec![call_ahead(1), Insn::exit()];
+    let mut insns = vec![insn::call_ahead(1), insn::exit()];
     insns.extend_from_slice(filter);
     insns
-}
-
-/// A call of the function that starts `ahead` instructions after the next.
-pub fn call_ahead(ahead: i32) -> Insn {
-    Insn {
-        code: 0x85,
-        regs: PSEUDO_CALL << 4,
-        off: 0,
-        imm: ahead,
-    }
 }
 
 /// Loads the filter in a classifier, to learn whether the kernel takes it.

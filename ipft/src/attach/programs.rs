@@ -24,8 +24,9 @@ use anyhow::{Context, Result};
 use aya::maps::{Map, MapData};
 use aya_obj::{EbpfSectionKind, Object};
 use ipft_common::{Config, FILTER_FUNCTION};
+use ipft_filter::insn::{self, Insn};
 
-use crate::sys::bpf::{self, Insn};
+use crate::sys::bpf;
 
 /// The eBPF programs, built by ipft/build.rs and embedded here.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("IPFT_EBPF_OBJECT"));
@@ -237,11 +238,6 @@ fn inject_filter(object: &mut Object, filter: &[Insn]) -> Result<()> {
     Ok(())
 }
 
-/// `BPF_JMP | BPF_CALL`.
-const CALL: u8 = 0x85;
-/// `src_reg` of a call to a kernel function (kfunc) by its BTF id.
-const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
-
 /// Turns each call of the placeholder helper `KFUNC_RDONLY_CAST` into a call
 /// of the kfunc `bpf_rdonly_cast` (`rdonly_cast`: its vmlinux BTF id; `off`
 /// 0 names vmlinux), or, where the kernel lacks it, into `r0 = 0`. The
@@ -251,18 +247,10 @@ const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
 /// with unreachable instructions.
 fn rewrite_kfunc_calls(insns: &mut [Insn], rdonly_cast: Option<u32>) {
     let placeholder = ipft_common::KFUNC_RDONLY_CAST as i32;
-    for insn in insns
-        .iter_mut()
-        .filter(|i| i.code == CALL && i.regs >> 4 == 0 && i.imm == placeholder)
-    {
-        *insn = match rdonly_cast {
-            Some(id) => Insn {
-                code: CALL,
-                regs: BPF_PSEUDO_KFUNC_CALL << 4,
-                off: 0,
-                imm: id as i32,
-            },
-            None => Insn::mov64_imm(0, 0),
+    for call in insns.iter_mut().filter(|i| i.calls_helper(placeholder)) {
+        *call = match rdonly_cast {
+            Some(id) => insn::kfunc_call(id),
+            None => insn::mov64_imm(0, 0),
         };
     }
 }
@@ -287,22 +275,25 @@ fn log_tail(log: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use ipft_common::programs::{self as catalog, Family, Role};
+    use ipft_filter::insn::{PSEUDO_CALL, PSEUDO_KFUNC_CALL};
 
     use super::*;
 
     /// Where each of a program's calls of its own functions lands.
     fn call_targets(insns: &[Insn]) -> Vec<usize> {
-        let call = |i: &Insn| i.code == 0x85 && i.regs >> 4 == 1;
-        let calls = insns.iter().enumerate().filter(|(_, i)| call(i));
+        let calls = insns
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.is_call(PSEUDO_CALL));
         calls
-            .map(|(at, i)| (at as i64 + 1 + i64::from(i.imm)) as usize)
+            .map(|(at, i)| (at as i64 + 1 + i64::from(i.imm())) as usize)
             .collect()
     }
 
     #[test]
     fn every_program_that_filters_calls_the_injected_filter() {
         let mut object = parse().unwrap();
-        let filter = [Insn::mov64_imm(0, 0x1f17), Insn::exit()];
+        let filter = [insn::mov64_imm(0, 0x1f17), insn::exit()];
         inject_filter(&mut object, &filter).unwrap();
         let text_sections: HashSet<usize> = object.functions.keys().map(|(s, _)| *s).collect();
         object.relocate_calls(&text_sections).unwrap();
@@ -327,7 +318,7 @@ mod tests {
     fn an_object_without_the_placeholder_is_an_error() {
         let mut object = parse().unwrap();
         object.functions.retain(|_, f| f.name != FILTER_FUNCTION);
-        let err = inject_filter(&mut object, &[Insn::exit()]).unwrap_err();
+        let err = inject_filter(&mut object, &[insn::exit()]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "ipft's eBPF object has no ipft_filter function"
@@ -335,12 +326,7 @@ mod tests {
     }
 
     fn call(src: u8, imm: i32) -> Insn {
-        Insn {
-            code: CALL,
-            regs: src << 4,
-            off: 0,
-            imm,
-        }
+        Insn::new(insn::JMP | insn::CALL, 0, src, 0, imm)
     }
 
     /// A mark read as the programs compile it: a helper call, the
@@ -348,10 +334,10 @@ mod tests {
     fn program() -> Vec<Insn> {
         let placeholder = ipft_common::KFUNC_RDONLY_CAST as i32;
         vec![
-            call(0, 113), // bpf_probe_read_kernel
+            call(0, insn::PROBE_READ_KERNEL),
             call(0, placeholder),
-            call(1, placeholder), // BPF_PSEUDO_CALL: an offset, not a helper
-            Insn::exit(),
+            call(PSEUDO_CALL, placeholder), // an offset, not a helper
+            insn::exit(),
         ]
     }
 
@@ -360,7 +346,7 @@ mod tests {
         let mut insns = program();
         rewrite_kfunc_calls(&mut insns, Some(12345));
         let mut want = program();
-        want[1] = call(BPF_PSEUDO_KFUNC_CALL, 12345);
+        want[1] = call(PSEUDO_KFUNC_CALL, 12345);
         assert_eq!(insns, want);
     }
 
@@ -369,7 +355,7 @@ mod tests {
         let mut insns = program();
         rewrite_kfunc_calls(&mut insns, None);
         let mut want = program();
-        want[1] = Insn::mov64_imm(0, 0);
+        want[1] = insn::mov64_imm(0, 0);
         assert_eq!(insns, want);
     }
 
@@ -380,7 +366,7 @@ mod tests {
     #[test]
     fn the_embedded_programs_call_it_and_the_rewrite_leaves_none() {
         let placeholder = ipft_common::KFUNC_RDONLY_CAST as i32;
-        let is_placeholder = |i: &Insn| i.code == CALL && i.regs >> 4 == 0 && i.imm == placeholder;
+        let is_placeholder = |i: &Insn| i.calls_helper(placeholder);
         let object = parse().unwrap();
         for name in ["kprobe_skb_0", "tp_p0_s0", "fentry_skb_0"] {
             let prog = &object.programs[name];
@@ -402,7 +388,7 @@ mod tests {
                 assert!(!insns.iter().any(is_placeholder), "{}", function.name);
                 let kfuncs = insns
                     .iter()
-                    .filter(|i| i.code == CALL && i.regs >> 4 == BPF_PSEUDO_KFUNC_CALL)
+                    .filter(|i| i.is_call(PSEUDO_KFUNC_CALL))
                     .count();
                 assert_eq!(kfuncs, calls * rdonly_cast.is_some() as usize);
             }

@@ -25,9 +25,7 @@ pub use drop_reasons::drop_reasons;
 pub use functions::functions;
 pub use kallsyms::Symbols;
 use kallsyms::{kallsyms, read_kallsyms};
-pub use offsets::{
-    capture_offsets, offsets, place_offsets, rdonly_cast_ids, skb_field_offsets, RdonlyCastIds,
-};
+pub use offsets::{capture_offsets, offsets, place_offsets, rdonly_cast_ids, skb_field_offsets};
 pub use tracepoints::tracepoints;
 
 use std::path::Path;

@@ -8,6 +8,7 @@
 use anyhow::{Context, Result};
 use btf_rs::{Btf, BtfType, Member, Type};
 use ipft_common::{CaptureOffsets, Offsets, PlaceOffsets};
+use ipft_filter::Cast;
 
 use super::{
     btf::{Vmlinux, MAX_DEPTH},
@@ -96,51 +97,24 @@ pub fn skb_field_offsets(btf: &Vmlinux) -> Result<impl Fn(&str) -> Result<u32> +
     Ok(move |field: &str| field_offset(btf, &skb, field))
 }
 
-/// The vmlinux BTF ids a `bpf_rdonly_cast` read of the mark needs (found by
-/// `discover::rdonly_cast_ids`): the FUNC `bpf_rdonly_cast`, the kfunc
-/// call's immediate, and the STRUCT `sk_buff`, its argument.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RdonlyCastIds {
-    pub func: u32,
-    pub skb: u32,
-    /// A struct that begins with an array of at least 4 bytes (see
-    /// [`BYTE_ARRAYS`]): `-f` casts packet addresses to it to load 1, 2 or
-    /// 4 bytes from them.
-    pub bytes: Option<u32>,
-    /// The length of that array (0 without one): loads through one cast
-    /// reach this far.
-    pub bytes_len: u32,
-}
-
-/// Structs whose first member is a byte array: the verifier lets a load
-/// through a cast pointer read anywhere within its first member's array,
-/// so that a packet's bytes are plain loads. The longest a kernel has is
-/// used (one cast then reaches every header); which ones it has depends on
-/// its architecture and configuration (`bpf_sockopt_buf`: 32 bytes, cgroup
-/// BPF, 5.9; `irq_stack`: 16 KiB, x86).
-const BYTE_ARRAYS: &[&str] = &[
-    "bpf_sockopt_buf",
-    "irq_stack",
-    "ifla_vf_broadcast",
-    "edid_info",
-];
-
 /// The vmlinux BTF ids a `bpf_rdonly_cast` read of the skb needs: the FUNC
 /// `bpf_rdonly_cast` (the kfunc call's immediate) and the STRUCT `sk_buff`
 /// (its argument). `None` when the kernel lacks the kfunc (before 6.2): the
-/// programs then read the mark with `bpf_probe_read_kernel`.
-pub fn rdonly_cast_ids(btf: &Vmlinux) -> Option<RdonlyCastIds> {
+/// programs then read the mark with `bpf_probe_read_kernel`. `bytes` is
+/// the struct of `ipft_filter::BYTE_ARRAYS` with the longest array this
+/// kernel has.
+pub fn rdonly_cast_ids(btf: &Vmlinux) -> Option<Cast> {
     let first = |name, want: fn(&Type) -> bool| {
         btf.ids(name)
             .into_iter()
             .find(|&id| btf.resolve_type_by_id(id).is_ok_and(|t| want(&t)))
     };
-    let longest = BYTE_ARRAYS
+    let longest = ipft_filter::BYTE_ARRAYS
         .iter()
         .flat_map(|name| btf.ids(name))
         .filter_map(|id| Some((byte_array_len(btf, id)?, id)))
         .max();
-    Some(RdonlyCastIds {
+    Some(Cast {
         func: first("bpf_rdonly_cast", |t| matches!(t, Type::Func(_)))?,
         skb: first(
             "sk_buff",

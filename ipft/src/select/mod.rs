@@ -3,30 +3,21 @@
 //! `--dev`: `place.rs` resolves them once), `--track`, function_graph, and
 //! whether matched packets' bytes are sent (`-w`, `--snaplen`). It
 //! gives the [`Config`] the programs are loaded with, the kernel's struct
-//! offsets included, and the `-f` filter: compiled by libpcap (`pcap.rs`)
-//! for Ethernet and for raw IP, decoded (`cbpf.rs`), and translated to the
-//! eBPF function injected into every program at load (`translate.rs`).
-mod cbpf;
-mod dbus;
-pub mod pcap;
+//! offsets included, and the `-f` filter: compiled by libpcap for Ethernet
+//! and for raw IP, decoded, and translated to the eBPF function injected
+//! into every program at load (ipft-filter's `pcap`, `cbpf`, `translate`).
 mod place;
-mod translate;
 
 use anyhow::{bail, Result};
 use ipft_common::{
     CaptureOffsets, Config, Offsets, PlaceOffsets, CONFIG_CAPTURE, CONFIG_DEV, CONFIG_FILTER,
     CONFIG_GRAPH, CONFIG_NETNS, CONFIG_RDONLY_CAST, CONFIG_STACK, CONFIG_STACK_DROPS, CONFIG_TRACK,
 };
+use ipft_filter::{cbpf, insn::Insn, pcap, translate, Cast};
 
-pub use self::{
-    place::{resolve as resolve_place, Place},
-    translate::{Cast, SkbFields},
-};
-use crate::{
-    cli::{Options, Stacks, Tracer},
-    discover::RdonlyCastIds,
-    sys::bpf::Insn,
-};
+pub use self::place::{resolve as resolve_place, Place};
+use crate::cli::{Options, Stacks, Tracer};
+pub use ipft_filter::SkbFields;
 
 /// The offsets the programs read with, from the kernel's BTF: `capture`
 /// only matters with `-w`, `place` with `-w`, `--netns` or `--dev`.
@@ -40,12 +31,7 @@ pub struct Layout {
 /// mask is 0: the programs then read no mark. `place` is where `--netns`
 /// and `--dev` select packets; `cast` is there when the kernel has
 /// `bpf_rdonly_cast`, which the programs then read the mark with.
-pub fn config(
-    opts: &Options,
-    layout: Layout,
-    place: Option<Place>,
-    cast: Option<RdonlyCastIds>,
-) -> Config {
+pub fn config(opts: &Options, layout: Layout, place: Option<Place>, cast: Option<Cast>) -> Config {
     let (cast_flag, skb_btf_id, rdonly_cast_btf_id) = match cast {
         Some(ids) => (CONFIG_RDONLY_CAST, ids.skb, ids.func),
         None => (0, 0, 0),
@@ -235,7 +221,7 @@ mod tests {
 
     #[test]
     fn the_kfunc_sets_the_cast_flag_and_its_ids() {
-        let ids = RdonlyCastIds {
+        let ids = Cast {
             func: 7,
             skb: 9,
             bytes: None,

@@ -33,8 +33,10 @@
 //! filter runs on every call of every traced function, for packets that do
 //! not match as much as for those that do; an expression such as `udp and
 //! dst port 53` reads five bytes fields of the headers.
-use super::cbpf::{Alu, Op, Reg, Size, Src, Test, Verdict, SCRATCH_WORDS};
-use crate::sys::bpf::Insn;
+use crate::{
+    cbpf::{Alu, Op, Reg, Size, Src, Test, Verdict, SCRATCH_WORDS},
+    insn::*,
+};
 
 /// Where the fields the filter reads lie in this kernel's `struct sk_buff`,
 /// in bytes (from BTF: `discover::skb_field_offsets`).
@@ -60,21 +62,38 @@ pub struct SkbFields {
     pub cast: Option<Cast>,
 }
 
-/// The BTF ids a `bpf_rdonly_cast(skb, sk_buff)` call needs.
+/// The vmlinux BTF ids a `bpf_rdonly_cast(skb, sk_buff)` call needs,
+/// found by `discover::rdonly_cast_ids` where the kernel has the kfunc:
+/// the programs read the mark through it, and the filter the skb's fields
+/// and the packet's bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cast {
-    /// The kfunc (the call's immediate).
+    /// The FUNC `bpf_rdonly_cast` (the kfunc call's immediate).
     pub func: u32,
-    /// `struct sk_buff` (its argument).
+    /// The STRUCT `sk_buff` (its argument).
     pub skb: u32,
-    /// A struct that begins with a byte array (`discover`'s
-    /// `RdonlyCastIds::bytes`): a packet address cast to it is loaded from
-    /// directly, 1, 2 or 4 bytes at a time.
+    /// A struct that begins with an array of at least 4 bytes: a packet
+    /// address cast to it is loaded from directly, 1, 2 or 4 bytes at a
+    /// time.
     pub bytes: Option<u32>,
-    /// That array's length: the start, cast once, is loaded from at any
-    /// constant offset within it; a load beyond casts its own address.
+    /// That array's length (0 without one): the start, cast once, is
+    /// loaded from at any constant offset within it; a load beyond casts
+    /// its own address.
     pub bytes_len: u32,
 }
+
+/// Structs whose first member is a byte array: the verifier lets a load
+/// through a cast pointer read anywhere within its first member's array,
+/// so that a packet's bytes are plain loads. The longest a kernel has is
+/// used (one cast then reaches every header); which ones it has depends on
+/// its architecture and configuration (`bpf_sockopt_buf`: 32 bytes, cgroup
+/// BPF, 5.9; `irq_stack`: 16 KiB, x86).
+pub const BYTE_ARRAYS: &[&str] = &[
+    "bpf_sockopt_buf",
+    "irq_stack",
+    "ifla_vf_broadcast",
+    "edid_info",
+];
 
 impl SkbFields {
     /// The fields, given each one's offset by name (from BTF).
@@ -161,7 +180,6 @@ const R0: u8 = 0;
 const R1: u8 = 1;
 const R2: u8 = 2;
 const R3: u8 = 3;
-const FP: u8 = 10;
 /// While finding the start: the skb, its head, the chosen header's offset
 /// (first the MAC header's), the network header's offset.
 const SKB: u8 = 6;
@@ -185,9 +203,6 @@ fn scratch(k: u32) -> i16 {
     SCRATCH + 4 * k as i16
 }
 
-/// `bpf_probe_read_kernel(dst, size, unsafe_ptr)`.
-const PROBE_READ_KERNEL: i32 = 113;
-
 /// Fields lying within this many bytes are read with one helper call.
 const READ_SPAN: u32 = 64;
 
@@ -195,9 +210,6 @@ const READ_SPAN: u32 = 64;
 /// without options and the ports (38), IPv6 with TCP flags (67); within
 /// the 512-byte stack the calling program shares.
 pub const WINDOW: u32 = 64;
-
-/// `src_reg` of a call to a kernel function (kfunc) by its BTF id.
-const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
 
 /// Where a packet load reads.
 #[derive(Clone, Copy)]
@@ -279,7 +291,7 @@ impl Code {
         for (at, label) in self.jumps {
             let target = self.labels[label.0].expect("every label is bound");
             let offset = target as isize - at as isize - 1;
-            self.insns[at].off = i16::try_from(offset).map_err(|_| len)?;
+            self.insns[at] = self.insns[at].with_off(i16::try_from(offset).map_err(|_| len)?);
         }
         Ok(self.insns)
     }
@@ -378,7 +390,7 @@ impl Code {
     /// r0 = the address in r1 cast to struct `to` by the kfunc `kfunc`.
     fn cast_r1(&mut self, (kfunc, to): (u32, u32)) {
         self.push(mov64_imm(R2, to as i32));
-        self.push(insn(JMP | CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, kfunc as i32));
+        self.push(kfunc_call(kfunc));
     }
 
     /// `dst` = the 16 bits `shift` bits up in `word`.
@@ -530,7 +542,7 @@ impl Code {
         self.stack -= WINDOW as i16;
         let window = self.stack;
         self.push(mov64(R2, LINEAR));
-        self.push(with_offset(jmp64_imm(JLE, R2, WINDOW as i32), 1));
+        self.push(jmp64_imm(JLE, R2, WINDOW as i32).with_off(1));
         self.push(mov64_imm(R2, WINDOW as i32));
         self.push(mov64(R3, START));
         self.push(mov64(R1, FP));
@@ -581,7 +593,7 @@ impl Code {
             Op::Len(reg) => self.push(ldx(W, register(reg), FP, PACKET_LEN)),
             Op::Store(reg, k) => self.push(stx(W, FP, scratch(k), register(reg))),
             Op::Alu(alu, src) => self.alu(alu, src),
-            Op::Neg => self.push(insn(ALU | NEG, A, 0, 0, 0)),
+            Op::Neg => self.push(Insn::new(ALU | NEG, A, 0, 0, 0)),
             Op::Copy(Reg::X) => self.push(mov32(X, A)),
             Op::Copy(Reg::A) => self.push(mov32(A, X)),
             Op::Jump(to) if to == next => {}
@@ -611,9 +623,9 @@ impl Code {
                 self.push(alu32(op, A, X));
             }
             (Alu::Lsh | Alu::Rsh, Src::X) => {
-                self.push(with_offset(jmp32_imm(JGT, X, 31), 2));
+                self.push(jmp32_imm(JGT, X, 31).with_off(2));
                 self.push(alu32(op, A, X));
-                self.push(with_offset(ja(), 1));
+                self.push(ja().with_off(1));
                 self.push(mov32_imm(A, 0));
             }
             (_, Src::X) => self.push(alu32(op, A, X)),
@@ -705,7 +717,7 @@ impl Code {
             }
         };
         if let Some(bits) = swap.filter(|_| swapped) {
-            self.push(insn(ALU | END | TO_BE, dst, 0, 0, bits));
+            self.push(Insn::new(ALU | END | TO_BE, dst, 0, 0, bits));
         }
     }
 
@@ -742,7 +754,7 @@ impl Code {
         self.bind(past);
         self.read_load(dst, width, bytes, |code| code.push(add64(R3, START)));
         if let Some(bits) = swap {
-            self.push(insn(ALU | END | TO_BE, dst, 0, 0, bits));
+            self.push(Insn::new(ALU | END | TO_BE, dst, 0, 0, bits));
         }
         self.bind(done);
     }
@@ -792,132 +804,6 @@ fn register(reg: Reg) -> u8 {
     }
 }
 
-// eBPF encoding (include/uapi/linux/bpf.h, bpf_common.h).
-const LDX: u8 = 0x01;
-const ST: u8 = 0x02;
-const STX: u8 = 0x03;
-const ALU: u8 = 0x04;
-const JMP: u8 = 0x05;
-const JMP32: u8 = 0x06;
-const ALU64: u8 = 0x07;
-const SRC_X: u8 = 0x08;
-const MEM: u8 = 0x60;
-const W: u8 = 0x00;
-const H: u8 = 0x08;
-const B: u8 = 0x10;
-const DW: u8 = 0x18;
-const ADD: u8 = 0x00;
-const SUB: u8 = 0x10;
-const NEG: u8 = 0x80;
-const MOV: u8 = 0xb0;
-const END: u8 = 0xd0;
-/// With END: convert to big-endian (a swap on x86_64).
-const TO_BE: u8 = 0x08;
-const JA: u8 = 0x00;
-const JEQ: u8 = 0x10;
-const JGT: u8 = 0x20;
-const JGE: u8 = 0x30;
-const JSET: u8 = 0x40;
-const JNE: u8 = 0x50;
-const CALL: u8 = 0x80;
-const EXIT: u8 = 0x90;
-const JLT: u8 = 0xa0;
-const JLE: u8 = 0xb0;
-
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn {
-        code,
-        regs: (src << 4) | dst,
-        off,
-        imm,
-    }
-}
-
-fn with_offset(mut insn: Insn, off: i16) -> Insn {
-    insn.off = off;
-    insn
-}
-
-fn mov64(dst: u8, src: u8) -> Insn {
-    insn(ALU64 | MOV | SRC_X, dst, src, 0, 0)
-}
-
-fn mov64_imm(dst: u8, imm: i32) -> Insn {
-    insn(ALU64 | MOV, dst, 0, 0, imm)
-}
-
-fn mov32(dst: u8, src: u8) -> Insn {
-    insn(ALU | MOV | SRC_X, dst, src, 0, 0)
-}
-
-fn mov32_imm(dst: u8, imm: i32) -> Insn {
-    insn(ALU | MOV, dst, 0, 0, imm)
-}
-
-fn add64(dst: u8, src: u8) -> Insn {
-    insn(ALU64 | ADD | SRC_X, dst, src, 0, 0)
-}
-
-fn add64_imm(dst: u8, imm: i32) -> Insn {
-    insn(ALU64 | ADD, dst, 0, 0, imm)
-}
-
-fn sub64(dst: u8, src: u8) -> Insn {
-    insn(ALU64 | SUB | SRC_X, dst, src, 0, 0)
-}
-
-fn alu32(op: u8, dst: u8, src: u8) -> Insn {
-    insn(ALU | op | SRC_X, dst, src, 0, 0)
-}
-
-fn alu32_imm(op: u8, dst: u8, imm: i32) -> Insn {
-    insn(ALU | op, dst, 0, 0, imm)
-}
-
-fn alu64_imm(op: u8, dst: u8, imm: i32) -> Insn {
-    insn(ALU64 | op, dst, 0, 0, imm)
-}
-
-fn ldx(size: u8, dst: u8, src: u8, off: i16) -> Insn {
-    insn(LDX | MEM | size, dst, src, off, 0)
-}
-
-fn stx(size: u8, dst: u8, off: i16, src: u8) -> Insn {
-    insn(STX | MEM | size, dst, src, off, 0)
-}
-
-fn st_imm(size: u8, dst: u8, off: i16, imm: i32) -> Insn {
-    insn(ST | MEM | size, dst, 0, off, imm)
-}
-
-fn jmp64(op: u8, dst: u8, src: u8) -> Insn {
-    insn(JMP | op | SRC_X, dst, src, 0, 0)
-}
-
-fn jmp64_imm(op: u8, dst: u8, imm: i32) -> Insn {
-    insn(JMP | op, dst, 0, 0, imm)
-}
-
-fn jmp32(op: u8, dst: u8, src: u8) -> Insn {
-    insn(JMP32 | op | SRC_X, dst, src, 0, 0)
-}
-
-fn jmp32_imm(op: u8, dst: u8, imm: i32) -> Insn {
-    insn(JMP32 | op, dst, 0, 0, imm)
-}
-
-fn ja() -> Insn {
-    insn(JMP | JA, 0, 0, 0, 0)
-}
-
-fn call(helper: i32) -> Insn {
-    insn(JMP | CALL, 0, 0, 0, helper)
-}
-
-fn exit() -> Insn {
-    insn(JMP | EXIT, 0, 0, 0, 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -953,12 +839,12 @@ mod tests {
     /// The instructions' jump targets: each must land inside the function.
     fn targets(insns: &[Insn]) -> Vec<usize> {
         let jumps = insns.iter().enumerate().filter(|(_, i)| {
-            let class = i.code & 0x07;
-            let op = i.code & 0xf0;
+            let class = i.code() & 0x07;
+            let op = i.code() & 0xf0;
             (class == JMP || class == JMP32) && op != CALL && op != EXIT
         });
         jumps
-            .map(|(at, i)| (at as isize + 1 + i.off as isize) as usize)
+            .map(|(at, i)| (at as isize + 1 + i.off() as isize) as usize)
             .collect()
     }
 
@@ -977,14 +863,16 @@ mod tests {
         ];
         let insns = translate(&ethernet, &[Op::Return(Verdict::NoMatch)], &SKB).unwrap();
         assert!(targets(&insns).iter().all(|&t| t < insns.len()));
-        let exits: Vec<&Insn> = insns.iter().filter(|i| i.code == JMP | EXIT).collect();
+        let exits: Vec<&Insn> = insns.iter().filter(|i| i.code() == JMP | EXIT).collect();
         assert_eq!(exits.len(), 2, "one exit per verdict");
         assert_eq!(insns[insns.len() - 2], mov64_imm(R0, 0));
         assert_eq!(insns[insns.len() - 4], mov64_imm(R0, 1));
     }
 
     fn probe_reads(insns: &[Insn]) -> usize {
-        let call = |i: &&Insn| i.code == JMP | CALL && i.regs == 0 && i.imm == PROBE_READ_KERNEL;
+        let call = |i: &&Insn| {
+            i.code() == JMP | CALL && i.src() == 0 && i.dst() == 0 && i.imm() == PROBE_READ_KERNEL
+        };
         insns.iter().filter(call).count()
     }
 
@@ -1004,7 +892,10 @@ mod tests {
         );
         // The skb's header offsets, its mac_len, and the window.
         assert_eq!(probe_reads(&two), 3);
-        assert!(!one.iter().any(|i| i.code == ALU | END | TO_BE), "no swap");
+        assert!(
+            !one.iter().any(|i| i.code() == ALU | END | TO_BE),
+            "no swap"
+        );
         let byte = insns(&[Op::LoadAbs(Size::Byte, 23), Op::Return(Verdict::A)]);
         assert_eq!(byte.len(), one.len() - 9, "a byte is one load");
         let far = insns(&[Op::LoadAbs(Size::Word, WINDOW - 3), Op::Return(Verdict::A)]);
@@ -1024,7 +915,7 @@ mod tests {
         let bound = jmp64_imm(JGT, R3, (WINDOW - 2) as i32);
         assert!(insns
             .iter()
-            .any(|i| i.code == bound.code && i.imm == bound.imm));
+            .any(|i| i.code() == bound.code() && i.imm() == bound.imm()));
         assert!(targets(&insns).iter().all(|&t| t < insns.len()));
     }
 
@@ -1051,7 +942,7 @@ mod tests {
         let ops = [Op::LoadAbs(Size::Half, 12), Op::Return(Verdict::A)];
         let insns = translate(&ops, &ops, &skb).unwrap();
         assert_eq!(probe_reads(&insns), 2, "only the window, in each program");
-        let kfunc = insn(JMP | CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, 1234);
+        let kfunc = Insn::new(JMP | CALL, 0, PSEUDO_KFUNC_CALL, 0, 1234);
         assert_eq!(insns.iter().filter(|i| **i == kfunc).count(), 1);
         assert!(
             insns.contains(&ldx(DW, HEAD, R0, 192)),
@@ -1081,7 +972,7 @@ mod tests {
         assert_eq!(probe_reads(&insns), 0);
         let loads: Vec<&Insn> = insns
             .iter()
-            .filter(|i| i.code & 0x07 == LDX && i.regs >> 4 == R0 && i.off == 0)
+            .filter(|i| i.code() & 0x07 == LDX && i.src() == R0 && i.off() == 0)
             .collect();
         // Three loads through the cast packet address in each program.
         assert_eq!(loads.len(), 6, "{loads:?}");
@@ -1093,7 +984,7 @@ mod tests {
     /// an indexed load, or one beyond the array, still casts its address.
     #[test]
     fn constant_loads_within_the_array_go_through_one_cast() {
-        let kfunc = insn(JMP | CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, 1234);
+        let kfunc = Insn::new(JMP | CALL, 0, PSEUDO_KFUNC_CALL, 0, 1234);
         let casts = |bytes_len, ops: &[Op]| {
             let insns = translate(ops, ops, &with_array(bytes_len)).unwrap();
             let calls = insns.iter().filter(|i| **i == kfunc).count();

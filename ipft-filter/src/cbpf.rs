@@ -2,8 +2,19 @@
 //! operations ([`Op`]) for the translation to eBPF (`translate.rs`).
 //! Decoding checks everything the translation relies on: known opcodes,
 //! scratch slots that exist, jumps that go forward and stay inside the
-//! program. What it refuses is named in one phrase.
-use super::pcap::Classic;
+//! program. What it refuses is named in one phrase. Classic programs come
+//! from libpcap's compiler (`pcap.rs`, with the `libpcap` feature).
+
+/// One classic BPF instruction, as the kernel's and libpcap's
+/// `struct bpf_insn` (`struct sock_filter`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Classic {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
 
 /// The longest classic program ipft takes, as the kernel's own limit for
 /// classic BPF (`BPF_MAXINSNS`).
@@ -275,7 +286,7 @@ fn jump(insn: &Classic, next: usize, len: usize) -> Result<Option<Op>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{super::pcap, *};
+    use super::*;
 
     fn insn(code: u16, jt: u8, jf: u8, k: u32) -> Classic {
         Classic { code, jt, jf, k }
@@ -349,9 +360,10 @@ mod tests {
         assert!(refused(&vec![insn(0x06, 0, 0, 0); MAX_CLASSIC + 1]).starts_with("4097 classic"));
     }
 
+    #[cfg(feature = "libpcap")]
     #[test]
     fn protochain_is_refused_as_a_backward_jump() {
-        let program = pcap::compile("ip6 protochain 6", pcap::ETHERNET).unwrap();
+        let program = crate::pcap::compile("ip6 protochain 6", crate::pcap::ETHERNET).unwrap();
         assert_eq!(
             decode(&program).unwrap_err(),
             "a backward jump (libpcap's protochain)"

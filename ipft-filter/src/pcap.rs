@@ -1,6 +1,8 @@
-//! libpcap's filter compiler (libpcap.a is linked in: see build.rs): an
-//! expression in pcap-filter syntax becomes a classic BPF program for one
-//! link type, compiled on a "dead" handle, so no capture is ever opened.
+//! libpcap's filter compiler (the `libpcap` feature: libpcap.a is linked
+//! in, see build.rs): an expression in pcap-filter syntax becomes a classic
+//! BPF program for one link type, compiled on a "dead" handle, so no
+//! capture is ever opened; and libpcap's interpreter ([`matches`]), the
+//! reference the translation is tested against.
 //!
 //! Host, network, port and protocol names are looked up by glibc, which is
 //! linked statically: its built-in sources (`files`: /etc/hosts,
@@ -26,15 +28,7 @@ const SNAPLEN: c_int = 262_144;
 /// (`ip broadcast`) are refused.
 const NETMASK_UNKNOWN: u32 = 0xffff_ffff;
 
-/// One classic BPF instruction, as libpcap's `struct bpf_insn`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Classic {
-    pub code: u16,
-    pub jt: u8,
-    pub jf: u8,
-    pub k: u32,
-}
+pub use crate::cbpf::Classic;
 
 /// libpcap's `struct bpf_program`.
 #[repr(C)]
@@ -44,7 +38,6 @@ struct Program {
 }
 
 /// libpcap's `struct pcap_pkthdr`.
-#[cfg(test)]
 #[repr(C)]
 struct PacketHeader {
     ts: libc::timeval,
@@ -64,7 +57,6 @@ extern "C" {
     ) -> c_int;
     fn pcap_geterr(p: *mut c_void) -> *const c_char;
     fn pcap_freecode(program: *mut Program);
-    #[cfg(test)]
     fn pcap_offline_filter(
         program: *const Program,
         header: *const PacketHeader,
@@ -112,7 +104,6 @@ pub fn compile(expression: &str, linktype: c_int) -> Result<Vec<Classic>, String
 /// libpcap's own interpreter's verdict on a packet of `wire_len` bytes of
 /// which `captured` are at hand: the reference the translation is tested
 /// against.
-#[cfg(test)]
 pub fn matches(program: &[Classic], captured: &[u8], wire_len: u32) -> bool {
     let program = Program {
         len: program.len() as c_uint,
