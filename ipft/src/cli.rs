@@ -9,6 +9,9 @@ use std::{
 use clap::{Parser, ValueEnum};
 use regex::Regex;
 
+/// Where the kernel publishes its BTF: `--btf-dir`'s default.
+pub const SYS_BTF_DIR: &str = "/sys/kernel/btf";
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "ipft",
@@ -163,7 +166,7 @@ pub struct Options {
     pub ready_file: Option<PathBuf>,
 
     /// Where to read the kernel's BTF (for tests: a missing or damaged copy).
-    #[arg(long, value_name = "DIR", default_value = crate::discover::SYS_BTF_DIR, hide = true)]
+    #[arg(long, value_name = "DIR", default_value = SYS_BTF_DIR, hide = true)]
     pub btf_dir: PathBuf,
 
     /// Print a man page or a shell completion script, then exit.

@@ -8,6 +8,8 @@
 mod attach;
 mod cli;
 mod discover;
+#[cfg(test)]
+mod layering;
 mod par;
 #[cfg(test)]
 mod random;
