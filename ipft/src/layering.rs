@@ -17,11 +17,13 @@ const ORDER: &[&str] = &[
 /// The modules each module may use.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("cli", &[]),
-    ("discover", &["cli", "timing", "random"]),
+    ("discover", &["cli", "par", "timing", "random"]),
     ("select", &["cli", "discover", "sys"]),
     (
         "attach",
-        &["cli", "discover", "select", "sys", "par", "testhook"],
+        &[
+            "cli", "discover", "select", "sys", "par", "timing", "testhook",
+        ],
     ),
     ("trace", &["cli", "discover", "attach", "sys", "random"]),
     (

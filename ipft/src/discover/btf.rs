@@ -11,7 +11,8 @@ use btf_rs::Btf;
 
 use super::raw::Section;
 
-pub use crate::cli::SYS_BTF_DIR;
+#[cfg(test)]
+use crate::cli::SYS_BTF_DIR;
 
 /// The kernel's BTF: vmlinux, plus every module's split BTF as raw
 /// records (only the function scan reads modules: see [`super::raw`]).

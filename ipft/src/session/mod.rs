@@ -4,6 +4,7 @@
 mod command;
 mod ready;
 mod signals;
+mod startup;
 
 use std::{
     collections::HashMap,
@@ -20,6 +21,7 @@ use anyhow::{bail, Context, Result};
 
 pub use command::check as check_command;
 pub use signals::Signals;
+pub use startup::{check_privileges, filter_function, programs, raise_open_files};
 
 use crate::{
     attach::{self, detach, programs::Maps, track, Attached, Backend},

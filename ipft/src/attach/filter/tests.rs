@@ -137,14 +137,19 @@ impl Libpcap {
 #[test]
 fn the_kernel_gives_libpcap_verdicts() {
     bpf::fake::use_the_kernel();
-    let kernel = KernelBtf::load(Path::new(discover::SYS_BTF_DIR), false).unwrap();
-    let probe_read =
-        SkbFields::find(discover::skb_field_offsets(&kernel.vmlinux).unwrap()).unwrap();
+    let kernel = KernelBtf::load(Path::new(crate::cli::SYS_BTF_DIR), false).unwrap();
+    let needs = discover::Needs {
+        skb_fields: true,
+        ..Default::default()
+    };
+    let layout = discover::KernelLayout::read(&kernel.vmlinux, needs).unwrap();
+    let skb = layout.skb_fields.as_ref().unwrap();
+    let probe_read = SkbFields::find(|name| skb.get(name)).unwrap();
     // Every way of reading the skb and the packet this kernel allows:
     // bpf_probe_read_kernel; the fields through bpf_rdonly_cast and the
     // packet copied; both through bpf_rdonly_cast.
     let mut reads = vec![("bpf_probe_read_kernel", probe_read)];
-    if let Some(ids) = discover::rdonly_cast_ids(&kernel.vmlinux) {
+    if let Some(ids) = layout.cast {
         let cast = |bytes, bytes_len| Cast {
             func: ids.func,
             skb: ids.skb,
