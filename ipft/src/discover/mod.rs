@@ -1,12 +1,16 @@
 //! Discover: which kernel functions (or tracepoints) take a
-//! `struct sk_buff *`, where that argument sits, and where they live.
+//! `struct sk_buff *`, where that argument sits, and where they live; and
+//! the kernel's layout, which select builds the programs' configuration from.
 //!
 //! Takes the kernel's BTF ([`btf`], [`raw`]), function addresses
-//! ([`addresses`]: `/proc/kallsyms` or ftrace's list) and the
-//! user's `-r`/`--module-regex` ([`Filter`]); gives [`Target`]s, each with
-//! its skb and drop-reason positions, address and BTF id, plus the
-//! kernel's struct [`offsets`] and [`drop_reasons`] names and each target's
-//! [`roles::Role`] in a packet's life. All read once at start-up.
+//! ([`addresses`]: `/proc/kallsyms` or ftrace's list, read in the
+//! background: [`read_addresses`]) and the user's `-r`/`--module-regex`
+//! ([`Filter`]); [`discover()`] gives the chosen backend's [`Target`]s, each
+//! with its skb and drop-reason positions, address and BTF id, and the
+//! [`drop_reasons`] names; [`KernelLayout`] the struct offsets, the
+//! `bpf_rdonly_cast` ids and for `-f` every `sk_buff` field's offset; and
+//! [`roles`] each target's [`roles::Role`] in a packet's life. All read once
+//! at start-up.
 mod addresses;
 mod btf;
 mod drop_reasons;
