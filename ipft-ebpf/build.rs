@@ -1,9 +1,9 @@
 //! Generates one program definition per entry of ipft-common's program
 //! catalog (`ipft_common::programs::CATALOG`), so that the names userspace
 //! looks up there are the names the object has. Each entry becomes one
-//! invocation of a macro of `main.rs`, chosen by its family and role; the
-//! macro writes the function (`#[kprobe]` and friends need an identifier,
-//! which only generated code can derive from a string).
+//! invocation of a macro of `src/programs/`, chosen by its family and role;
+//! the macro writes the function (`#[kprobe]` and friends need an
+//! identifier, which only generated code can derive from a string).
 use std::{env, fmt::Write, fs, path::PathBuf};
 
 use ipft_common::programs::{Family, Program, Role, CATALOG, TP_KFREE_SKB};

@@ -5,6 +5,7 @@
 //! change together.
 #![no_std]
 
+pub mod maps;
 pub mod programs;
 
 /// One record per traced function call (or return) of a matching packet,

@@ -4,41 +4,16 @@
 //! catalog's names, so a mismatch would otherwise show only when a backend
 //! fails to find its program at run time.
 //!
-//! The object is `$IPFT_EBPF_OBJECT` (`cargo xtask test` sets it), else the
-//! one `cargo xtask build` leaves in ipft-ebpf/target/. A missing object
-//! fails the test: it cannot be checked, and skipping would hide that. The
-//! `-f` filter's placeholder, which userspace finds by name, is checked too.
-use std::{
-    collections::BTreeSet,
-    env, fs,
-    path::{Path, PathBuf},
-};
+//! The `-f` filter's placeholder, which userspace finds by name, is checked too.
+mod object;
 
-use aya_obj::{Object, ProgramSection};
+use std::collections::BTreeSet;
+
+use aya_obj::ProgramSection;
 use ipft_common::{
     programs::{Family, CATALOG},
     FILTER_FUNCTION,
 };
-
-fn object_path() -> PathBuf {
-    match env::var_os("IPFT_EBPF_OBJECT") {
-        Some(path) => PathBuf::from(path),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../ipft-ebpf/target/bpfel-unknown-none/release/ipft-ebpf"),
-    }
-}
-
-fn object() -> Object {
-    let path = object_path();
-    let data = fs::read(&path).unwrap_or_else(|err| {
-        panic!(
-            "cannot read the eBPF object {} ({err}): build it with `cargo xtask build`",
-            path.display()
-        )
-    });
-    Object::parse(&data)
-        .unwrap_or_else(|err| panic!("cannot parse the eBPF object {}: {err}", path.display()))
-}
 
 /// Whether aya parsed `section` into the program type `family` needs.
 fn section_fits(family: Family, section: &ProgramSection) -> bool {
@@ -54,7 +29,7 @@ fn section_fits(family: Family, section: &ProgramSection) -> bool {
 
 #[test]
 fn every_catalog_program_is_in_the_object_with_its_family() {
-    let object = object();
+    let object = object::parse();
     let mut wrong = Vec::new();
     for p in CATALOG {
         match object.programs.get(p.name) {
@@ -71,15 +46,15 @@ fn every_catalog_program_is_in_the_object_with_its_family() {
     }
     assert!(
         wrong.is_empty(),
-        "the eBPF object {} does not match the catalog (rebuild it with `cargo xtask build`):\n{}",
-        object_path().display(),
+        "the eBPF object {} does not match the catalog (rebuild it with `cargo build -p ipft`):\n{}",
+        object::path().display(),
         wrong.join("\n")
     );
 }
 
 #[test]
 fn the_object_has_no_program_the_catalog_lacks() {
-    let object = object();
+    let object = object::parse();
     let listed: BTreeSet<&str> = CATALOG.iter().map(|p| p.name).collect();
     let extra: Vec<&str> = object
         .programs
@@ -90,14 +65,14 @@ fn the_object_has_no_program_the_catalog_lacks() {
     assert!(
         extra.is_empty(),
         "programs of {} missing from ipft_common::programs::CATALOG: {extra:?}",
-        object_path().display()
+        object::path().display()
     );
     assert_eq!(object.programs.len(), CATALOG.len());
 }
 
 #[test]
 fn the_filter_placeholder_is_one_function_and_no_program() {
-    let object = object();
+    let object = object::parse();
     let found = object
         .functions
         .values()
@@ -107,7 +82,7 @@ fn the_filter_placeholder_is_one_function_and_no_program() {
         found,
         1,
         "{} must have one {FILTER_FUNCTION} function, which ipft replaces with the -f filter",
-        object_path().display()
+        object::path().display()
     );
     assert!(!object.programs.contains_key(FILTER_FUNCTION));
 }

@@ -175,7 +175,8 @@ pub struct Options {
     pub generate: Option<Generate>,
 
     /// Run this command once tracing is ready, stop when it exits, and exit
-    /// with its status: `ipft -m 0x1 -- ping -m 1 -c 1 10.0.0.2`.
+    /// with its status: `ipft -m 0x1 -- ping -m 1 -c 1 10.0.0.2`. Its stdout
+    /// goes to stderr when ipft's stdout carries `-w -` or json.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }

@@ -1,14 +1,23 @@
-//! Hooks for the end-to-end tests, hidden from users: `IPFT_TEST_HOOK`
-//! names them, comma-separated. They make rare moments happen on demand,
-//! so the tests can check what ipft leaves behind after them.
-use std::{sync::OnceLock, time::Duration};
+//! Hooks for the end-to-end tests and the bench: `IPFT_TEST_HOOK` names
+//! them, comma-separated. They make rare moments happen on demand, so the
+//! tests can check what ipft leaves behind after them. Only builds with the
+//! `test-hooks` feature read `IPFT_TEST_HOOK`; without it every hook is off
+//! and compiles to nothing, so users' builds cannot be made to panic.
+use std::time::Duration;
 
+#[cfg(feature = "test-hooks")]
 fn active(name: &str) -> bool {
-    static HOOKS: OnceLock<String> = OnceLock::new();
+    static HOOKS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HOOKS
         .get_or_init(|| std::env::var("IPFT_TEST_HOOK").unwrap_or_default())
         .split(',')
         .any(|h| h == name)
+}
+
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+fn active(_name: &str) -> bool {
+    false
 }
 
 /// `panic-on-event`: a bug while tracing must still release every program

@@ -5,11 +5,11 @@
 //! refuses it. ipft's own unit tests check its choice against fakes; these
 //! answers are the real kernel's.
 //!
-//! A test that needs something this kernel lacks ends early with
-//! [`not_applicable`]. BPF itself is never optional: when even a plain
-//! program does not load, asking for the capabilities panics, so the tests
-//! fail instead of skipping.
-use std::{io, io::Write, path::Path, sync::OnceLock};
+//! The harness asks once per test binary, before any test runs
+//! ([`crate::harness`]): a test that needs something this kernel lacks (see
+//! [`crate::needs`]) is ignored, and when even a plain program does not
+//! load, every test is.
+use std::{io, path::Path, sync::OnceLock};
 
 use crate::{
     bpf::{self, Load},
@@ -43,28 +43,40 @@ pub struct Capabilities {
     pub kprobe_multi: Result<(), Refusal>,
     /// An fentry program for [`PROBED`] loads.
     pub fentry: Result<(), Refusal>,
+    /// vmlinux's BTF has `bpf_rdonly_cast` (6.2), with which ipft's `-f`
+    /// programs load packet bytes directly, a few instructions each.
+    pub rdonly_cast: bool,
 }
 
-/// This kernel's capabilities. Panics when BPF itself is unavailable.
+/// This kernel's capabilities, or why BPF is unavailable here. Asked once
+/// per test binary.
+pub fn ask() -> Result<&'static Capabilities, String> {
+    static FOUND: OnceLock<Result<Capabilities, String>> = OnceLock::new();
+    FOUND.get_or_init(probe).as_ref().map_err(Clone::clone)
+}
+
+/// This kernel's capabilities, for a test's body: the harness runs a test
+/// only where [`ask`] found BPF, so this panics only outside it.
 pub fn capabilities() -> &'static Capabilities {
-    static FOUND: OnceLock<Capabilities> = OnceLock::new();
-    FOUND.get_or_init(|| {
-        let plain = bpf::load(Load {
-            prog_type: bpf::PROG_TYPE_SOCKET_FILTER,
-            ..Load::default()
-        });
-        if let Err(errno) = plain {
-            panic!(
-                "BPF is unavailable here: loading a two-instruction socket filter failed ({}); \
-                 the end-to-end tests need root and a kernel with BPF",
-                io::Error::from_raw_os_error(errno)
-            );
-        }
-        Capabilities {
-            kprobes: Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
-            kprobe_multi: try_kprobe_multi(),
-            fentry: try_fentry(),
-        }
+    ask().unwrap_or_else(|why| panic!("{why}"))
+}
+
+fn probe() -> Result<Capabilities, String> {
+    let plain = bpf::load(Load {
+        prog_type: bpf::PROG_TYPE_SOCKET_FILTER,
+        ..Load::default()
+    });
+    if let Err(errno) = plain {
+        return Err(format!(
+            "BPF is unavailable here: loading a two-instruction socket filter failed ({})",
+            os_error(errno)
+        ));
+    }
+    Ok(Capabilities {
+        kprobes: Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
+        kprobe_multi: try_kprobe_multi(),
+        fentry: try_fentry(),
+        rdonly_cast: kernel::btf_function_id("bpf_rdonly_cast").is_some(),
     })
 }
 
@@ -261,18 +273,6 @@ fn os_error(errno: i32) -> String {
     io::Error::from_raw_os_error(errno).to_string()
 }
 
-/// Ends a test that cannot apply to this kernel: prints
-/// `N/A: <test>: <reason>` on stderr, where `cargo xtask test` and the VM
-/// suite count it as skipped rather than passed. Written straight to the
-/// stderr fd in one piece: libtest captures only `eprintln!`, and would
-/// hide the line of a test that returns normally.
-pub fn not_applicable(why: &str) {
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("?");
-    let line = format!("N/A: {test}: {why}\n");
-    let _ = io::stderr().write_all(line.as_bytes());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +286,7 @@ mod tests {
             kprobes,
             kprobe_multi: fprobe,
             fentry,
+            rdonly_cast: true,
         }
     }
 

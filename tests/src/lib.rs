@@ -1,6 +1,9 @@
 //! Harness for ipft's host end-to-end tests: real packets through the real
 //! kernel, traced by the real binary (`IPFT_BIN`, set by `cargo xtask test`).
 //!
+//! - [`harness`]: each test binary's main (`tests!`): libtest's command line
+//!   and output, and tests that do not apply to this kernel ignored, with
+//!   why, before any runs; [`needs`]: what a test can need of the kernel.
 //! - [`process`]: run ipft, wait for `Trace ready!`, signal it, collect output.
 //! - [`packets`]: marked UDP datagrams and `ping -m` on loopback.
 //! - [`parse`]: the aggregate table and the JSON lines, checked byte for byte.
@@ -8,8 +11,7 @@
 //! - [`kernel`]: facts read independently of ipft (BTF through [`btf`],
 //!   loaded programs, clocks).
 //! - [`capabilities`]: what this kernel allows (asked through [`bpf`]), hence
-//!   what ipft must do here: `auto`'s choice, each `-b`'s outcome, and
-//!   [`not_applicable`] for tests that need what the kernel lacks.
+//!   what ipft must do here: `auto`'s choice, each `-b`'s outcome.
 //! - [`teardown`], [`load`]: for robust.rs and flood.rs: what an ipft leaves
 //!   behind however it ends; a packet flood, streamed lines counted, memory.
 //! - [`marks`]: one mark per test, so tests running in parallel (each with its
@@ -24,9 +26,11 @@ pub mod capabilities;
 pub mod checks;
 pub mod details;
 pub mod flows;
+pub mod harness;
 pub mod kernel;
 pub mod load;
 pub mod marks;
+pub mod needs;
 pub mod netns;
 pub mod packets;
 pub mod parse;
@@ -35,5 +39,5 @@ pub mod scripting;
 pub mod teardown;
 pub mod tshark;
 
-pub use capabilities::{capabilities, not_applicable};
+pub use capabilities::capabilities;
 pub use process::{ipft_bin, run, Ipft, Output, Setup, StdoutMode};

@@ -64,6 +64,9 @@ pub const PCAP_STREAM: u32 = 0x50005;
 pub const PCAP_ENDINGS: u32 = 0x50006;
 pub const PCAP_CLOSED: u32 = 0x50007;
 pub const PCAP_LOST: u32 = 0x50008;
+/// pipes.rs: command mode with ipft's stdout piped into its reader.
+pub const PIPE_PCAPNG: u32 = 0x60001;
+pub const PIPE_JSON: u32 = 0x60002;
 /// ping's README example: 1431655765. No other test sends it.
 pub const PING: u32 = 0x5555_5555;
 
@@ -161,6 +164,8 @@ mod tests {
             PCAP_ENDINGS,
             PCAP_CLOSED,
             PCAP_LOST,
+            PIPE_PCAPNG,
+            PIPE_JSON,
             MASKED_OUT,
         ];
         marks.extend(MASKED_IN);

@@ -26,21 +26,30 @@ pub const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// For JSON lines to reach ipft's stdout after the packets were sent.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The binary under test. Never skips: without it the suite must fail.
+/// The binary under test, for a test's body: the harness runs a test only
+/// where [`find_ipft`] found one.
 pub fn ipft_bin() -> PathBuf {
+    find_ipft().unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// The ipft under test (`IPFT_BIN`), or why there is none: then no
+/// end-to-end test can run ([`crate::harness`] ignores them all).
+pub fn find_ipft() -> Result<PathBuf, String> {
     let Some(path) = std::env::var_os("IPFT_BIN") else {
-        panic!(
+        return Err(
             "IPFT_BIN is not set: run the suite with `cargo xtask test`, or \
-             `cargo xtask build` then `IPFT_BIN=$PWD/target/debug/ipft cargo test -p ipft-tests`"
+             `cargo xtask build --test-hooks` then `IPFT_BIN=$PWD/target/debug/ipft cargo test -p ipft-tests`"
+                .into(),
         );
     };
     let path = PathBuf::from(path);
-    assert!(
-        path.is_file(),
-        "IPFT_BIN={} does not exist: build it with `cargo xtask build`",
-        path.display()
-    );
-    path
+    if !path.is_file() {
+        return Err(format!(
+            "IPFT_BIN={} does not exist: build it with `cargo xtask build --test-hooks`",
+            path.display()
+        ));
+    }
+    Ok(path)
 }
 
 #[derive(Default)]

@@ -2,12 +2,13 @@
 //! the kernel, not ipft): what `-b auto` picks and the line saying why, a
 //! ping traced by every backend that works here, function_graph where
 //! fentry works, and, where a backend traces functions, skb lives that end
-//! where no tracepoint fires. A test that needs what this kernel lacks says
-//! N/A; the VM suite runs them all on kernels that have more.
+//! where no tracepoint fires. A test that needs what this kernel lacks is
+//! ignored here (see `needs`); the VM suite runs them all on kernels that
+//! have more.
 use std::collections::HashSet;
 
 use ipft_tests::{
-    capabilities, checks, flows, load, marks, not_applicable, packets,
+    capabilities, checks, flows, load, marks, needs, packets,
     parse::{self, parse_table, row_names, Tracer},
     run, Ipft, Output,
 };
@@ -32,7 +33,6 @@ fn assert_freed_by_consume_skb(out: &Output) {
     assert_eq!(packets[0][0].module, "vmlinux", "{out}");
 }
 
-#[test]
 fn auto_picks_what_this_kernel_allows() {
     let mark = marks::AUTO;
     let out = around_a_ping(&["-m", &hex(mark), "-r", "^consume_skb$"], mark);
@@ -42,7 +42,6 @@ fn auto_picks_what_this_kernel_allows() {
     assert_freed_by_consume_skb(&out);
 }
 
-#[test]
 fn every_backend_this_kernel_allows_traces_a_ping() {
     let mark = marks::EACH_BACKEND;
     for backend in capabilities().backends() {
@@ -64,12 +63,8 @@ const GRAPH_RE: &str =
 /// `-t function_graph` without `-b`: auto takes the best backend that
 /// sees returns (kprobe-multi, kprobe, ftrace), and each call shows its
 /// return, nested, with its value.
-#[test]
 fn function_graph_nests_calls_and_returns() {
     let kernel = capabilities();
-    if kernel.graph_backend().is_none() {
-        return not_applicable("needs a function backend (kprobe-multi, kprobe or ftrace)");
-    }
     let mark = marks::GRAPH;
     let args = ["-m", &hex(mark), "-t", "function_graph", "-r", GRAPH_RE];
     let out = around_a_ping(&args, mark);
@@ -109,13 +104,9 @@ fn function_graph_nests_calls_and_returns() {
 /// so each datagram is a packet of its own although the pointers repeat
 /// (README: "a pointer seen again after the skb was freed starts a new
 /// packet").
-#[test]
 fn read_datagrams_are_separate_packets() {
-    let Some(backend) = capabilities().function_backend() else {
-        return not_applicable(
-            "needs a backend that traces functions (kfree_skbmem): this kernel allows only tracepoints",
-        );
-    };
+    let backend = capabilities().function_backend();
+    let backend = backend.expect("needs::function_backend found one");
     let mark = marks::READ_REUSED;
     let re = "^(__dev_queue_xmit|ip_rcv|udp_rcv|kfree_skbmem)$";
     let ipft = Ipft::start(&["-b", backend, "-m", &hex(mark), "-r", re, "-o", "json"]);
@@ -147,4 +138,11 @@ fn read_datagrams_are_separate_packets() {
     for packet in &packets {
         assert_eq!(packet.functions(), path, "-b {backend}: {why}\n{out}");
     }
+}
+
+ipft_tests::tests! {
+    auto_picks_what_this_kernel_allows,
+    every_backend_this_kernel_allows_traces_a_ping,
+    function_graph_nests_calls_and_returns: needs::graph_backend,
+    read_datagrams_are_separate_packets: needs::function_backend,
 }

@@ -18,7 +18,6 @@ use ipft_tests::{capabilities, kernel, marks, packets, parse::parse_table, Ipft}
 
 /// Each backend this kernel allows, on the one function (or tracepoint) a
 /// ping's echo request ends in, so that even kprobe attaches in a moment.
-#[test]
 fn programs_are_released_when_ipft_exits() {
     for backend in capabilities().backends() {
         release_after_one_packet(backend);
@@ -81,4 +80,8 @@ fn orphans() -> Vec<(u32, String)> {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+ipft_tests::tests! {
+    programs_are_released_when_ipft_exits,
 }

@@ -1,6 +1,6 @@
 //! The command line: help, version, `-l`, and every error path. Usage errors
 //! exit 2, runtime errors exit 1 with one clear sentence (no error chain).
-use ipft_tests::{capabilities, kernel, marks, not_applicable, run, Ipft, Output, Setup};
+use ipft_tests::{capabilities, kernel, marks, needs, run, Ipft, Output, Setup};
 use regex::Regex;
 
 fn assert_usage_error(args: &[&str], bad: &str) {
@@ -42,7 +42,6 @@ fn assert_one_sentence_error(out: &Output, max_lines: usize) {
     );
 }
 
-#[test]
 fn help_exits_0() {
     for flag in ["-h", "--help"] {
         let out = run(&[flag]);
@@ -70,7 +69,6 @@ fn help_exits_0() {
     }
 }
 
-#[test]
 fn version_exits_0() {
     for flag in ["-V", "--version"] {
         let out = run(&[flag]);
@@ -79,7 +77,6 @@ fn version_exits_0() {
     }
 }
 
-#[test]
 fn mark_is_required() {
     let out = run(&[]);
     assert_eq!(out.code(), Some(2), "{out}");
@@ -90,7 +87,6 @@ fn mark_is_required() {
     );
 }
 
-#[test]
 fn bad_values_are_usage_errors() {
     assert_usage_error(&["-m", "zzz"], "zzz");
     // Mark 0 would match every unmarked packet (ipftrace2 refuses it too).
@@ -110,7 +106,6 @@ fn bad_values_are_usage_errors() {
     assert_usage_error(&["-m", "1", "--no-such-option"], "--no-such-option");
 }
 
-#[test]
 fn nothing_left_after_filtering_is_an_error() {
     let out = run(&["-m", "1", "-r", "no_such_function_xyz"]);
     assert_one_sentence_error(&out, 2);
@@ -121,7 +116,6 @@ fn nothing_left_after_filtering_is_an_error() {
 /// A backend this kernel does not allow (see `capabilities`) is refused at
 /// once with the reason, not with a chain of aya errors or after a long
 /// retry. robust.rs pins the exact words.
-#[test]
 fn unavailable_backends_fail_with_one_sentence() {
     let kernel = capabilities();
     let causes: [(&str, &[&str]); 4] = [
@@ -131,11 +125,7 @@ fn unavailable_backends_fail_with_one_sentence() {
         ("kprobe-multi", &["fprobe", "kprobe-multi"]),
     ];
     let lacking: Vec<_> = causes.iter().filter(|(b, _)| !kernel.has(b)).collect();
-    if lacking.is_empty() {
-        return not_applicable(
-            "this kernel allows kprobe, ftrace and kprobe-multi: none to refuse",
-        );
-    }
+    assert!(!lacking.is_empty(), "needs::a_backend_to_refuse found one");
     for (backend, words) in lacking {
         let out = run(&["-m", "1", "-b", backend]);
         assert_one_sentence_error(&out, 1);
@@ -148,7 +138,6 @@ fn unavailable_backends_fail_with_one_sentence() {
 }
 
 /// Without root (uid nobody: no CAP_BPF, no CAP_PERFMON) ipft says so.
-#[test]
 fn not_root_is_an_error() {
     let args = ["-m", &format!("{:#x}", marks::NOT_ROOT)];
     let out = Ipft::spawn_with(
@@ -213,14 +202,12 @@ fn assert_lists(args: &[&str], keep: impl Fn(&str) -> bool) {
     );
 }
 
-#[test]
 fn list_shows_every_skb_tracepoint() {
     assert_lists(&["-l", "-b", "tracepoint"], |_| true);
     let vmlinux = ["--list", "-b", "tracepoint", "--module-regex", "vmlinux"];
     assert_lists(&vmlinux, |_| true);
 }
 
-#[test]
 fn list_honours_regex_unanchored() {
     let tracepoints = ["-l", "-b", "tracepoint", "-r"];
     assert_lists(&[&tracepoints[..], &["dev_"]].concat(), |name| {
@@ -229,4 +216,16 @@ fn list_honours_regex_unanchored() {
     assert_lists(&[&tracepoints[..], &["^netif_rx"]].concat(), |name| {
         name.starts_with("netif_rx")
     });
+}
+
+ipft_tests::tests! {
+    help_exits_0,
+    version_exits_0,
+    mark_is_required,
+    bad_values_are_usage_errors,
+    nothing_left_after_filtering_is_an_error,
+    unavailable_backends_fail_with_one_sentence: needs::a_backend_to_refuse,
+    not_root_is_an_error,
+    list_shows_every_skb_tracepoint,
+    list_honours_regex_unanchored,
 }

@@ -39,7 +39,6 @@ fn summary_line(out: &Output) -> String {
 /// fires when a reader copies a paged skb (UDP copies a linear one with
 /// no tracepoint): a datagram larger than a page-order allocation is
 /// paged on loopback.
-#[test]
 fn udp_read_by_its_socket_is_delivered() {
     let mark = hex(marks::FATE_DELIVERED);
     let ipft = Ipft::start(&["-b", "tracepoint", "-m", &mark]);
@@ -74,7 +73,6 @@ fn read(socket: &UdpSocket, len: usize) {
 
 /// A datagram to a closed port is dropped by UDP's receive function: the
 /// drop row and the fate name it (the kfree_skb tracepoint's location).
-#[test]
 fn udp_to_a_closed_port_is_dropped_by_udp_with_no_socket() {
     let flow = ClosedPort::new(marks::FATE_NO_SOCKET);
     let ipft = Ipft::start(&["-b", "tracepoint", "-m", &hex(marks::FATE_NO_SOCKET)]);
@@ -104,7 +102,6 @@ fn udp_to_a_closed_port_is_dropped_by_udp_with_no_socket() {
 /// (6.x kernels that drop in nf_tables itself) by nft_do_chain under it;
 /// `--stack=drops` shows the kernel stack from the freeing function out,
 /// on the drop row only.
-#[test]
 fn nft_drop_names_nf_hook_slow_and_its_stack() {
     let mark = hex(marks::FATE_NFT_DROP);
     let rule = format!("meta mark {mark} drop");
@@ -171,7 +168,6 @@ fn nft_drop_names_nf_hook_slow_and_its_stack() {
 
 /// JSON: the caller and the stack on the drop line, the fate object on
 /// the packet's last line, the one that frees it.
-#[test]
 fn json_fate_is_on_the_freeing_line() {
     let flow = ClosedPort::new(marks::FATE_JSON);
     let mark = hex(marks::FATE_JSON);
@@ -198,4 +194,11 @@ fn json_fate_is_on_the_freeing_line() {
             .all(|l| l["stack"].as_array().is_some_and(|s| !s.is_empty())),
         "{out}"
     );
+}
+
+ipft_tests::tests! {
+    udp_read_by_its_socket_is_delivered,
+    udp_to_a_closed_port_is_dropped_by_udp_with_no_socket,
+    nft_drop_names_nf_hook_slow_and_its_stack,
+    json_fate_is_on_the_freeing_line,
 }

@@ -11,10 +11,10 @@
 use std::net::UdpSocket;
 
 use ipft_tests::{
-    capabilities::not_applicable,
+    capabilities::Capabilities,
     checks,
     details::{by_packet, functions, json_values, summaries, text},
-    kernel::{self, monotonic_ns},
+    kernel::monotonic_ns,
     marks,
     netns::NftTable,
     packets::{self, sink_on, UDP_PATH},
@@ -70,7 +70,6 @@ fn addresses(sinks: &[&UdpSocket]) -> Vec<String> {
     all
 }
 
-#[test]
 fn only_the_filters_datagrams_are_traced_ipv4_and_ipv6() {
     let (wanted4, wanted6, others) = (sinks(V4, 3), sinks(V6, 3), sinks(V4, 3));
     let wanted: Vec<&UdpSocket> = wanted4.iter().chain(&wanted6).collect();
@@ -93,7 +92,6 @@ fn only_the_filters_datagrams_are_traced_ipv4_and_ipv6() {
     checks::clean_exit(&out, checks::row_count(&traced));
 }
 
-#[test]
 fn with_a_mark_a_packet_must_match_both() {
     let (both, filter_only, mark_only) = (sinks(V4, 2), sinks(V4, 2), sinks(V4, 2));
     let named: Vec<&UdpSocket> = both.iter().chain(&filter_only).collect();
@@ -122,7 +120,6 @@ fn with_a_mark_a_packet_must_match_both() {
 /// `--no-track`: here nftables rewrites a datagram's destination port as
 /// it is received, after which the filter no longer matches it, and the
 /// kernel drops it (no socket has the new port).
-#[test]
 fn a_matched_packet_is_followed_after_its_headers_change() {
     let to = sink_on(V4);
     let port = to.local_addr().unwrap().port();
@@ -172,7 +169,6 @@ fn refused(args: &[&str], code: i32, says: &str) {
     assert!(!out.stderr.contains("panicked"), "{out}");
 }
 
-#[test]
 fn filters_libpcap_rejects_are_usage_errors_with_its_reason() {
     refused(
         &["-f", "udp port 53 and"],
@@ -187,7 +183,6 @@ fn filters_libpcap_rejects_are_usage_errors_with_its_reason() {
     );
 }
 
-#[test]
 fn filters_ipft_cannot_translate_name_the_construct() {
     refused(
         &["-f", "ip6 protochain 6"],
@@ -210,19 +205,24 @@ fn long_filter() -> String {
     terms.join(" or ")
 }
 
-/// Whether the kernel has `bpf_rdonly_cast`, with which ipft's packet loads
-/// are a few instructions each.
-fn loads_are_direct() -> bool {
-    kernel::btf_function_id("bpf_rdonly_cast").is_some()
+/// Where the kernel lacks `bpf_rdonly_cast`, each packet load is a helper
+/// call, and the long filter is too long.
+fn helper_packet_loads(kernel: &Capabilities) -> Result<(), String> {
+    match kernel.rdonly_cast {
+        true => Err("this kernel has bpf_rdonly_cast: packet loads are short, and this filter (about 31,000 eBPF instructions) fits within eBPF's jumps (a_long_filter_loads_where_packet_loads_are_direct runs it)".into()),
+        false => Ok(()),
+    }
 }
 
-#[test]
-fn a_filter_too_long_for_ebpf_fails_with_its_length() {
-    if loads_are_direct() {
-        return not_applicable(
-            "this kernel has bpf_rdonly_cast: packet loads are short, and this filter (about 31,000 eBPF instructions) fits within eBPF's jumps (a_long_filter_loads_where_packet_loads_are_direct runs it)",
-        );
+/// Where it has it, packet loads are a few instructions each.
+fn direct_packet_loads(kernel: &Capabilities) -> Result<(), String> {
+    match kernel.rdonly_cast {
+        true => Ok(()),
+        false => Err("this kernel lacks bpf_rdonly_cast: the filter is too long here".into()),
     }
+}
+
+fn a_filter_too_long_for_ebpf_fails_with_its_length() {
     refused(
         &["-f", &long_filter()],
         1,
@@ -230,11 +230,7 @@ fn a_filter_too_long_for_ebpf_fails_with_its_length() {
     );
 }
 
-#[test]
 fn a_long_filter_loads_where_packet_loads_are_direct() {
-    if !loads_are_direct() {
-        return not_applicable("this kernel lacks bpf_rdonly_cast: the filter is too long here");
-    }
     let filter = long_filter();
     let args = [
         "-b",
@@ -246,4 +242,14 @@ fn a_long_filter_loads_where_packet_loads_are_direct() {
     ];
     let out = Ipft::start(&args).stop(libc::SIGINT);
     checks::clean_exit(&out, 0);
+}
+
+ipft_tests::tests! {
+    only_the_filters_datagrams_are_traced_ipv4_and_ipv6,
+    with_a_mark_a_packet_must_match_both,
+    a_matched_packet_is_followed_after_its_headers_change,
+    filters_libpcap_rejects_are_usage_errors_with_its_reason,
+    filters_ipft_cannot_translate_name_the_construct,
+    a_filter_too_long_for_ebpf_fails_with_its_length: helper_packet_loads,
+    a_long_filter_loads_where_packet_loads_are_direct: direct_packet_loads,
 }

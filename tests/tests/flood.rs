@@ -24,7 +24,6 @@ const RSS_GROWTH_KIB: u64 = 32 * 1024;
 const RSS_JSON_KIB: u64 = 100 * 1024;
 const MAX_EVENTS: u64 = 1000;
 
-#[test]
 fn a_flood_is_shown_or_counted_and_memory_stays_bounded() {
     let mark = format!("{:#x}", marks::FLOOD);
     let caller = Setup {
@@ -128,4 +127,8 @@ fn a_flood_is_shown_or_counted_and_memory_stays_bounded() {
         base[0],
         base[1]
     );
+}
+
+ipft_tests::tests! {
+    a_flood_is_shown_or_counted_and_memory_stays_bounded,
 }

@@ -53,7 +53,6 @@ fn last_row_line(out: &Output) -> &str {
 
 /// A datagram to a closed port ends in `kfree_skb (drop: NO_SOCKET)`, the
 /// only row with a drop note, under a summary naming its ports.
-#[test]
 fn closed_port_drop_is_no_socket() {
     let flow = ClosedPort::new(marks::NO_SOCKET);
     let ipft = Ipft::start(&["-b", "tracepoint", "-m", &hex(marks::NO_SOCKET)]);
@@ -79,7 +78,6 @@ fn closed_port_drop_is_no_socket() {
     checks::clean_exit(&out, checks::row_count(&packets));
 }
 
-#[test]
 fn closed_port_drop_reason_in_json() {
     let flow = ClosedPort::new(marks::NO_SOCKET_JSON);
     let ipft = Ipft::start(&[
@@ -107,7 +105,6 @@ fn closed_port_drop_reason_in_json() {
 
 /// Dropped by iptables on the way out: sendto fails with EPERM, and the
 /// only event is the drop (the skb never reached a device).
-#[test]
 fn iptables_output_drop_is_netfilter_drop() {
     let mark = hex(marks::NETFILTER_OUTPUT);
     let _rule = IptablesRule::insert(
@@ -135,7 +132,6 @@ fn iptables_output_drop_is_netfilter_drop() {
 }
 
 /// Dropped by iptables on the way in, after the loopback crossing.
-#[test]
 fn iptables_input_drop_is_netfilter_drop() {
     let mark = hex(marks::NETFILTER_INPUT);
     let _rule = IptablesRule::insert(
@@ -163,7 +159,6 @@ fn iptables_input_drop_is_netfilter_drop() {
 
 /// Each packet's first line says what it is; json has the same summary once
 /// per packet. Table and json tracers run side by side on the same packets.
-#[test]
 fn summary_lines_name_each_flow() {
     let mark = hex(marks::SUMMARY);
     let table = Ipft::start(&["-b", "tracepoint", "-m", &mark]);
@@ -211,7 +206,6 @@ fn summary_lines_name_each_flow() {
     assert_eq!(from_json, from_table, "{json_out}\n{table_out}");
 }
 
-#[test]
 fn summary_of_an_ipv6_datagram() {
     let ipft = Ipft::start(&["-b", "tracepoint", "-m", &hex(marks::SUMMARY_V6)]);
     let (sender, sink) = (flows::sender_v6(marks::SUMMARY_V6), flows::sink_v6());
@@ -235,7 +229,6 @@ fn summary_of_an_ipv6_datagram() {
 
 /// `--field len --field dev`: every row ends with the values, every json
 /// line ends with them as string keys, in the order given.
-#[test]
 fn fields_follow_every_row() {
     let args = [
         "-b",
@@ -280,7 +273,6 @@ fn fields_follow_every_row() {
 /// once. The veth crossing scrubs the mark: without `--track` the rows stop
 /// there; with it the same packet goes on through the receive path in the
 /// namespace until icmp_rcv consumes it.
-#[test]
 fn track_follows_the_packet_into_a_namespace() {
     let veth = Veth::new("trk", 1);
     veth.resolve_neighbour();
@@ -352,7 +344,6 @@ fn assert_one_life_each(packets: &[Vec<Value>], out: &Output) {
 /// consumed one after another: each skb is freed before the next is made,
 /// so the kernel tends to hand out the same memory again. Each life is its
 /// own packet all the same, in json (`packet`) and in the table.
-#[test]
 fn freed_and_reused_skbs_start_new_packets() {
     let mark = hex(marks::FREED_REUSED);
     let json = Ipft::start(&["-b", "tracepoint", "-m", &mark, "-o", "json"]);
@@ -393,4 +384,16 @@ fn freed_and_reused_skbs_start_new_packets() {
     }
     let pings = groups.iter().filter(|g| in_order(&row_names(g), PING_PATH));
     assert_eq!(pings.count(), pinged as usize, "{table_out}");
+}
+
+ipft_tests::tests! {
+    closed_port_drop_is_no_socket,
+    closed_port_drop_reason_in_json,
+    iptables_output_drop_is_netfilter_drop,
+    iptables_input_drop_is_netfilter_drop,
+    summary_lines_name_each_flow,
+    summary_of_an_ipv6_datagram,
+    fields_follow_every_row,
+    track_follows_the_packet_into_a_namespace,
+    freed_and_reused_skbs_start_new_packets,
 }

@@ -65,7 +65,6 @@ const DATAGRAM_FRAME: u32 = 14 + 20 + 8 + 4;
 /// with the addresses, ports and length sent, on `lo@INODE`, commented with
 /// the row's function and packet number as json has them, stamped with the
 /// row's time in wall-clock time.
-#[test]
 fn datagrams_are_frames_with_their_addresses_ports_and_rows() {
     let scratch = Scratch::new("pcap-udp");
     let file = scratch.join("udp.pcapng");
@@ -147,7 +146,6 @@ fn assert_times_are_the_rows(frames: &[Frame], packets: &[Vec<Value>]) {
 /// One echo request traced three ways at once: by default its first and
 /// last rows; `--capture-at all --snaplen 20` every row, cut to 20 bytes of
 /// its 98; `--capture-at '^netif_'` the rows of those functions only.
-#[test]
 fn capture_points_and_snaplen() {
     let scratch = Scratch::new("pcap-points");
     let files = ["default", "all", "netif"].map(|n| scratch.join(&format!("{n}.pcapng")));
@@ -219,7 +217,6 @@ fn capture_points_and_snaplen() {
 /// veth in this namespace, one where it arrives on eth0 in the other (a new
 /// device is a new hop), and the last where icmp_rcv consumes it; one
 /// interface per device, named `dev@INODE` of its namespace.
-#[test]
 fn a_namespace_crossing_is_a_frame_per_device() {
     let veth = Veth::new("pcap", 11);
     veth.resolve_neighbour();
@@ -270,7 +267,6 @@ fn a_namespace_crossing_is_a_frame_per_device() {
 
 /// A datagram to a closed port: the last frame is the drop, its comment
 /// says why as the table's row does.
-#[test]
 fn a_drop_is_a_frame_with_its_reason() {
     let scratch = Scratch::new("pcap-drop");
     let file = scratch.join("drop.pcapng");
@@ -317,7 +313,6 @@ fn collect_lines(
 /// `ipft -w - | tshark -r -`: each datagram's first frame reaches tshark
 /// while ipft still runs; the last frames come when it stops (SIGTERM);
 /// the table goes to stderr.
-#[test]
 fn stdout_streams_pcapng_to_a_live_tshark() {
     let caller = Setup {
         stdout: StdoutMode::Caller,
@@ -359,7 +354,6 @@ fn stdout_streams_pcapng_to_a_live_tshark() {
 /// However ipft ends — SIGINT, SIGTERM, `--duration`, `--max-traces`, or
 /// its json reader gone — the file opens in tshark, complete, with the
 /// frames of what it traced.
-#[test]
 fn every_ending_leaves_a_complete_file() {
     let scratch = Scratch::new("pcap-endings");
     let file = |name: &str| scratch.join(&format!("{name}.pcapng"));
@@ -414,7 +408,6 @@ fn every_ending_leaves_a_complete_file() {
 
 /// `ipft -w - | tshark -r - -c 1`: tshark leaves after one frame; ipft
 /// notices at its next write and exits 0 on its own.
-#[test]
 fn a_closed_pcapng_pipe_stops_ipft() {
     let caller = Setup {
         stdout: StdoutMode::Caller,
@@ -443,7 +436,6 @@ fn a_closed_pcapng_pipe_stops_ipft() {
 /// A burst into one page of perf buffer per CPU: what does not fit is
 /// counted on stderr, which suggests a smaller --snaplen, and the file
 /// still opens, with no more frames than two per datagram sent.
-#[test]
 fn lost_captures_are_counted_and_the_file_stays_valid() {
     let scratch = Scratch::new("pcap-lost");
     let file = scratch.join("lost.pcapng");
@@ -476,4 +468,15 @@ fn lost_captures_are_counted_and_the_file_stays_valid() {
         "{} frames",
         frames.len()
     );
+}
+
+ipft_tests::tests! {
+    datagrams_are_frames_with_their_addresses_ports_and_rows,
+    capture_points_and_snaplen,
+    a_namespace_crossing_is_a_frame_per_device,
+    a_drop_is_a_frame_with_its_reason,
+    stdout_streams_pcapng_to_a_live_tshark,
+    every_ending_leaves_a_complete_file,
+    a_closed_pcapng_pipe_stops_ipft,
+    lost_captures_are_counted_and_the_file_stays_valid,
 }

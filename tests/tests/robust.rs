@@ -8,7 +8,7 @@
 use std::{fs, path::PathBuf};
 
 use ipft_tests::{
-    capabilities, kernel, marks, not_applicable,
+    capabilities, kernel, marks, needs,
     packets::{self, UDP_PATH},
     parse::parse_table,
     run, teardown, Ipft, Output, Setup,
@@ -44,7 +44,6 @@ fn assert_usage(args: &[&str], first: &str) {
     );
 }
 
-#[test]
 fn bad_numbers_are_usage_errors() {
     let not_a_number = "is not a number (use 0x hex, 0 octal, or decimal)";
     assert_usage(
@@ -71,7 +70,6 @@ fn bad_numbers_are_usage_errors() {
 
 /// `(mark & mask) == 0` would match every unmarked packet: refused (as
 /// ipftrace2 refuses mark 0), whether the mark is 0 or the mask hides it.
-#[test]
 fn a_mark_that_is_zero_under_its_mask_is_refused() {
     assert_usage(
         &["-m", "0"],
@@ -83,7 +81,6 @@ fn a_mark_that_is_zero_under_its_mask_is_refused() {
     );
 }
 
-#[test]
 fn unknown_choices_are_usage_errors() {
     assert_usage(
         &["-m", "1", "-b", "bogus"],
@@ -105,7 +102,6 @@ fn unknown_choices_are_usage_errors() {
 
 /// `-b auto` says which backend it chose (the one this kernel allows, see
 /// `capabilities`) before an error found later.
-#[test]
 fn a_regex_that_matches_nothing_is_one_sentence() {
     let kernel = capabilities();
     let what = match kernel.auto_backend() {
@@ -119,18 +115,13 @@ fn a_regex_that_matches_nothing_is_one_sentence() {
 
 /// Each backend this kernel does not allow is refused at once, with the
 /// kernel's reason and a backend that works here.
-#[test]
 fn backends_this_kernel_lacks_are_one_sentence() {
     let kernel = capabilities();
-    let lacking: Vec<(&str, String)> = ["kprobe", "ftrace", "fentry", "kprobe-multi"]
+    let lacking: Vec<(&str, String)> = needs::REFUSABLE
         .into_iter()
         .filter_map(|b| kernel.refusal(b).map(|said| (b, said)))
         .collect();
-    if lacking.is_empty() {
-        return not_applicable(
-            "this kernel allows kprobe, ftrace and kprobe-multi: none to refuse",
-        );
-    }
+    assert!(!lacking.is_empty(), "needs::a_backend_to_refuse found one");
     for (backend, said) in lacking {
         assert_says(&["-m", "1", "-b", backend], 1, &[&said]);
     }
@@ -139,7 +130,6 @@ fn backends_this_kernel_lacks_are_one_sentence() {
 /// function_graph needs returns: tracepoints have none, and without `-b`
 /// it is refused where no function backend works (backends.rs traces with
 /// one where one does).
-#[test]
 fn function_graph_needs_a_backend_that_sees_returns() {
     let mut cases: Vec<(&[&str], String)> = vec![(
         &["-b", "tracepoint"],
@@ -154,7 +144,6 @@ fn function_graph_needs_a_backend_that_sees_returns() {
     }
 }
 
-#[test]
 fn not_root_is_one_exact_sentence() {
     let args = ["-m", "1"];
     let nobody = Setup {
@@ -198,7 +187,6 @@ impl Drop for Scratch {
 
 /// BTF missing, unreadable, truncated or corrupt (through the hidden
 /// `--btf-dir`): one sentence each, exit 1, never a panic.
-#[test]
 fn damaged_btf_is_one_sentence() {
     let scratch = Scratch::new("btf");
     let real = fs::read("/sys/kernel/btf/vmlinux").unwrap();
@@ -237,7 +225,6 @@ fn damaged_btf_is_one_sentence() {
     }
 }
 
-#[test]
 fn an_output_file_that_cannot_be_created_is_one_sentence() {
     for output in ["aggregate", "json"] {
         for (path, why) in [
@@ -256,7 +243,6 @@ fn an_output_file_that_cannot_be_created_is_one_sentence() {
     }
 }
 
-#[test]
 fn a_command_that_cannot_run_gets_the_shell_codes() {
     assert_says(
         &["-m", "1", "--", "no-such-command-ipft"],
@@ -276,7 +262,6 @@ fn a_command_that_cannot_run_gets_the_shell_codes() {
 
 /// Attaching is slowed by a test hook so that SIGINT surely lands in it:
 /// ipft stops attaching, says so, exits 130, and keeps nothing attached.
-#[test]
 fn sigint_while_attaching_leaves_nothing() {
     let mark = marks::ATTACH_INTERRUPTED;
     let slow = Setup {
@@ -302,7 +287,6 @@ fn sigint_while_attaching_leaves_nothing() {
 
 /// On a terminal the attach line is redrawn in place; an interruption
 /// must not leave the cursor after it.
-#[test]
 fn sigint_while_attaching_on_a_tty_ends_the_line() {
     let setup = Setup {
         hook: Some("slow-attach"),
@@ -332,7 +316,6 @@ fn sigint_while_attaching_on_a_tty_ends_the_line() {
 
 /// SIGTERM on a terminal, after `Got N traces` was redrawn in place: the
 /// terminal is left at the start of a line.
-#[test]
 fn sigterm_on_a_tty_leaves_the_terminal_on_a_fresh_line() {
     let mark = marks::TERMINAL_LINE;
     let tty = Setup {
@@ -355,7 +338,6 @@ fn sigterm_on_a_tty_leaves_the_terminal_on_a_fresh_line() {
 
 /// A panic while events flow (a test hook): the message on stderr, exit
 /// 101, and the kernel drops ipft's programs as its fds close.
-#[test]
 fn a_panic_releases_everything() {
     let mark = marks::PANIC;
     let hook = Setup {
@@ -377,7 +359,6 @@ fn a_panic_releases_everything() {
     teardown::assert_next_run_works(mark);
 }
 
-#[test]
 fn sigkill_releases_everything() {
     let mark = marks::SIGKILL;
     let ipft = Ipft::start(&["-b", "tracepoint", "-m", &hex(mark)]);
@@ -392,7 +373,6 @@ fn sigkill_releases_everything() {
 
 /// SIGINT and SIGTERM while tracing release the programs (bpf_programs.rs
 /// and trace.rs check that); the run after them works too.
-#[test]
 fn the_run_after_sigint_and_sigterm_works() {
     let mark = marks::NEXT_RUN;
     for signal in [libc::SIGINT, libc::SIGTERM] {
@@ -409,7 +389,6 @@ fn the_run_after_sigint_and_sigterm_works() {
 /// the prompt comes back when the output ends (here forced by a test hook:
 /// the tracepoints are few). The output is complete, nothing of
 /// the user's stays open, and the probes are then gone.
-#[test]
 fn probes_handed_to_the_background_are_removed() {
     let mark = marks::BACKGROUND;
     let setup = Setup {
@@ -433,7 +412,6 @@ fn probes_handed_to_the_background_are_removed() {
 
 /// Two tracers at once, on different marks: each reports only its own
 /// packets (`--field mark` shows the mark of every event).
-#[test]
 fn two_tracers_see_only_their_own_packets() {
     let (a, b) = (marks::TWO_A, marks::TWO_B);
     let json = |mark: u32| {
@@ -483,4 +461,25 @@ fn two_tracers_see_only_their_own_packets() {
         assert_eq!(packets.len(), sent, "-m {mark:#x}: its packets\n{out}");
         assert!(events.len() >= sent * UDP_PATH.len(), "{out}");
     }
+}
+
+ipft_tests::tests! {
+    bad_numbers_are_usage_errors,
+    a_mark_that_is_zero_under_its_mask_is_refused,
+    unknown_choices_are_usage_errors,
+    a_regex_that_matches_nothing_is_one_sentence,
+    backends_this_kernel_lacks_are_one_sentence: needs::a_backend_to_refuse,
+    function_graph_needs_a_backend_that_sees_returns,
+    not_root_is_one_exact_sentence,
+    damaged_btf_is_one_sentence,
+    an_output_file_that_cannot_be_created_is_one_sentence,
+    a_command_that_cannot_run_gets_the_shell_codes,
+    sigint_while_attaching_leaves_nothing,
+    sigint_while_attaching_on_a_tty_ends_the_line,
+    sigterm_on_a_tty_leaves_the_terminal_on_a_fresh_line,
+    a_panic_releases_everything,
+    sigkill_releases_everything,
+    the_run_after_sigint_and_sigterm_works,
+    probes_handed_to_the_background_are_removed,
+    two_tracers_see_only_their_own_packets,
 }

@@ -43,7 +43,6 @@ fn table_after<'a>(out: &'a Output, before: &str) -> &'a str {
 /// ipft attaches, says `Trace ready!`, only then runs the command, and stops
 /// when the command exits, with its status; the table follows the command's
 /// output on stdout.
-#[test]
 fn command_mode_runs_once_ready_and_exits_with_the_commands_status() {
     let script = format!(
         "echo command-started >&2; {} && echo from-command; exit 3",
@@ -71,7 +70,6 @@ fn command_mode_runs_once_ready_and_exits_with_the_commands_status() {
     assert_eq!(out.got_traces(), Some(checks::row_count(&packets) as u64));
 }
 
-#[test]
 fn command_mode_with_json() {
     let script = format!("{}; exit 3", ping_cmd(marks::COMMAND_JSON));
     let args = [
@@ -92,7 +90,6 @@ fn command_mode_with_json() {
 }
 
 /// Checked before attaching: one line, the shell's exit codes.
-#[test]
 fn command_that_cannot_run_exits_127_or_126() {
     let mark = hex(marks::COMMAND_FAILS);
     let missing = "no-such-command-ipft-test";
@@ -113,7 +110,6 @@ fn command_that_cannot_run_exits_127_or_126() {
     assert!(!out.stderr.contains("Trace ready!"), "{out}");
 }
 
-#[test]
 fn command_killed_by_a_signal_exits_128_plus_n() {
     let out = run(&[
         "-b",
@@ -129,7 +125,6 @@ fn command_killed_by_a_signal_exits_128_plus_n() {
     assert!(out.stderr.contains("Trace ready!"), "{out}");
 }
 
-#[test]
 fn duration_stops_by_itself() {
     let out = Ipft::start(&[
         "-b",
@@ -160,7 +155,6 @@ fn send_until_exit(ipft: &mut Ipft, mark: u32) -> Vec<UdpSocket> {
 }
 
 /// 3 events: fewer than one datagram makes, so ipft must cut a batch.
-#[test]
 fn max_traces_json_writes_exactly_n_lines() {
     let args = [
         "-b",
@@ -185,7 +179,6 @@ fn max_traces_json_writes_exactly_n_lines() {
 }
 
 /// 7 events: one datagram and part of the next.
-#[test]
 fn max_traces_table_holds_exactly_n_rows() {
     let args = [
         "-b",
@@ -205,7 +198,6 @@ fn max_traces_table_holds_exactly_n_rows() {
 }
 
 /// json goes to the file as events arrive, not at exit; stdout stays empty.
-#[test]
 fn json_output_file_fills_while_ipft_runs() {
     let scratch = Scratch::new("json-file");
     let path = scratch.join("trace.json");
@@ -237,7 +229,6 @@ fn json_output_file_fills_while_ipft_runs() {
 
 /// The table is written to a temporary file and renamed at exit: the path
 /// never holds half a table, and nothing else is left in the directory.
-#[test]
 fn aggregate_output_file_appears_at_exit_in_one_piece() {
     let scratch = Scratch::new("table-file");
     let path = scratch.join("trace.txt");
@@ -263,7 +254,6 @@ fn aggregate_output_file_appears_at_exit_in_one_piece() {
     checks::clean_exit(&out, checks::row_count(&packets));
 }
 
-#[test]
 fn existing_output_file_is_replaced_only_with_force() {
     let scratch = Scratch::new("force");
     let path = scratch.join("old.txt");
@@ -297,7 +287,6 @@ fn existing_output_file_is_replaced_only_with_force() {
 
 /// The ready file appears once every program is attached (it holds ipft's
 /// pid), is there when `Trace ready!` is printed, and is gone after exit.
-#[test]
 fn ready_file_exists_exactly_while_ready() {
     let scratch = Scratch::new("ready");
     let path = scratch.join("ready");
@@ -325,7 +314,6 @@ fn ready_file_exists_exactly_while_ready() {
 
 /// ipftrace2's probe server: refused while attaching, accepted (and closed
 /// at once) when ready, on 127.0.0.1 only when given just a port.
-#[test]
 fn probe_server_accepts_once_ready_on_loopback_only() {
     let port = scripting::free_port();
     let args = [
@@ -356,7 +344,6 @@ fn probe_server_accepts_once_ready_on_loopback_only() {
 }
 
 /// Exit 1 with one sentence when tracing cannot start.
-#[test]
 fn runtime_failures_exit_1_with_one_sentence() {
     let mark = hex(marks::RUNTIME_FAILURE);
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -390,7 +377,6 @@ fn assert_one_sentence_failure(out: &Output, names: &str) {
     );
 }
 
-#[test]
 fn usage_errors_exit_2() {
     let bad: [&[&str]; 7] = [
         &["--force"],
@@ -410,7 +396,6 @@ fn usage_errors_exit_2() {
 
 /// `-l -o json`: one object per line with exactly these keys, the same
 /// tracepoints BTF has.
-#[test]
 fn list_as_json_lines() {
     let out = run(&["-l", "-b", "tracepoint", "-o", "json"]);
     assert_eq!(out.code(), Some(0), "{out}");
@@ -441,7 +426,6 @@ fn list_as_json_lines() {
 
 /// In a log (stderr a pipe): plain lines, no `\r`, no ANSI escapes, in
 /// either output mode and in errors.
-#[test]
 fn stderr_off_a_terminal_is_plain() {
     let mark = hex(marks::PLAIN_STDERR);
     let ping = ping_cmd(marks::PLAIN_STDERR);
@@ -479,7 +463,6 @@ fn stderr_off_a_terminal_is_plain() {
 }
 
 /// On a terminal, progress lines are redrawn in place with `\r`.
-#[test]
 fn progress_lines_use_cr_on_a_terminal() {
     let tty = Setup {
         stderr_tty: true,
@@ -532,7 +515,6 @@ fn on_a_terminal(mark: u32, no_color: Option<&str>) -> Output {
 /// https://no-color.org: NO_COLOR (non-empty) turns colour off on a
 /// terminal. Only colour (SGR, `ESC[…m`): the erase-line `ESC[K` of the
 /// in-place progress lines is not colour.
-#[test]
 fn no_color_turns_colour_off_on_a_terminal() {
     let sgr = Regex::new(r"\x1b\[[0-9;]*m").unwrap();
     let coloured = on_a_terminal(marks::NO_COLOR, None);
@@ -544,7 +526,6 @@ fn no_color_turns_colour_off_on_a_terminal() {
     assert!(!sgr.is_match(&plain.stdout), "NO_COLOR=1\n{plain}");
 }
 
-#[test]
 fn generate_man_page_and_completions() {
     let man = run(&["--generate", "man"]);
     assert_eq!(man.code(), Some(0), "{man}");
@@ -601,7 +582,6 @@ fn run_readme_ci(block: &str, scratch: &Scratch) -> (Output, String) {
 /// The README's "Use in CI" example works as written (jq included), with
 /// the backend `auto` picks on this kernel, and its check means something:
 /// without `--track` the same check fails.
-#[test]
 fn readme_ci_example_runs_as_written() {
     let block = readme_ci_block();
     for word in ["0x55555555", "1431655765", "--track", "\njq "] {
@@ -624,4 +604,27 @@ fn readme_ci_example_runs_as_written() {
     let (out, trace) = run_readme_ci(&block.replace(" --track", ""), &untracked);
     assert!(!trace.is_empty(), "ipft traced the request\n{out}");
     assert_ne!(out.code(), Some(0), "without --track jq must fail\n{out}");
+}
+
+ipft_tests::tests! {
+    command_mode_runs_once_ready_and_exits_with_the_commands_status,
+    command_mode_with_json,
+    command_that_cannot_run_exits_127_or_126,
+    command_killed_by_a_signal_exits_128_plus_n,
+    duration_stops_by_itself,
+    max_traces_json_writes_exactly_n_lines,
+    max_traces_table_holds_exactly_n_rows,
+    json_output_file_fills_while_ipft_runs,
+    aggregate_output_file_appears_at_exit_in_one_piece,
+    existing_output_file_is_replaced_only_with_force,
+    ready_file_exists_exactly_while_ready,
+    probe_server_accepts_once_ready_on_loopback_only,
+    runtime_failures_exit_1_with_one_sentence,
+    usage_errors_exit_2,
+    list_as_json_lines,
+    stderr_off_a_terminal_is_plain,
+    progress_lines_use_cr_on_a_terminal,
+    no_color_turns_colour_off_on_a_terminal,
+    generate_man_page_and_completions,
+    readme_ci_example_runs_as_written,
 }

@@ -129,7 +129,6 @@ fn inode(path: &str) -> String {
 /// with `--netns A` traces what is in A, named three ways, and nothing
 /// else: without following (`--no-track`) every row is on A's device. With
 /// it (the default) each reply is followed out of A, onto the host's side.
-#[test]
 fn a_namespace_selects_the_packets_in_it() {
     let (a, b) = (Veth::unique("nsa", 40), Veth::unique("nsb", 41));
     a.resolve_neighbour();
@@ -177,7 +176,6 @@ fn a_namespace_selects_the_packets_in_it() {
 /// `--dev` by name and by ifindex in ipft's namespace, and by name inside
 /// `--netns`: each traces the pings on that device, none of those on
 /// another veth pair.
-#[test]
 fn a_device_selects_the_packets_on_it() {
     let (a, other) = (Veth::unique("dva", 42), Veth::unique("dvb", 43));
     a.resolve_neighbour();
@@ -208,7 +206,6 @@ fn a_device_selects_the_packets_on_it() {
 /// not the replies nor the port unreachable answers of the namespace; the
 /// marked pings only (and the mark is gone in the namespace, so the
 /// following there is the default's doing).
-#[test]
 fn selectors_combine_with_a_filter_and_a_mark() {
     let a = Veth::unique("cmb", 44);
     a.resolve_neighbour();
@@ -268,7 +265,6 @@ fn refused(args: &[&str], says: &str) {
     assert_eq!(lines[0], format!("ipft: {says}"), "{out}");
 }
 
-#[test]
 fn a_namespace_or_device_that_is_not_there_is_named() {
     let a = Veth::unique("err", 45);
     refused(
@@ -303,4 +299,11 @@ fn a_namespace_or_device_that_is_not_there_is_named() {
         &["--dev", "2147483647"],
         "there is no device with ifindex 2147483647 in ipft's network namespace",
     );
+}
+
+ipft_tests::tests! {
+    a_namespace_selects_the_packets_in_it,
+    a_device_selects_the_packets_on_it,
+    selectors_combine_with_a_filter_and_a_mark,
+    a_namespace_or_device_that_is_not_there_is_named,
 }

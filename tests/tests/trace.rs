@@ -24,7 +24,6 @@ fn hex(mark: u32) -> String {
     format!("{mark:#x}")
 }
 
-#[test]
 fn marked_udp_datagrams_one_group_each_and_nothing_else() {
     let ipft = Ipft::start(&["-b", "tracepoint", "-m", &hex(marks::UDP_AGGREGATE)]);
     let start = monotonic_ns();
@@ -48,7 +47,6 @@ fn marked_udp_datagrams_one_group_each_and_nothing_else() {
     checks::clean_exit(&out, checks::row_count(&packets));
 }
 
-#[test]
 fn mask_selects_marks_by_their_bits() {
     let filter = [
         "-b",
@@ -81,7 +79,6 @@ fn mask_selects_marks_by_their_bits() {
 
 /// JSON and aggregate tracers on the same mark at once: the JSON lines arrive
 /// while ipft runs (flushed per line), and group into the same packets.
-#[test]
 fn json_lines_group_like_the_table() {
     let mark = hex(marks::JSON);
     let json = Ipft::start(&["-b", "tracepoint", "-m", &mark, "-o", "json"]);
@@ -141,7 +138,6 @@ fn json_lines_group_like_the_table() {
 }
 
 /// The README's example: `ping -m 1431655765` traced with `-m 0x55555555`.
-#[test]
 fn ping_request_is_traced_until_icmp_frees_it() {
     let ipft = Ipft::start(&["-b", "tracepoint", "-m", &hex(marks::PING)]);
     let start = monotonic_ns();
@@ -162,7 +158,6 @@ fn ping_request_is_traced_until_icmp_frees_it() {
     checks::clean_exit(&out, checks::row_count(&packets));
 }
 
-#[test]
 fn sigterm_prints_the_table_like_sigint() {
     let ipft = Ipft::start(&["-b", "tracepoint", "-m", &hex(marks::SIGTERM)]);
     let programs = kernel::programs_held_by(ipft.pid());
@@ -188,7 +183,6 @@ fn sigterm_prints_the_table_like_sigint() {
 
 /// `-m` takes C's strtoul(s, 0) forms. Also exercises the explicit spelling
 /// of the defaults and the tuning options.
-#[test]
 fn mark_in_decimal_and_octal() {
     let decimal = marks::DECIMAL.to_string();
     let octal = format!("0{:o}", marks::OCTAL);
@@ -211,7 +205,6 @@ fn mark_in_decimal_and_octal() {
 }
 
 /// `-r` keeps only matching tracepoints, and the attach line counts them.
-#[test]
 fn regex_limits_what_is_traced() {
     let ipft = Ipft::start(&[
         "-b",
@@ -254,7 +247,6 @@ fn regex_limits_what_is_traced() {
 /// silently. The kernel writes a PERF_RECORD_LOST only when a later sample
 /// fits, and here none comes after the burst, so a tracer must count failed
 /// outputs itself (e.g. in a per-CPU map when bpf_perf_event_output fails).
-#[test]
 fn lost_events_are_counted() {
     let mark = hex(marks::LOST);
     // Woken only after 100000 events, ipft reads the one-page buffers when it
@@ -295,7 +287,6 @@ fn lost_events_are_counted() {
 
 /// On a terminal the progress lines are rewritten in place with `\r`, and the
 /// final `Got N traces` counts every row printed.
-#[test]
 fn progress_is_rewritten_in_place_on_a_tty() {
     let tty = Setup {
         stderr_tty: true,
@@ -330,7 +321,6 @@ fn progress_is_rewritten_in_place_on_a_tty() {
 
 /// `ipft -o json | head -1`: once the reader is gone, ipft notices on its
 /// next write and exits 0 on its own, without a panic.
-#[test]
 fn closed_stdout_ends_ipft_cleanly() {
     let args = [
         "-b",
@@ -368,4 +358,17 @@ fn closed_stdout_ends_ipft_cleanly() {
     assert!(UDP_PATH.contains(&first[0].function.as_str()), "{out}");
     let left = kernel::wait_unloaded(&programs);
     assert!(left.is_empty(), "programs {left:?} left after EPIPE\n{out}");
+}
+
+ipft_tests::tests! {
+    marked_udp_datagrams_one_group_each_and_nothing_else,
+    mask_selects_marks_by_their_bits,
+    json_lines_group_like_the_table,
+    ping_request_is_traced_until_icmp_frees_it,
+    sigterm_prints_the_table_like_sigint,
+    mark_in_decimal_and_octal,
+    regex_limits_what_is_traced,
+    lost_events_are_counted,
+    progress_is_rewritten_in_place_on_a_tty,
+    closed_stdout_ends_ipft_cleanly,
 }

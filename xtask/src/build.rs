@@ -1,5 +1,6 @@
-//! Builds the eBPF object, then the `ipft` binary that embeds it, linked
-//! statically so that it runs on any x86_64 Linux, old glibc or none.
+//! Installs the eBPF toolchain, then builds the `ipft` binary (whose build
+//! script builds the eBPF object it embeds), linked statically so that it
+//! runs on any x86_64 Linux, old glibc or none.
 use std::{
     fs, io,
     os::unix::process::CommandExt,
@@ -16,6 +17,35 @@ pub struct Options {
     /// Build with the release profile.
     #[arg(long)]
     pub release: bool,
+    /// Build in the hooks the end-to-end tests and the bench use
+    /// (`IPFT_TEST_HOOK`); builds for users leave them out.
+    #[arg(long)]
+    pub test_hooks: bool,
+}
+
+/// The ipft crate's feature that reads `IPFT_TEST_HOOK` (ipft/src/testhook.rs).
+const TEST_HOOKS: &str = "test-hooks";
+
+impl Options {
+    /// The build the tests, the VM suite and the bench run: with the hooks.
+    pub fn for_tests(release: bool) -> Options {
+        Options {
+            release,
+            test_hooks: true,
+        }
+    }
+
+    /// Arguments for `cargo build --package ipft`.
+    fn cargo_args(&self) -> Vec<&'static str> {
+        let mut args = Vec::new();
+        if self.release {
+            args.push("--release");
+        }
+        if self.test_hooks {
+            args.extend(["--features", TEST_HOOKS]);
+        }
+        args
+    }
 }
 
 /// The workspace root (the parent of xtask/).
@@ -24,35 +54,6 @@ pub fn root() -> PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
-}
-
-/// Path of the eBPF object the `ipft` build embeds.
-pub fn ebpf_object() -> PathBuf {
-    root().join("ipft-ebpf/target/bpfel-unknown-none/release/ipft-ebpf")
-}
-
-/// Builds the eBPF crate (always optimised: the verifier needs it).
-pub fn build_ebpf() -> Result<()> {
-    deps::ebpf_toolchain()?;
-    deps::run(
-        Command::new("cargo")
-            .current_dir(root().join("ipft-ebpf"))
-            .args([
-                "+nightly",
-                "build",
-                "--quiet",
-                "--release",
-                "--target",
-                "bpfel-unknown-none",
-                "-Z",
-                "build-std=core",
-            ])
-            // rustup's proxies set these for the outer (stable) cargo.
-            .env_remove("RUSTUP_TOOLCHAIN")
-            .env_remove("RUSTC")
-            .env_remove("CARGO"),
-    )
-    .context("building the eBPF programs failed")
 }
 
 /// The target ipft is built for. Naming it, even though it is the host's,
@@ -73,17 +74,15 @@ const STATIC_RUSTFLAGS: (&str, &str) = (
 /// and scripts use; a later plain `cargo build -p ipft` replaces that one
 /// with a dynamically linked build, never the returned path).
 pub fn build(opts: &Options) -> Result<PathBuf> {
-    build_ebpf()?;
+    // ipft/build.rs builds the eBPF object with them.
+    deps::ebpf_toolchain()?;
     deps::debian(&[deps::LIBPCAP])?;
     let mut cargo = Command::new("cargo");
     cargo
         .current_dir(root())
         .args(["build", "--quiet", "--package", "ipft", "--target", TARGET])
         .env(STATIC_RUSTFLAGS.0, STATIC_RUSTFLAGS.1)
-        .env("IPFT_EBPF_OBJECT", ebpf_object());
-    if opts.release {
-        cargo.arg("--release");
-    }
+        .args(opts.cargo_args());
     deps::run(&mut cargo).context("building ipft failed")?;
     let profile = if opts.release { "release" } else { "debug" };
     let built = root()
@@ -208,6 +207,21 @@ mod tests {
     fn a_static_executable_has_no_loader() {
         // PT_LOAD only.
         assert_eq!(interpreter(&elf_with_segment(1)), Some(None));
+    }
+
+    #[test]
+    fn only_builds_for_tests_have_the_hooks() {
+        let user = Options::default();
+        assert_eq!(user.cargo_args(), Vec::<&str>::new());
+        let release = Options {
+            release: true,
+            ..Options::default()
+        };
+        assert_eq!(release.cargo_args(), ["--release"]);
+        let features = ["--features", "test-hooks"];
+        assert_eq!(Options::for_tests(false).cargo_args(), features);
+        let release_tests = Options::for_tests(true).cargo_args();
+        assert_eq!(release_tests, ["--release", features[0], features[1]]);
     }
 
     #[test]

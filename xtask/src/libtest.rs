@@ -1,70 +1,81 @@
 //! What Rust test binaries reported: libtest's `test result:` counts, the
-//! names of failed tests, and the tests that do not apply to this kernel.
-//! Those print `N/A: NAME: REASON` on stderr and return, so libtest counts
-//! them as passed (tests/src/capabilities.rs); here they count as skipped.
-//! Read for the host run (`cargo xtask test`) and for the same binaries run
-//! inside the VM guests.
+//! names of failed tests, and the tests ignored, each with its reason. The
+//! end-to-end tests (tests/src/harness.rs) are ignored where they do not
+//! apply to this kernel, their lines saying why: they count as skipped,
+//! never as passed. Read for the host run (`cargo xtask test`) and for the
+//! same binaries run inside the VM guests.
 
 /// The counts of one or more test binaries' runs.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Tally {
-    /// As libtest counts them, not-applicable tests included.
-    ok: u64,
+    pub passed: u64,
     pub failed: u64,
+    /// As the `test result:` lines count them.
+    ignored: u64,
     /// `test NAME ... FAILED` names.
     pub failures: Vec<String>,
-    /// (test, reason) of every `N/A:` line.
-    pub not_applicable: Vec<(String, String)>,
+    /// (test, reason) of every `test NAME ... ignored` line.
+    pub ignored_why: Vec<(String, String)>,
     /// (test, reason) of tests the runner left out (libtest's `--skip`).
     pub not_run: Vec<(String, String)>,
 }
+
+/// What a test ignored without a reason gets.
+const NO_REASON: &str = "ignored (no reason given)";
 
 impl Tally {
     /// Reads a line of libtest's stdout (the pretty format).
     pub fn stdout_line(&mut self, line: &str) {
         if let Some(counts) = line.strip_prefix("test result: ") {
-            self.ok += count(counts, "passed");
+            self.passed += count(counts, "passed");
             self.failed += count(counts, "failed");
+            self.ignored += count(counts, "ignored");
         }
-        let failed = line
+        let Some((name, outcome)) = line
             .strip_prefix("test ")
-            .and_then(|l| l.strip_suffix(" ... FAILED"));
-        if let Some(name) = failed {
-            self.failures.push(name.to_string());
-        }
-    }
-
-    /// Reads a line of the test binaries' stderr.
-    pub fn stderr_line(&mut self, line: &str) {
-        // A test's line may follow another's unfinished output.
-        let Some(at) = line.find("N/A: ") else {
+            .and_then(|l| l.split_once(" ... "))
+        else {
             return;
         };
-        if let Some((test, why)) = line[at + 5..].split_once(": ") {
-            self.not_applicable
-                .push((test.to_string(), why.to_string()));
+        // libtest-mimic pads names to line the outcomes up.
+        let name = name.trim_end().to_string();
+        if outcome == "FAILED" {
+            self.failures.push(name);
+        } else if let Some(why) = ignored(outcome) {
+            self.ignored_why.push((name, why.to_string()));
         }
-    }
-
-    /// Tests that ran and passed.
-    pub fn passed(&self) -> u64 {
-        self.ok.saturating_sub(self.not_applicable.len() as u64)
     }
 
     /// Tests that did not apply here, or were not run.
     pub fn skipped(&self) -> u64 {
-        (self.not_applicable.len() + self.not_run.len()) as u64
+        self.ignored + self.not_run.len() as u64
+    }
+
+    /// (test, reason) of every test skipped.
+    pub fn skips(&self) -> impl Iterator<Item = &(String, String)> {
+        self.ignored_why.iter().chain(&self.not_run)
     }
 
     /// `N passed, N failed, N skipped` (as the closing line has it).
     pub fn counts(&self) -> String {
         format!(
             "{} passed, {} failed, {} skipped",
-            self.passed(),
+            self.passed,
             self.failed,
             self.skipped()
         )
     }
+}
+
+/// The reason in an `ignored` outcome: libtest-mimic's `ignored (REASON)`,
+/// libtest's `ignored, REASON`; `None` for any other outcome.
+fn ignored(outcome: &str) -> Option<&str> {
+    let rest = outcome.strip_prefix("ignored")?;
+    let why = match rest.strip_prefix(" (") {
+        Some(why) => why.strip_suffix(')').unwrap_or(why),
+        None => rest.strip_prefix(", ").unwrap_or(rest),
+    };
+    Some(if why.is_empty() { NO_REASON } else { why })
 }
 
 /// The number before `word` in `ok. 9 passed; 0 failed; …`.
@@ -91,23 +102,32 @@ mod tests {
             "ok. 9 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 9.75s";
         assert_eq!(count(line, "passed"), 9);
         assert_eq!(count(line, "failed"), 2);
+        assert_eq!(count(line, "ignored"), 1);
         assert_eq!(count("FAILED. 3 passed; 1 failed; 0 ignored", "passed"), 3);
     }
 
     #[test]
-    fn not_applicable_tests_are_skipped_not_passed() {
+    fn ignored_tests_are_skipped_with_their_reasons() {
         let mut tally = Tally::default();
-        tally.stdout_line("test a ... ok");
-        tally.stdout_line("test b ... FAILED");
-        tally.stdout_line("test result: FAILED. 4 passed; 1 failed; 0 ignored");
-        tally.stderr_line("N/A: c: needs the ftrace backend: fentry is refused (EPERM)");
-        tally.stderr_line(".N/A: d: needs kprobes");
-        assert_eq!(tally.counts(), "2 passed, 1 failed, 2 skipped");
+        tally.stdout_line("test a     ... ok");
+        tally.stdout_line("test b     ... FAILED");
+        tally.stdout_line("test graph ... ignored (needs a function backend (kprobe or ftrace))");
+        tally.stdout_line("test slow ... ignored, takes an hour");
+        tally.stdout_line("test bare ... ignored");
+        tally.stdout_line("test result: FAILED. 1 passed; 1 failed; 3 ignored; 0 measured");
+        assert_eq!(tally.counts(), "1 passed, 1 failed, 3 skipped");
         assert_eq!(tally.failures, ["b"]);
-        let reason = &tally.not_applicable[0].1;
+        let why: Vec<(&str, &str)> = tally
+            .skips()
+            .map(|(test, why)| (test.as_str(), why.as_str()))
+            .collect();
         assert_eq!(
-            reason,
-            "needs the ftrace backend: fentry is refused (EPERM)"
+            why,
+            [
+                ("graph", "needs a function backend (kprobe or ftrace)"),
+                ("slow", "takes an hour"),
+                ("bare", NO_REASON),
+            ]
         );
     }
 

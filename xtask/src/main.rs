@@ -37,7 +37,7 @@ enum Command {
     Test(test::Options),
     /// Run the end-to-end suite inside VMs on Debian kernels.
     VmTest(vm::Options),
-    /// Measure start-up, stop, loss, overhead and memory against issue 7's targets (not a test).
+    /// Measure start-up, stop, loss, overhead and memory against ipft's targets (not a test).
     Bench(bench::Options),
 }
 

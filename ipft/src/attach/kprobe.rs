@@ -104,7 +104,7 @@ impl Backend for Kprobe {
 /// programs look for them.
 pub fn note_cloners(maps: &Maps, cloners: &[Target]) -> Result<()> {
     for id in cloners.iter().flat_map(identities) {
-        maps.update("CLONERS", &id.to_ne_bytes(), &[1])
+        maps.update(ipft_common::maps::CLONERS.name, &id.to_ne_bytes(), &[1])
             .context("cannot fill the CLONERS map")?;
     }
     Ok(())

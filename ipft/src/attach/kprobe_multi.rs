@@ -79,10 +79,6 @@ use crate::{
 /// The kernel-internal "not supported" errno that bpf() can return.
 const ENOTSUPP: i32 = 524;
 
-/// The skb positions whose functions have a program and a link of their
-/// own (the busy ones: 1,600 of 1,700 functions in 6.12).
-const OWN_POSITIONS: u8 = 3;
-
 /// ftrace's list of the functions it can trace.
 const FILTER_FUNCTIONS: &[&str] = &[
     "/sys/kernel/tracing/available_filter_functions",
@@ -205,7 +201,7 @@ fn attach_groups(
 fn by_program(targets: &[Target]) -> BTreeMap<&'static str, Vec<&Target>> {
     let mut groups: BTreeMap<&'static str, Vec<&Target>> = BTreeMap::new();
     for target in targets {
-        let own = target.reason_pos.is_none() && target.skb_pos < OWN_POSITIONS;
+        let own = target.reason_pos.is_none() && target.skb_pos < catalog::KPROBE_MULTI_OWN_LINKS;
         // check() let in only targets whose skb is a register argument.
         let name = match own {
             true => program(target),
@@ -228,8 +224,16 @@ fn fill_args(maps: &Maps, group: &[&Target]) -> Result<()> {
         for id in identities(target) {
             let slot = ipft_common::arg_slot(id);
             let result = match taken.insert(slot) {
-                true => maps.update("ARG_SLOTS", &slot.to_ne_bytes(), &arg_slot(id, args)),
-                false => maps.update("ARGS", &id.to_ne_bytes(), &args.to_ne_bytes()),
+                true => maps.update(
+                    ipft_common::maps::ARG_SLOTS.name,
+                    &slot.to_ne_bytes(),
+                    &arg_slot(id, args),
+                ),
+                false => maps.update(
+                    ipft_common::maps::ARGS.name,
+                    &id.to_ne_bytes(),
+                    &args.to_ne_bytes(),
+                ),
             };
             result.context("cannot fill the ARG_SLOTS and ARGS maps")?;
         }

@@ -27,7 +27,7 @@ use ipft_common::{Config, FILTER_FUNCTION};
 
 use crate::sys::bpf::{self, Insn};
 
-/// The eBPF programs, built by `cargo xtask build` and embedded here.
+/// The eBPF programs, built by ipft/build.rs and embedded here.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("IPFT_EBPF_OBJECT"));
 
 /// The object's maps, created: programs are relocated against them, and
@@ -52,7 +52,7 @@ impl Maps {
     /// keeps the `-f` filter function (empty for none) for the programs.
     pub fn create(config: &Config, filter: Vec<Insn>) -> Result<Self> {
         let mut object = parse()?;
-        let globals = HashMap::from([("CONFIG", (bytes_of(config), true))]);
+        let globals = HashMap::from([(ipft_common::maps::CONFIG.name, (bytes_of(config), true))]);
         object
             .patch_map_data(globals)
             .context("cannot set the filter in ipft's eBPF object")?;
@@ -133,10 +133,10 @@ fn unused_map_entries(config: &Config, name: &str) -> Option<u32> {
     let track = config.flags & ipft_common::CONFIG_TRACK != 0;
     let graph = config.flags & ipft_common::CONFIG_GRAPH != 0;
     let stack = config.flags & (ipft_common::CONFIG_STACK | ipft_common::CONFIG_STACK_DROPS) != 0;
-    match name {
-        "TRACKED" | "CLONING" if !track => Some(1),
-        "ENTERED" if !graph => Some(1),
-        "STACKS" if !stack => Some(ipft_common::STACKS_DROPS_ONLY),
+    match ipft_common::maps::find(name).copied() {
+        Some(ipft_common::maps::TRACKED | ipft_common::maps::CLONING) if !track => Some(1),
+        Some(ipft_common::maps::ENTERED) if !graph => Some(1),
+        Some(ipft_common::maps::STACKS) if !stack => Some(ipft_common::STACKS_DROPS_ONLY),
         _ => None,
     }
 }

@@ -38,7 +38,7 @@ pub fn follow_clones(
 pub fn mark_frees(maps: &Maps, index: &HashMap<u64, u32>, roles: &[Role]) -> Result<()> {
     for (&id, &target) in index {
         if roles.get(target as usize) == Some(&Role::Frees) {
-            maps.update("FREES", &id.to_ne_bytes(), &[1])
+            maps.update(ipft_common::maps::FREES.name, &id.to_ne_bytes(), &[1])
                 .context("cannot fill the FREES map")?;
         }
     }
@@ -47,7 +47,7 @@ pub fn mark_frees(maps: &Maps, index: &HashMap<u64, u32>, roles: &[Role]) -> Res
 
 /// How many skbs could not be tracked because the map was full.
 pub fn full_count(maps: &Maps) -> u64 {
-    let Some(map) = maps.map("TRACK_FULL") else {
+    let Some(map) = maps.map(ipft_common::maps::TRACK_FULL.name) else {
         return 0;
     };
     let Ok(array) = PerCpuArray::<_, u64>::try_from(map) else {

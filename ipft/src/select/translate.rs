@@ -32,7 +32,7 @@
 //! Why one copy: a helper call costs about a hundred instructions, and the
 //! filter runs on every call of every traced function, for packets that do
 //! not match as much as for those that do; an expression such as `udp and
-//! dst port 53` reads five bytes fields of the headers (issue 13's cost).
+//! dst port 53` reads five bytes fields of the headers.
 use super::cbpf::{Alu, Op, Reg, Size, Src, Test, Verdict, SCRATCH_WORDS};
 use crate::sys::bpf::Insn;
 

@@ -1,15 +1,17 @@
 //! Command mode: `ipft -m MARK -- COMMAND ARGS…` runs the command once
 //! tracing is ready and stops when it exits.
 use std::{
-    env,
+    env, io,
     os::unix::{fs::PermissionsExt, process::ExitStatusExt},
     path::{Path, PathBuf},
-    process::ExitStatus,
+    process::{ExitStatus, Stdio},
     time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
 use tokio::process::{Child, Command};
+
+use crate::cli::{Options, Output};
 
 /// Exit codes for a command that cannot run, as `env`, `timeout` and
 /// shells use them.
@@ -44,13 +46,42 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Starts the command with ipft's stdin, stdout and stderr.
-pub fn spawn(argv: &[String]) -> Result<Child> {
+/// Where the command's stdout goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandStdout {
+    /// ipft's stdout: it holds only the table, printed once the command
+    /// is done, for a person to read.
+    Shared,
+    /// ipft's stderr: ipft's stdout carries data for a program (`-w -`'s
+    /// pcapng, or json), which the command's lines would corrupt.
+    ToStderr,
+}
+
+impl CommandStdout {
+    /// ipft's stdout carries data for a program when `-w -` streams pcapng
+    /// there, or json goes there (no `--output-file`).
+    pub fn for_options(opts: &Options) -> CommandStdout {
+        let capture = opts.write.as_deref() == Some(Path::new("-"));
+        let json = opts.output == Output::Json && opts.output_file.is_none();
+        match capture || json {
+            true => CommandStdout::ToStderr,
+            false => CommandStdout::Shared,
+        }
+    }
+}
+
+/// Starts the command with ipft's stdin and stderr, and its stdout where
+/// `stdout` says.
+pub fn spawn(argv: &[String], stdout: CommandStdout) -> Result<Child> {
     let Some((program, args)) = argv.split_first() else {
         bail!("no command given")
     };
-    Command::new(program)
-        .args(args)
+    let mut command = Command::new(program);
+    command.args(args);
+    if stdout == CommandStdout::ToStderr {
+        command.stdout(Stdio::from(io::stderr()));
+    }
+    command
         .spawn()
         .with_context(|| format!("cannot run {program}"))
 }
@@ -81,6 +112,8 @@ pub fn exit_code(status: ExitStatus) -> u8 {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     #[test]
@@ -95,6 +128,26 @@ mod tests {
         );
         std::fs::remove_file(plain).unwrap();
         assert!(check("sh").is_ok());
+    }
+
+    #[test]
+    fn the_commands_stdout_leaves_a_stdout_that_carries_data() {
+        let stdout_for = |args: &[&str]| {
+            let argv = [&["ipft", "-m", "1"], args, &["--", "true"]].concat();
+            CommandStdout::for_options(&Options::try_parse_from(argv).unwrap())
+        };
+        use CommandStdout::{Shared, ToStderr};
+        assert_eq!(stdout_for(&[]), Shared, "the table is for a person");
+        assert_eq!(stdout_for(&["--output-file", "t.txt"]), Shared);
+        assert_eq!(stdout_for(&["-w", "t.pcapng"]), Shared);
+        assert_eq!(stdout_for(&["-w", "-"]), ToStderr, "pcapng on stdout");
+        assert_eq!(stdout_for(&["-o", "json"]), ToStderr, "json on stdout");
+        assert_eq!(stdout_for(&["-o", "json", "-w", "t.pcapng"]), ToStderr);
+        assert_eq!(
+            stdout_for(&["-o", "json", "--output-file", "t.json"]),
+            Shared
+        );
+        assert_eq!(stdout_for(&["-o", "json", "-w", "-"]), ToStderr);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 pub use command::check as check_command;
+use command::CommandStdout;
 pub use signals::Signals;
 pub use startup::{check_privileges, filter_function, programs, raise_open_files};
 
@@ -97,7 +98,10 @@ pub async fn trace(opts: &Options, prepared: Prepared, mut signals: Signals) -> 
     progress.ready();
     let mut child = match opts.command.is_empty() {
         true => None,
-        false => Some(command::spawn(&opts.command)?),
+        false => Some(command::spawn(
+            &opts.command,
+            CommandStdout::for_options(opts),
+        )?),
     };
 
     let captures = match capture_sink {
@@ -106,7 +110,7 @@ pub async fn trace(opts: &Options, prepared: Prepared, mut signals: Signals) -> 
         }
         None => None,
     };
-    let stacks = Some(ebpf.fd("STACKS")?);
+    let stacks = Some(ebpf.fd(ipft_common::maps::STACKS.name)?);
     let settings = report_settings(opts);
     let mut collector = Collector::new(settings, targets, roles, reasons, sink, captures, stacks);
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);

@@ -112,7 +112,7 @@ pub fn open_rings(
     page_count: Option<usize>,
     wakeup_events: u32,
 ) -> Result<Vec<PerfRing>> {
-    let Some(Map::PerfEventArray(map)) = ebpf.map("EVENTS") else {
+    let Some(Map::PerfEventArray(map)) = ebpf.map(ipft_common::maps::EVENTS.name) else {
         bail!("the eBPF object has no EVENTS perf event array");
     };
     let cpus = online_cpus()
@@ -214,7 +214,7 @@ async fn any_ready(rings: &mut [AsyncFd<PerfRing>]) {
 /// userspace only when a later event fits, so they miss a loss at the end of
 /// a burst.
 pub fn lost_in_kernel(ebpf: &Maps) -> u64 {
-    let Some(map) = ebpf.map("LOST") else {
+    let Some(map) = ebpf.map(ipft_common::maps::LOST.name) else {
         return 0;
     };
     let Ok(array) = aya::maps::PerCpuArray::<_, u64>::try_from(map) else {

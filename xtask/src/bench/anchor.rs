@@ -52,7 +52,7 @@ enum Program {
     Real,
     /// ipft's empty program: the floor.
     Empty,
-    /// ipft's `-f` ([`FILTER`]) instead of a mark (issue 13's cost).
+    /// ipft's `-f` ([`FILTER`]) instead of a mark: what the filter costs.
     Filter,
 }
 

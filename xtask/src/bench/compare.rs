@@ -1,14 +1,14 @@
 //! The side-by-side table: ipft and ipftrace2 measured in one boot (see
-//! [`super::anchor`]), with the ratios issue 16 sets targets for.
+//! [`super::anchor`]), with the ratios that have targets.
 use serde_json::Value;
 
-/// Targets of issue 16 for unmarked UDP on the common set: ipft keeps at
+/// Targets for unmarked UDP on the common set: ipft keeps at
 /// least this much of what ipftrace2 keeps…
 const VS_IPFTRACE2: f64 = 1.2;
 /// …and of what an empty program on the same functions keeps.
 const VS_FLOOR: f64 = 0.8;
 
-/// Targets of issue 13 for `-f` on ipft's full set: unmatched UDP keeps at
+/// Targets for `-f` on ipft's full set: unmatched UDP keeps at
 /// least this much of what it keeps with the mark…
 const FILTER_VS_MARK: f64 = 0.9;
 /// …and of what it keeps with the empty program; ready at most this much
@@ -125,7 +125,7 @@ fn run_line(run: &Value, set: &str, tool: &str, program: &str) -> String {
 }
 
 /// ipft against ipftrace2 on their own sets and on the common one, and
-/// against the empty-program floor, with issue 16's targets.
+/// against the empty-program floor, with their targets.
 fn ratio_lines(runs: &Value) -> Vec<String> {
     let get = |run: &str, key: &str| runs[run][key].as_f64();
     let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
@@ -176,7 +176,7 @@ fn ratio_lines(runs: &Value) -> Vec<String> {
     lines
 }
 
-/// `-f` against the mark and the floor on ipft's full set (issue 13).
+/// `-f` against the mark and the floor on ipft's full set, with its targets.
 fn filter_line(runs: &Value) -> String {
     let get = |run: &str, key: &str| runs[run][key].as_f64();
     let kept = |run| get(run, "udp_kept");

@@ -75,13 +75,8 @@ impl Kernel {
 /// Refreshes the package lists so the newest kernels are visible. A failure
 /// (offline) is not fatal: the cache may still hold a kernel.
 pub fn update_package_lists() {
-    let ok = Command::new("apt-get")
-        .args(["update", "-qq"])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("xtask: apt-get update failed; using the package lists and kernels already here");
+    if let Err(e) = deps::apt_update() {
+        eprintln!("xtask: {e:#}; using the package lists and kernels already here");
     }
 }
 
@@ -104,7 +99,7 @@ pub fn fetch(series: &Series, cache: &Path) -> Result<Kernel> {
         return Ok(kernel);
     }
     bail!(
-        "no {} kernel could be fetched ({}); check network access to deb.debian.org and `apt-get update`",
+        "no {} kernel could be fetched ({}); check network access to Debian's package archive and that `apt-get update` succeeds",
         series.name,
         if errors.is_empty() { "apt-cache found no package".into() } else { errors.join("; ") }
     )

@@ -117,8 +117,9 @@ pub fn run(opts: &Options) -> Result<()> {
     report(&results, started.elapsed())
 }
 
-/// The just-built release ipft, or `IPFT_VM_BIN` (for working on the suite
-/// itself while ipft does not build).
+/// The just-built release ipft with the test hooks (the host tests' and
+/// the bench's), or `IPFT_VM_BIN` (for working on the suite itself while
+/// ipft does not build).
 pub(crate) fn ipft_binary() -> Result<PathBuf> {
     match std::env::var_os("IPFT_VM_BIN") {
         Some(bin) => {
@@ -128,7 +129,7 @@ pub(crate) fn ipft_binary() -> Result<PathBuf> {
             );
             Ok(PathBuf::from(bin))
         }
-        None => build::build(&build::Options { release: true }),
+        None => build::build(&build::Options::for_tests(true)),
     }
 }
 
