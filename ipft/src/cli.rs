@@ -3,11 +3,15 @@
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
+    process::ExitCode,
     time::Duration,
 };
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 use regex::Regex;
+
+/// Where the kernel publishes its BTF: `--btf-dir`'s default.
+pub const SYS_BTF_DIR: &str = "/sys/kernel/btf";
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -163,7 +167,7 @@ pub struct Options {
     pub ready_file: Option<PathBuf>,
 
     /// Where to read the kernel's BTF (for tests: a missing or damaged copy).
-    #[arg(long, value_name = "DIR", default_value = crate::discover::SYS_BTF_DIR, hide = true)]
+    #[arg(long, value_name = "DIR", default_value = SYS_BTF_DIR, hide = true)]
     pub btf_dir: PathBuf,
 
     /// Print a man page or a shell completion script, then exit.
@@ -400,6 +404,26 @@ impl Field {
             Field::GsoType => "gso_type",
         }
     }
+}
+
+/// `--generate`: the man page and completions come from the same clap
+/// definitions as `--help`.
+pub fn generate(kind: Generate) -> ExitCode {
+    let mut cmd = Options::command();
+    let mut out = std::io::stdout();
+    let shell = match kind {
+        Generate::Man => {
+            return match clap_mangen::Man::new(cmd).render(&mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::from(1),
+            }
+        }
+        Generate::CompleteBash => clap_complete::Shell::Bash,
+        Generate::CompleteZsh => clap_complete::Shell::Zsh,
+        Generate::CompleteFish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut cmd, "ipft", &mut out);
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

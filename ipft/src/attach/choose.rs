@@ -5,15 +5,55 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use super::{
-    ftrace::Ftrace, kprobe::Kprobe, kprobe_multi::KprobeMulti, tracepoint::Tracepoint, Backend,
+    ftrace::Ftrace, kprobe::Kprobe, kprobe_multi::KprobeMulti, programs::Maps,
+    tracepoint::Tracepoint, Backend,
 };
-use crate::cli::{BackendChoice, Tracer};
+use crate::{
+    cli::{BackendChoice, Tracer},
+    discover::{Source, Vmlinux},
+    par::Background,
+    timing,
+};
 
 pub use super::{ftrace::probe as fentry_works, kprobe_multi::probe as kprobe_multi_works};
 
 /// Whether this kernel can run kprobes: the perf kprobe PMU exists.
 pub fn kprobes_available() -> bool {
     Path::new("/sys/bus/event_source/devices/kprobe/type").exists()
+}
+
+/// Where the backend `choice` will most likely read its addresses from,
+/// read meanwhile (`None`: tracepoints have none). `auto` may end on
+/// kprobes, which read `/proc/kallsyms` then (see [`Backend::addresses`]).
+pub fn addresses_first(choice: BackendChoice) -> Option<Source> {
+    match choice {
+        BackendChoice::Tracepoint => None,
+        BackendChoice::Kprobe => Some(Source::Kallsyms),
+        _ => Some(Source::Ftrace),
+    }
+}
+
+/// The backend for `-b` and `-t`, built; `auto` says which and why on
+/// stderr. The fentry probe waits for the `maps` being created meanwhile
+/// (whatever else comes with them) and loads a program against `vmlinux`.
+pub fn pick<T: Send + 'static>(
+    backend: BackendChoice,
+    tracer: Tracer,
+    vmlinux: &Vmlinux,
+    maps: &mut Background<(Maps, T)>,
+    verbose: bool,
+) -> Result<Box<dyn Backend>> {
+    let mut fentry_probe = || {
+        let (maps, _) = maps.get().map_err(|e| format!("{e}"))?;
+        fentry_works(maps, vmlinux)
+    };
+    let (choice, why) = choose(backend, tracer, &mut fentry_probe, &mut kprobe_multi_works)?;
+    let built = build(choice, tracer)?;
+    timing::step(verbose, "backend chosen");
+    if backend == BackendChoice::Auto {
+        eprintln!("Using the {} backend: {why}", built.name());
+    }
+    Ok(built)
 }
 
 /// Picks the backend: the user's, or for `auto` the best this kernel allows,

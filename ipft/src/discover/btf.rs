@@ -11,8 +11,8 @@ use btf_rs::Btf;
 
 use super::raw::Section;
 
-/// Where the kernel publishes its BTF.
-pub const SYS_BTF_DIR: &str = "/sys/kernel/btf";
+#[cfg(test)]
+use crate::cli::SYS_BTF_DIR;
 
 /// The kernel's BTF: vmlinux, plus every module's split BTF as raw
 /// records (only the function scan reads modules: see [`super::raw`]).

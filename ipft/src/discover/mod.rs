@@ -1,17 +1,22 @@
 //! Discover: which kernel functions (or tracepoints) take a
-//! `struct sk_buff *`, where that argument sits, and where they live.
+//! `struct sk_buff *`, where that argument sits, and where they live; and
+//! the kernel's layout, which select builds the programs' configuration from.
 //!
 //! Takes the kernel's BTF ([`btf`], [`raw`]), function addresses
-//! ([`addresses`]: `/proc/kallsyms` or ftrace's list) and the
-//! user's `-r`/`--module-regex` ([`Filter`]); gives [`Target`]s, each with
-//! its skb and drop-reason positions, address and BTF id, plus the
-//! kernel's struct [`offsets`] and [`drop_reasons`] names and each target's
-//! [`roles::Role`] in a packet's life. All read once at start-up.
+//! ([`addresses`]: `/proc/kallsyms` or ftrace's list, read in the
+//! background: [`read_addresses`]) and the user's `-r`/`--module-regex`
+//! ([`Filter`]); [`discover()`] gives the chosen backend's [`Target`]s, each
+//! with its skb and drop-reason positions, address and BTF id, and the
+//! [`drop_reasons`] names; [`KernelLayout`] the struct offsets, the
+//! `bpf_rdonly_cast` ids and for `-f` every `sk_buff` field's offset; and
+//! [`roles`] each target's [`roles::Role`] in a packet's life. All read once
+//! at start-up.
 mod addresses;
 mod btf;
 mod drop_reasons;
 mod functions;
 mod kallsyms;
+mod layout;
 mod offsets;
 mod params;
 mod raw;
@@ -20,20 +25,22 @@ mod tracepoints;
 
 pub use addresses::{Listing, Source};
 
-pub use btf::{KernelBtf, Vmlinux, SYS_BTF_DIR};
+pub use btf::{KernelBtf, Vmlinux};
 pub use drop_reasons::drop_reasons;
 pub use functions::functions;
 pub use kallsyms::Symbols;
 use kallsyms::{kallsyms, read_kallsyms};
-pub use offsets::{capture_offsets, offsets, place_offsets, rdonly_cast_ids, skb_field_offsets};
+pub use layout::{KernelLayout, Needs};
+#[cfg(test)]
+use offsets::offsets;
 pub use tracepoints::tracepoints;
 
-use std::path::Path;
+use std::{collections::HashMap, path::Path};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use regex::Regex;
 
-use crate::timing;
+use crate::{cli::Options, par::Background, timing};
 
 /// What a target is attached through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +49,16 @@ pub enum TargetKind {
     Function,
     /// A BTF-enabled tracepoint (`tp_btf`); `name` is the tracepoint's name.
     Tracepoint,
+}
+
+impl TargetKind {
+    /// What one is called in messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            TargetKind::Function => "function",
+            TargetKind::Tracepoint => "tracepoint",
+        }
+    }
 }
 
 /// One traceable place, as shown in the output.
@@ -175,6 +192,88 @@ pub fn targets(
     Ok(Found {
         unusable: total - targets.len(),
         targets,
+    })
+}
+
+/// Reads function addresses from `source` in the background: the kernel
+/// is slow to produce them, and BTF is scanned meanwhile.
+pub fn read_addresses(source: Source, verbose: bool) -> Background<Listing> {
+    Background::start(move || {
+        let read = Listing::read(source);
+        timing::step(verbose, "function addresses read");
+        read
+    })
+}
+
+/// What the chosen backend traces, for [`discover`].
+pub struct Wanted<'a> {
+    pub kind: TargetKind,
+    /// Where its addresses come from.
+    pub addresses: Source,
+    /// Whether it can trace a target, or why not.
+    pub usable: &'a dyn Fn(&Target) -> Result<(), &'static str>,
+    /// Its name, for the count of those it cannot trace.
+    pub backend: &'static str,
+}
+
+/// What discovery gives the stages after it.
+pub struct Discovered {
+    /// The targets to trace (or list), `-r`/`--module-regex` applied.
+    pub targets: Vec<Target>,
+    /// How many targets `-r`/`--module-regex` left out.
+    pub filtered: usize,
+    /// `enum skb_drop_reason` value → name.
+    pub reasons: HashMap<u32, String>,
+}
+
+/// The targets `wanted` can trace that `-r`/`--module-regex` allow, with
+/// their addresses (from `addresses`, read meanwhile, unless the backend
+/// reads another source), and the drop reasons' names. Without `-l`, no
+/// target left is an error.
+pub fn discover(
+    kernel: KernelBtf,
+    wanted: Wanted,
+    addresses: Option<Background<Listing>>,
+    opts: &Options,
+) -> Result<Discovered> {
+    let reasons = drop_reasons(&kernel.vmlinux);
+    let source = wanted.addresses;
+    let listing = move || match addresses.map(Background::take).transpose()? {
+        // `-b auto` chose kprobes, which reach functions ftrace does not list.
+        Some(read) if read.source == source || source == Source::Ftrace => Ok(read),
+        _ => Listing::read(source),
+    };
+    let found = targets(
+        kernel,
+        wanted.kind,
+        wanted.usable,
+        listing,
+        &opts.btf_dir,
+        opts.verbose,
+    )?;
+    if opts.verbose && found.unusable > 0 {
+        eprintln!(
+            "{} with an skb parameter cannot be traced by the {} backend: skipped",
+            found.unusable, wanted.backend
+        );
+    }
+    let filter = Filter {
+        name: opts.regex.as_ref(),
+        module: opts.module_regex.as_ref(),
+    };
+    let (targets, filtered): (Vec<Target>, Vec<Target>) =
+        found.targets.into_iter().partition(|t| filter.allows(t));
+    timing::step(opts.verbose, &format!("{} targets found", targets.len()));
+    if targets.is_empty() && !opts.list {
+        bail!(
+            "no {} matches the given -r/--module-regex (see ipft -l)",
+            wanted.kind.noun()
+        );
+    }
+    Ok(Discovered {
+        targets,
+        filtered: filtered.len(),
+        reasons,
     })
 }
 

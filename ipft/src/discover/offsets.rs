@@ -2,9 +2,8 @@
 //! dev name, GSO fields; for `-w` the MAC header, data, tail, ifindex and
 //! network namespace; for `--netns` and `--dev` the device's and the
 //! socket's namespace) sit in this kernel's structs, from BTF: the eBPF
-//! crate has no CO-RE, so these offsets are passed to it at load. And any
-//! `struct sk_buff` field's, for the `-f` filter's code
-//! ([`skb_field_offsets`]).
+//! crate has no CO-RE, so these offsets are passed to it at load. And every
+//! `struct sk_buff` field's, for the `-f` filter's code ([`skb_members`]).
 use anyhow::{Context, Result};
 use btf_rs::{Btf, BtfType, Member, Type};
 use ipft_common::{CaptureOffsets, Offsets, PlaceOffsets};
@@ -12,6 +11,7 @@ use ipft_filter::Cast;
 
 use super::{
     btf::{Vmlinux, MAX_DEPTH},
+    layout::SkbOffsets,
     params::strip_modifiers,
 };
 
@@ -89,12 +89,39 @@ fn member_path(btf: &Btf, (found, name): &(btf_rs::Struct, &str), path: &[&str])
     Ok(bits / 8)
 }
 
-/// The offset of any `struct sk_buff` field by name, for the `-f`
-/// filter's code: the struct is looked up once, here, and only with `-f`
-/// (a second scan of the types).
-pub fn skb_field_offsets(btf: &Vmlinux) -> Result<impl Fn(&str) -> Result<u32> + '_> {
-    let skb = find_struct(btf, "sk_buff")?;
-    Ok(move |field: &str| field_offset(btf, &skb, field))
+/// Every `struct sk_buff` field's offset by name, for the `-f` filter's
+/// code: the struct is looked up once, here, and only with `-f` (a second
+/// scan of the types).
+pub fn skb_members(btf: &Vmlinux) -> Result<SkbOffsets> {
+    let (skb, _) = find_struct(btf, "sk_buff")?;
+    let mut fields = Vec::new();
+    flatten(btf, &skb, 0, 0, &mut fields);
+    Ok(SkbOffsets(fields))
+}
+
+/// Appends each named member of `s` with its byte offset, in order, and
+/// those of its anonymous structs and unions where they sit: the first of a
+/// name is the one [`find_member`] finds.
+fn flatten(btf: &Btf, s: &btf_rs::Struct, base: u32, depth: usize, out: &mut Vec<(String, u32)>) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    for member in &s.members {
+        let Some(bits) = base.checked_add(member.bit_offset()) else {
+            continue;
+        };
+        let name = btf.resolve_name(member).unwrap_or_default();
+        if !name.is_empty() {
+            out.push((name, bits / 8));
+            continue;
+        }
+        let inner = member
+            .get_type_id()
+            .and_then(|id| btf.resolve_type_by_id(id).ok());
+        if let Some(Type::Struct(inner) | Type::Union(inner)) = inner {
+            flatten(btf, &inner, bits, depth + 1, out);
+        }
+    }
 }
 
 /// The vmlinux BTF ids a `bpf_rdonly_cast` read of the skb needs: the FUNC
@@ -247,7 +274,8 @@ mod tests {
     fn skb_fields_by_name_agree_with_the_programs_offsets() {
         let kernel = running_kernel();
         let o = offsets(&kernel.vmlinux).unwrap();
-        let field = skb_field_offsets(&kernel.vmlinux).unwrap();
+        let skb = skb_members(&kernel.vmlinux).unwrap();
+        let field = |name| skb.get(name);
         assert_eq!(field("mark").unwrap(), o.skb_mark);
         assert_eq!(field("network_header").unwrap(), o.skb_network_header);
         // data follows head.

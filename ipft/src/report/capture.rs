@@ -11,7 +11,7 @@ use super::{
     Extras,
 };
 use crate::{
-    cli::Options,
+    cli::CaptureAt,
     discover::{
         roles::{data_freed, Role},
         Target,
@@ -33,10 +33,15 @@ pub struct Captures {
 }
 
 impl Captures {
-    pub fn new(opts: &Options, file: Pcapng, targets: &[Target], roles: &[Role]) -> Captures {
+    pub fn new(
+        capture_at: Option<&CaptureAt>,
+        file: Pcapng,
+        targets: &[Target],
+        roles: &[Role],
+    ) -> Captures {
         let names = targets.iter().map(|t| t.name.as_str());
         Captures {
-            picker: Picker::new(Points::new(opts.capture_at.as_ref(), names)),
+            picker: Picker::new(Points::new(capture_at, names)),
             file,
             ends: roles.iter().map(|r| *r == Role::Frees).collect(),
             stale: targets.iter().map(data_freed).collect(),

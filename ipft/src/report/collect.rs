@@ -1,6 +1,6 @@
-//! Turning events into output: each event is named to its packet, then
-//! streamed as a json line or stored for the table printed at the end; with
-//! `-w`, its bytes also go to the pcapng file.
+//! Turning events into output: each event, followed to its packet by the
+//! trace stage, is streamed as a json line or stored for the table printed
+//! at the end; with `-w`, its bytes also go to the pcapng file.
 use std::{
     collections::HashMap,
     io::{self, Write},
@@ -21,13 +21,13 @@ use super::{
     table, Extras,
 };
 use crate::{
-    cli::{Options, Output, Tracer},
-    discover::{roles, roles::Role, Target},
+    cli::{CaptureAt, Field, Output},
+    discover::{roles::Role, Target},
     timing,
     trace::{
-        fate::Fates,
-        group::{self, Located, Packets},
-        packets::PacketIds,
+        fate::Fate,
+        follow::{Followed, Follower},
+        group::Located,
         stream,
     },
 };
@@ -57,20 +57,34 @@ pub struct Tally {
     pub fates: Option<String>,
 }
 
-/// Turns events into output: names packets, then streams json lines or
-/// stores records for the table.
+/// What the report needs of the options.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `-o`.
+    pub output: Output,
+    /// `--field`, in the order given.
+    pub fields: Vec<Field>,
+    /// `-t function_graph`: return rows show their values.
+    pub graph: bool,
+    /// `--max-traces`: stop after this many events.
+    pub max_traces: Option<u64>,
+    /// `--max-events`: the table stores no more.
+    pub max_events: Option<u64>,
+    /// `--capture-at` (`-w`).
+    pub capture_at: Option<CaptureAt>,
+}
+
+/// Turns events into output: streams json lines or stores records for the
+/// table, as the trace stage follows them.
 pub struct Collector {
-    opts: Options,
+    settings: Settings,
     targets: Vec<Target>,
     reasons: HashMap<u32, String>,
-    ids: PacketIds,
-    packets: Packets,
-    /// Aggregate mode stores no more events than this (`--max-events`).
-    max_events: u64,
+    /// Names packets, follows their fates, groups the table's rows.
+    follower: Follower,
     sink: Sink,
     /// `-w`.
     captures: Option<Captures>,
-    fates: Fates,
     /// How many packets ended with each fate (summary wording), the packets
     /// themselves forgotten: json's, and those past `--max-events`.
     ended: HashMap<String, usize>,
@@ -84,7 +98,7 @@ impl Collector {
     /// `roles`), writing to `sink`, and with `-w` frames to `captures`;
     /// `stacks` is the `STACKS` map, which stacks are read from.
     pub fn new(
-        opts: &Options,
+        settings: Settings,
         targets: Vec<Target>,
         roles: Vec<Role>,
         reasons: HashMap<u32, String>,
@@ -92,21 +106,17 @@ impl Collector {
         captures: Option<Pcapng>,
         stacks: Option<OwnedFd>,
     ) -> Self {
-        let max_events = opts
-            .max_events
-            .unwrap_or_else(|| group::default_max_events(!opts.field.is_empty()));
-        let captures = captures.map(|file| Captures::new(opts, file, &targets, &roles));
-        let fates = Fates::new(roles::steps(&targets), roles.clone(), &reasons);
+        let capture_at = settings.capture_at.as_ref();
+        let captures = captures.map(|file| Captures::new(capture_at, file, &targets, &roles));
+        let with_fields = !settings.fields.is_empty();
+        let follower = Follower::new(&targets, roles, &reasons, settings.max_events, with_fields);
         Collector {
-            opts: opts.clone(),
+            settings,
             targets,
             reasons,
-            fates,
+            follower,
             ended: HashMap::new(),
             sites: Sites::new(stacks),
-            ids: PacketIds::new(roles),
-            packets: Packets::new(),
-            max_events,
             sink,
             captures,
             tally: Tally::default(),
@@ -115,13 +125,13 @@ impl Collector {
 
     /// Events stored for the table, and packets named.
     pub fn stored(&self) -> (usize, usize) {
-        (self.packets.events(), self.ids.count())
+        self.follower.stored()
     }
 
     /// Takes one batch. Returns why to stop, if this batch is a reason to.
     pub fn consume(&mut self, mut batch: stream::Batch) -> Result<Option<Stop>> {
         let mut stop = None;
-        if let Some(max) = self.opts.max_traces {
+        if let Some(max) = self.settings.max_traces {
             let room = max.saturating_sub(self.tally.seen);
             if batch.events.len() as u64 >= room {
                 batch.truncate(room as usize);
@@ -131,62 +141,29 @@ impl Collector {
         self.tally.seen += batch.events.len() as u64;
         self.tally.lost += batch.lost;
         self.tally.bad += batch.bad;
-        let keep_fields = !self.opts.field.is_empty();
-        let json = self.opts.output == Output::Json;
+        let json = self.settings.output == Output::Json;
         let mut frames = batch.frames.into_iter();
         for event in &batch.events {
-            let func = event.func as u32;
-            let seen = self.ids.observe(event, func);
+            let followed = self.follower.follow(event);
             if let Some(captures) = &mut self.captures {
                 let extras = Extras {
                     reasons: Some(&self.reasons),
                     ..Extras::default()
                 };
                 let frame = frames.next().flatten();
-                let taken = captures.take(event, frame, seen.packet, &self.targets, &extras);
+                let packet = followed.seen.packet;
+                let taken = captures.take(event, frame, packet, &self.targets, &extras);
                 if !ok_unless_closed(taken)? {
                     return Ok(Some(Stop::StdoutClosed));
                 }
             }
-            let ended = self.fates.observe(seen.packet, event, func).cloned();
-            let record = group::record(event, func, seen.packet);
-            let located = self.locate(event, func);
-            let packet = seen.packet;
-            if json {
-                let fate = ended.map(|f| self.count_and_forget(packet, &f).json);
-                let extras = Extras {
-                    reasons: Some(&self.reasons),
-                    fields: &self.opts.field,
-                    details: None,
-                };
-                let snapshot = keep_fields.then_some(event);
-                let seen = JsonSeen {
-                    summary: seen.summary.as_deref(),
-                    parent: seen.parent,
-                    located: located.as_ref(),
-                    fate: fate.as_ref(),
-                };
-                let written = json::event(
-                    &mut self.sink,
-                    &record,
-                    &self.targets,
-                    &extras,
-                    seen,
-                    snapshot,
-                );
-                if !ok_unless_closed(written)? {
-                    return Ok(Some(Stop::StdoutClosed));
-                }
-            } else if (self.packets.events() as u64) < self.max_events {
-                let snapshot = (keep_fields || located.is_some()).then_some(event);
-                self.packets.push_event(record, seen, snapshot, located);
-            } else {
-                self.tally.unstored += 1;
-                // Past --max-events: a packet the table will not show is
-                // only counted.
-                if let Some(f) = ended.filter(|_| !self.packets.holds(packet)) {
-                    self.count_and_forget(packet, &f);
-                }
+            let located = self.locate(event, followed.drops);
+            let shown = match json {
+                true => self.write_json(event, followed, located.as_ref()),
+                false => self.store(event, followed, located),
+            };
+            if !ok_unless_closed(shown)? {
+                return Ok(Some(Stop::StdoutClosed));
             }
         }
         if json && !ok_unless_closed(self.sink.flush())? {
@@ -202,15 +179,14 @@ impl Collector {
 
     /// Where a row was called from: a dropping row's caller, and its stack
     /// when it recorded one; `None` for most rows.
-    fn locate(&mut self, event: &Event, func: u32) -> Option<Located> {
+    fn locate(&mut self, event: &Event, drops: bool) -> Option<Located> {
         let stack_id = sites::stack_id(event);
-        let drops = self.fates.drops(event, func);
         if !drops && stack_id.is_none() {
             return None;
         }
         let caller = match drops {
             true => {
-                let (_, function) = names(&self.targets, func);
+                let (_, function) = names(&self.targets, event.func as u32);
                 let site = self.sites.caller(event.caller, stack_id, function);
                 site.map(|s| s.full)
             }
@@ -223,16 +199,73 @@ impl Collector {
         })
     }
 
+    /// Writes the event's json line, with its packet's fate when it ended.
+    fn write_json(
+        &mut self,
+        event: &Event,
+        followed: Followed,
+        located: Option<&Located>,
+    ) -> io::Result<()> {
+        let Followed {
+            seen,
+            record,
+            ended,
+            ..
+        } = followed;
+        let fate = ended.map(|f| self.count_and_forget(seen.packet, &f).json);
+        let extras = Extras {
+            reasons: Some(&self.reasons),
+            fields: &self.settings.fields,
+            ..Extras::default()
+        };
+        let snapshot = (!self.settings.fields.is_empty()).then_some(event);
+        let seen = JsonSeen {
+            summary: seen.summary.as_deref(),
+            parent: seen.parent,
+            located,
+            fate: fate.as_ref(),
+        };
+        json::event(
+            &mut self.sink,
+            &record,
+            &self.targets,
+            &extras,
+            seen,
+            snapshot,
+        )
+    }
+
+    /// Stores the event for the table; past `--max-events`, a packet the
+    /// table will not show is only counted.
+    fn store(
+        &mut self,
+        event: &Event,
+        followed: Followed,
+        located: Option<Located>,
+    ) -> io::Result<()> {
+        let keep_fields = !self.settings.fields.is_empty();
+        let snapshot = (keep_fields || located.is_some()).then_some(event);
+        let (packet, ended) = (followed.seen.packet, followed.ended.clone());
+        if self.follower.store(followed, snapshot, located) {
+            return Ok(());
+        }
+        self.tally.unstored += 1;
+        if let Some(f) = ended.filter(|_| !self.follower.holds(packet)) {
+            self.count_and_forget(packet, &f);
+        }
+        Ok(())
+    }
+
     /// Counts the fate of a packet that ended, for the summary, and
     /// forgets the packet; gives the fate in words.
-    fn count_and_forget(&mut self, packet: u32, fate: &crate::trace::fate::Fate) -> Told {
+    fn count_and_forget(&mut self, packet: u32, fate: &Fate) -> Told {
         let told = self.tell(fate);
-        self.fates.forget(packet);
+        self.follower.forget(packet);
         *self.ended.entry(told.count_as.clone()).or_default() += 1;
         told
     }
 
-    fn tell(&mut self, fate: &crate::trace::fate::Fate) -> Told {
+    fn tell(&mut self, fate: &Fate) -> Told {
         fate::tell(fate, &self.targets, &self.reasons, &mut self.sites)
     }
 
@@ -241,13 +274,13 @@ impl Collector {
     /// (json's already forgotten included). One packet at a time: a flood
     /// leaves hundreds of thousands, most of them counted, not stored.
     fn told(&mut self) -> (HashMap<u32, String>, HashMap<String, usize>) {
-        let fates = std::mem::take(&mut self.fates).into_map();
+        let fates = self.follower.take_fates();
         let mut counts = std::mem::take(&mut self.ended);
         let mut texts = HashMap::new();
         for (packet, fate) in fates {
             let told = self.tell(&fate);
             *counts.entry(told.count_as).or_default() += 1;
-            if self.packets.holds(packet) {
+            if self.follower.holds(packet) {
                 texts.insert(packet, told.text);
             }
         }
@@ -279,19 +312,26 @@ impl Collector {
         (captured.and(printed), tally)
     }
 
-    fn print(mut self, verbose: bool, told: HashMap<u32, String>) -> io::Result<()> {
-        if self.opts.output == Output::Aggregate {
-            let (groups, mut details) = std::mem::take(&mut self.packets).into_groups();
-            details.fates = told;
+    fn print(self, verbose: bool, told: HashMap<u32, String>) -> io::Result<()> {
+        let Collector {
+            settings,
+            targets,
+            reasons,
+            follower,
+            mut sink,
+            ..
+        } = self;
+        if settings.output == Output::Aggregate {
+            let (groups, details) = follower.into_groups();
             timing::step(verbose, "events grouped per packet");
             let extras = Extras {
-                reasons: Some(&self.reasons),
-                fields: &self.opts.field,
+                reasons: Some(&reasons),
+                fields: &settings.fields,
                 details: Some(&details),
+                fates: Some(&told),
             };
-            let graph = self.opts.tracer == Tracer::FunctionGraph;
-            table::aggregate(&mut self.sink, &groups, &self.targets, graph, &extras)?;
+            table::aggregate(&mut sink, &groups, &targets, settings.graph, &extras)?;
         }
-        self.sink.finish()
+        sink.finish()
     }
 }

@@ -1,8 +1,18 @@
 //! `-l`: the targets the chosen backend can trace.
 use std::io::{self, BufWriter, Write};
 
-use super::json::json_str;
+use super::{json::json_str, sink::ignore_broken_pipe};
 use crate::discover::Target;
+
+/// `-l`: the header on stderr (not with `json`), the list on stdout; a
+/// reader that stops reading early is no error.
+pub fn print(targets: &[Target], json: bool) -> anyhow::Result<()> {
+    if !json {
+        eprintln!("{}", header());
+    }
+    let mut out = io::stdout().lock();
+    ignore_broken_pipe(write(&mut out, targets, json).and_then(|()| out.flush()))
+}
 
 /// The header line of the `-l` list, without its newline, to be printed on
 /// stderr (as ipftrace2 did) so that stdout holds only rows. Aligned with

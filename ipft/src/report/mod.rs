@@ -47,6 +47,8 @@ pub struct Extras<'a> {
     /// `--field`, in the order given.
     pub fields: &'a [Field],
     pub details: Option<&'a Details>,
+    /// Each packet's fate, worded (known once tracing stopped).
+    pub fates: Option<&'a HashMap<u32, String>>,
 }
 
 impl Extras<'_> {

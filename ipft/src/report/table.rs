@@ -159,7 +159,7 @@ fn end_row(out: &mut dyn Write, r: &Record, extras: &Extras) -> io::Result<()> {
 
 /// The line ending a packet's group: how it ended.
 fn fate_line(out: &mut dyn Write, packet: u32, extras: &Extras) -> io::Result<()> {
-    match extras.details.and_then(|d| d.fates.get(&packet)) {
+    match extras.fates.and_then(|f| f.get(&packet)) {
         Some(fate) => writeln!(out, "fate: {fate}"),
         None => Ok(()),
     }

@@ -457,16 +457,17 @@ fn drop_reasons_callers_stacks_fates_summaries_and_fields() {
         stack: vec!["kfree_skb_reason+0x9".into(), "nf_hook_slow+0x8f".into()],
     };
     details.located.insert(0, located.clone());
-    details.fates.insert(
+    let fates = HashMap::from([(
         A as u32,
-        "dropped at nf_hook_slow+0x8f (NETFILTER_DROP)".into(),
-    );
+        "dropped at nf_hook_slow+0x8f (NETFILTER_DROP)".to_string(),
+    )]);
     let reasons = HashMap::from([(6, "NETFILTER_DROP".to_string())]);
     let fields = [Field::Len, Field::GsoSize];
     let extras = Extras {
         reasons: Some(&reasons),
         fields: &fields,
         details: Some(&details),
+        fates: Some(&fates),
     };
     let mut dropped = rec(A, 2, 5, 1, false);
     dropped.drop_reason = 6;

@@ -10,29 +10,25 @@ mod place;
 
 use anyhow::{bail, Result};
 use ipft_common::{
-    CaptureOffsets, Config, Offsets, PlaceOffsets, CONFIG_CAPTURE, CONFIG_DEV, CONFIG_FILTER,
-    CONFIG_GRAPH, CONFIG_NETNS, CONFIG_RDONLY_CAST, CONFIG_STACK, CONFIG_STACK_DROPS, CONFIG_TRACK,
+    Config, CONFIG_CAPTURE, CONFIG_DEV, CONFIG_FILTER, CONFIG_GRAPH, CONFIG_NETNS,
+    CONFIG_RDONLY_CAST, CONFIG_STACK, CONFIG_STACK_DROPS, CONFIG_TRACK,
 };
-use ipft_filter::{cbpf, insn::Insn, pcap, translate, Cast};
+use ipft_filter::{cbpf, insn::Insn, pcap, translate};
 
 pub use self::place::{resolve as resolve_place, Place};
-use crate::cli::{Options, Stacks, Tracer};
+use crate::{
+    cli::{Options, Stacks, Tracer},
+    discover::KernelLayout,
+};
 pub use ipft_filter::SkbFields;
 
-/// The offsets the programs read with, from the kernel's BTF: `capture`
-/// only matters with `-w`, `place` with `-w`, `--netns` or `--dev`.
-pub struct Layout {
-    pub offsets: Offsets,
-    pub capture: CaptureOffsets,
-    pub place: PlaceOffsets,
-}
-
-/// The programs' read-only configuration for this run. Without `-m` the
-/// mask is 0: the programs then read no mark. `place` is where `--netns`
-/// and `--dev` select packets; `cast` is there when the kernel has
-/// `bpf_rdonly_cast`, which the programs then read the mark with.
-pub fn config(opts: &Options, layout: Layout, place: Option<Place>, cast: Option<Cast>) -> Config {
-    let (cast_flag, skb_btf_id, rdonly_cast_btf_id) = match cast {
+/// The programs' read-only configuration for this run, for the kernel's
+/// `layout`. Without `-m` the mask is 0: the programs then read no mark.
+/// `place` is where `--netns` and `--dev` select packets; the layout's
+/// `cast` is there when the kernel has `bpf_rdonly_cast`, which the
+/// programs then read the mark with.
+pub fn config(opts: &Options, layout: &KernelLayout, place: Option<Place>) -> Config {
+    let (cast_flag, skb_btf_id, rdonly_cast_btf_id) = match layout.cast {
         Some(ids) => (CONFIG_RDONLY_CAST, ids.skb, ids.func),
         None => (0, 0, 0),
     };
@@ -147,6 +143,17 @@ impl Filter {
         })
     }
 
+    /// The filter function, for the kernel's layout (read with
+    /// `skb_fields`).
+    pub fn function(&self, layout: &KernelLayout) -> Result<Vec<Insn>> {
+        let Some(offsets) = &layout.skb_fields else {
+            bail!("the kernel's sk_buff fields were not read for the filter");
+        };
+        let mut skb = SkbFields::find(|name| offsets.get(name))?;
+        skb.cast = layout.cast;
+        self.translate(&skb)
+    }
+
     /// The filter function, for this kernel's skb layout.
     pub fn translate(&self, skb: &SkbFields) -> Result<Vec<Insn>> {
         match translate::translate(&self.ethernet, &self.raw_ip, skb) {
@@ -186,34 +193,23 @@ mod tests {
         Options::parse_from([&["ipft"], args].concat())
     }
 
-    fn layout() -> Layout {
-        Layout {
-            offsets: Offsets::default(),
-            capture: CaptureOffsets::default(),
-            place: PlaceOffsets::default(),
-        }
+    fn layout() -> KernelLayout {
+        KernelLayout::default()
     }
 
     #[test]
     fn config_carries_the_masked_mark_and_flags() {
         let c = config(
             &opts(&["-m", "0x1f", "--mask", "0xf0", "--track"]),
-            layout(),
-            None,
+            &layout(),
             None,
         );
         assert_eq!((c.mark, c.mask, c.flags), (0x10, 0xf0, CONFIG_TRACK));
-        let c = config(
-            &opts(&["-m", "1", "-t", "function_graph"]),
-            layout(),
-            None,
-            None,
-        );
+        let c = config(&opts(&["-m", "1", "-t", "function_graph"]), &layout(), None);
         assert_eq!(c.flags, CONFIG_GRAPH);
         let c = config(
             &opts(&["-m", "1", "-w", "-", "--snaplen", "100"]),
-            layout(),
-            None,
+            &layout(),
             None,
         );
         assert_eq!((c.flags, c.snaplen), (CONFIG_CAPTURE, 100));
@@ -221,13 +217,16 @@ mod tests {
 
     #[test]
     fn the_kfunc_sets_the_cast_flag_and_its_ids() {
-        let ids = Cast {
-            func: 7,
-            skb: 9,
-            bytes: None,
-            bytes_len: 0,
+        let layout = KernelLayout {
+            cast: Some(ipft_filter::Cast {
+                func: 7,
+                skb: 9,
+                bytes: None,
+                bytes_len: 0,
+            }),
+            ..KernelLayout::default()
         };
-        let c = config(&opts(&["-m", "1"]), layout(), None, Some(ids));
+        let c = config(&opts(&["-m", "1"]), &layout, None);
         assert_eq!(c.flags, CONFIG_RDONLY_CAST);
         assert_eq!((c.rdonly_cast_btf_id, c.skb_btf_id), (7, 9));
     }
@@ -247,14 +246,14 @@ mod tests {
     fn a_filter_needs_no_mark() {
         let alone = opts(&["-f", "udp"]);
         assert_eq!(refusal(&alone), None);
-        let c = config(&alone, layout(), None, None);
+        let c = config(&alone, &layout(), None);
         assert_eq!(
             (c.mark, c.mask, c.flags),
             (0, 0, CONFIG_FILTER | CONFIG_TRACK)
         );
         // With -m, both must match: the mark test stays.
         let both = opts(&["-f", "udp", "-m", "0x10", "--mask", "0xf0", "--no-track"]);
-        let c = config(&both, layout(), None, None);
+        let c = config(&both, &layout(), None);
         assert_eq!((c.mark, c.mask, c.flags), (0x10, 0xf0, CONFIG_FILTER));
     }
 
@@ -266,7 +265,7 @@ mod tests {
             netns: 4026532000,
             ifindex: None,
         };
-        let c = config(&netns, layout(), Some(place), None);
+        let c = config(&netns, &layout(), Some(place));
         assert_eq!((c.mask, c.flags), (0, CONFIG_NETNS | CONFIG_TRACK));
         assert_eq!((c.netns, c.ifindex), (4026532000, 0));
         // A device is one of a namespace: both are compared.
@@ -276,7 +275,7 @@ mod tests {
             netns: 4026531840,
             ifindex: Some(2),
         };
-        let c = config(&dev, layout(), Some(place), None);
+        let c = config(&dev, &layout(), Some(place));
         assert_eq!(c.flags, CONFIG_NETNS | CONFIG_DEV | CONFIG_FILTER);
         assert_eq!((c.netns, c.ifindex), (4026531840, 2));
     }

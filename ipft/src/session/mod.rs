@@ -4,6 +4,7 @@
 mod command;
 mod ready;
 mod signals;
+mod startup;
 
 use std::{
     collections::HashMap,
@@ -21,13 +22,14 @@ use anyhow::{bail, Context, Result};
 pub use command::check as check_command;
 use command::CommandStdout;
 pub use signals::Signals;
+pub use startup::{check_privileges, filter_function, programs, raise_open_files};
 
 use crate::{
     attach::{self, detach, programs::Maps, track, Attached, Backend},
-    cli::{Options, Output},
+    cli::{Options, Output, Tracer},
     discover::{roles, Target},
     report::{
-        collect::{Collector, Stop, Tally},
+        collect::{Collector, Settings, Stop, Tally},
         pcapng::Pcapng,
         progress::{AttachWatch, Progress},
         sink::{ignore_broken_pipe, Sink},
@@ -109,7 +111,8 @@ pub async fn trace(opts: &Options, prepared: Prepared, mut signals: Signals) -> 
         None => None,
     };
     let stacks = Some(ebpf.fd(ipft_common::maps::STACKS.name)?);
-    let mut collector = Collector::new(opts, targets, roles, reasons, sink, captures, stacks);
+    let settings = report_settings(opts);
+    let mut collector = Collector::new(settings, targets, roles, reasons, sink, captures, stacks);
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let stop = loop {
         let batch = tokio::select! {
@@ -279,6 +282,18 @@ fn report(tally: &Tally, stored: (usize, usize), track_full: u64, verbose: bool)
                 w.frames, w.bytes
             );
         }
+    }
+}
+
+/// What the report needs of the options.
+fn report_settings(opts: &Options) -> Settings {
+    Settings {
+        output: opts.output,
+        fields: opts.field.clone(),
+        graph: opts.tracer == Tracer::FunctionGraph,
+        max_traces: opts.max_traces,
+        max_events: opts.max_events,
+        capture_at: opts.capture_at.clone(),
     }
 }
 

@@ -59,8 +59,6 @@ pub struct Details {
     pub parents: HashMap<u32, u32>,
     /// Callers and stacks, by the row's `Record::fields` index.
     pub located: HashMap<u32, Located>,
-    /// Each packet's fate, worded (filled once tracing stopped).
-    pub fates: HashMap<u32, String>,
 }
 
 /// Events collected during a trace, grouped per packet as they come: each
