@@ -134,7 +134,7 @@ run_tests() {
     echo "@@ipft-vm case $name begin" >&3
     echo "@@ipft-vm stage running $bin" >&3
     start=$(now_ms)
-    IPFT_BIN=/usr/bin/ipft setsid $bin "$@" >$d/out 2>$d/err &
+    IPFT_BIN=/usr/bin/ipft IPFT_TESTS_MUST_RUN=1 setsid $bin "$@" >$d/out 2>$d/err &
     pid=$!
     while alive $pid; do
         if [ $(($(now_ms) - start)) -gt $((timeout * 1000)) ]; then

@@ -41,7 +41,10 @@ pub fn run(opts: &Options) -> Result<()> {
     let root = build::root();
     let cargo = |args: &[&str]| {
         let mut cmd = Command::new("cargo");
-        cmd.current_dir(&root).args(args).env("IPFT_BIN", &bin);
+        cmd.current_dir(&root)
+            .args(args)
+            .env("IPFT_BIN", &bin)
+            .env("IPFT_TESTS_MUST_RUN", "1");
         cmd
     };
     deps::run(&mut cargo(&["fmt", "--all", "--check"])).context("run `cargo fmt --all`")?;
