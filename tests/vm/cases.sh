@@ -14,25 +14,26 @@
 TSHARK_FIELDS="-T fields -E separator=/t -E occurrence=a -e frame.interface_name -e frame.comment -e frame.protocols -e ip.src -e ip.dst -e udp.dstport -e icmp.type"
 
 # The JSON lines on fd 3: one object per line. Case ids are plain words;
-# jq escapes every text (any byte ipft printed arrives as JSON).
+# jq escapes every text (any byte ipft printed arrives as JSON). -M: fd 3
+# is a serial terminal, on which jq would colour its output.
 
 # `event CASE EVENT`: begin or end.
 event() { printf '{"case":"%s","event":"%s"}\n' "$1" "$2" >&3; }
 
 # `stage CASE TEXT`: where the case got to, to explain a guest that never
 # finishes.
-stage() { jq -nc --arg c "$1" --arg s "$2" '{case:$c,event:"stage",stage:$s}' >&3; }
+stage() { jq -Mnc --arg c "$1" --arg s "$2" '{case:$c,event:"stage",stage:$s}' >&3; }
 
 # `result CASE FIELDS`: FIELDS are JSON members (`"exit":0,...`).
 result() { printf '{"case":"%s","event":"result",%s}\n' "$1" "$2" >&3; }
 
 # `stream CASE NAME FILE`: the file's text (none if it is missing).
 stream() {
-    cat "$3" 2>/dev/null | jq -Rsc --arg c "$1" --arg n "$2" '{case:$c,event:"stream",name:$n,text:.}' >&3
+    cat "$3" 2>/dev/null | jq -MRsc --arg c "$1" --arg n "$2" '{case:$c,event:"stream",name:$n,text:.}' >&3
 }
 
 # `note TEXT`: a message outside any case.
-note() { jq -nc --arg t "$1" '{event:"note",text:$t}' >&3; }
+note() { jq -Mnc --arg t "$1" '{event:"note",text:$t}' >&3; }
 
 capture_case() {
     CAPTURE=$1
