@@ -6,6 +6,8 @@ use crate::parse::{Packet, Row};
 
 use super::CaseOutput;
 
+/// A case's outcome; the verdict target makes a not-applicable one an
+/// ignored trial.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     Pass,
@@ -14,6 +16,7 @@ pub enum Status {
     NotApplicable,
 }
 
+/// An outcome and the reason the table shows for it.
 #[derive(Clone, Debug)]
 pub struct Verdict {
     pub status: Status,
