@@ -20,6 +20,8 @@
 //!   packet.rs: scratch files, readiness, namespaces and iptables rules torn
 //!   down on drop, traffic with a known end, ipft's summary/drop/field output.
 //! - [`tshark`]: for pcapng.rs: ipft's `-w` output read by tshark.
+//! - [`vm`]: the VM suite's scenarios and their verdicts (tests/vm.rs judges
+//!   what `cargo xtask vm-test` collected from the guests).
 pub mod bpf;
 pub mod btf;
 pub mod capabilities;
@@ -38,6 +40,7 @@ pub mod process;
 pub mod scripting;
 pub mod teardown;
 pub mod tshark;
+pub mod vm;
 
 pub use capabilities::capabilities;
 pub use process::{ipft_bin, run, Ipft, Output, Setup, StdoutMode};

@@ -1,7 +1,8 @@
 # Case runner for the guest: `run_case NAME TIMEOUT SETUP TRAFFIC TEARDOWN IPFT-ARGS...`
 # starts ipft, waits for "Trace ready!", sends the traffic, stops ipft with
 # SIGINT and reports everything (stdout, stderr, setup/traffic output, exit
-# status, timings) to fd 3. The host judges the output; nothing is judged here.
+# status, timings) to fd 3 as JSON lines (tests/src/vm/output.rs). The host
+# judges the output; nothing is judged here.
 #
 # `capture_case file|stream NAME ...` is run_case with ipft's pcapng (-w)
 # read by tshark: `file` reads /tmp/cases/NAME/capture.pcapng once ipft
@@ -11,6 +12,28 @@
 # One line per frame, tab-separated; a field seen twice (a tunnel's outer
 # and inner headers) gives both values joined by a comma.
 TSHARK_FIELDS="-T fields -E separator=/t -E occurrence=a -e frame.interface_name -e frame.comment -e frame.protocols -e ip.src -e ip.dst -e udp.dstport -e icmp.type"
+
+# The JSON lines on fd 3: one object per line. Case ids are plain words;
+# jq escapes every text (any byte ipft printed arrives as JSON). -M: fd 3
+# is a serial terminal, on which jq would colour its output.
+
+# `event CASE EVENT`: begin or end.
+event() { printf '{"case":"%s","event":"%s"}\n' "$1" "$2" >&3; }
+
+# `stage CASE TEXT`: where the case got to, to explain a guest that never
+# finishes.
+stage() { jq -Mnc --arg c "$1" --arg s "$2" '{case:$c,event:"stage",stage:$s}' >&3; }
+
+# `result CASE FIELDS`: FIELDS are JSON members (`"exit":0,...`).
+result() { printf '{"case":"%s","event":"result",%s}\n' "$1" "$2" >&3; }
+
+# `stream CASE NAME FILE`: the file's text (none if it is missing).
+stream() {
+    cat "$3" 2>/dev/null | jq -MRsc --arg c "$1" --arg n "$2" '{case:$c,event:"stream",name:$n,text:.}' >&3
+}
+
+# `note TEXT`: a message outside any case.
+note() { jq -Mnc --arg t "$1" '{event:"note",text:$t}' >&3; }
 
 capture_case() {
     CAPTURE=$1
@@ -73,7 +96,7 @@ run_case() {
     shift 5
     d=/tmp/cases/$name
     mkdir -p $d
-    echo "@@ipft-vm case $name begin" >&3
+    event $name begin
     $setup >$d/log 2>&1 || echo "setup $setup failed" >>$d/log
     start=$(now_ms)
     if [ "$CAPTURE" = stream ]; then
@@ -87,16 +110,16 @@ run_case() {
     fi
     pid=$!
     # Stages tell the host where a guest that never finishes got stuck.
-    echo "@@ipft-vm stage ipft started, waiting for Trace ready!" >&3
+    stage $name "ipft started, waiting for Trace ready!"
     ready=-1
     if wait_ready $timeout; then
         ready=$(($(now_ms) - start))
-        echo "@@ipft-vm stage ready after $ready ms, sending traffic" >&3
+        stage $name "ready after $ready ms, sending traffic"
         $traffic >>$d/log 2>&1 || echo "traffic $traffic failed" >>$d/log
         # Let the perf buffers drain before asking for the table.
         sleep 2
     fi
-    echo "@@ipft-vm stage SIGINT sent, waiting for ipft to print and exit" >&3
+    stage $name "SIGINT sent, waiting for ipft to print and exit"
     stop_start=$(now_ms)
     kill -INT $pid 2>/dev/null
     wait_exit $timeout
@@ -105,20 +128,13 @@ run_case() {
     stop=$(($(now_ms) - stop_start))
     read_capture $timeout
     $teardown >>$d/log 2>&1 || echo "teardown $teardown failed" >>$d/log
-    {
-        echo "@@ipft-vm result ready_ms=$ready stop_ms=$stop exit=$rc"
-        echo "@@ipft-vm stream stdout"
-        cat $d/out
-        echo "@@ipft-vm stream stderr"
-        tr '\r' '\n' <$d/err
-        echo "@@ipft-vm stream log"
-        cat $d/log
-        if [ -n "$CAPTURE" ]; then
-            echo "@@ipft-vm stream frames"
-            cat $d/frames
-        fi
-        echo "@@ipft-vm case $name end"
-    } >&3
+    result $name "\"ready_ms\":$ready,\"stop_ms\":$stop,\"exit\":$rc"
+    stream $name stdout $d/out
+    tr '\r' '\n' <$d/err >$d/err.lines
+    stream $name stderr $d/err.lines
+    stream $name log $d/log
+    [ -n "$CAPTURE" ] && stream $name frames $d/frames
+    event $name end
     rm -rf $d
 }
 
@@ -131,8 +147,8 @@ run_tests() {
     shift 3
     d=/tmp/cases/$name
     mkdir -p $d
-    echo "@@ipft-vm case $name begin" >&3
-    echo "@@ipft-vm stage running $bin" >&3
+    event $name begin
+    stage $name "running $bin"
     start=$(now_ms)
     IPFT_BIN=/usr/bin/ipft IPFT_TESTS_MUST_RUN=1 setsid $bin "$@" >$d/out 2>$d/err &
     pid=$!
@@ -146,15 +162,10 @@ run_tests() {
     done
     wait $pid
     rc=$?
-    {
-        echo "@@ipft-vm result took_ms=$(($(now_ms) - start)) exit=$rc"
-        echo "@@ipft-vm stream stdout"
-        cat $d/out
-        echo "@@ipft-vm stream stderr"
-        cat $d/err
-        echo "@@ipft-vm stream log"
-        cat $d/log 2>/dev/null
-        echo "@@ipft-vm case $name end"
-    } >&3
+    result $name "\"took_ms\":$(($(now_ms) - start)),\"exit\":$rc"
+    stream $name stdout $d/out
+    stream $name stderr $d/err
+    stream $name log $d/log
+    event $name end
     rm -rf $d
 }

@@ -5,6 +5,13 @@
 //! never as passed. Read for the host run (`cargo xtask test`) and for the
 //! same binaries run inside the VM guests.
 
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context, Result};
+
 /// The counts of one or more test binaries' runs.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -18,6 +25,27 @@ pub struct Tally {
     pub ignored_why: Vec<(String, String)>,
     /// (test, reason) of tests the runner left out (libtest's `--skip`).
     pub not_run: Vec<(String, String)>,
+}
+
+/// Runs `cargo test`, passing its output through, and tallies what the
+/// test binaries reported on stdout (see `libtest`).
+pub fn run(cmd: &mut Command) -> Result<Tally> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("could not start cargo test")?;
+    let mut tally = Tally::default();
+    let stdout = child.stdout.take().context("cargo test has no stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test's output")?;
+        println!("{line}");
+        tally.stdout_line(&line);
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        bail!("tests failed ({})", tally.counts());
+    }
+    Ok(tally)
 }
 
 /// What a test ignored without a reason gets.
@@ -54,6 +82,16 @@ impl Tally {
     /// (test, reason) of every test skipped.
     pub fn skips(&self) -> impl Iterator<Item = &(String, String)> {
         self.ignored_why.iter().chain(&self.not_run)
+    }
+
+    /// Adds another run's counts (the VM verdicts to the host tests').
+    pub fn add(&mut self, other: Tally) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+        self.failures.extend(other.failures);
+        self.ignored_why.extend(other.ignored_why);
+        self.not_run.extend(other.not_run);
     }
 
     /// `N passed, N failed, N skipped` (as the closing line has it).

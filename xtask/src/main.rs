@@ -46,7 +46,9 @@ fn main() -> Result<()> {
         Command::Build(opts) => build::build(&opts).map(drop),
         Command::Run { build, args } => build::run(&build, &args),
         Command::Test(opts) => test::run(&opts),
-        Command::VmTest(opts) => vm::run(&opts),
+        Command::VmTest(opts) => {
+            vm::run(&opts).map(|tally| println!("vm-test: {}", tally.counts()))
+        }
         Command::Bench(opts) => bench::run(&opts),
     }
 }

@@ -1,12 +1,9 @@
 //! `cargo xtask test`: every test, as CI runs it.
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-};
+use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use crate::{build, deps, libtest::Tally, vm};
+use crate::{build, deps, libtest, vm};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -67,40 +64,19 @@ pub fn run(opts: &Options) -> Result<()> {
         "warnings",
     ]))
     .context("clippy found problems")?;
-    let tally = cargo_test(&mut cargo(&["test", "--workspace"]))?;
+    let mut tally = libtest::run(&mut cargo(&["test", "--workspace"]))?;
     if !opts.no_vm {
-        vm::run(&vm::Options {
+        tally.add(vm::run(&vm::Options {
             kernel: opts.kernel.clone(),
             no_host_tests: false,
-        })?;
+        })?);
     }
-    // One closing line for the whole run (the VM suite's cases are in its
-    // table above; it fails the run on any failure), after the tests that
-    // did not apply to this kernel (ignored), each with its reason.
+    // One closing line for the whole run, the host's tests and the VM
+    // verdict trials together (a failure has already failed the run), after
+    // the tests that did not apply (ignored), each with its reason.
     for (test, why) in tally.skips() {
         println!("skipped (N/A here): {test}: {why}");
     }
     println!("tests: {}", tally.counts());
     Ok(())
-}
-
-/// Runs `cargo test`, passing its output through, and tallies what the
-/// test binaries reported on stdout (see `libtest`).
-fn cargo_test(cmd: &mut Command) -> Result<Tally> {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("could not start cargo test")?;
-    let mut tally = Tally::default();
-    let stdout = child.stdout.take().context("cargo test has no stdout")?;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.context("reading cargo test's output")?;
-        println!("{line}");
-        tally.stdout_line(&line);
-    }
-    let status = child.wait().context("waiting for cargo test")?;
-    if !status.success() {
-        bail!("tests failed ({})", tally.counts());
-    }
-    Ok(tally)
 }

@@ -205,7 +205,7 @@ fn run_vm(plan: &VmPlan) -> Result<(String, Vec<Value>)> {
         vmlinuz: &kernel.vmlinuz(),
         initrd: &initrd,
         console: dir.join("console.log"),
-        results: dir.join("results.log"),
+        results: dir.join("results.jsonl"),
         timeout: BOOT_TIMEOUT,
         icount: plan.icount,
         single_thread: false,

@@ -23,10 +23,13 @@ pub struct Image {
 
 impl Image {
     /// Adds a file with the given mode (e.g. 0o755); parents are created.
+    /// A path added twice (a tool the suite and the host tests both bring)
+    /// keeps the last content.
     pub fn file(&mut self, guest: &str, mode: u32, content: Vec<u8>) {
         self.parents(guest);
-        self.files
-            .push((guest.trim_start_matches('/').to_string(), mode, content));
+        let path = guest.trim_start_matches('/').to_string();
+        self.files.retain(|(p, _, _)| *p != path);
+        self.files.push((path, mode, content));
     }
 
     /// Copies a host file (following symlinks) to `guest`.

@@ -4,10 +4,12 @@
 //! Per kernel: fetch the newest Debian cloud build (cached in target/vm/),
 //! build an initramfs with busybox, the just-built ipft and the host's
 //! ping/ip/nft, boot it once, run every case in sequence (tests/vm/), then
-//! the host's end-to-end test binaries (`host_tests`), and judge the output
-//! on the host. One boot per kernel keeps the suite inside
-//! its time budget: booting and starting ipft are slow under emulation.
-mod capture;
+//! the host's end-to-end test binaries (`host_tests`), and collect the
+//! guest's JSON lines in target/vm/<kernel>/. One boot per kernel keeps the
+//! suite inside its time budget: booting and starting ipft are slow under
+//! emulation. The scenarios and their verdicts are the tests crate's
+//! (tests/src/vm/): this module only drives, then runs the verdict test
+//! target (`cargo test -p ipft-tests --test vm`) on what it collected.
 mod cases;
 pub(crate) mod guest;
 mod host_tests;
@@ -22,9 +24,13 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use cases::{Case, Features, Scenario, Status, Verdict};
+use cases::{Features, Status, Verdict};
+use ipft_tests::vm::{self as scenarios, collected, tail, Case, KernelRun};
 
-use crate::{build, deps};
+use crate::{
+    build, deps,
+    libtest::{self, Tally},
+};
 
 #[derive(clap::Args, Default)]
 pub struct Options {
@@ -73,11 +79,9 @@ const MODULES: &[&str] = &["veth", "nf_tables", "vxlan", "nft_compat", "xt_mark"
 /// well inside its 90 minutes.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(40 * 60);
 
-/// Backends the ipft contract promises; kprobe-multi is tested once ipft
-/// lists it in `--help`.
-const CONTRACT_BACKENDS: &[&str] = &["kprobe", "ftrace", "tracepoint"];
-
-pub fn run(opts: &Options) -> Result<()> {
+/// Boots the kernels, runs the cases and judges them; gives the verdict
+/// trials' counts.
+pub fn run(opts: &Options) -> Result<Tally> {
     let started = std::time::Instant::now();
     let series = selected(&opts.kernel)?;
     deps::debian(PACKAGES)?;
@@ -88,12 +92,27 @@ pub fn run(opts: &Options) -> Result<()> {
         false => host_tests::build(&work.join("tests"))?,
         true => Vec::new(),
     };
-    let tests: Vec<_> = tests.into_iter().filter(|t| wanted(&t.id())).collect();
+    let tests: Vec<_> = tests
+        .into_iter()
+        .filter(|t| scenarios::wanted(&t.id()))
+        .collect();
     let suite = Suite {
         ipft: &ipft,
         implemented: &implemented,
         tests: &tests,
     };
+    // The verdicts are judged after the boots: a target that does not
+    // build should fail now, not ten minutes from now.
+    deps::run(Command::new("cargo").current_dir(build::root()).args([
+        "test",
+        "--quiet",
+        "--package",
+        "ipft-tests",
+        "--test",
+        "vm",
+        "--no-run",
+    ]))
+    .context("building the VM verdict tests (tests/tests/vm.rs)")?;
     kernel::update_package_lists();
     let kernels = series
         .iter()
@@ -114,7 +133,17 @@ pub fn run(opts: &Options) -> Result<()> {
             .map(|r| r.join().expect("a VM thread panicked"))
             .collect::<Result<Vec<_>>>()
     })?;
-    report(&results, started.elapsed())
+    let host_tests = report(&results);
+    let verdicts = verdicts(&results);
+    for r in &results {
+        println!("{}: guest ran {:.0} s", r.label, r.elapsed.as_secs_f64());
+    }
+    println!(
+        "vm-test took {:.0} s in all",
+        started.elapsed().as_secs_f64()
+    );
+    let verdicts = verdicts?;
+    host_tests.map(|()| verdicts)
 }
 
 /// The just-built release ipft with the test hooks (the host tests' and
@@ -146,169 +175,46 @@ fn selected(which: &str) -> Result<Vec<&'static kernel::Series>> {
 
 /// Backends ipft implements: the contract's, plus kprobe-multi once its
 /// `--help` mentions it.
-fn implemented_backends(ipft: &Path) -> Vec<&'static str> {
+fn implemented_backends(ipft: &Path) -> Vec<String> {
     let help = Command::new(ipft)
         .arg("--help")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    let mut backends = CONTRACT_BACKENDS.to_vec();
+    let mut backends = scenarios::CONTRACT_BACKENDS.to_vec();
     if help.is_ok_and(|h| h.contains("kprobe-multi")) {
         backends.push("kprobe-multi");
     }
-    backends
+    backends.into_iter().map(str::to_string).collect()
 }
 
-/// A table row: backend, scenario, verdict.
+/// A host tests' table row: backend, scenario, verdict.
 type Row = (String, String, Verdict);
 
-/// What the table shows for one kernel.
+/// What one kernel's boot left: its directory of collected results, the
+/// host test binaries' rows, and the guest output that explains failures.
 struct KernelResult {
     label: String,
+    dir: PathBuf,
     rows: Vec<Row>,
     details: Vec<String>,
     elapsed: Duration,
 }
 
-/// Rows that need no run: a backend ipft does not implement, or one that
-/// cannot do what the scenario asks.
-fn static_rows(implemented: &[&str]) -> Vec<Row> {
-    let mut rows = vec![(
-        "tracepoint".to_string(),
-        "forward".to_string(),
-        Verdict::na("tracepoints are fixed kernel events: no module functions such as veth_xmit"),
-    )];
-    if !implemented.contains(&"kprobe-multi") {
-        rows.push((
-            "kprobe-multi".into(),
-            "loopback".into(),
-            Verdict::na("not implemented by ipft (not in --help)"),
-        ));
-    }
-    rows
-}
-
-/// Every run for one kernel, in the order the guest performs them.
-fn plan(implemented: &[&str]) -> Vec<Case> {
-    // Function backends; kprobe-multi cases on a kernel without fprobe
-    // check that ipft refuses clearly.
-    let mut functions = vec!["kprobe", "ftrace"];
-    if implemented.contains(&"kprobe-multi") {
-        functions.push("kprobe-multi");
-    }
-    let mut plan = Vec::new();
-    for &backend in functions.iter().chain(&["tracepoint"]) {
-        plan.push(Case::new(Scenario::Loopback, backend, true));
-        plan.push(Case::new(Scenario::Loopback, backend, false));
-    }
-    for &backend in &functions {
-        plan.push(Case::new(Scenario::Graph, backend, false));
-        plan.push(Case::new(Scenario::Graph, backend, true));
-        plan.push(Case::new(Scenario::GraphErrno, backend, false));
-        plan.push(Case::new(Scenario::GraphErrno, backend, true));
-    }
-    for &backend in &functions {
-        plan.push(Case::new(Scenario::Forward, backend, true));
-        // The table: its fate line (json gives a fate on a freeing line).
-        plan.push(Case::new(Scenario::Forward, backend, false));
-        plan.push(Case::new(Scenario::Drop, backend, true));
-    }
-    for &backend in &functions {
-        plan.extend(follow_cases(backend));
-    }
-    // -f without marks: kprobe everywhere, kprobe-multi where ipft has it
-    // (its refusal on a kernel without fprobe is judged too).
-    for &backend in functions.iter().filter(|b| **b != "ftrace") {
-        for scenario in [
-            Scenario::SelectForward,
-            Scenario::SelectVxlan,
-            Scenario::SelectSrv6,
-        ] {
-            plan.push(Case::new(scenario, backend, true));
-        }
-    }
-    plan.push(Case::new(Scenario::Auto, "auto", true));
-    plan.push(Case::new(Scenario::AutoGraph, "auto", true));
-    // -w through the VXLAN tunnel: a file read once ipft exits, and a
-    // stream piped into tshark as it runs.
-    plan.push(Case::new(Scenario::Capture, "kprobe", true));
-    plan.push(Case::new(Scenario::CaptureStream, "kprobe", false));
-    for backend in scale_backends(implemented) {
-        let mut scale = Case::new(Scenario::Scale, backend, false);
-        scale.timeout = 600;
-        plan.push(scale);
-    }
-    // function_graph's start and stop with every function: one entry link
-    // per skb position and one return link.
-    if scale_backends(implemented).contains(&"kprobe-multi") {
-        let mut scale = Case::new(Scenario::ScaleGraph, "kprobe-multi", false);
-        scale.timeout = 600;
-        plan.push(scale);
-    }
-    plan
-}
-
-/// The "follow the packet" runs of one backend: a VXLAN tunnel without and
-/// with `--track`, the drop reason and its stack, UDP to a closed port and
-/// to a bound socket, skb reuse and a clone.
-fn follow_cases(backend: &'static str) -> Vec<Case> {
-    vec![
-        Case::new(Scenario::Untracked, backend, true),
-        Case::new(Scenario::Track, backend, false),
-        Case::new(Scenario::Track, backend, true),
-        Case::new(Scenario::DropReason, backend, false),
-        Case::new(Scenario::DropReason, backend, true),
-        Case::new(Scenario::DropStack, backend, false),
-        Case::new(Scenario::DropStack, backend, true),
-        Case::new(Scenario::UdpClosed, backend, false),
-        Case::new(Scenario::UdpClosed, backend, true),
-        Case::new(Scenario::UdpBound, backend, false),
-        Case::new(Scenario::UdpBound, backend, true),
-        Case::new(Scenario::Reuse, backend, true),
-        Case::new(Scenario::Clone, backend, false),
-        Case::new(Scenario::Clone, backend, true),
-    ]
-}
-
-/// Backends of the scale run: kprobe, and kprobe-multi where ipft has it
-/// (one link for every function: quick). Not ftrace by default: ~1,600
-/// fentry links take ~95 s to attach and ~4.5 min to detach under emulation.
-/// `IPFT_VM_SCALE=kprobe,ftrace` picks others.
-fn scale_backends(implemented: &[&str]) -> Vec<&'static str> {
-    let Ok(list) = std::env::var("IPFT_VM_SCALE") else {
-        return ["kprobe", "kprobe-multi"]
-            .into_iter()
-            .filter(|b| implemented.contains(b))
-            .collect();
-    };
-    ["kprobe", "ftrace", "kprobe-multi", "tracepoint"]
-        .into_iter()
-        .filter(|b| list.split(',').any(|w| w == *b))
-        .collect()
-}
-
-/// `IPFT_VM_CASES=loopback,drop` runs only the cases whose id contains one
-/// of the words (`tests-cli` for the host's tests/cli.rs): for working on
-/// one scenario without the whole suite.
-fn wanted(id: &str) -> bool {
-    match std::env::var("IPFT_VM_CASES") {
-        Ok(filter) => filter.split(',').any(|w| id.contains(w)),
-        Err(_) => true,
-    }
-}
-
 /// What every guest runs: ipft, the scenario cases, the host's tests.
 struct Suite<'a> {
     ipft: &'a Path,
-    implemented: &'a [&'static str],
+    implemented: &'a [String],
     tests: &'a [host_tests::TestBinary],
 }
 
 fn run_kernel(kernel: &kernel::Kernel, suite: &Suite, dir: &Path) -> Result<KernelResult> {
     fs::create_dir_all(dir)?;
+    // A run.json left by an earlier boot must not be judged as this one's.
+    let _ = fs::remove_file(dir.join(collected::RUN_FILE));
     let features = Features::from_config(&kernel.config()?);
-    let plan: Vec<Case> = plan(suite.implemented)
+    let plan: Vec<Case> = scenarios::plan(suite.implemented)
         .into_iter()
-        .filter(|c| wanted(&c.id()))
+        .filter(|c| scenarios::wanted(&c.id()))
         .collect();
     let initrd = dir.join("initrd.cpio");
     build_image(kernel, suite, &features, &plan, dir, &initrd)?;
@@ -324,47 +230,41 @@ fn run_kernel(kernel: &kernel::Kernel, suite: &Suite, dir: &Path) -> Result<Kern
         vmlinuz: &kernel.vmlinuz(),
         initrd: &initrd,
         console: dir.join("console.log"),
-        results: dir.join("results.log"),
+        results: dir.join(collected::RESULTS_FILE),
         timeout: BOOT_TIMEOUT,
         icount: false,
         single_thread: true,
     })?;
-    let mut result = KernelResult {
+    let collected = KernelRun {
+        series: kernel.series.to_string(),
         label: format!("{} ({})", kernel.series, kernel.release),
+        features: features.clone(),
+        implemented: suite.implemented.to_vec(),
+        cases: plan.iter().map(Case::id).collect(),
+        problem: run.problem.clone(),
+    };
+    let json = serde_json::to_string_pretty(&collected.to_json())? + "\n";
+    fs::write(dir.join(collected::RUN_FILE), json)?;
+    let mut result = KernelResult {
+        label: collected.label,
+        dir: dir.to_path_buf(),
         rows: Vec::new(),
         details: Vec::new(),
         elapsed: run.elapsed,
     };
-    for case in &plan {
-        let verdict = match run.cases.get(&case.id()) {
-            Some(out) => cases::judge(case, out, &features, suite.implemented),
-            None => Verdict::fail(
-                run.problem
-                    .clone()
-                    .unwrap_or_else(|| "the guest never ran this case".into()),
-            ),
-        };
-        if verdict.status == Status::Fail {
-            result.details.push(failure_detail(
-                &label,
-                case,
-                &verdict,
-                run.cases.get(&case.id()),
-            ));
-        }
-        let scenario = format!("{} ({})", case.scenario.name(), case.format());
-        result
-            .rows
-            .push((case.backend.to_string(), scenario, verdict));
-    }
     for test in suite.tests {
         let (row, detail) = host_tests::row(&label, test, &run, &features);
         result.details.extend(detail);
         result.rows.push(row);
     }
-    for row in static_rows(suite.implemented) {
-        result.rows.push(row);
-    }
+    result.details.extend(guest_trouble(&label, &run));
+    Ok(result)
+}
+
+/// Why a guest stopped early (with its console's last lines), and the
+/// warnings it printed outside any case.
+fn guest_trouble(label: &str, run: &guest::Run) -> Vec<String> {
+    let mut details = Vec::new();
     if let Some(problem) = &run.problem {
         let console = run.console_tail(40);
         let console = if console.trim().is_empty() {
@@ -372,27 +272,24 @@ fn run_kernel(kernel: &kernel::Kernel, suite: &Suite, dir: &Path) -> Result<Kern
         } else {
             tail(&console, 40)
         };
-        result.details.push(format!(
+        details.push(format!(
             "--- {label}: {problem}; guest console ({}), last 40 lines:\n{console}",
             run.console.display()
         ));
     }
-    let warnings: Vec<&String> = run
+    let warnings: Vec<&str> = run
         .notes
         .iter()
         .filter(|n| n.starts_with("warn") || n.contains("failed"))
+        .map(|s| s.as_str())
         .collect();
     if !warnings.is_empty() {
-        result.details.push(format!(
+        details.push(format!(
             "--- {label}: guest warnings:\n{}",
-            warnings
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
+            warnings.join("\n")
         ));
     }
-    Ok(result)
+    details
 }
 
 fn build_image(
@@ -410,11 +307,11 @@ fn build_image(
         img.program(&path, &guest)?;
     }
     // tshark and its ~160 MB of libraries only when a case reads a capture.
-    if plan.iter().any(|c| c.args().iter().any(|a| a == "-w")) {
-        img.program(&which("tshark")?, "/usr/bin/tshark")?;
-    }
-    if plan.iter().any(|c| c.scenario.sends_udp()) {
-        img.program(&which("socat")?, "/usr/bin/socat")?;
+    // socat with its libraries only when a case sends UDP.
+    for tool in ["tshark", "socat"] {
+        if plan.iter().any(|c| c.scenario.spec().tools.contains(&tool)) {
+            img.program(&which(tool)?, &format!("/usr/bin/{tool}"))?;
+        }
     }
     let modules = kernel::modules(kernel, MODULES, &dir.join("modules"))?;
     let mut order = String::new();
@@ -455,6 +352,8 @@ pub(crate) fn base_image(ipft: &Path) -> Result<image::Image> {
     img.copy(&scripts.join("init"), "/init", 0o755)?;
     img.copy(&scripts.join("cases.sh"), "/vm/cases.sh", 0o644)?;
     img.copy(&scripts.join("scenarios.sh"), "/vm/scenarios.sh", 0o644)?;
+    // cases.sh writes its JSON lines with jq (every text escaped).
+    img.program(&which("jq")?, "/usr/bin/jq")?;
     // busybox-static normally; a dynamic busybox brings its libraries.
     img.program(&which("busybox")?, "/bin/busybox")?;
     // ipft alone, with no library beside it: the guest then checks the
@@ -476,49 +375,20 @@ pub(crate) fn which(tool: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(out.trim()))
 }
 
-/// The guest output that explains a failed case.
-fn failure_detail(
-    label: &str,
-    case: &Case,
-    verdict: &Verdict,
-    out: Option<&guest::CaseOutput>,
-) -> String {
-    let mut text = format!(
-        "--- {label} {}: {}\n    ipft {}\n",
-        case.id(),
-        verdict.reason,
-        case.args().join(" ")
-    );
-    // A case the guest never reached or cut short is explained once, by the
-    // console tail after the kernel's failures.
-    if let Some(out) = out {
-        for (name, stream) in [
-            ("stderr", &out.stderr),
-            ("stdout", &out.stdout),
-            ("setup/traffic log", &out.log),
-        ] {
-            if !stream.trim().is_empty() {
-                text += &format!("  [{name}, last 40 lines]\n{}\n", tail(stream, 40));
-            }
-        }
-    }
-    text
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn report(results: &[KernelResult], took: Duration) -> Result<()> {
+/// The guests' trouble and the host test binaries' rows, before the
+/// verdicts.
+fn report(results: &[KernelResult]) -> Result<()> {
     for r in results {
         for d in &r.details {
             eprintln!("{d}");
         }
+    }
+    let rows: Vec<(&str, &Row)> = results
+        .iter()
+        .flat_map(|r| r.rows.iter().map(|row| (r.label.as_str(), row)))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
     }
     println!();
     println!(
@@ -526,27 +396,35 @@ fn report(results: &[KernelResult], took: Duration) -> Result<()> {
         "Kernel", "Backend", "Scenario", "Result"
     );
     let mut failed = 0;
-    for r in results {
-        for (backend, scenario, v) in &r.rows {
-            let status = match v.status {
-                Status::Pass => "PASS",
-                Status::Fail => "FAIL",
-                Status::NotApplicable => "N/A",
-            };
-            failed += usize::from(v.status == Status::Fail);
-            println!(
-                "{:<34} {backend:<13} {scenario:<28} {status:<6} {}",
-                r.label,
-                cases::shorten(&v.reason, 200)
-            );
-        }
+    for (label, (backend, scenario, v)) in &rows {
+        let status = match v.status {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::NotApplicable => "N/A",
+        };
+        failed += usize::from(v.status == Status::Fail);
+        println!(
+            "{label:<34} {backend:<13} {scenario:<28} {status:<6} {}",
+            scenarios::shorten(&v.reason, 200)
+        );
     }
-    for r in results {
-        println!("{}: guest ran {:.0} s", r.label, r.elapsed.as_secs_f64());
-    }
-    println!("vm-test took {:.0} s in all", took.as_secs_f64());
+    println!();
     if failed > 0 {
-        bail!("{failed} VM test(s) failed: see the table above and the guest output before it");
+        bail!("{failed} host test binary row(s) failed in the guests: see the table above and the guest output before it");
     }
     Ok(())
+}
+
+/// Runs the verdict test target on the kernels' collected results: one
+/// trial per case, then the table kernel × backend × scenario.
+fn verdicts(results: &[KernelResult]) -> Result<Tally> {
+    let dirs = std::env::join_paths(results.iter().map(|r| &r.dir))
+        .context("a kernel's results directory has a `:` in its path")?;
+    eprintln!("xtask: judging the guests' results (cargo test -p ipft-tests --test vm)");
+    let mut cargo = Command::new("cargo");
+    cargo
+        .current_dir(build::root())
+        .args(["test", "--quiet", "--package", "ipft-tests", "--test", "vm"])
+        .env("IPFT_VM_RESULTS", dirs);
+    libtest::run(&mut cargo).context("VM test(s) failed: see the failures and the table above")
 }

@@ -3,8 +3,8 @@
 //! The traffic is the VXLAN scenario's marked ping from 10.0.4.1 to
 //! 10.0.4.2, followed with `--track` through the tunnel.
 use super::{
-    cases::{shorten, Verdict},
-    guest::CaseOutput,
+    verdict::{shorten, Verdict},
+    CaseOutput,
 };
 
 /// One frame: the fields cases.sh's TSHARK_FIELDS asks for, in that order.
@@ -194,7 +194,7 @@ fn misshapen_comment(frames: &[Frame]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::cases::Status;
+    use crate::vm::verdict::Status;
 
     const PLAIN: &str = "raw:ip:icmp:data\t10.0.4.1\t10.0.4.2\t\t8";
     const VXLAN: &str = "eth:ethertype:ip:udp:vxlan:eth:ethertype:ip:icmp:data\t10.0.3.1,10.0.4.1\t10.0.3.2,10.0.4.2\t4789\t8";
