@@ -9,13 +9,13 @@ use std::{
 
 use anyhow::Result;
 
-use super::pcapng::Pcapng;
+use ipft_output::pcapng::{Pcapng, Written};
+
 use super::{
     capture::Captures,
     fate::{self, Told},
     json::{self, JsonSeen},
     names,
-    pcapng::Written,
     sink::{ok_unless_closed, Sink},
     sites::{self, Sites},
     table, Extras,
@@ -103,7 +103,7 @@ impl Collector {
         roles: Vec<Role>,
         reasons: HashMap<u32, String>,
         sink: Sink,
-        captures: Option<Pcapng>,
+        captures: Option<Pcapng<Sink>>,
         stacks: Option<OwnedFd>,
     ) -> Self {
         let capture_at = settings.capture_at.as_ref();

@@ -1,7 +1,9 @@
 //! `-l`: the targets the chosen backend can trace.
 use std::io::{self, BufWriter, Write};
 
-use super::{json::json_str, sink::ignore_broken_pipe};
+use ipft_output::json::json_str;
+
+use super::sink::ignore_broken_pipe;
 use crate::discover::Target;
 
 /// `-l`: the header on stderr (not with `json`), the list on stdout; a

@@ -1,10 +1,15 @@
 //! Report: what the user reads. The aggregate table ([`table`]), JSON lines
 //! ([`json`]), the `-l` list ([`list`]), the progress lines on stderr
-//! ([`progress`]), and where output goes ([`sink`]); function_graph's
-//! return values are read by [`retval`]. [`collect`] takes each
+//! ([`progress`]), and where output goes ([`sink`]). [`collect`] takes each
 //! event from the trace stage and streams or stores it; with `-w` it also
 //! hands each row's bytes to [`capture`], which writes pcapng frames
-//! ([`frames`] picks them, [`pcapng`] writes them).
+//! ([`frames`] picks them, `ipft_output::pcapng` writes them).
+//!
+//! The pure formats live in the ipft-output crate (JSON lines, pcapng, fate
+//! words, return values, and the parser the tests use); the modules here
+//! convert the trace stage's data to its inputs, and keep what needs the
+//! run: the kernel's symbols and stacks ([`sites`]), the output files
+//! ([`sink`]), the options (`cli::Field`), the parallel table.
 //!
 //! The layouts are ipftrace2's printf layouts, byte for byte, because users'
 //! scripts parse them (columns split on whitespace, fixed widths); the
@@ -19,22 +24,21 @@ pub mod fields;
 pub mod frames;
 pub mod json;
 pub mod list;
-pub mod pcapng;
 pub mod progress;
-pub mod retval;
 pub mod sink;
 pub mod sites;
 pub mod table;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
 use ipft_common::Event;
+use ipft_output::retval;
 
 use crate::{
     cli::Field,
-    discover::Target,
+    discover::{Returns, Target},
     trace::group::{Details, Located, Record, NONE},
 };
 
@@ -52,7 +56,7 @@ pub struct Extras<'a> {
 }
 
 impl Extras<'_> {
-    fn reason(&self, r: &Record) -> Option<String> {
+    fn reason(&self, r: &Record) -> Option<Cow<'_, str>> {
         if r.drop_reason == NONE {
             return None;
         }
@@ -61,7 +65,10 @@ impl Extras<'_> {
         if name.is_some_and(|n| n == "CONSUMED" || n == "NOT_DROPPED_YET") {
             return None;
         }
-        Some(name.cloned().unwrap_or_else(|| r.drop_reason.to_string()))
+        Some(match name {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(r.drop_reason.to_string()),
+        })
     }
 
     fn snapshot(&self, r: &Record) -> Option<&Event> {
@@ -108,8 +115,18 @@ pub(crate) const UNKNOWN: &str = "(unknown)";
 fn return_value(targets: &[Target], r: &Record) -> Option<retval::Value> {
     let returns = targets.get(r.func as usize)?.returns;
     r.is_return
-        .then(|| retval::value(returns, r.retval))
+        .then(|| retval::value(returns_of(returns), r.retval))
         .flatten()
+}
+
+/// discover's return type as ipft-output reads it.
+fn returns_of(returns: Returns) -> retval::Returns {
+    match returns {
+        Returns::Nothing => retval::Returns::Nothing,
+        Returns::Signed(size) => retval::Returns::Signed(size),
+        Returns::Unsigned(size) => retval::Returns::Unsigned(size),
+        Returns::Pointer => retval::Returns::Pointer,
+    }
 }
 
 /// The (module, name) of the target a record points at.
