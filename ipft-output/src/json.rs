@@ -1,7 +1,7 @@
 //! JSON lines: one object per event, streamed as events arrive.
 use std::io::{self, Write};
 
-use crate::retval::Value;
+use crate::{retval::Value, Reason};
 
 /// One event, as its JSON line shows it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -17,8 +17,8 @@ pub struct Row<'a> {
     pub is_return: bool,
     /// ipft's packet number, unique per run.
     pub packet: u32,
-    /// The drop reason's name (or number), when the kernel gave one.
-    pub drop_reason: Option<&'a str>,
+    /// Why the row drops the packet, when the kernel said.
+    pub drop_reason: Option<Reason<'a>>,
     /// A function_graph return's value, when its function returns one.
     pub retval: Option<Value>,
 }
@@ -76,9 +76,13 @@ pub fn event<'a, V: AsRef<str>>(
         r#","is_return":{},"packet":{}"#,
         row.is_return, row.packet
     )?;
-    if let Some(reason) = row.drop_reason {
-        out.write_all(br#","drop_reason":"#)?;
-        json_str(out, reason)?;
+    match row.drop_reason {
+        Some(Reason::Name(name)) => {
+            out.write_all(br#","drop_reason":"#)?;
+            json_str(out, name)?;
+        }
+        Some(Reason::Number(n)) => write!(out, r#","drop_reason":"{n}""#)?,
+        None => {}
     }
     if let Some(parent) = seen.parent {
         write!(out, r#","parent_packet":{parent}"#)?;
@@ -174,7 +178,7 @@ mod tests {
         let stack = ["kfree_skb_reason+0x9".to_string()];
         let row = Row {
             is_return: true,
-            drop_reason: Some("NETFILTER_DROP"),
+            drop_reason: Some(Reason::Name("NETFILTER_DROP")),
             retval: value(Returns::Signed(4), 0xffff_ffea),
             ..ROW
         };
@@ -186,6 +190,11 @@ mod tests {
             fate: Some(&fate),
         };
         let text = line(&row, &seen, &[("len", "84"), ("mark", "0x55")]);
+        let unnamed = Row {
+            drop_reason: Some(Reason::Number(99)),
+            ..ROW
+        };
+        assert!(line(&unnamed, &Seen::default(), &[]).contains(r#","drop_reason":"99"}"#));
         let tail = &text[text.find(r#""packet":"#).unwrap()..];
         assert_eq!(
             tail,

@@ -6,7 +6,10 @@ use std::io::{self, Write};
 use ipft_common::Event;
 use ipft_output::json::{self, Row, Seen};
 
-use super::{fields, names, return_value, Extras};
+use super::{
+    fields::{self, Value},
+    names, return_value, Extras,
+};
 use crate::{
     discover::Target,
     trace::group::{Located, Record},
@@ -46,7 +49,7 @@ pub fn event(
         function,
         is_return: r.is_return,
         packet: r.packet,
-        drop_reason: reason.as_deref(),
+        drop_reason: reason,
         retval: return_value(targets, r),
     };
     let located = seen.located;
@@ -57,11 +60,12 @@ pub fn event(
         stack: located.map_or(&[][..], |l| &l.stack),
         fate: seen.fate,
     };
-    let fields = snapshot.into_iter().flat_map(|event| {
+    let skb = snapshot.map(fields::skb);
+    let values = skb.iter().flat_map(|skb| {
         extras
             .fields
             .iter()
-            .map(move |f| (f.name(), fields::value(*f, event)))
+            .map(move |f| (f.name(), Value(fields::field(*f), skb).to_string()))
     });
-    json::event(out, &row, &seen, fields)
+    json::event(out, &row, &seen, values)
 }

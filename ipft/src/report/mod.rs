@@ -5,18 +5,15 @@
 //! hands each row's bytes to [`capture`], which writes pcapng frames
 //! ([`frames`] picks them, `ipft_output::pcapng` writes them).
 //!
-//! The pure formats live in the ipft-output crate (JSON lines, pcapng, fate
-//! words, return values, and the parser the tests use); the modules here
+//! The pure formats live in the ipft-output crate (the table's layout, JSON
+//! lines, pcapng, fate words, fields, return values, and the parser the
+//! tests use); the modules here
 //! convert the trace stage's data to its inputs, and keep what needs the
 //! run: the kernel's symbols and stacks ([`sites`]), the output files
 //! ([`sink`]), the options (`cli::Field`), the parallel table.
 //!
-//! The layouts are ipftrace2's printf layouts, byte for byte, because users'
-//! scripts parse them (columns split on whitespace, fixed widths); the
-//! formatting is written with `format!` specs that match C's: `%-20s` is
-//! `{:<20}`, `%24.24s` is `{:>24.24}`, `%03u` is `{:03}`. Rust's precision
-//! cuts on `char`s, so a non-ASCII name can't be split mid-character (C
-//! would cut bytes); kernel symbols are ASCII, where the two agree.
+//! The layouts are ipftrace2's printf layouts, byte for byte (see
+//! `ipft_output::table`).
 pub mod capture;
 pub mod collect;
 pub mod fate;
@@ -31,10 +28,10 @@ pub mod table;
 #[cfg(test)]
 mod tests;
 
-use std::{borrow::Cow, collections::HashMap};
+use std::collections::HashMap;
 
 use ipft_common::Event;
-use ipft_output::retval;
+use ipft_output::{retval, table::UNKNOWN, Reason};
 
 use crate::{
     cli::Field,
@@ -56,7 +53,8 @@ pub struct Extras<'a> {
 }
 
 impl Extras<'_> {
-    fn reason(&self, r: &Record) -> Option<Cow<'_, str>> {
+    /// Why the row dropped its packet, if it did.
+    fn reason(&self, r: &Record) -> Option<Reason<'_>> {
         if r.drop_reason == NONE {
             return None;
         }
@@ -66,8 +64,8 @@ impl Extras<'_> {
             return None;
         }
         Some(match name {
-            Some(name) => Cow::Borrowed(name),
-            None => Cow::Owned(r.drop_reason.to_string()),
+            Some(name) => Reason::Name(name),
+            None => Reason::Number(r.drop_reason),
         })
     }
 
@@ -79,36 +77,7 @@ impl Extras<'_> {
     fn located(&self, r: &Record) -> Option<&Located> {
         self.details?.located.get(&r.fields)
     }
-
-    /// ` (drop: REASON) (caller: nf_hook_slow+0x8f) ( len: 84 gso_size: 0 )`
-    /// after a row; empty when none applies.
-    fn suffix(&self, r: &Record) -> String {
-        let mut out = String::new();
-        if let Some(reason) = self.reason(r) {
-            out.push_str(&format!(" (drop: {reason})"));
-        }
-        if let Some(caller) = self.located(r).and_then(|l| l.caller.as_deref()) {
-            out.push_str(&format!(" (caller: {caller})"));
-        }
-        if let (false, Some(event)) = (self.fields.is_empty(), self.snapshot(r)) {
-            out.push_str(" (");
-            for field in self.fields {
-                out.push_str(&format!(
-                    " {}: {}",
-                    field.name(),
-                    fields::value(*field, event)
-                ));
-            }
-            out.push_str(" )");
-        }
-        out
-    }
 }
-
-/// Name and module shown for a record whose function index is out of range
-/// (a bug elsewhere, but output should not panic over it); ipftrace2 showed
-/// the same for symbols it couldn't resolve.
-pub(crate) const UNKNOWN: &str = "(unknown)";
 
 /// A return row's value, as its function's type reads it (`None` for
 /// entries and `void` functions).

@@ -1,6 +1,10 @@
-//! Golden outputs. The files under `tests/golden/` were printed by a C
-//! program using ipftrace2's printf formats on the same data, so they
-//! check the layout against C's printf, not against this code.
+//! Golden outputs through ipft's side of the report: records grouped as
+//! the trace stage groups them, with targets, drop reasons and details,
+//! converted to ipft-output's inputs. The files under
+//! `ipft-output/tests/golden/` (the table) and `tests/golden/` (the `-l`
+//! list) were printed by a C program using ipftrace2's printf formats on the
+//! same data, so they check the layout against C's printf, not against this
+//! code.
 use std::{
     collections::HashMap,
     io::{self, Write},
@@ -11,7 +15,7 @@ use ipft_common::Event;
 use super::{
     json::{self, JsonSeen},
     list,
-    table::{aggregate, chunks, depths, time_and_cpu, FIRST_CHUNK_ROWS},
+    table::{aggregate, chunks, FIRST_CHUNK_ROWS},
     Extras,
 };
 use crate::{
@@ -86,28 +90,6 @@ const B: u64 = 0xffff8dee8aea1000;
 const C: u64 = 0xffff8dee00000100;
 
 #[test]
-fn row_numbers_match_printf() {
-    let mut random = crate::random::Random::new(7);
-    let mut cases = vec![
-        (0, 0),
-        (1, 7),
-        (u64::MAX, u32::MAX),
-        (12345678901234567890, 999),
-    ];
-    cases.extend((0..1000).map(|_| {
-        (
-            random.next() >> (random.next() % 64),
-            random.next() as u32 >> (random.next() % 32),
-        )
-    }));
-    for (tstamp, cpu) in cases {
-        let mut line = [0u8; 64];
-        let len = time_and_cpu(&mut line, tstamp, cpu);
-        assert_eq!(&line[..len], format!("{tstamp:<20} {cpu:03}").as_bytes());
-    }
-}
-
-#[test]
 fn aggregate_function() {
     // Three packets arriving interleaved and out of order. B starts first,
     // then A, then C; B has two events with the same timestamp (arrival
@@ -133,7 +115,10 @@ fn aggregate_function() {
             &Extras::default(),
         )
     });
-    assert_eq!(text, include_str!("../../tests/golden/aggregate.txt"));
+    assert_eq!(
+        text,
+        include_str!("../../../ipft-output/tests/golden/aggregate.txt")
+    );
 }
 
 #[test]
@@ -161,7 +146,10 @@ fn aggregate_function_graph() {
     ];
     let text =
         render(|out| aggregate(out, &groups(&records), &targets(), true, &Extras::default()));
-    assert_eq!(text, include_str!("../../tests/golden/aggregate_graph.txt"));
+    assert_eq!(
+        text,
+        include_str!("../../../ipft-output/tests/golden/aggregate_graph.txt")
+    );
 }
 
 /// Targets of each kind of return type, for the return value tests.
@@ -276,15 +264,6 @@ fn json_return_values_are_numbers_with_their_errno() {
 }
 
 #[test]
-fn aggregate_deep_graph_is_all_indent() {
-    // 40 nested entries: from depth 32 on, the 64 columns are all indent.
-    let records: Vec<Record> = (0..40).map(|t| rec(A, t, 0, 0, false)).collect();
-    let text = render(|out| aggregate(out, &[records][..], &targets(), true, &Extras::default()));
-    let last = text.lines().last().unwrap();
-    assert_eq!(last, format!("39{:18} 000 {:>24} {:64}", "", "vmlinux", ""));
-}
-
-#[test]
 fn aggregate_of_many_chunks_keeps_group_order() {
     // 6,000 packets of 3 rows: the first chunk and a dozen more, formatted
     // on several threads, must come out as if formatted one by one.
@@ -341,33 +320,6 @@ fn aggregate_empty() {
     assert_eq!(
         text,
         "\nTimestamp            CPU                   Module                         Function\n"
-    );
-}
-
-#[test]
-fn aggregate_counts_chars() {
-    // C would cut these mid-character and pad by bytes; here cuts fall
-    // between chars and padding counts chars, so columns stay aligned.
-    // Row 1: 26 chars (29 bytes) for 24 columns, 35 chars (38 bytes) for
-    // 32. Row 2: 6 chars (7 bytes), padded with 18 spaces.
-    let targets = [
-        target(
-            "fünction_ñame_with_ümlauts_and_more",
-            "mödule_ñame_ümlauts_123456",
-            0,
-            0,
-        ),
-        target("ümlaut", "ümlaut", 0, 0),
-    ];
-    let records = vec![rec(A, 1, 0, 0, false), rec(A, 2, 1, 0, false)];
-    let text = render(|out| aggregate(out, &[records][..], &targets, false, &Extras::default()));
-    let rows: Vec<&str> = text.lines().skip(3).collect();
-    assert_eq!(
-        rows,
-        [
-            "1                    000 mödule_ñame_ümlauts_1234 fünction_ñame_with_ümlauts_and_m",
-            "2                    000                   ümlaut                           ümlaut",
-        ]
     );
 }
 
@@ -545,32 +497,4 @@ fn list_json() {
             "\n",
         )
     );
-}
-
-#[test]
-fn depth_nested() {
-    // a() { b() { c() { } } d() { } }
-    let group = [
-        rec(1, 1, 0, 0, false),
-        rec(1, 2, 1, 0, false),
-        rec(1, 3, 2, 0, false),
-        rec(1, 4, 2, 0, true),
-        rec(1, 5, 1, 0, true),
-        rec(1, 6, 3, 0, false),
-        rec(1, 7, 3, 0, true),
-        rec(1, 8, 0, 0, true),
-    ];
-    assert_eq!(depths(&group).collect::<Vec<_>>(), [0, 1, 2, 2, 1, 1, 1, 0]);
-}
-
-#[test]
-fn depth_floors_at_zero() {
-    // Tracing started inside two calls: their returns print at 0.
-    let group = [
-        rec(1, 1, 0, 0, true),
-        rec(1, 2, 1, 0, true),
-        rec(1, 3, 2, 0, false),
-        rec(1, 4, 2, 0, true),
-    ];
-    assert_eq!(depths(&group).collect::<Vec<_>>(), [0, 0, 0, 0]);
 }
