@@ -4,6 +4,7 @@
 //!
 //! - [`table`]: the aggregate table, one packet group at a time.
 //! - [`json`]: one JSON line per event.
+//! - [`list`]: `-l`'s list of what can be traced.
 //! - [`pcapng`]: `-w`'s file, one interface per place and one block per frame.
 //! - [`fate`]: how a packet ended, in words and as JSON, and the closing summary.
 //! - [`fields`]: `--field`'s skb fields as text.
@@ -15,6 +16,7 @@
 pub mod fate;
 pub mod fields;
 pub mod json;
+pub mod list;
 pub mod parse;
 pub mod pcapng;
 pub mod retval;

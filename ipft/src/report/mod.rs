@@ -6,8 +6,8 @@
 //! ([`frames`] picks them, `ipft_output::pcapng` writes them).
 //!
 //! The pure formats live in the ipft-output crate (the table's layout, JSON
-//! lines, pcapng, fate words, fields, return values, and the parser the
-//! tests use); the modules here
+//! lines, pcapng, fate words, fields, return values, the `-l` list, and the
+//! parser the tests use); the modules here
 //! convert the trace stage's data to its inputs, and keep what needs the
 //! run: the kernel's symbols and stacks ([`sites`]), the output files
 //! ([`sink`]), the options (`cli::Field`), the parallel table.
