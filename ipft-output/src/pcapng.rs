@@ -80,6 +80,7 @@ impl<W: Write> Pcapng<W> {
     pub fn new(sink: W, snaplen: u32) -> io::Result<Pcapng<W>> {
         let section = SectionHeaderBlock {
             endianness: native_endianness(),
+            // The workspace's version, which ipft has too.
             options: vec![SectionHeaderOption::UserApplication(Cow::Borrowed(
                 concat!("ipft ", env!("CARGO_PKG_VERSION")),
             ))],

@@ -1,6 +1,7 @@
 //! Turning events into output: each event, followed to its packet by the
 //! trace stage, is streamed as a json line or stored for the table printed
-//! at the end; with `-w`, its bytes also go to the pcapng file.
+//! at the end; with `-w`, its bytes also go to the pcapng file. The run's
+//! side of the report: it converts to ipft-output's inputs.
 use std::{
     collections::HashMap,
     io::{self, Write},
