@@ -26,9 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("trace", &["discover", "attach", "sys", "random"]),
     (
         "report",
-        &[
-            "cli", "discover", "attach", "trace", "sys", "par", "timing", "random",
-        ],
+        &["cli", "discover", "attach", "trace", "sys", "par", "timing"],
     ),
     (
         "session",

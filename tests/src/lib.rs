@@ -6,7 +6,8 @@
 //!   why, before any runs; [`needs`]: what a test can need of the kernel.
 //! - [`process`]: run ipft, wait for `Trace ready!`, signal it, collect output.
 //! - [`packets`]: marked UDP datagrams and `ping -m` on loopback.
-//! - [`parse`]: the aggregate table and the JSON lines, checked byte for byte.
+//! - [`parse`] (from ipft-output): the aggregate table and the JSON lines,
+//!   checked byte for byte.
 //! - [`checks`]: assertions shared by the tracing tests.
 //! - [`kernel`]: facts read independently of ipft (BTF through [`btf`],
 //!   loaded programs, clocks).
@@ -35,7 +36,6 @@ pub mod marks;
 pub mod needs;
 pub mod netns;
 pub mod packets;
-pub mod parse;
 pub mod process;
 pub mod scripting;
 pub mod teardown;
@@ -43,4 +43,6 @@ pub mod tshark;
 pub mod vm;
 
 pub use capabilities::capabilities;
+/// The parser lives with the output it parses, in ipft-output.
+pub use ipft_output::parse;
 pub use process::{ipft_bin, run, Ipft, Output, Setup, StdoutMode};

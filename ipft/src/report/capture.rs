@@ -1,13 +1,16 @@
 //! `-w`: from traced rows to pcapng frames. Each row with bytes goes to the
 //! [`Picker`], which says which rows to write; each written row is
-//! commented as the table shows it and written by [`Pcapng`].
+//! commented as the table shows it and written by [`Pcapng`]
+//! (ipft-output). The picking stays here: it follows the trace stage's
+//! records and the targets' roles.
 use std::io;
 
 use ipft_common::{Event, LINK_NONE};
+use ipft_output::pcapng::{self, Pcapng, Written};
 
 use super::{
     frames::{Picker, Points, Row},
-    pcapng::{Pcapng, Written},
+    sink::Sink,
     Extras,
 };
 use crate::{
@@ -22,7 +25,7 @@ use crate::{
 /// The pcapng output of a run.
 pub struct Captures {
     picker: Picker,
-    file: Pcapng,
+    file: Pcapng<Sink>,
     /// Per target: the packet ends at its rows ([`Role::Frees`]).
     ends: Vec<bool>,
     /// Per target: the data is freed before its rows ([`data_freed`]).
@@ -35,7 +38,7 @@ pub struct Captures {
 impl Captures {
     pub fn new(
         capture_at: Option<&CaptureAt>,
-        file: Pcapng,
+        file: Pcapng<Sink>,
         targets: &[Target],
         roles: &[Role],
     ) -> Captures {
@@ -92,7 +95,8 @@ impl Captures {
         extras: &Extras,
     ) -> io::Result<()> {
         for row in rows.drain(..) {
-            self.file.write(&row, comment(&row, targets, extras))?;
+            self.file
+                .write(&frame(&row), comment(&row, targets, extras))?;
         }
         Ok(())
     }
@@ -108,8 +112,22 @@ impl Captures {
         self.picker.finish(&mut out);
         self.write(&mut out, targets, extras)?;
         let written = self.file.written;
-        self.file.finish()?;
+        self.file.into_inner().finish()?;
         Ok(written)
+    }
+}
+
+/// The row's frame as pcapng writes it.
+fn frame(row: &Row) -> pcapng::Frame<'_> {
+    let c = &row.frame.capture;
+    pcapng::Frame {
+        tstamp: row.event.tstamp,
+        netns: c.netns,
+        ifindex: c.ifindex,
+        link: c.link,
+        dev: &row.event.dev,
+        original_len: row.frame_len(),
+        bytes: &row.frame.bytes,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Turning events into output: each event, followed to its packet by the
 //! trace stage, is streamed as a json line or stored for the table printed
-//! at the end; with `-w`, its bytes also go to the pcapng file.
+//! at the end; with `-w`, its bytes also go to the pcapng file. The run's
+//! side of the report: it converts to ipft-output's inputs.
 use std::{
     collections::HashMap,
     io::{self, Write},
@@ -9,13 +10,13 @@ use std::{
 
 use anyhow::Result;
 
-use super::pcapng::Pcapng;
+use ipft_output::pcapng::{Pcapng, Written};
+
 use super::{
     capture::Captures,
     fate::{self, Told},
     json::{self, JsonSeen},
     names,
-    pcapng::Written,
     sink::{ok_unless_closed, Sink},
     sites::{self, Sites},
     table, Extras,
@@ -103,7 +104,7 @@ impl Collector {
         roles: Vec<Role>,
         reasons: HashMap<u32, String>,
         sink: Sink,
-        captures: Option<Pcapng>,
+        captures: Option<Pcapng<Sink>>,
         stacks: Option<OwnedFd>,
     ) -> Self {
         let capture_at = settings.capture_at.as_ref();

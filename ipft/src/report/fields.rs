@@ -1,19 +1,35 @@
-//! `--field`: the skb fields printed on every row, as text.
+//! `--field`: a traced event's skb fields as ipft-output prints them
+//! (`ipft_output::fields`); the names come from `cli::Field`, hence here.
 use ipft_common::Event;
+pub use ipft_output::fields::{Field, Skb, Value};
 
-use crate::{cli::Field, trace::summary::device};
+use crate::{cli, trace::summary::device};
 
-/// The value as printed: numbers in decimal, protocol and mark in hex.
-pub fn value(field: Field, event: &Event) -> String {
+/// The option's field as ipft-output names it.
+pub fn field(field: cli::Field) -> Field {
     match field {
-        Field::Len => event.len.to_string(),
-        Field::DataLen => event.data_len.to_string(),
-        Field::Protocol => format!("{:#06x}", u16::from_be(event.protocol)),
-        Field::Mark => format!("{:#x}", event.mark),
-        Field::Dev => device(event).unwrap_or("").to_string(),
-        Field::GsoSize => event.gso_size.to_string(),
-        Field::GsoSegs => event.gso_segs.to_string(),
-        Field::GsoType => format!("{:#x}", event.gso_type),
+        cli::Field::Len => Field::Len,
+        cli::Field::DataLen => Field::DataLen,
+        cli::Field::Protocol => Field::Protocol,
+        cli::Field::Mark => Field::Mark,
+        cli::Field::Dev => Field::Dev,
+        cli::Field::GsoSize => Field::GsoSize,
+        cli::Field::GsoSegs => Field::GsoSegs,
+        cli::Field::GsoType => Field::GsoType,
+    }
+}
+
+/// The event's skb fields.
+pub fn skb(event: &Event) -> Skb<'_> {
+    Skb {
+        len: event.len,
+        data_len: event.data_len,
+        protocol: u16::from_be(event.protocol),
+        mark: event.mark,
+        dev: device(event).unwrap_or(""),
+        gso_size: event.gso_size,
+        gso_segs: event.gso_segs,
+        gso_type: event.gso_type,
     }
 }
 
@@ -22,17 +38,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fields_print_like_extension_data() {
+    fn events_give_their_fields() {
         let mut e = Event::zeroed();
         e.protocol = 0x0800u16.to_be();
         e.len = 33;
         e.dev[..5].copy_from_slice(b"veth1");
         e.mark = 0x55;
         e.gso_size = 1448;
-        assert_eq!(value(Field::Len, &e), "33");
-        assert_eq!(value(Field::Protocol, &e), "0x0800");
-        assert_eq!(value(Field::Mark, &e), "0x55");
-        assert_eq!(value(Field::Dev, &e), "veth1");
-        assert_eq!(value(Field::GsoSize, &e), "1448");
+        let skb = skb(&e);
+        let shown = |f| Value(field(f), &skb).to_string();
+        assert_eq!(shown(cli::Field::Len), "33");
+        assert_eq!(shown(cli::Field::Protocol), "0x0800");
+        assert_eq!(shown(cli::Field::Mark), "0x55");
+        assert_eq!(shown(cli::Field::Dev), "veth1");
+        assert_eq!(shown(cli::Field::GsoSize), "1448");
+    }
+
+    #[test]
+    fn every_option_keeps_its_name() {
+        use clap::ValueEnum;
+        for f in cli::Field::value_variants() {
+            assert_eq!(field(*f).name(), f.name());
+        }
     }
 }

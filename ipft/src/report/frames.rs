@@ -1,4 +1,5 @@
-//! `-w`: which rows of a packet become pcapng frames.
+//! `-w`: which rows of a packet become pcapng frames. In ipft, not
+//! ipft-output: it picks among the trace stage's frames and events.
 //!
 //! The programs send the bytes of every traced row (see
 //! `ipft_common::CaptureRecord`); this decides which to write. By default:

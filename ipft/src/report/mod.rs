@@ -1,17 +1,19 @@
 //! Report: what the user reads. The aggregate table ([`table`]), JSON lines
 //! ([`json`]), the `-l` list ([`list`]), the progress lines on stderr
-//! ([`progress`]), and where output goes ([`sink`]); function_graph's
-//! return values are read by [`retval`]. [`collect`] takes each
+//! ([`progress`]), and where output goes ([`sink`]). [`collect`] takes each
 //! event from the trace stage and streams or stores it; with `-w` it also
 //! hands each row's bytes to [`capture`], which writes pcapng frames
-//! ([`frames`] picks them, [`pcapng`] writes them).
+//! ([`frames`] picks them, `ipft_output::pcapng` writes them).
 //!
-//! The layouts are ipftrace2's printf layouts, byte for byte, because users'
-//! scripts parse them (columns split on whitespace, fixed widths); the
-//! formatting is written with `format!` specs that match C's: `%-20s` is
-//! `{:<20}`, `%24.24s` is `{:>24.24}`, `%03u` is `{:03}`. Rust's precision
-//! cuts on `char`s, so a non-ASCII name can't be split mid-character (C
-//! would cut bytes); kernel symbols are ASCII, where the two agree.
+//! The pure formats live in the ipft-output crate (the table's layout, JSON
+//! lines, pcapng, fate words, fields, return values, the `-l` list, and the
+//! parser the tests use); the modules here
+//! convert the trace stage's data to its inputs, and keep what needs the
+//! run: the kernel's symbols and stacks ([`sites`]), the output files
+//! ([`sink`]), the options (`cli::Field`), the parallel table.
+//!
+//! The layouts are ipftrace2's printf layouts, byte for byte (see
+//! `ipft_output::table`).
 pub mod capture;
 pub mod collect;
 pub mod fate;
@@ -19,9 +21,7 @@ pub mod fields;
 pub mod frames;
 pub mod json;
 pub mod list;
-pub mod pcapng;
 pub mod progress;
-pub mod retval;
 pub mod sink;
 pub mod sites;
 pub mod table;
@@ -31,10 +31,11 @@ mod tests;
 use std::collections::HashMap;
 
 use ipft_common::Event;
+use ipft_output::{retval, table::UNKNOWN, Reason};
 
 use crate::{
     cli::Field,
-    discover::Target,
+    discover::{Returns, Target},
     trace::group::{Details, Located, Record, NONE},
 };
 
@@ -52,7 +53,8 @@ pub struct Extras<'a> {
 }
 
 impl Extras<'_> {
-    fn reason(&self, r: &Record) -> Option<String> {
+    /// Why the row dropped its packet, if it did.
+    fn reason(&self, r: &Record) -> Option<Reason<'_>> {
         if r.drop_reason == NONE {
             return None;
         }
@@ -61,7 +63,10 @@ impl Extras<'_> {
         if name.is_some_and(|n| n == "CONSUMED" || n == "NOT_DROPPED_YET") {
             return None;
         }
-        Some(name.cloned().unwrap_or_else(|| r.drop_reason.to_string()))
+        Some(match name {
+            Some(name) => Reason::Name(name),
+            None => Reason::Number(r.drop_reason),
+        })
     }
 
     fn snapshot(&self, r: &Record) -> Option<&Event> {
@@ -72,44 +77,25 @@ impl Extras<'_> {
     fn located(&self, r: &Record) -> Option<&Located> {
         self.details?.located.get(&r.fields)
     }
-
-    /// ` (drop: REASON) (caller: nf_hook_slow+0x8f) ( len: 84 gso_size: 0 )`
-    /// after a row; empty when none applies.
-    fn suffix(&self, r: &Record) -> String {
-        let mut out = String::new();
-        if let Some(reason) = self.reason(r) {
-            out.push_str(&format!(" (drop: {reason})"));
-        }
-        if let Some(caller) = self.located(r).and_then(|l| l.caller.as_deref()) {
-            out.push_str(&format!(" (caller: {caller})"));
-        }
-        if let (false, Some(event)) = (self.fields.is_empty(), self.snapshot(r)) {
-            out.push_str(" (");
-            for field in self.fields {
-                out.push_str(&format!(
-                    " {}: {}",
-                    field.name(),
-                    fields::value(*field, event)
-                ));
-            }
-            out.push_str(" )");
-        }
-        out
-    }
 }
-
-/// Name and module shown for a record whose function index is out of range
-/// (a bug elsewhere, but output should not panic over it); ipftrace2 showed
-/// the same for symbols it couldn't resolve.
-pub(crate) const UNKNOWN: &str = "(unknown)";
 
 /// A return row's value, as its function's type reads it (`None` for
 /// entries and `void` functions).
 fn return_value(targets: &[Target], r: &Record) -> Option<retval::Value> {
     let returns = targets.get(r.func as usize)?.returns;
     r.is_return
-        .then(|| retval::value(returns, r.retval))
+        .then(|| retval::value(returns_of(returns), r.retval))
         .flatten()
+}
+
+/// discover's return type as ipft-output reads it.
+fn returns_of(returns: Returns) -> retval::Returns {
+    match returns {
+        Returns::Nothing => retval::Returns::Nothing,
+        Returns::Signed(size) => retval::Returns::Signed(size),
+        Returns::Unsigned(size) => retval::Returns::Unsigned(size),
+        Returns::Pointer => retval::Returns::Pointer,
+    }
 }
 
 /// The (module, name) of the target a record points at.

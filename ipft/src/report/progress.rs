@@ -1,5 +1,6 @@
 //! Progress on stderr: ipftrace2's lines, rewritten in place on a terminal,
-//! one plain line per state otherwise so logs stay readable.
+//! one plain line per state otherwise so logs stay readable. In ipft, not
+//! ipft-output: it follows the run (attach progress, the terminal).
 use std::{
     io::{IsTerminal, Write},
     time::{Duration, Instant},

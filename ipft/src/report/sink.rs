@@ -1,5 +1,6 @@
 //! Where results go: stdout, or `--output-file`; stderr when `-w -` takes
-//! stdout for the pcapng stream.
+//! stdout for the pcapng stream. In ipft, not ipft-output: it owns the
+//! run's files and stdout (ipft-output writes to any `Write`).
 //!
 //! json (and `-w`'s pcapng) streams into the file as events arrive. The
 //! aggregate table is written to a temporary file next to the target and

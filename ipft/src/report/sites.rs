@@ -1,7 +1,7 @@
 //! Naming where a row was called from: its caller and its kernel stack
 //! (`--stack`), symbolized from `/proc/kallsyms`, read the first time one
 //! is needed; each distinct stack is read from the `STACKS` map and named
-//! once.
+//! once. In ipft, not ipft-output: it reads the kernel (kallsyms, a BPF map).
 use std::{collections::HashMap, os::fd::AsFd, os::fd::OwnedFd};
 
 use ipft_common::{Event, EVENT_STACK};

@@ -1,28 +1,26 @@
-//! The aggregate table: per packet a `===` line, its summary, and one row
-//! per event (ipftrace2's layout), or the function_graph call tree.
+//! The aggregate table of a run: the trace stage's packet groups as
+//! `ipft_output::table` lays them out. What stays here is what needs ipft:
+//! the groups (`trace::group::GroupList`), their conversion, and the
+//! formatting on every core (`par::ordered`).
 use std::{
     collections::HashMap,
     io::{self, Write},
     ops::Range,
 };
 
-use super::{names, return_value, Extras, UNKNOWN};
+use ipft_output::table::{Head, Parent, Row, Table};
+
+use super::{fields, return_value, Extras};
 use crate::{
     discover::Target,
     par,
-    trace::group::{GroupList, Record, NONE},
+    trace::group::{GroupList, Record},
 };
 
 /// Writes the aggregate table of all packets: a blank line, the header, then
-/// per packet a `===` line and one row per event.
-///
-/// `graph` selects the function_graph layout: the last column becomes
-/// `%-64.64s` holding two spaces per call depth and `name() {` on entry or `}`
-/// on return, followed by ` = value` when the function returns one (ipft's
-/// addition: `} = -22 EINVAL`). Its header uses `%-64.64s` too, so that "Function" sits over the
-/// left-aligned call tree (ipftrace2 kept the right-aligned `%32.32s` header
-/// in this mode; rows are unchanged, only that header word moves). `groups` come from
-/// [`crate::group::Packets::into_groups`] (each sorted by timestamp).
+/// per packet a `===` line and one row per event; `graph` selects the
+/// function_graph layout. `groups` come from
+/// [`crate::trace::group::Packets::into_groups`] (each sorted by timestamp).
 ///
 /// Rows are formatted on every core, a chunk of groups at a time, and
 /// written in order as soon as each chunk is ready: a burst's table is tens
@@ -35,30 +33,20 @@ pub fn aggregate<G: GroupList + ?Sized>(
     graph: bool,
     extras: &Extras,
 ) -> io::Result<()> {
-    out.write_all(aggregate_header(graph).as_bytes())?;
-    let columns = Columns::new(targets);
+    let functions = targets.iter().map(|t| (t.module.as_str(), t.name.as_str()));
+    let shown = extras.fields.iter().map(|f| fields::field(*f)).collect();
+    let table = Table::new(functions, graph, shown);
+    out.write_all(table.header().as_bytes())?;
     let first_seen = first_timestamps(groups, extras);
     let render = |chunk: &Range<usize>, buf: &mut Vec<u8>| -> io::Result<()> {
         // One buffer for the function_graph column, reused for every row.
-        let mut call = String::new();
+        let mut scratch = String::new();
         let mut group = Vec::new();
         for i in chunk.clone() {
             groups.group(i, &mut group);
-            let group = group.as_slice();
-            buf.write_all(b"===\n")?;
-            summary_line(buf, group[0].packet, extras, &first_seen)?;
-            if graph {
-                for (r, depth) in group.iter().zip(depths(group)) {
-                    graph_row(buf, r, targets, depth, &mut call)?;
-                    end_row(buf, r, extras)?;
-                }
-            } else {
-                for r in group {
-                    columns.row(buf, r)?;
-                    end_row(buf, r, extras)?;
-                }
-            }
-            fate_line(buf, group[0].packet, extras)?;
+            let head = head(group[0].packet, extras, &first_seen);
+            let rows = group.iter().map(|r| row(r, targets, extras));
+            table.group(buf, &head, rows, &mut scratch)?;
         }
         Ok(())
     };
@@ -117,172 +105,48 @@ fn first_timestamps<G: GroupList + ?Sized>(groups: &G, extras: &Extras) -> HashM
         .collect()
 }
 
-/// The line under `===`: what the packet is, and what it was cloned from.
-fn summary_line(
-    out: &mut dyn Write,
-    packet: u32,
-    extras: &Extras,
-    first_seen: &HashMap<u32, u64>,
-) -> io::Result<()> {
+/// What `packet`'s group shows besides its rows: its summary, its parent,
+/// its fate.
+fn head<'a>(packet: u32, extras: &Extras<'a>, first_seen: &HashMap<u32, u64>) -> Head<'a> {
+    let fate = extras
+        .fates
+        .and_then(|f| f.get(&packet))
+        .map(String::as_str);
     let Some(details) = extras.details else {
-        return Ok(());
+        return Head {
+            fate,
+            ..Head::default()
+        };
     };
-    let summary = details.summaries.get(&packet).map(String::as_str);
-    let parent = details
-        .parents
-        .get(&packet)
-        .map(|p| match first_seen.get(p) {
-            Some(ts) => format!("(clone of the packet first seen at {ts})"),
-            None => "(clone of a packet not traced)".to_string(),
-        });
-    match (summary, parent) {
-        (Some(s), Some(p)) => writeln!(out, "{s} {p}"),
-        (Some(s), None) => writeln!(out, "{s}"),
-        (None, Some(p)) => writeln!(out, "{p}"),
-        (None, None) => Ok(()),
+    Head {
+        summary: details.summaries.get(&packet).map(String::as_str),
+        parent: details
+            .parents
+            .get(&packet)
+            .map(|p| match first_seen.get(p) {
+                Some(ts) => Parent::FirstSeen(*ts),
+                None => Parent::NotTraced,
+            }),
+        fate,
     }
 }
 
-/// Ends a row: its drop reason, caller and fields, if any, then the
-/// newline; then its stack, a frame a line, indented.
-fn end_row(out: &mut dyn Write, r: &Record, extras: &Extras) -> io::Result<()> {
+/// A record as the table shows it.
+fn row<'a>(r: &Record, targets: &[Target], extras: &'a Extras) -> Row<'a> {
     let located = extras.located(r);
-    if r.drop_reason == NONE && extras.fields.is_empty() && located.is_none() {
-        return out.write_all(b"\n");
+    let skb = match extras.fields.is_empty() {
+        true => None,
+        false => extras.snapshot(r).map(fields::skb),
+    };
+    Row {
+        tstamp: r.tstamp,
+        cpu: r.cpu,
+        func: r.func,
+        is_return: r.is_return,
+        retval: return_value(targets, r),
+        drop_reason: extras.reason(r),
+        caller: located.and_then(|l| l.caller.as_deref()),
+        stack: located.map_or(&[][..], |l| &l.stack),
+        skb,
     }
-    writeln!(out, "{}", extras.suffix(r))?;
-    for frame in located.map_or(&[][..], |l| &l.stack) {
-        writeln!(out, "    {frame}")?;
-    }
-    Ok(())
-}
-
-/// The line ending a packet's group: how it ended.
-fn fate_line(out: &mut dyn Write, packet: u32, extras: &Extras) -> io::Result<()> {
-    match extras.fates.and_then(|f| f.get(&packet)) {
-        Some(fate) => writeln!(out, "fate: {fate}"),
-        None => Ok(()),
-    }
-}
-
-/// The blank line and header line before the table.
-fn aggregate_header(graph: bool) -> String {
-    if graph {
-        format!(
-            "\n{:<20} {:>3.3} {:>24.24} {:<64.64}\n",
-            "Timestamp", "CPU", "Module", "Function"
-        )
-    } else {
-        format!(
-            "\n{:<20} {:>3.3} {:>24.24} {:>32.32}\n",
-            "Timestamp", "CPU", "Module", "Function"
-        )
-    }
-}
-
-/// The function tracer's rows, `%-20zu %03u %24.24s %32.32s`, with the
-/// last two columns formatted once per function rather than once per row.
-struct Columns {
-    /// Per target: ` %24.24s %32.32s` of its module and name.
-    functions: Vec<String>,
-    unknown: String,
-}
-
-impl Columns {
-    fn new(targets: &[Target]) -> Self {
-        let cols = |module: &str, name: &str| format!(" {module:>24.24} {name:>32.32}");
-        Columns {
-            functions: targets.iter().map(|t| cols(&t.module, &t.name)).collect(),
-            unknown: cols(UNKNOWN, UNKNOWN),
-        }
-    }
-
-    fn row(&self, out: &mut dyn Write, r: &Record) -> io::Result<()> {
-        let functions = self.functions.get(r.func as usize).unwrap_or(&self.unknown);
-        let mut line = [0u8; 64];
-        let len = time_and_cpu(&mut line, r.tstamp, u32::from(r.cpu));
-        out.write_all(&line[..len])?;
-        out.write_all(functions.as_bytes())
-    }
-}
-
-/// `%-20zu %03u` into `line`, returning its length: the two numbers of
-/// every row, without the formatting machinery (a burst's table has half a
-/// million rows).
-pub(super) fn time_and_cpu(line: &mut [u8; 64], tstamp: u64, cpu: u32) -> usize {
-    let mut len = decimal(line, 0, tstamp, 1);
-    while len < 20 {
-        line[len] = b' ';
-        len += 1;
-    }
-    line[len] = b' ';
-    decimal(line, len + 1, u64::from(cpu), 3)
-}
-
-/// Writes `n` in decimal at `at`, zero-padded to `width` digits; returns
-/// where it ends.
-fn decimal(line: &mut [u8; 64], at: usize, mut n: u64, width: usize) -> usize {
-    let mut digits = [0u8; 20];
-    let mut count = 0;
-    while n > 0 || count < width {
-        digits[count] = b'0' + (n % 10) as u8;
-        n /= 10;
-        count += 1;
-    }
-    for (i, d) in digits[..count].iter().rev().enumerate() {
-        line[at + i] = *d;
-    }
-    at + count
-}
-
-/// A function_graph row: `%-20zu %03u %24.24s %-64.64s`, the last column
-/// built in `call`.
-fn graph_row(
-    out: &mut dyn Write,
-    r: &Record,
-    targets: &[Target],
-    depth: usize,
-    call: &mut String,
-) -> io::Result<()> {
-    let (module, name) = names(targets, r.func);
-    call.clear();
-    // Only the first 64 chars show; cap the indent so a runaway depth
-    // (unbalanced entries) can't make this buffer grow without bound.
-    for _ in 0..depth.min(32) {
-        call.push_str("  ");
-    }
-    if r.is_return {
-        call.push('}');
-        if let Some(value) = return_value(targets, r) {
-            use std::fmt::Write as _;
-            let _ = write!(call, " = {value}");
-        }
-    } else {
-        call.push_str(name);
-        call.push_str("() {");
-    }
-    write!(
-        out,
-        "{:<20} {:03} {:>24.24} {:<64.64}",
-        r.tstamp, r.cpu, module, call
-    )
-}
-
-/// Call depth of each row of a timestamp-sorted function_graph group.
-///
-/// An entry prints at the current depth, then goes one deeper; a return goes
-/// one up first, then prints. The depth never drops below 0: a return without
-/// its entry (tracing started mid-call, or a lost event) prints at depth 0.
-pub(super) fn depths(group: &[Record]) -> impl Iterator<Item = usize> + '_ {
-    let mut depth = 0usize;
-    group.iter().map(move |r| {
-        if r.is_return {
-            depth = depth.saturating_sub(1);
-            depth
-        } else {
-            let printed = depth;
-            depth += 1;
-            printed
-        }
-    })
 }

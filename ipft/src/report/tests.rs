@@ -1,6 +1,9 @@
-//! Golden outputs. The files under `tests/golden/` were printed by a C
-//! program using ipftrace2's printf formats on the same data, so they
-//! check the layout against C's printf, not against this code.
+//! Golden outputs through ipft's side of the report: records grouped as
+//! the trace stage groups them, with targets, drop reasons and details,
+//! converted to ipft-output's inputs. The files under
+//! `ipft-output/tests/golden/` were printed by a C program using
+//! ipftrace2's printf formats on the same data, so they check the layout
+//! against C's printf, not against this code.
 use std::{
     collections::HashMap,
     io::{self, Write},
@@ -11,7 +14,7 @@ use ipft_common::Event;
 use super::{
     json::{self, JsonSeen},
     list,
-    table::{aggregate, chunks, depths, time_and_cpu, FIRST_CHUNK_ROWS},
+    table::{aggregate, chunks, FIRST_CHUNK_ROWS},
     Extras,
 };
 use crate::{
@@ -86,28 +89,6 @@ const B: u64 = 0xffff8dee8aea1000;
 const C: u64 = 0xffff8dee00000100;
 
 #[test]
-fn row_numbers_match_printf() {
-    let mut random = crate::random::Random::new(7);
-    let mut cases = vec![
-        (0, 0),
-        (1, 7),
-        (u64::MAX, u32::MAX),
-        (12345678901234567890, 999),
-    ];
-    cases.extend((0..1000).map(|_| {
-        (
-            random.next() >> (random.next() % 64),
-            random.next() as u32 >> (random.next() % 32),
-        )
-    }));
-    for (tstamp, cpu) in cases {
-        let mut line = [0u8; 64];
-        let len = time_and_cpu(&mut line, tstamp, cpu);
-        assert_eq!(&line[..len], format!("{tstamp:<20} {cpu:03}").as_bytes());
-    }
-}
-
-#[test]
 fn aggregate_function() {
     // Three packets arriving interleaved and out of order. B starts first,
     // then A, then C; B has two events with the same timestamp (arrival
@@ -133,7 +114,10 @@ fn aggregate_function() {
             &Extras::default(),
         )
     });
-    assert_eq!(text, include_str!("../../tests/golden/aggregate.txt"));
+    assert_eq!(
+        text,
+        include_str!("../../../ipft-output/tests/golden/aggregate.txt")
+    );
 }
 
 #[test]
@@ -161,7 +145,10 @@ fn aggregate_function_graph() {
     ];
     let text =
         render(|out| aggregate(out, &groups(&records), &targets(), true, &Extras::default()));
-    assert_eq!(text, include_str!("../../tests/golden/aggregate_graph.txt"));
+    assert_eq!(
+        text,
+        include_str!("../../../ipft-output/tests/golden/aggregate_graph.txt")
+    );
 }
 
 /// Targets of each kind of return type, for the return value tests.
@@ -276,15 +263,6 @@ fn json_return_values_are_numbers_with_their_errno() {
 }
 
 #[test]
-fn aggregate_deep_graph_is_all_indent() {
-    // 40 nested entries: from depth 32 on, the 64 columns are all indent.
-    let records: Vec<Record> = (0..40).map(|t| rec(A, t, 0, 0, false)).collect();
-    let text = render(|out| aggregate(out, &[records][..], &targets(), true, &Extras::default()));
-    let last = text.lines().last().unwrap();
-    assert_eq!(last, format!("39{:18} 000 {:>24} {:64}", "", "vmlinux", ""));
-}
-
-#[test]
 fn aggregate_of_many_chunks_keeps_group_order() {
     // 6,000 packets of 3 rows: the first chunk and a dozen more, formatted
     // on several threads, must come out as if formatted one by one.
@@ -341,33 +319,6 @@ fn aggregate_empty() {
     assert_eq!(
         text,
         "\nTimestamp            CPU                   Module                         Function\n"
-    );
-}
-
-#[test]
-fn aggregate_counts_chars() {
-    // C would cut these mid-character and pad by bytes; here cuts fall
-    // between chars and padding counts chars, so columns stay aligned.
-    // Row 1: 26 chars (29 bytes) for 24 columns, 35 chars (38 bytes) for
-    // 32. Row 2: 6 chars (7 bytes), padded with 18 spaces.
-    let targets = [
-        target(
-            "fünction_ñame_with_ümlauts_and_more",
-            "mödule_ñame_ümlauts_123456",
-            0,
-            0,
-        ),
-        target("ümlaut", "ümlaut", 0, 0),
-    ];
-    let records = vec![rec(A, 1, 0, 0, false), rec(A, 2, 1, 0, false)];
-    let text = render(|out| aggregate(out, &[records][..], &targets, false, &Extras::default()));
-    let rows: Vec<&str> = text.lines().skip(3).collect();
-    assert_eq!(
-        rows,
-        [
-            "1                    000 mödule_ñame_ümlauts_1234 fünction_ñame_with_ümlauts_and_m",
-            "2                    000                   ümlaut                           ümlaut",
-        ]
     );
 }
 
@@ -523,54 +474,8 @@ fn list_table() {
         writeln!(out, "{}", list::header())?;
         list::write(out, &targets(), false)
     });
-    assert_eq!(text, include_str!("../../tests/golden/list.txt"));
-}
-
-#[test]
-fn list_json() {
-    let mut targets = targets();
-    targets.truncate(4);
-    targets[1].name = "quo\"te".into();
-    let text = render(|out| list::write(out, &targets, true));
     assert_eq!(
         text,
-        concat!(
-            r#"{"name":"ip_rcv","module":"vmlinux","address":"0xffffffff81c3a2b0","skb_position":0}"#,
-            "\n",
-            r#"{"name":"quo\"te","module":"vmlinux","address":"0xffffffff81b0e130","skb_position":0}"#,
-            "\n",
-            r#"{"name":"a_function_name_that_is_longer_than_32_chars","module":"module_name_longer_than_24_chars","address":"0xffffffffc0a01234","skb_position":3}"#,
-            "\n",
-            r#"{"name":"netif_receive_skb","module":"vmlinux","address":"0x0000000000000000","skb_position":0}"#,
-            "\n",
-        )
+        include_str!("../../../ipft-output/tests/golden/list.txt")
     );
-}
-
-#[test]
-fn depth_nested() {
-    // a() { b() { c() { } } d() { } }
-    let group = [
-        rec(1, 1, 0, 0, false),
-        rec(1, 2, 1, 0, false),
-        rec(1, 3, 2, 0, false),
-        rec(1, 4, 2, 0, true),
-        rec(1, 5, 1, 0, true),
-        rec(1, 6, 3, 0, false),
-        rec(1, 7, 3, 0, true),
-        rec(1, 8, 0, 0, true),
-    ];
-    assert_eq!(depths(&group).collect::<Vec<_>>(), [0, 1, 2, 2, 1, 1, 1, 0]);
-}
-
-#[test]
-fn depth_floors_at_zero() {
-    // Tracing started inside two calls: their returns print at 0.
-    let group = [
-        rec(1, 1, 0, 0, true),
-        rec(1, 2, 1, 0, true),
-        rec(1, 3, 2, 0, false),
-        rec(1, 4, 2, 0, true),
-    ];
-    assert_eq!(depths(&group).collect::<Vec<_>>(), [0, 0, 0, 0]);
 }

@@ -18,6 +18,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use ipft_output::pcapng::Pcapng;
 
 pub use command::check as check_command;
 use command::CommandStdout;
@@ -30,7 +31,6 @@ use crate::{
     discover::{roles, Target},
     report::{
         collect::{Collector, Settings, Stop, Tally},
-        pcapng::Pcapng,
         progress::{AttachWatch, Progress},
         sink::{ignore_broken_pipe, Sink},
     },

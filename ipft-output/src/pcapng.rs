@@ -4,12 +4,17 @@
 //! frame was seen on, named `dev@netns` (the namespace's inode number, as
 //! `ip netns identify` and `/proc/PID/ns/net` show it), declared just
 //! before its first frame; one enhanced packet block per frame
-//! ([`super::frames`] picks them), stamped with the kernel's time of the
+//! (ipft's report stage picks them), stamped with the kernel's time of the
 //! row in wall-clock time, and commented with the row as ipft's table shows
 //! it: `function packet N (drop: REASON)`. The blocks are written by the
 //! `pcap-file` crate, which has each option this needs (interface name and
 //! time resolution, packet comments).
-use std::{borrow::Cow, collections::HashMap, io, time::Duration};
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    io::{self, Write},
+    time::Duration,
+};
 
 use ipft_common::{LINK_ETHERNET, LINK_RAW};
 use pcap_file::{
@@ -24,7 +29,24 @@ use pcap_file::{
     DataLink, Endianness, PcapError,
 };
 
-use super::{frames::Row, sink::Sink};
+/// One frame to write: a row's bytes and where they were seen.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    /// The row's kernel time (`bpf_ktime_get_ns`, the monotonic clock).
+    pub tstamp: u64,
+    /// The network namespace's inode number.
+    pub netns: u32,
+    /// 0: not on a device yet.
+    pub ifindex: u32,
+    /// `LINK_ETHERNET`, `LINK_RAW` (ipft-common), or another link type.
+    pub link: u16,
+    /// The device's name, NUL-padded as the kernel keeps it.
+    pub dev: &'a [u8],
+    /// Bytes of the packet from the frame's first byte (at least `bytes`).
+    pub original_len: u32,
+    /// The captured bytes.
+    pub bytes: &'a [u8],
+}
 
 /// An interface: where and how frames were seen.
 #[derive(Clone, Copy, Hash, PartialEq, Eq)]
@@ -38,13 +60,13 @@ struct Place {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Written {
     pub frames: u64,
-    /// Bytes of the file (or stream), headers included.
+    /// Bytes of the blocks after the section header (interfaces, frames).
     pub bytes: u64,
 }
 
-/// A pcapng file being written.
-pub struct Pcapng {
-    writer: PcapNgWriter<Sink>,
+/// A pcapng file being written to `W`.
+pub struct Pcapng<W: Write> {
+    writer: PcapNgWriter<W>,
     interfaces: HashMap<Place, u32>,
     /// Wall clock minus the monotonic clock the programs stamp events with.
     realtime_offset: i128,
@@ -52,12 +74,13 @@ pub struct Pcapng {
     pub written: Written,
 }
 
-impl Pcapng {
+impl<W: Write> Pcapng<W> {
     /// Starts the file in `sink` (the section header) for frames of at most
     /// `snaplen` bytes.
-    pub fn new(sink: Sink, snaplen: u32) -> io::Result<Pcapng> {
+    pub fn new(sink: W, snaplen: u32) -> io::Result<Pcapng<W>> {
         let section = SectionHeaderBlock {
             endianness: native_endianness(),
+            // The workspace's version, which ipft has too.
             options: vec![SectionHeaderOption::UserApplication(Cow::Borrowed(
                 concat!("ipft ", env!("CARGO_PKG_VERSION")),
             ))],
@@ -74,15 +97,15 @@ impl Pcapng {
     }
 
     /// Writes one frame, declaring its interface first if it is new.
-    pub fn write(&mut self, row: &Row, comment: String) -> io::Result<()> {
-        let interface_id = self.interface(row)?;
-        let nanos = i128::from(row.event.tstamp) + self.realtime_offset;
+    pub fn write(&mut self, frame: &Frame, comment: String) -> io::Result<()> {
+        let interface_id = self.interface(frame)?;
+        let nanos = i128::from(frame.tstamp) + self.realtime_offset;
         let block = EnhancedPacketBlock {
             interface_id,
             // pcap-file writes nanoseconds: each interface says so (if_tsresol 9).
             timestamp: Duration::from_nanos(nanos.clamp(0, i128::from(u64::MAX)) as u64),
-            original_len: row.frame_len(),
-            data: Cow::Borrowed(&row.frame.bytes),
+            original_len: frame.original_len,
+            data: Cow::Borrowed(frame.bytes),
             options: vec![EnhancedPacketOption::Comment(Cow::Owned(comment))],
         };
         self.block(block)?;
@@ -92,17 +115,17 @@ impl Pcapng {
 
     /// Flushes, so that a reader of a stream has every frame so far.
     pub fn flush(&mut self) -> io::Result<()> {
-        io::Write::flush(self.writer.get_mut())
+        self.writer.get_mut().flush()
     }
 
-    /// Completes the file (a stream on stdout then ends).
-    pub fn finish(self) -> io::Result<()> {
-        self.writer.into_inner().finish()
+    /// The file's writer, every block written to it.
+    pub fn into_inner(self) -> W {
+        self.writer.into_inner()
     }
 
-    /// The id of `row`'s interface, declared now if it is new.
-    fn interface(&mut self, row: &Row) -> io::Result<u32> {
-        let c = &row.frame.capture;
+    /// The id of `frame`'s interface, declared now if it is new.
+    fn interface(&mut self, frame: &Frame) -> io::Result<u32> {
+        let c = frame;
         let place = Place {
             netns: c.netns,
             ifindex: c.ifindex,
@@ -120,7 +143,7 @@ impl Pcapng {
             linktype,
             snaplen: self.snaplen,
             options: vec![
-                InterfaceDescriptionOption::IfName(Cow::Owned(interface_name(row))),
+                InterfaceDescriptionOption::IfName(Cow::Owned(interface_name(frame))),
                 InterfaceDescriptionOption::IfDescription(Cow::Owned(format!(
                     "ifindex {} in network namespace {}",
                     c.ifindex, c.netns
@@ -142,14 +165,13 @@ impl Pcapng {
 }
 
 /// `dev@netns`, or `(no device)` for a packet not yet on one.
-fn interface_name(row: &Row) -> String {
-    let c = &row.frame.capture;
-    if c.ifindex == 0 {
+fn interface_name(frame: &Frame) -> String {
+    if frame.ifindex == 0 {
         return "(no device)".into();
     }
-    let dev = &row.event.dev;
+    let dev = frame.dev;
     let end = dev.iter().position(|&b| b == 0).unwrap_or(dev.len());
-    format!("{}@{}", String::from_utf8_lossy(&dev[..end]), c.netns)
+    format!("{}@{}", String::from_utf8_lossy(&dev[..end]), frame.netns)
 }
 
 fn native_endianness() -> Endianness {
@@ -179,5 +201,72 @@ fn io_error(err: PcapError) -> io::Error {
     match err {
         PcapError::IoError(e) => e,
         other => io::Error::other(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ipft_common::LINK_ETHERNET;
+    use pcap_file::pcapng::{Block, PcapNgReader};
+
+    use super::*;
+
+    #[test]
+    fn frames_declare_their_interface_once_and_keep_their_comment() {
+        let mut file = Pcapng::new(Vec::new(), 262144).unwrap();
+        let frame = Frame {
+            tstamp: 1,
+            netns: 4026531840,
+            ifindex: 1,
+            link: LINK_ETHERNET,
+            dev: b"lo\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            original_len: 98,
+            bytes: &[0xab; 64],
+        };
+        file.write(&frame, "ip_rcv packet 1".into()).unwrap();
+        let unplaced = Frame {
+            ifindex: 0,
+            ..frame
+        };
+        file.write(&frame, "kfree_skb packet 1".into()).unwrap();
+        file.write(&unplaced, "skb_clone packet 2".into()).unwrap();
+        let written = file.written;
+        let bytes = file.into_inner();
+        // The section header, written first, is not counted.
+        assert_eq!(written.frames, 3);
+        assert!(written.bytes > 3 * 64 && written.bytes < bytes.len() as u64);
+        let mut reader = PcapNgReader::new(&bytes[..]).unwrap();
+        let mut seen = Vec::new();
+        while let Some(block) = reader.next_block() {
+            match block.unwrap() {
+                Block::InterfaceDescription(idb) => {
+                    assert_eq!(idb.linktype, DataLink::ETHERNET);
+                    let name = idb.options.iter().find_map(|o| match o {
+                        InterfaceDescriptionOption::IfName(n) => Some(n.to_string()),
+                        _ => None,
+                    });
+                    seen.push(format!("interface {}", name.unwrap()));
+                }
+                Block::EnhancedPacket(epb) => {
+                    assert_eq!((epb.original_len, epb.data.len()), (98, 64));
+                    let comment = epb.options.iter().find_map(|o| match o {
+                        EnhancedPacketOption::Comment(c) => Some(c.to_string()),
+                        _ => None,
+                    });
+                    seen.push(format!("{} on {}", comment.unwrap(), epb.interface_id));
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                "interface lo@4026531840",
+                "ip_rcv packet 1 on 0",
+                "kfree_skb packet 1 on 0",
+                "interface (no device)",
+                "skb_clone packet 2 on 1",
+            ]
+        );
     }
 }

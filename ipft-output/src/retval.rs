@@ -1,9 +1,21 @@
 //! function_graph: a return row's value, read as the function's BTF return
-//! type says (`discover::Returns`), with a negative errno named:
-//! `-22 EINVAL`.
+//! type says ([`Returns`]), with a negative errno named: `-22 EINVAL`.
 use std::fmt;
 
-use crate::discover::Returns;
+/// A function's return type: how much of the return register is its
+/// value, and how to read it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Returns {
+    /// `void`, or a tracepoint (no return).
+    #[default]
+    Nothing,
+    /// A signed integer (or enum) of this many bytes.
+    Signed(u8),
+    /// An unsigned integer (or `bool`) of this many bytes.
+    Unsigned(u8),
+    /// A pointer: an address, or an errno when it is an `ERR_PTR`.
+    Pointer,
+}
 
 /// A return value, as its type reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
