@@ -390,22 +390,6 @@ pub enum Field {
     GsoType,
 }
 
-impl Field {
-    /// The name shown in rows and used as the JSON key.
-    pub fn name(self) -> &'static str {
-        match self {
-            Field::Len => "len",
-            Field::DataLen => "data_len",
-            Field::Protocol => "protocol",
-            Field::Mark => "mark",
-            Field::Dev => "dev",
-            Field::GsoSize => "gso_size",
-            Field::GsoSegs => "gso_segs",
-            Field::GsoType => "gso_type",
-        }
-    }
-}
-
 /// `--generate`: the man page and completions come from the same clap
 /// definitions as `--help`.
 pub fn generate(kind: Generate) -> ExitCode {
@@ -640,7 +624,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(opts.field, [Field::DataLen, Field::GsoSize, Field::GsoType]);
-        let names: Vec<&str> = opts.field.iter().map(|f| f.name()).collect();
+        let names: Vec<String> = opts
+            .field
+            .iter()
+            .map(|f| f.to_possible_value().unwrap().get_name().to_string())
+            .collect();
         assert_eq!(names, ["data_len", "gso_size", "gso_type"]);
     }
 }

@@ -48,14 +48,19 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("random", &[]),
 ];
 
-/// Every `crate::x` a file's code names, comments left out: `x` alone, and
-/// each first name of a `crate::{x::.., y}` group.
-fn uses(source: &str) -> BTreeSet<String> {
-    let code: String = source
+/// A file's code with its `//` comments (docs included) left out.
+fn without_comments(source: &str) -> String {
+    source
         .lines()
         .map(|line| line.split("//").next().unwrap_or(""))
         .collect::<Vec<_>>()
-        .join("\n");
+        .join("\n")
+}
+
+/// Every `crate::x` a file's code names, comments left out: `x` alone, and
+/// each first name of a `crate::{x::.., y}` group.
+fn uses(source: &str) -> BTreeSet<String> {
+    let code = without_comments(source);
     let mut found = BTreeSet::new();
     for (at, _) in code.match_indices("crate::") {
         let rest = &code[at + "crate::".len()..];
@@ -70,11 +75,7 @@ fn uses(source: &str) -> BTreeSet<String> {
 /// The crate root names its modules without `crate::` (`select::config`):
 /// every path that starts with a module's name counts as a use there.
 fn root_uses(source: &str) -> BTreeSet<String> {
-    let code: String = source
-        .lines()
-        .map(|line| line.split("//").next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let code = without_comments(source);
     let mut found = BTreeSet::new();
     for (module, _) in ALLOWED {
         let path = format!("{module}::");

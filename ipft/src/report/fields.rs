@@ -1,5 +1,6 @@
 //! `--field`: a traced event's skb fields as ipft-output prints them
-//! (`ipft_output::fields`); the names come from `cli::Field`, hence here.
+//! (`ipft_output::fields`), from the option's `cli::Field`, whose value
+//! names are the names rows show (a test holds them equal).
 use ipft_common::Event;
 pub use ipft_output::fields::{Field, Skb, Value};
 
@@ -58,7 +59,8 @@ mod tests {
     fn every_option_keeps_its_name() {
         use clap::ValueEnum;
         for f in cli::Field::value_variants() {
-            assert_eq!(field(*f).name(), f.name());
+            let option = f.to_possible_value().unwrap();
+            assert_eq!(field(*f).name(), option.get_name());
         }
     }
 }

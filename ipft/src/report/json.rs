@@ -62,10 +62,10 @@ pub fn event(
     };
     let skb = snapshot.map(fields::skb);
     let values = skb.iter().flat_map(|skb| {
-        extras
-            .fields
-            .iter()
-            .map(move |f| (f.name(), Value(fields::field(*f), skb).to_string()))
+        extras.fields.iter().map(move |f| {
+            let field = fields::field(*f);
+            (field.name(), Value(field, skb).to_string())
+        })
     });
     json::event(out, &row, &seen, values)
 }
