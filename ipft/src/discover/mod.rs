@@ -101,20 +101,10 @@ pub enum Address {
     FtraceSite,
 }
 
-/// A function's return type, from its BTF prototype: how much of the
-/// return register is its value, and how to read it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Returns {
-    /// `void`, or a tracepoint (no return).
-    #[default]
-    Nothing,
-    /// A signed integer (or enum) of this many bytes.
-    Signed(u8),
-    /// An unsigned integer (or `bool`) of this many bytes.
-    Unsigned(u8),
-    /// A pointer: an address, or an errno when it is an `ERR_PTR`.
-    Pointer,
-}
+/// A function's return type, from its BTF prototype (how much of the
+/// return register is its value, and how to read it): ipft-output's own
+/// type, which reads function_graph's return values by it.
+pub use ipft_output::retval::Returns;
 
 /// Why a function with an skb parameter cannot be traced at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -35,7 +35,7 @@ use ipft_output::{retval, table::UNKNOWN, Reason};
 
 use crate::{
     cli::Field,
-    discover::{Returns, Target},
+    discover::Target,
     trace::group::{Details, Located, Record, NONE},
 };
 
@@ -84,18 +84,8 @@ impl Extras<'_> {
 fn return_value(targets: &[Target], r: &Record) -> Option<retval::Value> {
     let returns = targets.get(r.func as usize)?.returns;
     r.is_return
-        .then(|| retval::value(returns_of(returns), r.retval))
+        .then(|| retval::value(returns, r.retval))
         .flatten()
-}
-
-/// discover's return type as ipft-output reads it.
-fn returns_of(returns: Returns) -> retval::Returns {
-    match returns {
-        Returns::Nothing => retval::Returns::Nothing,
-        Returns::Signed(size) => retval::Returns::Signed(size),
-        Returns::Unsigned(size) => retval::Returns::Unsigned(size),
-        Returns::Pointer => retval::Returns::Pointer,
-    }
 }
 
 /// The (module, name) of the target a record points at.
